@@ -1,0 +1,97 @@
+"""The model-file contract (design.md section 4): what an exported model says about itself.
+
+An ONNX file carries these keys in `metadata_props` (JSON values); a TensorRT engine carries the same
+keys in a JSON sidecar `<engine>.json` so C++ can read them without Python.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelFileError
+
+SCHEMA = "disseg-model/1"
+PREFIX = "disseg."
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Everything a runtime needs to run and present an exported DIS model."""
+
+    input_name: str
+    input_height: int
+    input_width: int
+    batch: int | str  # an int, or "dynamic"
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]  # RGB per class
+    iterations: int
+    step_size: float
+    tag_weight: float
+    precision: str  # fp32 | fp16 | int8
+    outputs: tuple[str, ...]
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    input_layout: str = "NHWC"
+    input_dtype: str = "uint8"
+    color_order: str = "BGR"
+    schema: str = SCHEMA
+    checkpoint_sha256: str = ""
+    onnx_sha256: str = ""
+    config: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)  # parity report, quantization report, engine facts
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_metadata(self) -> dict[str, str]:
+        """Return the ONNX metadata_props / sidecar form: prefixed keys, JSON values."""
+        return {PREFIX + k: json.dumps(v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str], *, source: str = "model") -> "ModelInfo":
+        """Parse metadata written by `to_metadata`. Raises ModelFileError if it is not a disseg model."""
+        if PREFIX + "schema" not in props:
+            raise ModelFileError(
+                f"{source} is not a disseg model (no '{PREFIX}schema' metadata); export one with: dis-export CKPT --iters 3"
+            )
+        try:
+            values = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
+        except json.JSONDecodeError as err:
+            raise ModelFileError(f"{source} has corrupt disseg metadata ({err}); re-export it with dis-export") from err
+        if values.get("schema") != SCHEMA:
+            raise ModelFileError(
+                f"{source} uses model schema {values.get('schema')!r}, this runtime reads {SCHEMA!r}; re-export it with this version's dis-export"
+            )
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in fields}
+        for key in ("class_names", "outputs", "mean", "std"):
+            values[key] = tuple(values[key])
+        values["palette"] = tuple(tuple(c) for c in values["palette"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "ModelInfo":
+        return dataclasses.replace(self, **changes)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_onnx_info(path: str | Path) -> ModelInfo:
+    """Read the contract from an ONNX file's metadata without loading its weights into a runtime."""
+    import onnx  # only for export/calibration tools; the runtime reads metadata through its session
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError and others for a damaged file
+        raise ModelFileError(f"{path} is not a readable ONNX file ({type(err).__name__}); re-export it with dis-export") from err
+    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(path))

@@ -1,0 +1,70 @@
+"""Reading images into the one format every backend takes (uint8 BGR, H x W x 3) and resizing to the model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import BadInput
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def to_bgr8(image: np.ndarray, *, source: str = "image") -> np.ndarray:
+    """Return `image` as contiguous uint8 BGR (H x W x 3).
+
+    Accepts grayscale (H x W or H x W x 1), BGR, BGRA (alpha dropped), uint8, uint16 (high byte kept)
+    and float images in [0, 1]. Raises BadInput for anything else.
+    """
+    image = np.asarray(image)
+    if image.size == 0 or image.ndim not in (2, 3):
+        raise BadInput(f"{source}: expected an H x W (x C) image, got shape {image.shape}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise BadInput(f"{source}: expected uint8, uint16 or float pixels, got {image.dtype}; convert the image to 8-bit")
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.shape[2] != 3:
+        raise BadInput(f"{source}: expected 1, 3 or 4 channels, got {image.shape[2]}; save it as RGB or grayscale")
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 BGR. Raises BadInput if it is missing or not a decodable image."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: no such image file")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise BadInput(f"{path}: not a decodable image (corrupt or unsupported format)")
+    return to_bgr8(image, source=str(path))
+
+
+def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize to the model's input size: area filter when shrinking, bilinear when enlarging."""
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    shrinking = image.shape[0] * image.shape[1] > height * width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a labelmap back to a frame's size (nearest neighbour: labels never blend)."""
+    if labels.shape[0] == height and labels.shape[1] == width:
+        return labels
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files in `folder` (sorted, by suffix), or the files a glob pattern matches."""
+    text = str(folder)
+    if any(ch in text for ch in "*?["):
+        base = Path(text).parent
+        return sorted(p for p in base.glob(Path(text).name) if p.is_file())
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -1,0 +1,61 @@
+"""Model and method configuration. Every choice the paper leaves open is a field here, saved in checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
+
+
+@dataclasses.dataclass(frozen=True)
+class DISConfig:
+    class_names: tuple[str, ...]
+    backbone: str = "resnet18"
+    output_stride: int = 8  # 8 or 16 (resnets); mobilenet_v3_large is 16
+    stages: int = 4  # residual stages of a resnet kept (2..4); fewer is faster on CPUs
+    size: int = 256  # training crop and default export size (pixels, square)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Losses (design.md section 1): CE(u3, L) + lambda_tags BCE(v3, T) + lambda_image ||z3 - I_small||^2
+    lambda_tags: float = 1.0
+    lambda_image: float = 1.0
+    weak_weight: float = 1.0  # weight of the weak (tag-only) images' loss in stage 2
+    # Refinement: E = 1/2 ||z3 - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K with tags), N = 3 h w
+    step_size: float = 300.0
+    tag_weight: float = 0.03
+    iters_train: int = 5  # refinement steps that make stage-2 pseudo labels
+    iters_test: int = 0  # refinement steps at test time (the exported default)
+    suppress_absent: bool = True  # zero out classes whose tag probability < 0.5 (background kept)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DISConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "DISConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise ValueError with a fix for configurations the network cannot take."""
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; available: {', '.join(BACKBONES)}")
+        if self.output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 or 16, got {self.output_stride}")
+        if self.backbone == "mobilenet_v3_large" and self.output_stride != 16:
+            raise ValueError("mobilenet_v3_large has output stride 16; pass --output-stride 16")
+        if not 2 <= self.stages <= 4:
+            raise ValueError(f"stages must be 2, 3 or 4, got {self.stages}")
+        if self.num_classes < 2:
+            raise ValueError("need at least 2 classes (background and one more)")

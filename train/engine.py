@@ -1,0 +1,302 @@
+"""Training and evaluation: `train_one_epoch`, `evaluate`, `fit` (design.md section 1, two stages)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from disseg.runtime.atomic import atomic_write_text
+from disseg.runtime.dataset import Sample, list_samples, scan
+from disseg.runtime.errors import BadInput
+from disseg.runtime.image import resize_labels
+from disseg.runtime.metrics import ConfusionMatrix, TagF1, tags_from_labels
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DISConfig
+from .data import EvalSet, TrainSet, collate_eval
+from .model import DIS, Heads, labelmap_scores
+from .refine import refine
+
+log = logging.getLogger("disseg.train")
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    out: Path
+    stage: int = 1
+    init: Path | None = None
+    epochs: int = 10
+    batch: int = 8
+    optimizer: str = "sgd"
+    lr: float | None = None  # default: 0.01 (SGD, DeepLab) or 1e-3 (AdamW)
+    weight_decay: float = 1e-4
+    device: str = "cpu"
+    workers: int = 2
+    seed: int = 0
+    resume: bool = False
+    pretrained: bool = False
+    eval_iters: tuple[int, ...] = field(default_factory=tuple)  # extra t values scored each epoch
+    max_train: int | None = None  # use only the first N fully labelled images (for label-budget studies)
+    freeze_bn: bool = False  # keep batch-norm statistics fixed (small batches, fine-tuning)
+    clip_grad: float = 5.0  # max gradient norm (0: off); SGD at DeepLab's lr diverges from scratch without it
+
+
+def predict(cfg: DISConfig, heads: Heads, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (labels B x height x width int64, tag probabilities B x K) from heads."""
+    scores = labelmap_scores(cfg, heads)
+    scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
+    return scores.argmax(1), torch.sigmoid(heads.v3)
+
+
+def to_input(bgr_images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 BGR H x W x 3 images (already at the model size) -> RGB float B x 3 x H x W in [0, 1]."""
+    batch = torch.from_numpy(np.stack(bgr_images)[..., ::-1].copy()).to(device)
+    return batch.permute(0, 3, 1, 2).float().div_(255)
+
+
+@torch.no_grad()
+def evaluate(model: DIS, loader, *, iters: list[int], device: torch.device, energy_tags: bool = False) -> list[dict]:
+    """Score the labelmap after each number of refinement steps in `iters`, computing features once.
+
+    With energy_tags, the tags given with each sample (the weak split's noisy tags) join the energy,
+    and "input_tag_f1" reports how good those tags were against the truth.
+    """
+    cfg = model.cfg
+    model.eval()
+    iters = sorted(set(iters))
+    matrices = {t: ConfusionMatrix(cfg.num_classes) for t in iters}
+    tag_scores = {t: TagF1() for t in iters}
+    input_tags = TagF1()
+    for batch in loader:
+        x = model.normalize(to_input(batch["bgr"], device))
+        u1, v1, image_small = model.features(x)
+        tags = None
+        if energy_tags and all(t is not None for t in batch["tags"]):
+            tags = torch.from_numpy(np.stack(batch["tags"])).to(device)
+        truth = [tags_from_labels(m, cfg.num_classes) if m is not None else None for m in batch["mask"]]
+        if tags is not None:
+            for given, true in zip(batch["tags"], truth):
+                if true is not None:
+                    input_tags.update(given, true)
+        done = 0
+        for t in iters:
+            u1, v1 = refine(model, u1, v1, image_small, steps=t - done, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight)
+            done = t
+            labels, tag_prob = predict(cfg, model.heads(u1, v1), x.shape[2], x.shape[3])
+            for i, mask in enumerate(batch["mask"]):
+                if mask is None:
+                    continue
+                pred = resize_labels(labels[i].to(torch.uint8).cpu().numpy(), *mask.shape)
+                matrices[t].update(pred, mask)
+                tag_scores[t].update(tag_prob[i].cpu().numpy(), truth[i])
+    results = []
+    for t in iters:
+        row = {"iters": t, **matrices[t].summary(cfg.class_names), "tag_f1": tag_scores[t].f1()}
+        if energy_tags:
+            row["input_tag_f1"] = input_tags.f1()
+        results.append(row)
+    return results
+
+
+def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+    cfg = model.cfg
+    u1, v1, image_small = model.features(model.normalize(x))
+    h = model.heads(u1, v1)
+    logits = F.interpolate(h.u3, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    # Per-image mean over valid pixels, then mean over images: every image weighs the same, and the
+    # mean of per-process means under DistributedDataParallel equals the single-process loss.
+    ce = F.cross_entropy(logits, labels, ignore_index=255, reduction="none").flatten(1)
+    valid = (labels != 255).flatten(1).sum(1).clamp(min=1)
+    loss = (
+        (ce.sum(1) / valid).mean()
+        + cfg.lambda_tags * F.binary_cross_entropy_with_logits(h.v3, tags)
+        + cfg.lambda_image * F.mse_loss(h.z3, image_small)
+    )
+    return loss
+
+
+@torch.no_grad()
+def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage-2 targets for tag-only images: (pseudo labelmap, cleaned tags) after iters_train refinement
+    steps with the noisy tags in the energy; classes outside the cleaned tags are suppressed (background kept).
+    Made by the current model in eval mode, so they never touch the batch-norm statistics."""
+    cfg = model.cfg
+    was_training = model.training
+    model.eval()
+    u1, v1, image_small = model.features(model.normalize(x))
+    u1, v1 = refine(model, u1, v1, image_small, steps=cfg.iters_train, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight)
+    labels, cleaned = predict(cfg.replace(suppress_absent=True), model.heads(u1, v1), x.shape[2], x.shape[3])
+    model.train(was_training)
+    return labels, cleaned
+
+
+class WeakStream:
+    """Weak (tag-only) batches addressed by global step, so a resumed run draws exactly the same ones."""
+
+    def __init__(self, dataset: TrainSet, batch: int, *, rank: int, world: int, seed: int) -> None:
+        self.dataset, self.batch, self.rank, self.world, self.seed = dataset, batch, rank, world, seed
+        self.per_epoch = len(dataset) // batch
+        if self.per_epoch == 0:
+            raise BadInput(f"{len(dataset)} weak images are fewer than one batch of {batch}; lower --batch")
+
+    def batch_at(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, j = divmod(step, self.per_epoch)
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + epoch))
+        self.dataset.set_epoch(epoch)
+        items = [self.dataset[int(i)] for i in order[j * self.batch : (j + 1) * self.batch][self.rank :: self.world]]
+        return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
+def train_one_epoch(
+    model: DIS, loss_fn: torch.nn.Module, loader, optimizer, scheduler, device: torch.device, *,
+    weak: WeakStream | None, first_step: int, freeze_bn: bool, clip_grad: float, show: bool,
+) -> dict[str, float]:
+    """One pass over the fully labelled images (plus one weak batch per step in stage 2). Returns mean losses."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    totals = {"loss": 0.0, "weak_loss": 0.0}
+    steps = 0
+    for i, batch in enumerate(tqdm(loader, disable=not show, leave=False, desc="train")):
+        x, labels, tags = batch["image"].to(device), batch["mask"].to(device), batch["tags"].to(device)
+        weak_loss = torch.zeros((), device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(x, labels, tags)
+            if weak is not None:
+                w = weak.batch_at(first_step + i)
+                xw, tw = w["image"].to(device), w["tags"].to(device)
+                pseudo, cleaned = weak_targets(model, xw, tw)
+                weak_loss = loss_fn(xw, pseudo, cleaned)
+                loss = loss + model.cfg.weak_weight * weak_loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError("training loss is not finite; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        scheduler.step()
+        totals["loss"] += loss.item()
+        totals["weak_loss"] += weak_loss.item()
+        steps += 1
+    return {k: v / max(steps, 1) for k, v in totals.items()}
+
+
+class LossModule(torch.nn.Module):
+    """The training loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: DIS) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        return _losses(self.model, x, labels, tags)
+
+
+def _distributed() -> tuple[int, int]:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("DISSEG_BACKEND") != "gloo" else "gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
+    """Train stage `opts.stage`; write RUN/last.pt (each epoch), RUN/best.pt and RUN/metrics.json. Returns the metrics."""
+    rank, world = _distributed()
+    device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
+    if opts.batch % world:
+        raise BadInput(f"--batch {opts.batch} is the global batch and must divide by the {world} processes")
+    torch.manual_seed(opts.seed)
+    out = opts.out
+    last = out / "last.pt"
+    resume = load_checkpoint(last) if opts.resume and last.is_file() else None
+    if opts.resume and resume is None:
+        raise BadInput(f"--resume: no {last} to resume from; start the run without --resume")
+    if resume is not None:
+        cfg = DISConfig.from_dict(resume["config"])
+    init = load_checkpoint(opts.init) if opts.init and resume is None else None
+    if init is not None:
+        init_cfg = DISConfig.from_dict(init["config"])
+        cfg = init_cfg.replace(iters_train=cfg.iters_train, iters_test=cfg.iters_test) if init_cfg.class_names == cfg.class_names else cfg
+    model = DIS(cfg, pretrained=opts.pretrained and init is None and resume is None).to(device)
+    if init is not None:
+        model.load_state_dict(init["model"])
+
+    names, train_samples = list_samples(opts.data, "train")
+    if names != cfg.class_names:
+        raise BadInput(f"{opts.data} has classes {list(names)}, the model {list(cfg.class_names)}; use the same classes.txt")
+    train_samples = scan(train_samples, cfg.num_classes)[: opts.max_train]
+    val_samples = scan(list_samples(opts.data, "val")[1], cfg.num_classes)
+    per_rank = opts.batch // world
+    train_set = TrainSet(train_samples, cfg.num_classes, cfg.size, seed=opts.seed)
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=opts.seed, drop_last=True)
+    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=opts.workers, drop_last=True,
+                        persistent_workers=opts.workers > 0)
+    if len(loader) == 0:
+        raise BadInput(f"{len(train_samples)} training images are fewer than one batch of {opts.batch}; lower --batch")
+    weak = None
+    if opts.stage == 2:
+        weak_samples = scan(list_samples(opts.data, "weak")[1], cfg.num_classes)
+        weak_samples = [Sample(s.image, None, s.tags) for s in weak_samples]  # never train on a weak image's mask
+        weak_set = TrainSet(weak_samples, cfg.num_classes, cfg.size, seed=opts.seed + 1, augment=False)
+        weak = WeakStream(weak_set, opts.batch, rank=rank, world=world, seed=opts.seed + 1)
+    val_loader = DataLoader(EvalSet(val_samples, cfg.num_classes, cfg.size, cfg.size), batch_size=8, collate_fn=collate_eval, num_workers=0)
+
+    loss_fn: torch.nn.Module = LossModule(model)
+    if world > 1:
+        loss_fn = torch.nn.parallel.DistributedDataParallel(loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
+    lr = opts.lr or (0.01 if opts.optimizer == "sgd" else 1e-3)
+    if opts.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=opts.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=opts.weight_decay)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=opts.epochs * len(loader), power=0.9)
+    start, best, history = 0, -math.inf, []
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        start, best, history = resume["epoch"] + 1, resume["best_miou"], resume["history"]
+    eval_iters = sorted({0, cfg.iters_test, *opts.eval_iters})
+    for epoch in range(start, opts.epochs):
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        losses = train_one_epoch(model, loss_fn, loader, optimizer, scheduler, device, weak=weak,
+                                 first_step=epoch * len(loader), freeze_bn=opts.freeze_bn,
+                                 clip_grad=opts.clip_grad, show=rank == 0)
+        if rank == 0:
+            results = evaluate(model, val_loader, iters=eval_iters, device=device)
+            score = next(r["miou"] for r in results if r["iters"] == cfg.iters_test)
+            history.append({"epoch": epoch, **losses, "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results]})
+            log.info("epoch %d loss %.4f val mIoU %s", epoch, losses["loss"], ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results))
+            state = {
+                "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}, "epoch": epoch,
+                "best_miou": max(best, score), "history": history, "stage": opts.stage,
+            }
+            if score > best:
+                best = score
+                save_checkpoint(out / "best.pt", state)
+            save_checkpoint(last, state)
+            metrics = {"stage": opts.stage, "config": cfg.to_dict(), "best_val_miou": best, "epochs": history}
+            atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        if world > 1:
+            dist.barrier()
+    return {"best_val_miou": best, "epochs": history}

@@ -1,0 +1,68 @@
+"""Test-time feature refinement with the energy's gradient written out (design.md section 1).
+
+E(u1, v1) = 1/2 ||z3(u1, v1) - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K when tags are given),
+N = 3 h w per image. Plain ops only, so the unrolled loop exports to ONNX without autograd.
+Training, evaluation and export all call `energy_gradient`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .model import DIS, Heads
+
+
+def energy_gradient(
+    model: DIS,
+    u1: torch.Tensor,
+    v1: torch.Tensor,
+    image_small: torch.Tensor,
+    *,
+    tags: torch.Tensor | None = None,
+    tag_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, Heads]:
+    """Return (dE/du1, dE/dv1, heads at (u1, v1))."""
+    h = model.heads(u1, v1)
+    n = h.z3.shape[1] * h.z3.shape[2] * h.z3.shape[3]
+    g = (h.z3 - image_small) / n
+    g = F.conv_transpose2d(g, model.rec_c.weight, padding=1) * (h.a2 > 0).to(g.dtype)
+    g = F.conv_transpose2d(g, model.rec_b.weight, padding=1) * (h.a1 > 0).to(g.dtype)
+    g = F.conv_transpose2d(g, model.rec_a.weight, padding=2)
+    g_u1 = F.conv_transpose2d(g, model.seg.weight, padding=1)
+    g_v1 = g_u1.sum((2, 3))  # adjoint of the spatial broadcast of v1
+    if tags is not None:
+        g_v3 = (torch.sigmoid(h.v3) - tags) * (tag_weight / h.v3.shape[1])
+        g_v2 = g_v3 @ model.tag.weight
+        g_v1 = g_v1 + g_v2
+        g_u1 = g_u1 + g_v2[:, :, None, None] / (u1.shape[2] * u1.shape[3])
+    return g_u1, g_v1, h
+
+
+def refine(
+    model: DIS,
+    u1: torch.Tensor,
+    v1: torch.Tensor,
+    image_small: torch.Tensor,
+    *,
+    steps: int,
+    step_size: float,
+    tags: torch.Tensor | None = None,
+    tag_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (u1, v1) after `steps` gradient steps of size `step_size` on the energy."""
+    for _ in range(steps):
+        g_u1, g_v1, _ = energy_gradient(model, u1, v1, image_small, tags=tags, tag_weight=tag_weight)
+        u1 = u1 - step_size * g_u1
+        v1 = v1 - step_size * g_v1
+    return u1, v1
+
+
+def energy(model: DIS, u1, v1, image_small, *, tags=None, tag_weight: float = 0.0) -> torch.Tensor:
+    """The energy itself (summed over the batch); used to check `energy_gradient` against autograd."""
+    h = model.heads(u1, v1)
+    n = h.z3[0].numel()
+    e = 0.5 * ((h.z3 - image_small) ** 2).sum() / n
+    if tags is not None:
+        bce = F.binary_cross_entropy_with_logits(h.v3, tags, reduction="sum")
+        e = e + tag_weight * bce / h.v3.shape[1]
+    return e
