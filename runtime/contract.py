@@ -85,13 +85,64 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_onnx_info(path: str | Path) -> ModelInfo:
-    """Read the contract from an ONNX file's metadata without loading its weights into a runtime."""
-    import onnx  # only for export/calibration tools; the runtime reads metadata through its session
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
 
+
+def _fields(buf: bytes):
+    """Yield (field number, wire type, value) of one protobuf message; length-delimited values as bytes."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = buf[pos : pos + 8], pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            value, pos = buf[pos : pos + length], pos + length
+        elif wire == 5:
+            value, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > len(buf):
+            raise ValueError("truncated protobuf message")
+        yield number, wire, value
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """ModelProto.metadata_props (field 14) of an ONNX file, read without the onnx package or a runtime."""
+    buf = Path(path).read_bytes()
+    props: dict[str, str] = {}
+    for number, wire, value in _fields(buf):
+        if number == 14 and wire == 2:
+            entry = {n: v for n, w, v in _fields(value) if w == 2}
+            props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+    return props
+
+
+def read_model_info(path: str | Path) -> ModelInfo:
+    """The contract of an ONNX file (its metadata) or an engine (its `.json` sidecar).
+
+    Raises ModelFileError when the file is missing, damaged, or not a disseg model.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    if path.suffix != ".onnx":
+        from .engine_cache import read_sidecar
+
+        return read_sidecar(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError and others for a damaged file
-        raise ModelFileError(f"{path} is not a readable ONNX file ({type(err).__name__}); re-export it with dis-export") from err
-    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, source=str(path))
+        props = read_onnx_metadata(path)
+    except (ValueError, IndexError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{path}: not a readable ONNX file ({err}); re-export it with dis-export") from err
+    return ModelInfo.from_metadata(props, source=str(path))

@@ -41,7 +41,7 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="data set folder (VOC or folder layout)")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder: best.pt, last.pt, metrics.json")
 @click.option("--stage", default=1, show_default=True, type=click.Choice(["1", "2"]))
-@click.option("--init", type=click.Path(path_type=Path), help="start from this checkpoint (stage 2 from stage 1's best.pt)")
+@click.option("--init", type=click.Path(path_type=Path), help="start from this checkpoint (its architecture; stage 2 from stage 1's best.pt)")
 @click.option("--backbone", default="resnet18", show_default=True,
               type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large"]))
 @click.option("--stages", default=4, show_default=True, type=click.IntRange(2, 4), help="resnet stages kept")
@@ -54,8 +54,8 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="[default: 0.01 sgd, 0.001 adamw]")
 @click.option("--iters-train", default=5, show_default=True, type=click.IntRange(0), help="refinement steps for stage-2 pseudo labels")
 @click.option("--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt")
-@click.option("--step-size", default=300.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha")
-@click.option("--tag-weight", default=0.03, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy")
+@click.option("--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha")
+@click.option("--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy")
 @click.option("--eval-iters", default="", help="extra refinement step counts scored each epoch, e.g. 1,3")
 @click.option("--max-train", type=click.IntRange(1), help="use only the first N fully labelled images")
 @click.option("--freeze-bn", is_flag=True, help="keep batch-norm statistics fixed")
@@ -112,15 +112,20 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
               help="for .onnx and engine files")
+@click.option("--step-size", type=click.FloatRange(min=0), help="override the checkpoint's refinement step size (tuning)")
+@click.option("--tag-weight", type=click.FloatRange(min=0), help="override the tag term's weight in the energy (tuning)")
 @handle_errors
-def eval_cli(model: Path, data, split, iters, json_path, batch, device, backend) -> None:
+def eval_cli(model: Path, data, split, iters, json_path, batch, device, backend, step_size, tag_weight) -> None:
     setup_logging()
     if not model.is_file():
         raise BadInput(f"{model}: no such model file")
     iters_list = parse_int_list(iters, name="--iters") if iters else None
     if model.suffix == ".pt":
-        results = _eval_checkpoint(model, data, split, iters_list, batch, device)
+        overrides = {k: v for k, v in (("step_size", step_size), ("tag_weight", tag_weight)) if v is not None}
+        results = _eval_checkpoint(model, data, split, iters_list, batch, device, overrides)
     else:
+        if step_size is not None or tag_weight is not None:
+            raise BadInput("--step-size and --tag-weight apply to .pt checkpoints; an exported model has them built in")
         from disseg.runtime.evaluate import evaluate_exported
 
         results = evaluate_exported(model, data, split=split, iters=iters_list, backend=backend)
@@ -133,7 +138,8 @@ def eval_cli(model: Path, data, split, iters, json_path, batch, device, backend)
         write_json(json_path, {"model": str(model), "split": split, "results": results})
 
 
-def _eval_checkpoint(path: Path, data: Path, split: str, iters: list[int] | None, batch: int, device: str) -> list[dict]:
+def _eval_checkpoint(path: Path, data: Path, split: str, iters: list[int] | None, batch: int, device: str,
+                     overrides: dict) -> list[dict]:
     import torch
     from torch.utils.data import DataLoader
 
@@ -144,6 +150,7 @@ def _eval_checkpoint(path: Path, data: Path, split: str, iters: list[int] | None
     from .engine import evaluate
 
     model, _ = model_from_checkpoint(path)
+    model.cfg = model.cfg.replace(**overrides)
     names, samples = list_samples(data, split)
     if names != model.cfg.class_names:
         raise BadInput(f"{data} has classes {list(names)}, the model {list(model.cfg.class_names)}")

@@ -21,8 +21,8 @@ class DISConfig:
     lambda_image: float = 1.0
     weak_weight: float = 1.0  # weight of the weak (tag-only) images' loss in stage 2
     # Refinement: E = 1/2 ||z3 - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K with tags), N = 3 h w
-    step_size: float = 300.0
-    tag_weight: float = 0.03
+    step_size: float = 30.0
+    tag_weight: float = 0.3
     iters_train: int = 5  # refinement steps that make stage-2 pseudo labels
     iters_test: int = 0  # refinement steps at test time (the exported default)
     suppress_absent: bool = True  # zero out classes whose tag probability < 0.5 (background kept)

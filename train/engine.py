@@ -233,7 +233,11 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
     init = load_checkpoint(opts.init) if opts.init and resume is None else None
     if init is not None:
         init_cfg = DISConfig.from_dict(init["config"])
-        cfg = init_cfg.replace(iters_train=cfg.iters_train, iters_test=cfg.iters_test) if init_cfg.class_names == cfg.class_names else cfg
+        if init_cfg.class_names != cfg.class_names:
+            raise BadInput(f"{opts.init} was trained on classes {list(init_cfg.class_names)}, the data has {list(cfg.class_names)}")
+        # The architecture comes from the checkpoint; the method's settings from this run.
+        cfg = init_cfg.replace(iters_train=cfg.iters_train, iters_test=cfg.iters_test, step_size=cfg.step_size,
+                               tag_weight=cfg.tag_weight)
     model = DIS(cfg, pretrained=opts.pretrained and init is None and resume is None).to(device)
     if init is not None:
         model.load_state_dict(init["model"])
@@ -289,7 +293,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
             state = {
                 "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}, "epoch": epoch,
-                "best_miou": max(best, score), "history": history, "stage": opts.stage,
+                "best_miou": max(best, score), "history": history, "stage": opts.stage, "data": str(opts.data.resolve()),
             }
             if score > best:
                 best = score

@@ -1,0 +1,118 @@
+"""dis-export: checkpoint -> unrolled ONNX (parity-gated), and ONNX -> TensorRT engine on the target."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import click
+
+from disseg.runtime.cli_util import handle_errors, setup_logging, write_json
+from disseg.runtime.errors import BadInput, DisError
+
+log = logging.getLogger("disseg.export")
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise BadInput(f"--size {text!r}: expected HxW or one side in pixels, e.g. 512x512")
+    return parts[0], parts[1]
+
+
+@click.command(help="Export a checkpoint as an unrolled, self-describing ONNX model; optionally build a TensorRT engine.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--iters", type=int, help="refinement steps unrolled into the graph [default: the checkpoint's iters_test]")
+@click.option("--fp16", is_flag=True, help="FP16 feature extractor; refinement update and logits stay FP32")
+@click.option("--size", "size_text", help="input HxW [default: the training size]")
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="static batch")
+@click.option("--dynamic-batch", is_flag=True, help="dynamic batch dimension instead of --batch")
+@click.option("--outputs", default="labels", show_default=True, help="comma list of labels,scores,tags")
+@click.option("--engine", is_flag=True, help="also build a TensorRT engine (needs TensorRT and a GPU)")
+@click.option("--workspace-gib", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--dla-core", type=click.IntRange(0), help="build for this DLA core (Jetson), GPU fallback on")
+@click.option("--parity/--no-parity", default=True, show_default=True, help="check against PyTorch before writing")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
+@click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="[default: beside the checkpoint, .onnx]")
+@click.option("--force", is_flag=True, help="overwrite an existing output")
+@handle_errors
+def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, workspace_gib, dla_core,
+               parity, min_agreement, parity_images, output, force) -> None:
+    setup_logging()
+    if not model.is_file():
+        raise BadInput(f"{model}: no such file; pass a checkpoint (RUN/best.pt) or an exported .onnx")
+    if model.suffix == ".onnx":
+        if not engine:
+            raise BadInput(f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, or export a .pt checkpoint")
+        _engine_from_onnx(model, output, force=force, workspace_gib=workspace_gib, dla_core=dla_core)
+        return
+    if iters is not None and iters < 0:
+        raise BadInput(f"--iters {iters}: the number of refinement steps must be 0 or more")
+    wanted = tuple(o.strip() for o in outputs.split(",") if o.strip())
+    if "labels" not in wanted or set(wanted) - {"labels", "scores", "tags"}:
+        raise BadInput(f"--outputs {outputs!r}: choose from labels,scores,tags and include labels")
+
+    from disseg.train.checkpoint import model_from_checkpoint
+
+    from .onnx_export import export_checkpoint, held_out_images, save
+    from .parity import parity_report
+
+    net, ckpt = model_from_checkpoint(model)
+    iters = net.cfg.iters_test if iters is None else iters
+    height, width = _parse_size(size_text) or (net.cfg.size, net.cfg.size)
+    net.check_size(height, width)
+    out = output or model.with_suffix(".onnx" if not fp16 else ".fp16.onnx")
+    if out.exists() and not force:
+        raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
+    proto, info, seconds = export_checkpoint(net, model, iters=iters, height=height, width=width,
+                                             batch=None if dynamic_batch else batch, outputs=wanted, fp16=fp16)
+    log.info("exported %s with %d refinement steps in %.1f s", info.precision, iters, seconds)
+    report = None
+    if parity:
+        step = 1 if dynamic_batch else batch
+        images, source = held_out_images(Path(ckpt["data"]) if ckpt.get("data") else None, height, width,
+                                         step * math.ceil(parity_images / step))
+        report = parity_report(net, proto, images, iters=iters, fp16=fp16, source=source, min_agreement=min_agreement)
+        for row in report["per_iteration"]:
+            log.info("parity t=%d: labels agree %.3f%%, max |score error| %.2e%s", row["iters"], row["label_agreement"],
+                     row["max_abs_score_error"], "" if row["finite"] else ", NaN/Inf!")
+        log.info("parity shipped model: labels agree %.3f%% (threshold %.1f%%) on %s",
+                 report["outputs"]["labels"]["label_agreement"], report["threshold_label_agreement"], source)
+        write_json(out.with_suffix(".parity.json"), report)
+        if not report["passed"]:
+            raise DisError(f"parity check failed: the ONNX model disagrees with PyTorch beyond the threshold; not writing {out} "
+                           f"(report: {out.with_suffix('.parity.json')})")
+        info = info.replace(extra={**info.extra, "parity": report})
+    from .onnx_export import attach
+
+    save(attach(proto, info), out)
+    size_mb = out.stat().st_size / 1e6
+    click.echo(f"wrote {out} ({info.precision}, {iters} refinement steps, {height}x{width}, {size_mb:.1f} MB, {seconds:.1f} s)")
+    if engine:
+        _engine_from_onnx(out, None, force=force, workspace_gib=workspace_gib, dla_core=dla_core)
+
+
+def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, workspace_gib: float, dla_core: int | None) -> None:
+    from disseg.runtime.contract import read_model_info
+    from disseg.runtime.engine_cache import build_engine
+
+    read_model_info(onnx_path)  # refuses a model that is not ours before TensorRT spends minutes on it
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise BadInput(f"--engine needs TensorRT (pip install 'disseg[tensorrt]' or JetPack's python3-libnvinfer); "
+                       f"{onnx_path} is written, build the engine on the target with: dis-export {onnx_path} --engine") from None
+    engine_path = output or onnx_path.with_suffix(".engine")
+    if engine_path.exists() and not force:
+        raise BadInput(f"{engine_path} exists; pass --force to rebuild it")
+    facts = build_engine(onnx_path, engine_path, workspace_gib=workspace_gib, timing_cache=onnx_path.with_suffix(".timing.cache"),
+                         dla_core=dla_core)
+    click.echo(f"wrote {engine_path} and {engine_path}.json (TensorRT {facts.extra['engine']['tensorrt_version']}, {facts.extra['engine']['gpu_name']})")

@@ -1,0 +1,112 @@
+"""Checkpoint -> unrolled, self-describing ONNX (FP32 or FP16), with a parity gate against PyTorch."""
+from __future__ import annotations
+
+import ast
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from disseg.runtime.atomic import atomic_write
+from disseg.runtime.contract import ModelInfo, file_sha256
+from disseg.runtime.palette import voc_palette
+from disseg.train.model import DIS
+
+from .unroll import UnrolledDIS
+
+log = logging.getLogger("disseg.export")
+OPSET = 18
+INPUT_NAME = "image"
+FP16_SCOPES = ("model.backbone", "model.image_fc")  # the feature extractor; refinement, heads and logits stay FP32
+
+
+def export_graph(model: DIS, iters: int, *, height: int, width: int, batch: int | None, outputs: tuple[str, ...],
+                 fp16: bool) -> onnx.ModelProto:
+    """Trace the unrolled module with torch.onnx (dynamo) and return the ONNX model; batch None = dynamic."""
+    unrolled = UnrolledDIS(model, iters, outputs=outputs).eval()
+    example = torch.zeros((batch or 2, height, width, 3), dtype=torch.uint8)
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},) if batch is None else None
+    with torch.no_grad():
+        program = torch.onnx.export(unrolled, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+                                    output_names=list(unrolled.outputs), dynamic_shapes=dynamic, verbose=False)
+    proto = program.model_proto
+    if fp16:
+        proto = to_fp16(proto)
+    return proto
+
+
+def _in_scopes(node: onnx.NodeProto, scopes: tuple[str, ...]) -> bool:
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            return any(s in scopes for s in ast.literal_eval(prop.value))
+    return False
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 for the feature extractor only, through onnxconverter-common: the refinement update (whose
+    per-pixel gradients are ~1e-5 and underflow in FP16), the heads and the final logits stay FP32.
+    Inputs and outputs keep their types; the converter inserts the casts."""
+    from onnxconverter_common import float16
+
+    blocked = [n.name for n in proto.graph.node if not _in_scopes(n, FP16_SCOPES)]
+    return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=blocked,
+                                            disable_shape_infer=False)
+
+
+def model_info(model: DIS, *, iters: int, height: int, width: int, batch: int | None, outputs: tuple[str, ...],
+               precision: str, checkpoint_sha256: str) -> ModelInfo:
+    cfg = model.cfg
+    return ModelInfo(
+        input_name=INPUT_NAME, input_height=height, input_width=width, batch=batch if batch else "dynamic",
+        class_names=cfg.class_names, palette=tuple(tuple(int(v) for v in c) for c in voc_palette(cfg.num_classes)),
+        iterations=iters, step_size=cfg.step_size, tag_weight=cfg.tag_weight, precision=precision, outputs=outputs,
+        mean=cfg.mean, std=cfg.std, checkpoint_sha256=checkpoint_sha256, config=cfg.to_dict(),
+    )
+
+
+def attach(proto: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
+    del proto.metadata_props[:]
+    for key, value in info.to_metadata().items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name = "disseg"
+    return proto
+
+
+def save(proto: onnx.ModelProto, path: str | Path) -> None:
+    """Write atomically (no half-written model on a crash or Ctrl-C)."""
+    atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
+
+
+def export_checkpoint(model: DIS, checkpoint: Path, *, iters: int, height: int, width: int, batch: int | None,
+                      outputs: tuple[str, ...], fp16: bool) -> tuple[onnx.ModelProto, ModelInfo, float]:
+    """Return (ONNX model with metadata, its contract, export seconds)."""
+    start = time.perf_counter()
+    proto = export_graph(model, iters, height=height, width=width, batch=batch, outputs=outputs, fp16=fp16)
+    info = model_info(model, iters=iters, height=height, width=width, batch=batch, outputs=outputs,
+                      precision="fp16" if fp16 else "fp32", checkpoint_sha256=file_sha256(checkpoint))
+    return attach(proto, info), info, time.perf_counter() - start
+
+
+def held_out_images(data: Path | None, height: int, width: int, count: int, *, seed: int = 123) -> tuple[list[np.ndarray], str]:
+    """uint8 BGR images at the model size: the checkpoint's val split when it is on this machine, else generated."""
+    from disseg.runtime.dataset import list_samples
+    from disseg.runtime.errors import BadInput
+    from disseg.runtime.image import read_image, resize_to
+
+    if data is not None:
+        try:
+            _, samples = list_samples(data, "val")
+            images = [resize_to(read_image(s.image), height, width) for s in samples[:count]]
+            if images:
+                return images, f"{data} (val split, {len(images)} images)"
+        except BadInput:
+            pass
+    from disseg.train.synth import SYNTH_CLASSES, _class_styles, render
+
+    rng = np.random.default_rng(seed)
+    styles = _class_styles(len(SYNTH_CLASSES), rng)
+    images = [np.ascontiguousarray(render(max(height, width), styles, rng)[0][:height, :width, ::-1]) for _ in range(count)]
+    return images, f"generated ({count} synthetic images)"

@@ -1,0 +1,185 @@
+"""dis-run and dis-bench: the runtime's commands (no torch)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .cli_util import handle_errors, parse_int_list, setup_logging, write_json
+from .errors import BadInput
+from .segmenter import BACKENDS
+
+log = logging.getLogger("disseg.run")
+
+
+def source_options(func):
+    """One way to name a source (style.md habit 10: each part brings its own argument group)."""
+    for option in reversed([
+        click.option("--camera", type=click.IntRange(0), help="camera index (V4L2 /dev/videoN)"),
+        click.option("--video", help="video file, read frame by frame, nothing dropped"),
+        click.option("--images", help="image folder or glob, e.g. 'photos/*.jpg'"),
+        click.option("--rtsp", help="RTSP/HTTP stream URL (reconnects when it drops)"),
+        click.option("--gst", help="raw GStreamer pipeline ending in appsink"),
+        click.option("--csi", type=click.IntRange(0), help="Jetson CSI camera sensor id (nvarguscamerasrc)"),
+    ]):
+        func = option(func)
+    return func
+
+
+@click.command(help="Segment a camera, video, image folder or stream with an exported DIS model.")
+@click.argument("model", type=click.Path(path_type=Path))
+@source_options
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
+@click.option("--output", type=click.Path(path_type=Path), help="write the rendered view to this video file")
+@click.option("--masks", type=click.Path(path_type=Path), help="write one palette PNG of labels per frame here")
+@click.option("--stats", "stats_path", type=click.Path(path_type=Path), help="write latency/FPS/frame-age/class-area JSON here")
+@click.option("--view", default="overlay", show_default=True, type=click.Choice(["overlay", "mask", "side-by-side"]))
+@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--legend/--no-legend", default=True, show_default=True)
+@click.option("--no-display", is_flag=True, help="no window (headless)")
+@click.option("--max-frames", type=click.IntRange(1), help="stop after this many frames")
+@click.option("--loop", "loops", default=1, show_default=True, type=click.IntRange(1), help="play a video or image folder this many times")
+@handle_errors
+def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks, stats_path, view, alpha, legend, no_display,
+            max_frames, loops) -> None:
+    setup_logging()
+    from .pipeline import run
+    from .segmenter import Segmenter
+    from .sinks import MaskSink, VideoSink, WindowSink, display_available
+    from .sources import open_source
+
+    if loops > 1 and video is None and images is None:
+        raise BadInput("--loop applies to --video and --images only")
+    window = None
+    if not no_display:
+        if display_available():
+            window = WindowSink(f"dis-run {model.name}")
+        else:
+            log.warning("no display here; running headless (pass --no-display to silence this)")
+    if window is None and output is None and masks is None and stats_path is None:
+        raise BadInput("nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)")
+    with Segmenter(model, backend=backend) as seg:
+        log.info("%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s", model.name, seg.info.precision,
+                 seg.info.input_height, seg.info.input_width, seg.info.num_classes, seg.info.iterations,
+                 seg.backend.name, ", ".join(getattr(seg.backend, "providers", [seg.backend.name])))
+        src = open_source(camera=camera, video=video, images=images, rtsp=rtsp, gst=gst, csi=csi)
+        if loops > 1:
+            src = _Looped(src, loops, lambda: open_source(video=video, images=images))
+        video_sink = VideoSink(output, getattr(src, "fps", 30.0) if video else 30.0) if output else None
+        mask_sink = MaskSink(masks, seg.info.palette) if masks else None
+        interrupted = False
+        try:
+            stats = run(seg, src, video=video_sink, masks=mask_sink, window=window, view=view, alpha=alpha, legend=legend,
+                        max_frames=max_frames)
+        except KeyboardInterrupt:
+            interrupted = True
+            stats = None
+        summary = None
+        if stats is not None:
+            summary = stats.summary(model=str(model), backend=seg.backend.name, skipped=src.skipped, reconnects=src.reconnects)
+            if stats_path:
+                write_json(stats_path, summary)
+    if interrupted:
+        raise KeyboardInterrupt
+    lat = summary["latency_ms"]["total_ms"]
+    click.echo(f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} FPS), latency p50 {lat.get('p50', 0):.1f} ms"
+               + (f", {src.skipped} skipped" if src.skipped else "") + (f", {src.reconnects} reconnects" if src.reconnects else ""))
+
+
+class _Looped:
+    """Replays a file source `times` times (soak tests: many frames from a short video)."""
+
+    live = False
+
+    def __init__(self, first, times: int, reopen) -> None:
+        self.first, self.times, self.reopen, self.fps = first, times, reopen, getattr(first, "fps", 30.0)
+        self.skipped = self.reconnects = 0
+
+    def __iter__(self):
+        index, src = 0, self.first
+        for n in range(self.times):
+            src = self.first if n == 0 else self.reopen()
+            for frame in src:
+                frame.index = index
+                frame.name = f"{index:06d}"
+                index += 1
+                yield frame
+            self.skipped += src.skipped
+            src.close()
+
+    def close(self) -> None:
+        self.first.close()
+
+
+def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int, warmup: int) -> dict:
+    """Latency of the backend alone (model input already prepared), warm-up excluded."""
+    from .segmenter import Segmenter
+
+    with Segmenter(path, backend=backend) as seg:
+        spec = seg.backend.inputs[seg.info.input_name]
+        if seg.batch is not None and batch is not None and batch != seg.batch:
+            raise BadInput(f"{path} has a fixed batch of {seg.batch}; drop --batch or export with --dynamic-batch")
+        n = seg.batch or batch or 1
+        rng = np.random.default_rng(0)
+        feed = {seg.info.input_name: rng.integers(0, 256, (n, *[d for d in spec.shape[1:]]), dtype=np.uint8)}
+        for _ in range(warmup):
+            seg.backend.infer(feed)
+        times = []
+        for _ in range(iterations):
+            t = time.perf_counter()
+            seg.backend.infer(feed)
+            times.append((time.perf_counter() - t) * 1000)
+        a = np.asarray(times)
+        return {"model": str(path), "backend": seg.backend.name, "providers": getattr(seg.backend, "providers", None),
+                "precision": seg.info.precision, "iterations_unrolled": seg.info.iterations, "batch": n,
+                "input": f"{seg.info.input_height}x{seg.info.input_width}",
+                "p50_ms": round(float(np.percentile(a, 50)), 3), "p90_ms": round(float(np.percentile(a, 90)), 3),
+                "p99_ms": round(float(np.percentile(a, 99)), 3), "mean_ms": round(float(a.mean()), 3),
+                "throughput_fps": round(float(n * 1000 / a.mean()), 2), "runs": iterations, "warmup": warmup}
+
+
+@click.command(help="Latency (p50/p90/p99) and throughput per model, backend and batch.")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
+@click.option("--batch", "batches", default=None, help="comma list of batch sizes (dynamic-batch models), e.g. 1,4")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0))
+@click.option("--json", "json_path", type=click.Path(path_type=Path))
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG: latency against refinement steps, per precision")
+@handle_errors
+def bench_cli(models, backend, batches, runs, warmup, json_path, plot_path) -> None:
+    setup_logging()
+    batch_list = parse_int_list(batches, name="--batch") if batches else [None]
+    rows = [bench_model(m, backend=backend, batch=b, iterations=runs, warmup=warmup) for m in models for b in batch_list]
+    click.echo(f"{'model':40s} {'backend':12s} {'prec':5s} {'iters':>5s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'FPS':>8s}")
+    for r in rows:
+        click.echo(f"{Path(r['model']).name[:40]:40s} {r['backend']:12s} {r['precision']:5s} {r['iterations_unrolled']:5d} {r['batch']:5d} "
+                   f"{r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} {r['throughput_fps']:8.1f}")
+    if json_path:
+        write_json(json_path, {"results": rows})
+    if plot_path:
+        _plot(rows, plot_path)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BadInput("--plot needs matplotlib: pip install 'disseg[plot]'") from None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for precision in sorted({r["precision"] for r in rows}):
+        pts = sorted((r["iterations_unrolled"], r["p50_ms"]) for r in rows if r["precision"] == precision)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=precision)
+    ax.set_xlabel("refinement steps unrolled")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,141 @@
+"""Capture, inference and writing overlapped in threads; stats that show whether anything grows or lags."""
+from __future__ import annotations
+
+import logging
+import queue
+import resource
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .segmenter import Result, Segmenter
+from .sinks import MaskSink, VideoSink, WindowSink, render
+from .sources import Frame, Source
+
+log = logging.getLogger("disseg.pipeline")
+_END = object()
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 1e6
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+@dataclass
+class Stats:
+    class_names: tuple[str, ...]
+    stages: dict[str, list[float]] = field(default_factory=lambda: {"preprocess_ms": [], "infer_ms": [], "postprocess_ms": [], "total_ms": []})
+    frame_age_ms: list[float] = field(default_factory=list)
+    class_pixels: np.ndarray | None = None
+    rss_mb: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    frames: int = 0
+
+    def add(self, frame: Frame, result: Result, started: float) -> None:
+        for k, v in result.timings.items():
+            self.stages[k].append(v)
+        self.stages["total_ms"].append((time.perf_counter() - started) * 1000)
+        self.frame_age_ms.append((started - frame.captured) * 1000)
+        counts = np.bincount(result.labels.reshape(-1), minlength=len(self.class_names))[: len(self.class_names)]
+        self.class_pixels = counts if self.class_pixels is None else self.class_pixels + counts
+        if self.frames % 1000 == 0:
+            self.rss_mb.append(_rss_mb())
+        self.frames += 1
+
+    def summary(self, **extra) -> dict:
+        wall = time.perf_counter() - self.started
+
+        def pct(values: list[float]) -> dict:
+            if not values:
+                return {}
+            a = np.asarray(values)
+            return {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
+                    "p90": round(float(np.percentile(a, 90)), 3), "p99": round(float(np.percentile(a, 99)), 3)}
+
+        total = self.stages["total_ms"]
+        area = self.class_pixels / max(1, self.class_pixels.sum()) if self.class_pixels is not None else []
+        return {
+            "frames": self.frames, "wall_s": round(wall, 3), "fps": round(self.frames / wall, 3) if wall else None,
+            "latency_ms": {k: pct(v) for k, v in self.stages.items()}, "frame_age_ms": pct(self.frame_age_ms),
+            "first_1000_total_ms": pct(total[:1000]), "last_1000_total_ms": pct(total[-1000:]),
+            "rss_mb": {"start": round(self.rss_mb[0], 1) if self.rss_mb else None, "end": round(_rss_mb(), 1),
+                       "samples_every_1000_frames": [round(v, 1) for v in self.rss_mb]},
+            "class_area": {n: round(float(a), 5) for n, a in zip(self.class_names, area)},
+            **extra,
+        }
+
+
+def _reader(source: Source, frames: queue.Queue, stop: threading.Event, max_frames: int | None) -> None:
+    try:
+        for n, frame in enumerate(source):
+            if stop.is_set() or (max_frames is not None and n >= max_frames):
+                break
+            frames.put(frame)
+    finally:
+        frames.put(_END)
+
+
+def _writer(seg: Segmenter, outputs: queue.Queue, *, video: VideoSink | None, masks: MaskSink | None,
+            window: WindowSink | None, view: str, alpha: float, legend: bool, stop: threading.Event, errors: list) -> None:
+    try:
+        while (item := outputs.get()) is not _END:
+            frame, result, fps = item
+            if masks is not None:
+                masks.write(frame.name, result.labels)
+            if video is not None or window is not None:
+                shown = render(seg, frame, result, view=view, alpha=alpha, legend=legend, fps=fps)
+                if video is not None:
+                    video.write(shown)
+                if window is not None:
+                    window.write(shown)
+                    if window.closed:
+                        stop.set()
+    except BaseException as err:  # surfaced in the main thread
+        errors.append(err)
+        stop.set()
+        while outputs.get() is not _END:  # drain so the producer never blocks
+            pass
+
+
+def run(seg: Segmenter, source: Source, *, video: VideoSink | None = None, masks: MaskSink | None = None,
+        window: WindowSink | None = None, view: str = "overlay", alpha: float = 0.5, legend: bool = True,
+        max_frames: int | None = None) -> Stats:
+    """Segment every frame of `source` into the sinks. Ctrl-C stops cleanly: what was produced is flushed."""
+    stats = Stats(seg.class_names)
+    stop = threading.Event()
+    frames: queue.Queue = queue.Queue(maxsize=8)  # bounded: a file source never runs ahead of inference
+    outputs: queue.Queue = queue.Queue(maxsize=8)
+    errors: list = []
+    reader = threading.Thread(target=_reader, args=(source, frames, stop, max_frames), daemon=True)
+    writer = threading.Thread(target=_writer, args=(seg, outputs), daemon=True,
+                              kwargs=dict(video=video, masks=masks, window=window, view=view, alpha=alpha, legend=legend, stop=stop, errors=errors))
+    reader.start()
+    writer.start()
+    try:
+        while not stop.is_set() and (frame := frames.get()) is not _END:
+            started = time.perf_counter()
+            result = seg(frame.image)
+            stats.add(frame, result, started)
+            elapsed = time.perf_counter() - stats.started
+            outputs.put((frame, result, stats.frames / elapsed if elapsed else None))
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock the reader if it waits on a full queue
+            try:
+                frames.get_nowait()
+            except queue.Empty:
+                reader.join(timeout=0.1)
+        outputs.put(_END)
+        writer.join()
+        for sink in (video, masks, window):
+            if sink is not None:
+                sink.close()
+        source.close()
+    if errors:
+        raise errors[0]
+    return stats

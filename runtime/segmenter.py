@@ -1,0 +1,148 @@
+"""`Segmenter`: an exported DIS model (ONNX or TensorRT engine) as a callable on BGR frames."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, tensorrt_available
+from .contract import ModelInfo, file_sha256, read_model_info
+from .engine_cache import build_engine, cached_engine_path, mismatch, read_sidecar, trt_facts
+from .errors import BadInput, ModelFileError
+from .image import resize_labels, resize_to, to_bgr8
+
+log = logging.getLogger("disseg.runtime")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+@dataclass
+class Result:
+    labels: np.ndarray  # H x W uint8 at the frame's size
+    tags: np.ndarray | None = None  # per-class probabilities, when the model outputs them
+    scores: np.ndarray | None = None  # K x h x w at the model size, when the model outputs them
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+
+
+def _engine_for_onnx(onnx_path: Path, cache_dir: Path | None) -> Path:
+    """The cached engine for this ONNX on this TensorRT and GPU, built on first use (and rebuilt when stale)."""
+    version, gpu, cc = trt_facts()
+    engine = cached_engine_path(onnx_path, tensorrt_version=version, compute_capability=cc, cache_dir=cache_dir)
+    if engine.is_file():
+        try:
+            why = mismatch(read_sidecar(engine), tensorrt_version=version, gpu_name=gpu, compute_capability=cc,
+                           onnx_sha256=file_sha256(onnx_path))
+        except ModelFileError as err:
+            why = str(err)
+        if why is None:
+            return engine
+        log.warning("rebuilding %s: %s", engine.name, why)
+    else:
+        log.warning("building a TensorRT engine for %s on this GPU (first use; cached as %s)", onnx_path.name, engine.name)
+    build_engine(onnx_path, engine)
+    return engine
+
+
+def open_backend(path: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None) -> tuple[Backend, ModelInfo]:
+    """Open a model with the chosen backend. "auto" takes TensorRT when it is installed, else ONNX Runtime.
+    An ONNX file on TensorRT goes through the engine cache; a failure there falls back to ONNX Runtime
+    (auto) or raises (tensorrt asked for explicitly)."""
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise BadInput(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    info = read_model_info(path)
+    is_onnx = path.suffix == ".onnx"
+    if not is_onnx:  # an engine: it must fit this machine exactly
+        if backend == "onnxruntime":
+            raise BadInput(f"{path} is a TensorRT engine; ONNX Runtime needs the .onnx it was built from")
+        if not tensorrt_available():
+            raise BadInput(f"{path} is a TensorRT engine but TensorRT is not installed here; run the .onnx with --backend onnxruntime")
+        version, gpu, cc = trt_facts()
+        why = mismatch(info, tensorrt_version=version, gpu_name=gpu, compute_capability=cc)
+        if why:
+            raise ModelFileError(f"{why}. Rebuild: dis-export MODEL.onnx --engine")
+        return TensorRTBackend(path), info
+    if backend == "tensorrt" or (backend == "auto" and tensorrt_available()):
+        try:
+            return TensorRTBackend(_engine_for_onnx(path, Path(cache_dir) if cache_dir else None)), info
+        except (ImportError, ModelFileError) as err:
+            if backend == "tensorrt":
+                raise BadInput(f"TensorRT backend unavailable for {path}: {err}") from err
+            log.warning("TensorRT unavailable (%s); falling back to ONNX Runtime", err)
+    return OnnxRuntimeBackend(path), info
+
+
+class Segmenter:
+    """Run an exported DIS model on BGR frames of any size and channel count.
+
+        with Segmenter("model.onnx") as seg:
+            result = seg(frame)                 # result.labels: H x W uint8 at the frame's size
+            shown = seg.overlay(frame, result)
+
+    Everything (input size, classes, palette, iterations) comes from the model file.
+    """
+
+    def __init__(self, model: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None) -> None:
+        self.path = Path(model)
+        self.backend, self.info = open_backend(self.path, backend=backend, cache_dir=cache_dir)
+        spec = self.backend.inputs[self.info.input_name]
+        self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None  # None: dynamic
+        self.palette_bgr = np.array([c[::-1] for c in self.info.palette], np.uint8)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.info.class_names
+
+    def __call__(self, frame: np.ndarray) -> Result:
+        return self.segment_batch([frame])[0]
+
+    def segment_batch(self, frames: list[np.ndarray]) -> list[Result]:
+        """Segment several frames in one call (padded to a fixed batch, split to the model's batch)."""
+        h, w = self.info.input_height, self.info.input_width
+        t0 = time.perf_counter()
+        frames = [to_bgr8(f, source="frame") for f in frames]
+        batch = np.stack([resize_to(f, h, w) for f in frames])
+        t1 = time.perf_counter()
+        step = self.batch or len(batch)
+        outputs: dict[str, list[np.ndarray]] = {}
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            if len(chunk) < step:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)])
+            for name, value in self.backend.infer({self.info.input_name: chunk}).items():
+                outputs.setdefault(name, []).append(value)
+        merged = {name: np.concatenate(parts)[: len(frames)] for name, parts in outputs.items()}
+        t2 = time.perf_counter()
+        results = []
+        for i, frame in enumerate(frames):
+            labels = resize_labels(merged["labels"][i].astype(np.uint8, copy=False), frame.shape[0], frame.shape[1])
+            results.append(Result(labels, merged["tags"][i] if "tags" in merged else None,
+                                  merged["scores"][i] if "scores" in merged else None))
+        t3 = time.perf_counter()
+        per = 1000.0 / len(frames)
+        for r in results:
+            r.timings = {"preprocess_ms": (t1 - t0) * per, "infer_ms": (t2 - t1) * per, "postprocess_ms": (t3 - t2) * per}
+        return results
+
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """Labels -> BGR image in the model's palette."""
+        return self.palette_bgr[np.minimum(labels, len(self.palette_bgr) - 1)]
+
+    def overlay(self, frame: np.ndarray, result: Result, alpha: float = 0.5) -> np.ndarray:
+        """The frame with the labelmap blended over it (background left clear)."""
+        frame = to_bgr8(frame)
+        colour = self.colorize(result.labels)
+        blended = cv2.addWeighted(frame, 1 - alpha, colour, alpha, 0)
+        return np.where(result.labels[..., None] > 0, blended, frame)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,205 @@
+"""Frame sources, one way to name them: camera index, video file, image folder or glob, RTSP URL, raw
+GStreamer pipeline, Jetson CSI camera. Files are read in order with nothing dropped; live sources are
+read in a thread that keeps only the newest frame (no growing lag) and reconnect with backoff."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .errors import BadInput, SourceError
+from .image import list_images, read_image
+
+log = logging.getLogger("disseg.sources")
+
+
+@dataclass
+class Frame:
+    index: int
+    image: np.ndarray  # uint8 BGR
+    name: str  # file stem or frame number, for mask file names
+    captured: float  # time.perf_counter() when read
+
+
+def gstreamer_available() -> bool:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+def csi_pipeline(sensor: int, *, width: int = 1280, height: int = 720, fps: int = 30) -> str:
+    """The nvarguscamerasrc pipeline for a Jetson CSI camera, ending in BGR frames for OpenCV."""
+    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM),width={width},height={height},"
+            f"framerate={fps}/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
+            f"appsink drop=true max-buffers=1")
+
+
+def _require_gstreamer(what: str) -> None:
+    if not gstreamer_available():
+        raise SourceError(f"{what} needs OpenCV built with GStreamer, and this one is not; on a Jetson use JetPack's "
+                          f"python3-opencv (uninstall opencv-python from pip), elsewhere build OpenCV with -DWITH_GSTREAMER=ON")
+
+
+class Source:
+    live = False
+    reconnects = 0
+    skipped = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ImageSource(Source):
+    """Image files from a folder or glob, in sorted order; unreadable ones are skipped with a warning and counted."""
+
+    def __init__(self, spec: str) -> None:
+        path = Path(spec)
+        if not any(ch in spec for ch in "*?[") and not path.is_dir():
+            raise SourceError(f"{spec}: no such image folder; pass a folder or a glob such as 'photos/*.jpg'")
+        self.paths = list_images(spec)
+        if not self.paths:
+            raise SourceError(f"{spec}: no images found (looked for .jpg, .png, .bmp, .tif, .webp)")
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        for path in self.paths:
+            try:
+                image = read_image(path)
+            except BadInput as err:
+                self.skipped += 1
+                log.warning("skipped %s", err)
+                continue
+            yield Frame(index, image, path.stem, time.perf_counter())
+            index += 1
+
+
+class VideoSource(Source):
+    """A video file, every frame in order."""
+
+    def __init__(self, path: str) -> None:
+        if not Path(path).is_file():
+            raise SourceError(f"{path}: no such video file")
+        self.cap = cv2.VideoCapture(path)
+        ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
+        if not ok:
+            raise SourceError(f"{path}: cannot read any frame (empty, corrupt or an unsupported codec)")
+        self._first = first
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
+
+    def __iter__(self) -> Iterator[Frame]:
+        index, image = 0, self._first
+        while image is not None:
+            yield Frame(index, image, f"{index:06d}", time.perf_counter())
+            index += 1
+            ok, image = self.cap.read()
+            if not ok:
+                image = None
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class LiveSource(Source):
+    """A camera or stream read in a thread that keeps only the newest frame; a dropped stream is
+    reconnected with exponential backoff and counted, and given up after `max_reconnects` failures in a row."""
+
+    live = True
+
+    def __init__(self, target: int | str, *, api: int = cv2.CAP_ANY, description: str, max_reconnects: int = 10) -> None:
+        self.target, self.api, self.description, self.max_reconnects = target, api, description, max_reconnects
+        self.cap = self._open()
+        if self.cap is None:
+            raise SourceError(f"{description}: cannot open it (no such device or unreachable); check the index or URL "
+                              f"(list cameras with: v4l2-ctl --list-devices)")
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
+        self._latest: Frame | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._ended = False
+        self._thread = threading.Thread(target=self._reader, daemon=True)
+        self._thread.start()
+
+    def _open(self):
+        cap = cv2.VideoCapture(self.target, self.api)
+        if cap.isOpened():
+            ok, _ = cap.read()
+            if ok:
+                return cap
+        cap.release()
+        return None
+
+    def _reader(self) -> None:
+        index, failures, backoff = 0, 0, 0.5
+        while not self._stop:
+            ok, image = self.cap.read() if self.cap is not None else (False, None)
+            if ok:
+                failures, backoff = 0, 0.5
+                with self._cond:
+                    self._latest = Frame(index, image, f"{index:06d}", time.perf_counter())
+                    self._cond.notify()
+                index += 1
+                continue
+            failures += 1
+            if failures > self.max_reconnects:
+                log.error("%s: gave up after %d failed reconnects", self.description, self.max_reconnects)
+                break
+            log.warning("%s dropped; reconnecting in %.1f s (reconnect %d)", self.description, backoff, self.reconnects + 1)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 8.0)
+            if self.cap is not None:
+                self.cap.release()
+            self.cap = self._open()
+            self.reconnects += 1
+        with self._cond:
+            self._ended = True
+            self._cond.notify()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            with self._cond:
+                while self._latest is None and not self._ended:
+                    self._cond.wait(timeout=1.0)
+                if self._latest is None:
+                    return
+                frame, self._latest = self._latest, None
+            yield frame
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(timeout=2)
+        if self.cap is not None:
+            self.cap.release()
+
+
+def open_source(*, camera: int | None = None, video: str | None = None, images: str | None = None, rtsp: str | None = None,
+                gst: str | None = None, csi: int | None = None) -> Source:
+    """Open exactly one source. Raises BadInput (SourceError) with how to fix it."""
+    given = [n for n, v in (("--camera", camera), ("--video", video), ("--images", images), ("--rtsp", rtsp), ("--gst", gst), ("--csi", csi)) if v is not None]
+    if len(given) != 1:
+        raise BadInput(f"give exactly one source ({', '.join(given) or 'none'} given): --camera N, --video FILE, --images DIR, "
+                       f"--rtsp URL, --gst PIPELINE or --csi N")
+    if images is not None:
+        return ImageSource(images)
+    if video is not None:
+        return VideoSource(video)
+    if camera is not None:
+        return LiveSource(camera, description=f"camera {camera}")
+    if rtsp is not None:
+        if not rtsp.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+            raise BadInput(f"--rtsp {rtsp!r}: expected a URL such as rtsp://host:554/stream")
+        return LiveSource(rtsp, api=cv2.CAP_FFMPEG, description=f"stream {rtsp}")
+    if gst is not None:
+        _require_gstreamer("--gst")
+        return LiveSource(gst, api=cv2.CAP_GSTREAMER, description="GStreamer pipeline")
+    _require_gstreamer("--csi")
+    return LiveSource(csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}")

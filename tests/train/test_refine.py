@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from disseg.train.config import DISConfig
+from disseg.train.model import DIS
+from disseg.train.refine import energy, energy_gradient, refine
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("seed,classes,batch,size", [(0, 5, 2, 64), (1, 3, 1, 48), (2, 8, 3, 40)])
+@pytest.mark.parametrize("with_tags", [False, True])
+def test_gradient_equals_autograd_float64(seed, classes, batch, size, with_tags):
+    torch.manual_seed(seed)
+    model = DIS(DISConfig(class_names=tuple(f"c{i}" for i in range(classes)), stages=2)).double().eval()
+    u1, v1, image_small = model.features(torch.randn(batch, 3, size, size, dtype=torch.float64))
+    u1 = (u1 + torch.randn_like(u1)).detach().requires_grad_()  # random point, not just the forward's
+    v1 = (v1 + torch.randn_like(v1)).detach().requires_grad_()
+    tags = (torch.rand(batch, classes, dtype=torch.float64) > 0.5).double() if with_tags else None
+    e = energy(model, u1, v1, image_small, tags=tags, tag_weight=0.7)
+    want_u, want_v = torch.autograd.grad(e, (u1, v1))
+    got_u, got_v, _ = energy_gradient(model, u1, v1, image_small, tags=tags, tag_weight=0.7)
+    assert _rel(got_u, want_u) < 1e-10
+    assert _rel(got_v, want_v) < 1e-10
+
+
+def test_small_steps_lower_the_energy():
+    torch.manual_seed(0)
+    model = DIS(DISConfig(class_names=("a", "b", "c"), stages=2)).double().eval()
+    u1, v1, image_small = model.features(torch.randn(2, 3, 64, 64, dtype=torch.float64))
+    before = energy(model, u1, v1, image_small)
+    u1r, v1r = refine(model, u1, v1, image_small, steps=3, step_size=1.0)
+    assert energy(model, u1r, v1r, image_small) < before
+    same = refine(model, u1, v1, image_small, steps=0, step_size=1.0)
+    assert same[0] is u1 and same[1] is v1
