@@ -46,6 +46,7 @@ def source_options(func):
 def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks, stats_path, view, alpha, legend, no_display,
             max_frames, loops) -> None:
     setup_logging()
+    _quiet_opencv()
     from .pipeline import run
     from .segmenter import Segmenter
     from .sinks import MaskSink, VideoSink, WindowSink, display_available
@@ -61,11 +62,11 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
             log.warning("no display here; running headless (pass --no-display to silence this)")
     if window is None and output is None and masks is None and stats_path is None:
         raise BadInput("nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)")
+    src = open_source(camera=camera, video=video, images=images, rtsp=rtsp, gst=gst, csi=csi)
     with Segmenter(model, backend=backend) as seg:
         log.info("%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s", model.name, seg.info.precision,
                  seg.info.input_height, seg.info.input_width, seg.info.num_classes, seg.info.iterations,
                  seg.backend.name, ", ".join(getattr(seg.backend, "providers", [seg.backend.name])))
-        src = open_source(camera=camera, video=video, images=images, rtsp=rtsp, gst=gst, csi=csi)
         if loops > 1:
             src = _Looped(src, loops, lambda: open_source(video=video, images=images))
         video_sink = VideoSink(output, getattr(src, "fps", 30.0) if video else 30.0) if output else None
@@ -87,6 +88,19 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
     lat = summary["latency_ms"]["total_ms"]
     click.echo(f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} FPS), latency p50 {lat.get('p50', 0):.1f} ms"
                + (f", {src.skipped} skipped" if src.skipped else "") + (f", {src.reconnects} reconnects" if src.reconnects else ""))
+
+
+def _quiet_opencv() -> None:
+    """OpenCV prints its own warnings for a missing camera; our one line says it better."""
+    import os
+
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's own "moov atom not found" and the like
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # builds without the logging module
+        pass
 
 
 class _Looped:
