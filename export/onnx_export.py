@@ -46,9 +46,10 @@ def _in_scopes(node: onnx.NodeProto, scopes: tuple[str, ...]) -> bool:
 
 
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """FP16 for the feature extractor only, through onnxconverter-common: the refinement update (whose
-    per-pixel gradients are ~1e-5 and underflow in FP16), the heads and the final logits stay FP32.
-    Inputs and outputs keep their types; the converter inserts the casts."""
+    """FP16 compute for the feature extractor only, through onnxconverter-common: the refinement update
+    (whose per-pixel gradients are ~1e-5 and underflow in FP16), the heads and the final logits compute
+    in FP32. The converter stores every weight as FP16 and casts it up for the FP32 nodes; inputs and
+    outputs keep their types."""
     from onnxconverter_common import float16
 
     blocked = [n.name for n in proto.graph.node if not _in_scopes(n, FP16_SCOPES)]
@@ -68,6 +69,9 @@ def model_info(model: DIS, *, iters: int, height: int, width: int, batch: int | 
 
 
 def attach(proto: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
+    """Put the contract into metadata_props; drop the exporter's per-node debug metadata (stack traces)."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
     del proto.metadata_props[:]
     for key, value in info.to_metadata().items():
         proto.metadata_props.add(key=key, value=value)

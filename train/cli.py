@@ -56,6 +56,9 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt")
 @click.option("--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha")
 @click.option("--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy")
+@click.option("--weak-weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="stage 2: weight of the weak images' loss")
+@click.option("--pseudo-threshold", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="stage 2: ignore pseudo-label pixels less confident than this")
 @click.option("--eval-iters", default="", help="extra refinement step counts scored each epoch, e.g. 1,3")
 @click.option("--max-train", type=click.IntRange(1), help="use only the first N fully labelled images")
 @click.option("--freeze-bn", is_flag=True, help="keep batch-norm statistics fixed")
@@ -65,7 +68,7 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--resume", is_flag=True, help="continue RUN/last.pt exactly where it stopped")
 @handle_errors
 def train_cli(data, out, stage, init, backbone, stages, output_stride, pretrained, size, epochs, batch, optimizer, lr,
-              iters_train, iters_test, step_size, tag_weight, eval_iters, max_train, freeze_bn, device, workers, seed, resume) -> None:
+              iters_train, iters_test, step_size, tag_weight, weak_weight, pseudo_threshold, eval_iters, max_train, freeze_bn, device, workers, seed, resume) -> None:
     setup_logging()
     import torch
 
@@ -83,7 +86,8 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
         raise BadInput(f"{data}: no such data folder; make one with: dis-data synth {data}")
     cfg = DISConfig(
         class_names=read_classes(Path(data)), backbone=backbone, stages=stages, output_stride=int(output_stride), size=size,
-        iters_train=iters_train, iters_test=iters_test, step_size=step_size, tag_weight=tag_weight,
+        iters_train=iters_train, iters_test=iters_test, step_size=step_size, tag_weight=tag_weight, weak_weight=weak_weight,
+        pseudo_threshold=pseudo_threshold,
     )
     try:
         cfg.validate()

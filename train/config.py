@@ -20,6 +20,7 @@ class DISConfig:
     lambda_tags: float = 1.0
     lambda_image: float = 1.0
     weak_weight: float = 1.0  # weight of the weak (tag-only) images' loss in stage 2
+    pseudo_threshold: float = 0.0  # stage-2 pseudo-label pixels whose class probability is below this are ignored
     # Refinement: E = 1/2 ||z3 - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K with tags), N = 3 h w
     step_size: float = 30.0
     tag_weight: float = 0.3

@@ -136,7 +136,12 @@ def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch
     model.eval()
     u1, v1, image_small = model.features(model.normalize(x))
     u1, v1 = refine(model, u1, v1, image_small, steps=cfg.iters_train, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight)
-    labels, cleaned = predict(cfg.replace(suppress_absent=True), model.heads(u1, v1), x.shape[2], x.shape[3])
+    heads = model.heads(u1, v1)
+    scores = F.interpolate(labelmap_scores(cfg.replace(suppress_absent=True), heads), size=x.shape[2:], mode="bilinear",
+                           align_corners=False)
+    confidence, labels = torch.softmax(scores, 1).max(1)
+    labels[confidence < cfg.pseudo_threshold] = 255
+    cleaned = torch.sigmoid(heads.v3)
     model.train(was_training)
     return labels, cleaned
 
@@ -237,7 +242,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
             raise BadInput(f"{opts.init} was trained on classes {list(init_cfg.class_names)}, the data has {list(cfg.class_names)}")
         # The architecture comes from the checkpoint; the method's settings from this run.
         cfg = init_cfg.replace(iters_train=cfg.iters_train, iters_test=cfg.iters_test, step_size=cfg.step_size,
-                               tag_weight=cfg.tag_weight)
+                               tag_weight=cfg.tag_weight, weak_weight=cfg.weak_weight, pseudo_threshold=cfg.pseudo_threshold)
     model = DIS(cfg, pretrained=opts.pretrained and init is None and resume is None).to(device)
     if init is not None:
         model.load_state_dict(init["model"])
