@@ -1,7 +1,6 @@
 """Checkpoint -> unrolled, self-describing ONNX (FP32 or FP16), with a parity gate against PyTorch."""
 from __future__ import annotations
 
-import ast
 import logging
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ import numpy as np
 import onnx
 import torch
 
+from disseg.calibration.scopes import SCOPE_KEY, in_feature_extractor
 from disseg.runtime.atomic import atomic_write
 from disseg.runtime.contract import ModelInfo, file_sha256
 from disseg.runtime.palette import voc_palette
@@ -20,7 +20,6 @@ from .unroll import UnrolledDIS
 log = logging.getLogger("disseg.export")
 OPSET = 18
 INPUT_NAME = "image"
-FP16_SCOPES = ("model.backbone", "model.image_fc")  # the feature extractor; refinement, heads and logits stay FP32
 
 
 def export_graph(model: DIS, iters: int, *, height: int, width: int, batch: int | None, outputs: tuple[str, ...],
@@ -38,13 +37,6 @@ def export_graph(model: DIS, iters: int, *, height: int, width: int, batch: int 
     return proto
 
 
-def _in_scopes(node: onnx.NodeProto, scopes: tuple[str, ...]) -> bool:
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            return any(s in scopes for s in ast.literal_eval(prop.value))
-    return False
-
-
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     """FP16 compute for the feature extractor only, through onnxconverter-common: the refinement update
     (whose per-pixel gradients are ~1e-5 and underflow in FP16), the heads and the final logits compute
@@ -52,7 +44,7 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     outputs keep their types."""
     from onnxconverter_common import float16
 
-    blocked = [n.name for n in proto.graph.node if not _in_scopes(n, FP16_SCOPES)]
+    blocked = [n.name for n in proto.graph.node if not in_feature_extractor(n)]
     return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=blocked,
                                             disable_shape_infer=False)
 
@@ -69,9 +61,12 @@ def model_info(model: DIS, *, iters: int, height: int, width: int, batch: int | 
 
 
 def attach(proto: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
-    """Put the contract into metadata_props; drop the exporter's per-node debug metadata (stack traces)."""
+    """Put the contract into metadata_props. Of the exporter's per-node debug metadata only the module
+    scope is kept (dis-calibrate uses it to tell the feature extractor from the refinement)."""
     for node in proto.graph.node:
+        scopes = [p for p in node.metadata_props if p.key == SCOPE_KEY]
         del node.metadata_props[:]
+        node.metadata_props.extend(scopes)
     del proto.metadata_props[:]
     for key, value in info.to_metadata().items():
         proto.metadata_props.add(key=key, value=value)

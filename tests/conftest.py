@@ -45,14 +45,14 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory) -> Path:
+def tiny_onnx(tmp_path_factory, request) -> Path:
     """An exported model (3 refinement steps, labels + tags outputs)."""
     env_model = os.environ.get("DISSEG_TEST_MODEL")
     if env_model and Path(env_model).is_file():
         return Path(env_model)
     if not HAS_TORCH:
         pytest.skip("needs torch to export a model, or $DISSEG_TEST_MODEL")
-    run = tmp_path_factory.getfixturevalue("tiny_run")
+    run = request.getfixturevalue("tiny_run")
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     run_cmd("dis-export", str(run / "best.pt"), "--iters", "3", "--outputs", "labels,tags", "-o", str(out), check=True)
     return out

@@ -26,7 +26,7 @@ class DISConfig:
     tag_weight: float = 0.3
     iters_train: int = 5  # refinement steps that make stage-2 pseudo labels
     iters_test: int = 0  # refinement steps at test time (the exported default)
-    suppress_absent: bool = True  # zero out classes whose tag probability < 0.5 (background kept)
+    suppress_absent: bool = False  # at test time, sink classes whose tag probability < 0.5 (background kept)
 
     @property
     def num_classes(self) -> int:

@@ -28,6 +28,7 @@ from .model import DIS, Heads, labelmap_scores
 from .refine import refine
 
 log = logging.getLogger("disseg.train")
+ARCHITECTURE = ("class_names", "backbone", "output_stride", "stages", "mean", "std")
 
 
 @dataclass
@@ -129,7 +130,8 @@ def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tenso
 @torch.no_grad()
 def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage-2 targets for tag-only images: (pseudo labelmap, cleaned tags) after iters_train refinement
-    steps with the noisy tags in the energy; classes outside the cleaned tags are suppressed (background kept).
+    steps with the noisy tags in the energy. Pixels whose class the cleaned tags rule out (background
+    excepted) are ignored rather than relabelled, and so are pixels less confident than pseudo_threshold.
     Made by the current model in eval mode, so they never touch the batch-norm statistics."""
     cfg = model.cfg
     was_training = model.training
@@ -137,11 +139,14 @@ def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch
     u1, v1, image_small = model.features(model.normalize(x))
     u1, v1 = refine(model, u1, v1, image_small, steps=cfg.iters_train, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight)
     heads = model.heads(u1, v1)
-    scores = F.interpolate(labelmap_scores(cfg.replace(suppress_absent=True), heads), size=x.shape[2:], mode="bilinear",
+    scores = F.interpolate(labelmap_scores(cfg.replace(suppress_absent=False), heads), size=x.shape[2:], mode="bilinear",
                            align_corners=False)
     confidence, labels = torch.softmax(scores, 1).max(1)
-    labels[confidence < cfg.pseudo_threshold] = 255
     cleaned = torch.sigmoid(heads.v3)
+    present = cleaned >= 0.5
+    present[:, 0] = True
+    ruled_out = ~torch.gather(present, 1, labels.flatten(1)).view_as(labels)
+    labels[ruled_out | (confidence < cfg.pseudo_threshold)] = 255
     model.train(was_training)
     return labels, cleaned
 
@@ -241,8 +246,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
         if init_cfg.class_names != cfg.class_names:
             raise BadInput(f"{opts.init} was trained on classes {list(init_cfg.class_names)}, the data has {list(cfg.class_names)}")
         # The architecture comes from the checkpoint; the method's settings from this run.
-        cfg = init_cfg.replace(iters_train=cfg.iters_train, iters_test=cfg.iters_test, step_size=cfg.step_size,
-                               tag_weight=cfg.tag_weight, weak_weight=cfg.weak_weight, pseudo_threshold=cfg.pseudo_threshold)
+        cfg = cfg.replace(**{k: getattr(init_cfg, k) for k in ARCHITECTURE})
     model = DIS(cfg, pretrained=opts.pretrained and init is None and resume is None).to(device)
     if init is not None:
         model.load_state_dict(init["model"])

@@ -123,3 +123,19 @@ def write_dataset(
     atomic_write_text(out / "weak_tags.txt", "\n".join(weak_lines) + "\n")
     atomic_write_text(out / "classes.txt", "\n".join(class_names) + "\n")
     return splits
+
+
+def write_video(path: Path, *, frames: int = 120, size: int = 256, seed: int = 0, fps: float = 15.0,
+                class_names: tuple[str, ...] = SYNTH_CLASSES) -> None:
+    """A camera panning across a large synthetic scene drawn in the data set's class styles (same seed)."""
+    rng = np.random.default_rng(seed)
+    styles = _class_styles(len(class_names), rng)
+    scene_rng = np.random.default_rng(seed + 10_000)
+    scene = np.vstack([np.hstack([render(size, styles, scene_rng)[0] for _ in range(2)]) for _ in range(2)])
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    for i in range(frames):
+        phase = i / max(1, frames - 1)
+        x = int(phase * size)
+        y = int((0.5 - 0.5 * math.cos(2 * math.pi * phase)) * size)
+        writer.write(cv2.cvtColor(np.ascontiguousarray(scene[y : y + size, x : x + size]), cv2.COLOR_RGB2BGR))
+    writer.release()

@@ -1,0 +1,68 @@
+"""dis-calibrate: FP32 ONNX -> INT8 Q/DQ ONNX for ONNX Runtime CPUs or TensorRT, accuracy-guarded."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from disseg.runtime.cli_util import handle_errors, setup_logging, write_json
+from disseg.runtime.errors import BadInput
+
+log = logging.getLogger("disseg.calibrate")
+MIN_FRAMES = 8
+
+
+@click.command(help="Quantize an exported FP32 model to INT8 (explicit Q/DQ), keeping the refinement in float.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="data set: calibrate on train images, score mIoU on val")
+@click.option("--images", help="image folder or glob to calibrate on (held-out label agreement only)")
+@click.option("--video", type=click.Path(path_type=Path), help="video to calibrate on (frames spread over it)")
+@click.option("--target", default="cpu", show_default=True, type=click.Choice(["cpu", "tensorrt"]))
+@click.option("--method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"]))
+@click.option("--samples", default=64, show_default=True, type=click.IntRange(MIN_FRAMES), help="calibration frames")
+@click.option("--max-drop", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="largest accepted mIoU drop (points; without labels: % of pixels relabelled)")
+@click.option("--search/--no-search", default=True, show_default=True, help="keep the most sensitive layer groups in float when over --max-drop")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="[default: MODEL.int8.onnx or MODEL.int8-trt.onnx]")
+@click.option("--force", is_flag=True, help="overwrite an existing output")
+@handle_errors
+def calibrate_cli(model, data, images, video, target, method, samples, max_drop, search, output, force) -> None:
+    setup_logging()
+    import onnx
+
+    from disseg.runtime.atomic import atomic_write
+    from disseg.runtime.contract import read_model_info
+
+    from .quantize import calibrate, check_quantizable
+    from .reader import frames_from_data, frames_from_images, frames_from_video
+
+    sources = [s for s in (data, images, video) if s is not None]
+    if len(sources) != 1:
+        raise BadInput("give exactly one of --data DIR, --images DIR or --video FILE to calibrate on")
+    info = read_model_info(model)
+    proto = onnx.load(str(model))
+    check_quantizable(proto, info, model)
+    out = output or model.with_name(model.stem + (".int8.onnx" if target == "cpu" else ".int8-trt.onnx"))
+    if out.exists() and not force:
+        raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
+    h, w = info.input_height, info.input_width
+    held = max(MIN_FRAMES, samples // 4)
+    if data is not None:
+        calib = frames_from_data(data, "train", h, w, samples)
+        held_out = frames_from_data(data, "val", h, w, held)
+    else:
+        frames = frames_from_images(images, h, w, samples + held) if images else frames_from_video(video, h, w, samples + held)
+        calib, held_out = frames[::2] if len(frames) < samples + held else frames[:samples], frames[1::2] if len(frames) < samples + held else frames[samples:]
+    if len(calib) < MIN_FRAMES or len(held_out) < 2:
+        raise BadInput(f"only {len(calib)} calibration and {len(held_out)} held-out frames found; need at least {MIN_FRAMES} and 2 "
+                       f"(add images, or lower --samples)")
+    quantized, report = calibrate(proto, info, calib, held_out, data=data, target=target, method=method, max_drop=max_drop, search=search)
+    atomic_write(out, lambda tmp: onnx.save_model(quantized, tmp))
+    write_json(out.with_suffix(".quant.json"), report)
+    fp32, int8 = report["fp32"], report["int8"]
+    metric = f"mIoU {fp32['miou']:.2f} -> {int8['miou']:.2f}" if "miou" in fp32 else f"labels agree {int8['label_agreement']:.2f}%"
+    click.echo(f"wrote {out} ({target}, {method}, {report['calibration_frames']} frames): {metric}, drop {int8['drop']:.2f} "
+               f"{report['drop_unit']}; kept in float: refinement" + (", " + ", ".join(report["keep_float"]) if report["keep_float"] else ""))
+    if not report["within_max_drop"]:
+        log.warning("the drop stays above --max-drop %.2f even with every layer group in float; prefer the FP32 or FP16 model", max_drop)

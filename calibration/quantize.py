@@ -1,0 +1,149 @@
+"""INT8 by explicit quantization (Q/DQ) with onnxruntime.quantization, an accuracy guard, and a
+sensitivity search that keeps the most damaging layer groups in float.
+
+--target cpu:      uint8 activations (asymmetric) + int8 per-channel weights: what ONNX Runtime runs fast.
+--target tensorrt: symmetric int8 activations and per-channel weights, which TensorRT 10/11 builds as a
+                   strongly typed network (no implicit calibrator, no INT8 builder flag).
+The unrolled refinement, the heads and the final logits are never quantized (calibration/scopes.py).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+from disseg.runtime.contract import ModelInfo
+from disseg.runtime.errors import BadInput
+
+from .reader import FrameReader
+from .scopes import in_feature_extractor, layer_group
+
+log = logging.getLogger("disseg.calibrate")
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+TARGETS = ("cpu", "tensorrt")
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    method: str
+    keep_float: tuple[str, ...] = ()  # layer groups of the feature extractor kept in float
+
+
+def check_quantizable(model: onnx.ModelProto, info: ModelInfo, path: Path) -> None:
+    if info.precision == "int8" or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise BadInput(f"{path} is already quantized; calibrate the FP32 export (dis-export CKPT --iters T)")
+    if info.precision != "fp32":
+        raise BadInput(f"{path} is {info.precision}; calibrate the FP32 export (dis-export CKPT --iters T without --fp16)")
+    if not any(in_feature_extractor(n) for n in model.graph.node):
+        raise BadInput(f"{path} has no module scopes on its nodes; re-export it with this version's dis-export")
+
+
+def groups(model: onnx.ModelProto) -> list[str]:
+    """The feature extractor's layer groups that hold quantizable ops, in graph order."""
+    seen: list[str] = []
+    for node in model.graph.node:
+        group = layer_group(node)
+        if node.op_type in QUANTIZED_OPS and group and group not in seen:
+            seen.append(group)
+    return seen
+
+
+def quantize(model: onnx.ModelProto, frames: list[np.ndarray], plan: Plan, *, input_name: str, batch: int, workdir: Path) -> onnx.ModelProto:
+    """Return the Q/DQ model for `plan`, calibrated on `frames` (ranges cached in workdir between plans)."""
+    exclude = [n.name for n in model.graph.node
+               if not in_feature_extractor(n) or layer_group(n) in plan.keep_float]
+    src, dst = workdir / "fp32.onnx", workdir / "int8.onnx"
+    if not src.exists():
+        onnx.save_model(model, src)
+    symmetric = plan.target == "tensorrt"
+    quantize_static(
+        src, dst, FrameReader(frames, input_name, batch), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+        per_channel=True, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude, calibrate_method=METHODS[plan.method],
+        calibration_cache_path=workdir / f"ranges.{plan.method}.json",
+        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+    )
+    return onnx.load(dst)
+
+
+def labels_of(model: onnx.ModelProto, frames: list[np.ndarray], input_name: str, batch: int) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(["labels"], item)[0] for item in FrameReader(frames, input_name, batch)])
+
+
+def with_info(model: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
+    del model.metadata_props[:]
+    for key, value in info.to_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    return model
+
+
+def score(model: onnx.ModelProto, info: ModelInfo, *, data: Path | None, held_out: list[np.ndarray], reference: np.ndarray,
+          batch: int, workdir: Path) -> dict:
+    """Label agreement (%) with the FP32 model on held-out frames, and mIoU on the data's val split when labels exist."""
+    from disseg.runtime.evaluate import evaluate_exported
+
+    labels = labels_of(model, held_out, info.input_name, batch)
+    result = {"label_agreement": round(float(100 * (labels == reference).mean()), 3)}
+    if data is not None:
+        path = workdir / "scored.onnx"
+        onnx.save_model(with_info(model, info), path)
+        result["miou"] = evaluate_exported(path, data, backend="onnxruntime")[0]["miou"]
+    return result
+
+
+def drop_of(base: dict, candidate: dict) -> float:
+    """mIoU points lost, or (without labels) the percentage of pixels whose label changed."""
+    if "miou" in base:
+        return round(base["miou"] - candidate["miou"], 3)
+    return round(100 - candidate["label_agreement"], 3)
+
+
+def calibrate(model: onnx.ModelProto, info: ModelInfo, calib: list[np.ndarray], held_out: list[np.ndarray], *, data: Path | None,
+              target: str, method: str, max_drop: float, search: bool = True) -> tuple[onnx.ModelProto, dict]:
+    """Quantize; while the accuracy drop exceeds max_drop, keep in float the layer group whose float copy
+    recovers the most (greedy sensitivity search). Returns (INT8 model with contract, report)."""
+    batch = info.batch if isinstance(info.batch, int) else 1
+    calib = calib[: len(calib) - len(calib) % batch]
+    held_out = held_out[: len(held_out) - len(held_out) % batch]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        reference = labels_of(model, held_out, info.input_name, batch)
+        base = score(model, info, data=data, held_out=held_out, reference=reference, batch=batch, workdir=workdir)
+        plan = Plan(target, method)
+        quantized = quantize(model, calib, plan, input_name=info.input_name, batch=batch, workdir=workdir)
+        result = score(quantized, info, data=data, held_out=held_out, reference=reference, batch=batch, workdir=workdir)
+        trials = [{"keep_float": [], **result, "drop": drop_of(base, result)}]
+        candidates = groups(model)
+        while search and trials[-1]["drop"] > max_drop and len(plan.keep_float) < len(candidates):
+            options = []
+            for group in candidates:
+                if group in plan.keep_float:
+                    continue
+                trial = Plan(target, method, plan.keep_float + (group,))
+                q = quantize(model, calib, trial, input_name=info.input_name, batch=batch, workdir=workdir)
+                r = score(q, info, data=data, held_out=held_out, reference=reference, batch=batch, workdir=workdir)
+                options.append((drop_of(base, r), group, q, r))
+                log.info("sensitivity: keeping %s in float -> drop %.2f", group, options[-1][0])
+            best_drop, group, quantized, result = min(options, key=lambda o: o[0])
+            plan = Plan(target, method, plan.keep_float + (group,))
+            trials.append({"keep_float": list(plan.keep_float), **result, "drop": best_drop})
+    report = {
+        "target": target, "method": method, "calibration_frames": len(calib), "held_out_frames": len(held_out),
+        "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric", "weights": "int8 symmetric per-channel",
+        "float_always": "refinement, heads, final logits", "keep_float": list(plan.keep_float), "fp32": base,
+        "int8": trials[-1], "trials": trials, "max_drop": max_drop, "within_max_drop": trials[-1]["drop"] <= max_drop,
+        "drop_unit": "mIoU points" if data is not None else "% of pixels relabelled",
+    }
+    out_info = info.replace(precision="int8", extra={**info.extra, "quantization": report})
+    return with_info(quantized, out_info), report

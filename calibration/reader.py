@@ -1,0 +1,77 @@
+"""Calibration data as a tiny protocol: an iterator of {input_name: array}, built with the runtime's own
+preprocessing (to_bgr8 + resize_to), from a data set, an image folder or a video."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from disseg.runtime.dataset import list_samples
+from disseg.runtime.errors import BadInput, SourceError
+from disseg.runtime.image import list_images, read_image, resize_to, to_bgr8
+
+
+class FrameReader(CalibrationDataReader):
+    """Feeds uint8 BGR frames (already at the model size) one batch at a time."""
+
+    def __init__(self, frames: list[np.ndarray], input_name: str, batch: int = 1) -> None:
+        self.frames, self.input_name, self.batch = frames, input_name, batch
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next + self.batch > len(self.frames):
+            return None
+        chunk = np.stack(self.frames[self._next : self._next + self.batch])
+        self._next += self.batch
+        return {self.input_name: chunk}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.frames) // self.batch
+
+
+def frames_from_data(root: str | Path, split: str, height: int, width: int, count: int) -> list[np.ndarray]:
+    _, samples = list_samples(root, split)
+    step = max(1, len(samples) // count)
+    return [resize_to(read_image(s.image), height, width) for s in samples[::step][:count]]
+
+
+def frames_from_images(folder: str | Path, height: int, width: int, count: int) -> list[np.ndarray]:
+    if not any(ch in str(folder) for ch in "*?[") and not Path(folder).is_dir():
+        raise SourceError(f"{folder}: no such image folder")
+    paths = list_images(folder)
+    step = max(1, len(paths) // count)
+    frames = []
+    for path in paths[::step]:
+        try:
+            frames.append(resize_to(read_image(path), height, width))
+        except BadInput:
+            continue
+        if len(frames) == count:
+            break
+    return frames
+
+
+def frames_from_video(path: str | Path, height: int, width: int, count: int) -> list[np.ndarray]:
+    """`count` frames spread evenly over the video."""
+    cap = cv2.VideoCapture(str(path))
+    if not Path(path).is_file() or not cap.isOpened():
+        raise SourceError(f"{path}: cannot open this video")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or count
+    wanted = set(np.linspace(0, max(total - 1, 0), count).astype(int).tolist())
+    frames, index = [], 0
+    while len(frames) < count:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if index in wanted:
+            frames.append(resize_to(to_bgr8(frame), height, width))
+        index += 1
+    cap.release()
+    if not frames:
+        raise SourceError(f"{path}: cannot read any frame (empty, corrupt or an unsupported codec)")
+    return frames
