@@ -40,7 +40,7 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """A stage-1 run (2 epochs, resnet18 cut after stage 2, 64 px)."""
     out = tmp_path_factory.mktemp("runs") / "s1"
     run_cmd("dis-train", "--data", str(tiny_data), "--out", str(out), "--stages", "2", "--size", "64", "--epochs", "2",
-            "--batch", "4", "--workers", "0", "--optimizer", "adamw", "--step-size", "20", check=True)
+            "--batch", "4", "--optimizer", "adamw", "--step-size", "20", check=True)
     return out
 
 

@@ -56,19 +56,21 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt")
 @click.option("--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha")
 @click.option("--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy")
+@click.option("--tag-gate", default="log", show_default=True, type=click.Choice(["multiply", "log", "none"]),
+              help="how tag probabilities gate the labelmap (multiply: the paper's u3*sigmoid(v3))")
 @click.option("--weak-weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="stage 2: weight of the weak images' loss")
 @click.option("--pseudo-threshold", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="stage 2: ignore pseudo-label pixels less confident than this")
 @click.option("--eval-iters", default="", help="extra refinement step counts scored each epoch, e.g. 1,3")
 @click.option("--max-train", type=click.IntRange(1), help="use only the first N fully labelled images")
+@click.option("--steps-per-epoch", type=click.IntRange(1), help="optimizer steps per epoch [default: one pass over the larger set]")
 @click.option("--freeze-bn", is_flag=True, help="keep batch-norm statistics fixed")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(0))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="continue RUN/last.pt exactly where it stopped")
 @handle_errors
 def train_cli(data, out, stage, init, backbone, stages, output_stride, pretrained, size, epochs, batch, optimizer, lr,
-              iters_train, iters_test, step_size, tag_weight, weak_weight, pseudo_threshold, eval_iters, max_train, freeze_bn, device, workers, seed, resume) -> None:
+              iters_train, iters_test, step_size, tag_weight, tag_gate, weak_weight, pseudo_threshold, eval_iters, max_train, steps_per_epoch, freeze_bn, device, seed, resume) -> None:
     setup_logging()
     import torch
 
@@ -87,7 +89,7 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
     cfg = DISConfig(
         class_names=read_classes(Path(data)), backbone=backbone, stages=stages, output_stride=int(output_stride), size=size,
         iters_train=iters_train, iters_test=iters_test, step_size=step_size, tag_weight=tag_weight, weak_weight=weak_weight,
-        pseudo_threshold=pseudo_threshold,
+        pseudo_threshold=pseudo_threshold, tag_gate=tag_gate,
     )
     try:
         cfg.validate()
@@ -98,7 +100,7 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
         raise BadInput(f"--size {size} must be a multiple of the output stride {stride}")
     opts = TrainOptions(
         data=Path(data), out=Path(out), stage=int(stage), init=init, epochs=epochs, batch=batch, optimizer=optimizer, lr=lr,
-        device=device, workers=workers, seed=seed, resume=resume, pretrained=pretrained, max_train=max_train, freeze_bn=freeze_bn,
+        device=device, seed=seed, resume=resume, pretrained=pretrained, max_train=max_train, freeze_bn=freeze_bn, steps_per_epoch=steps_per_epoch,
         eval_iters=tuple(parse_int_list(eval_iters, name="--eval-iters")) if eval_iters else (),
     )
     result = fit(cfg, opts)
@@ -118,18 +120,19 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
               help="for .onnx and engine files")
 @click.option("--step-size", type=click.FloatRange(min=0), help="override the checkpoint's refinement step size (tuning)")
 @click.option("--tag-weight", type=click.FloatRange(min=0), help="override the tag term's weight in the energy (tuning)")
+@click.option("--tag-gate", type=click.Choice(["multiply", "log", "none"]), help="override how tags gate the labelmap")
 @handle_errors
-def eval_cli(model: Path, data, split, iters, json_path, batch, device, backend, step_size, tag_weight) -> None:
+def eval_cli(model: Path, data, split, iters, json_path, batch, device, backend, step_size, tag_weight, tag_gate) -> None:
     setup_logging()
     if not model.is_file():
         raise BadInput(f"{model}: no such model file")
     iters_list = parse_int_list(iters, name="--iters") if iters else None
     if model.suffix == ".pt":
-        overrides = {k: v for k, v in (("step_size", step_size), ("tag_weight", tag_weight)) if v is not None}
+        overrides = {k: v for k, v in (("step_size", step_size), ("tag_weight", tag_weight), ("tag_gate", tag_gate)) if v is not None}
         results = _eval_checkpoint(model, data, split, iters_list, batch, device, overrides)
     else:
-        if step_size is not None or tag_weight is not None:
-            raise BadInput("--step-size and --tag-weight apply to .pt checkpoints; an exported model has them built in")
+        if step_size is not None or tag_weight is not None or tag_gate is not None:
+            raise BadInput("--step-size, --tag-weight and --tag-gate apply to .pt checkpoints; an exported model has them built in")
         from disseg.runtime.evaluate import evaluate_exported
 
         results = evaluate_exported(model, data, split=split, iters=iters_list, backend=backend)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+TAG_GATES = ("multiply", "log", "none")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 
 
@@ -26,6 +27,7 @@ class DISConfig:
     tag_weight: float = 0.3
     iters_train: int = 5  # refinement steps that make stage-2 pseudo labels
     iters_test: int = 0  # refinement steps at test time (the exported default)
+    tag_gate: str = "log"  # how tags gate the labelmap: multiply (y = u3 * sigmoid(v3)), log (u3 + log sigmoid(v3)), none
     suppress_absent: bool = False  # at test time, sink classes whose tag probability < 0.5 (background kept)
 
     @property
@@ -58,5 +60,7 @@ class DISConfig:
             raise ValueError("mobilenet_v3_large has output stride 16; pass --output-stride 16")
         if not 2 <= self.stages <= 4:
             raise ValueError(f"stages must be 2, 3 or 4, got {self.stages}")
+        if self.tag_gate not in TAG_GATES:
+            raise ValueError(f"tag_gate must be one of {', '.join(TAG_GATES)}, got {self.tag_gate!r}")
         if self.num_classes < 2:
             raise ValueError("need at least 2 classes (background and one more)")

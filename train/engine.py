@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from disseg.runtime.atomic import atomic_write_text
@@ -43,13 +43,13 @@ class TrainOptions:
     lr: float | None = None  # default: 0.01 (SGD, DeepLab) or 1e-3 (AdamW)
     weight_decay: float = 1e-4
     device: str = "cpu"
-    workers: int = 2
     seed: int = 0
     resume: bool = False
     pretrained: bool = False
     eval_iters: tuple[int, ...] = field(default_factory=tuple)  # extra t values scored each epoch
     max_train: int | None = None  # use only the first N fully labelled images (for label-budget studies)
     freeze_bn: bool = False  # keep batch-norm statistics fixed (small batches, fine-tuning)
+    steps_per_epoch: int | None = None  # default: one pass over the larger training set
     clip_grad: float = 5.0  # max gradient norm (0: off); SGD at DeepLab's lr diverges from scratch without it
 
 
@@ -151,14 +151,15 @@ def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch
     return labels, cleaned
 
 
-class WeakStream:
-    """Weak (tag-only) batches addressed by global step, so a resumed run draws exactly the same ones."""
+class BatchStream:
+    """Training batches addressed by global step: the same batches for a resumed run and, split by rank,
+    for any number of processes (rank r takes every world-th image of the global batch)."""
 
-    def __init__(self, dataset: TrainSet, batch: int, *, rank: int, world: int, seed: int) -> None:
+    def __init__(self, dataset: TrainSet, batch: int, *, rank: int, world: int, seed: int, what: str) -> None:
         self.dataset, self.batch, self.rank, self.world, self.seed = dataset, batch, rank, world, seed
         self.per_epoch = len(dataset) // batch
         if self.per_epoch == 0:
-            raise BadInput(f"{len(dataset)} weak images are fewer than one batch of {batch}; lower --batch")
+            raise BadInput(f"{len(dataset)} {what} images are fewer than one batch of {batch}; lower --batch")
 
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
         epoch, j = divmod(step, self.per_epoch)
@@ -169,24 +170,24 @@ class WeakStream:
 
 
 def train_one_epoch(
-    model: DIS, loss_fn: torch.nn.Module, loader, optimizer, scheduler, device: torch.device, *,
-    weak: WeakStream | None, first_step: int, freeze_bn: bool, clip_grad: float, show: bool,
+    model: DIS, loss_fn: torch.nn.Module, optimizer, scheduler, device: torch.device, *, full: BatchStream,
+    weak: BatchStream | None, first_step: int, steps: int, freeze_bn: bool, clip_grad: float, show: bool,
 ) -> dict[str, float]:
-    """One pass over the fully labelled images (plus one weak batch per step in stage 2). Returns mean losses."""
+    """`steps` optimizer steps on fully labelled batches (plus one weak batch each in stage 2). Returns mean losses."""
     model.train()
     if freeze_bn:
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
     totals = {"loss": 0.0, "weak_loss": 0.0}
-    steps = 0
-    for i, batch in enumerate(tqdm(loader, disable=not show, leave=False, desc="train")):
+    for step in tqdm(range(first_step, first_step + steps), disable=not show, leave=False, desc="train"):
+        batch = full.batch_at(step)
         x, labels, tags = batch["image"].to(device), batch["mask"].to(device), batch["tags"].to(device)
         weak_loss = torch.zeros((), device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = loss_fn(x, labels, tags)
             if weak is not None:
-                w = weak.batch_at(first_step + i)
+                w = weak.batch_at(step)
                 xw, tw = w["image"].to(device), w["tags"].to(device)
                 pseudo, cleaned = weak_targets(model, xw, tw)
                 weak_loss = loss_fn(xw, pseudo, cleaned)
@@ -201,7 +202,6 @@ def train_one_epoch(
         scheduler.step()
         totals["loss"] += loss.item()
         totals["weak_loss"] += weak_loss.item()
-        steps += 1
     return {k: v / max(steps, 1) for k, v in totals.items()}
 
 
@@ -256,19 +256,16 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
         raise BadInput(f"{opts.data} has classes {list(names)}, the model {list(cfg.class_names)}; use the same classes.txt")
     train_samples = scan(train_samples, cfg.num_classes)[: opts.max_train]
     val_samples = scan(list_samples(opts.data, "val")[1], cfg.num_classes)
-    per_rank = opts.batch // world
     train_set = TrainSet(train_samples, cfg.num_classes, cfg.size, seed=opts.seed)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=opts.seed, drop_last=True)
-    loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=opts.workers, drop_last=True,
-                        persistent_workers=opts.workers > 0)
-    if len(loader) == 0:
-        raise BadInput(f"{len(train_samples)} training images are fewer than one batch of {opts.batch}; lower --batch")
+    full = BatchStream(train_set, opts.batch, rank=rank, world=world, seed=opts.seed, what="fully labelled")
     weak = None
     if opts.stage == 2:
         weak_samples = scan(list_samples(opts.data, "weak")[1], cfg.num_classes)
         weak_samples = [Sample(s.image, None, s.tags) for s in weak_samples]  # never train on a weak image's mask
         weak_set = TrainSet(weak_samples, cfg.num_classes, cfg.size, seed=opts.seed + 1, augment=False)
-        weak = WeakStream(weak_set, opts.batch, rank=rank, world=world, seed=opts.seed + 1)
+        weak = BatchStream(weak_set, opts.batch, rank=rank, world=world, seed=opts.seed + 1, what="weak")
+    # An epoch is one pass over the larger of the two sets (stage 2 usually has many more weak images).
+    steps = opts.steps_per_epoch or max(full.per_epoch, weak.per_epoch if weak else 0)
     val_loader = DataLoader(EvalSet(val_samples, cfg.num_classes, cfg.size, cfg.size), batch_size=8, collate_fn=collate_eval, num_workers=0)
 
     loss_fn: torch.nn.Module = LossModule(model)
@@ -279,7 +276,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=opts.weight_decay)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=opts.epochs * len(loader), power=0.9)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=opts.epochs * steps, power=0.9)
     start, best, history = 0, -math.inf, []
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -289,10 +286,8 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
         start, best, history = resume["epoch"] + 1, resume["best_miou"], resume["history"]
     eval_iters = sorted({0, cfg.iters_test, *opts.eval_iters})
     for epoch in range(start, opts.epochs):
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        losses = train_one_epoch(model, loss_fn, loader, optimizer, scheduler, device, weak=weak,
-                                 first_step=epoch * len(loader), freeze_bn=opts.freeze_bn,
+        losses = train_one_epoch(model, loss_fn, optimizer, scheduler, device, full=full, weak=weak,
+                                 first_step=epoch * steps, steps=steps, freeze_bn=opts.freeze_bn,
                                  clip_grad=opts.clip_grad, show=rank == 0)
         if rank == 0:
             results = evaluate(model, val_loader, iters=eval_iters, device=device)

@@ -114,9 +114,16 @@ class DIS(nn.Module):
 
 
 def labelmap_scores(cfg: DISConfig, heads: Heads) -> torch.Tensor:
-    """Final class scores y = u3 * sigmoid(v3); with cfg.suppress_absent, classes the tags rule out sink."""
+    """Final class scores: u3 gated by the tags (cfg.tag_gate: y = u3 * sigmoid(v3), the paper's form;
+    u3 + log sigmoid(v3), the product of probabilities; or u3 alone). With cfg.suppress_absent, classes
+    whose tag probability is below 0.5 sink (background kept)."""
     tag_prob = torch.sigmoid(heads.v3)[:, :, None, None]
-    scores = heads.u3 * tag_prob
+    if cfg.tag_gate == "multiply":
+        scores = heads.u3 * tag_prob
+    elif cfg.tag_gate == "log":
+        scores = heads.u3 + F.logsigmoid(heads.v3)[:, :, None, None]
+    else:
+        scores = heads.u3
     if cfg.suppress_absent:
         present = tag_prob >= 0.5
         present = torch.cat([torch.ones_like(present[:, :1]), present[:, 1:]], 1)  # background always kept

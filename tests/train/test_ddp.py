@@ -11,7 +11,7 @@ def test_two_gloo_processes_match_one(tiny_data, tmp_path):
     """torchrun with 2 CPU processes (gloo) and a global batch of 4 gives the single-process result:
     per-rank batches interleave the same permutation, augmentation is seeded per sample, and the loss
     is a mean of per-image means, so all-reduced gradients equal the single-process ones."""
-    args = ["--data", str(tiny_data), "--stages", "2", "--size", "64", "--batch", "4", "--workers", "0", "--epochs", "1",
+    args = ["--data", str(tiny_data), "--stages", "2", "--size", "64", "--batch", "4", "--epochs", "1",
             "--optimizer", "adamw", "--freeze-bn", "--seed", "3"]
     run_cmd("dis-train", *args, "--out", str(tmp_path / "single"), check=True)
     env = {**os.environ, "DISSEG_BACKEND": "gloo", "OMP_NUM_THREADS": "1"}

@@ -45,7 +45,7 @@ def test_invalid_config_is_refused():
 
 
 def test_tags_gate_the_labelmap():
-    cfg = DISConfig(class_names=CLASSES)
+    cfg = DISConfig(class_names=CLASSES, tag_gate="multiply", suppress_absent=True)
     from disseg.train.model import Heads
 
     u3 = torch.zeros(1, 3, 2, 2)
@@ -56,3 +56,14 @@ def test_tags_gate_the_labelmap():
     assert (pred != 2).all()
     # The multiplicative gate alone only shrinks a confident wrong class; suppression is what removes it.
     assert (labelmap_scores(cfg.replace(suppress_absent=False), Heads(u3, z, v3, z, z)).argmax(1) == 2).all()
+
+
+def test_log_gate_is_a_product_of_probabilities():
+    from disseg.train.model import Heads
+
+    torch.manual_seed(0)
+    u3, v3, z = torch.randn(2, 3, 4, 4), torch.randn(2, 3), torch.zeros(1)
+    scores = labelmap_scores(DISConfig(class_names=CLASSES, tag_gate="log"), Heads(u3, z, v3, z, z))
+    want = torch.softmax(u3, 1) * torch.sigmoid(v3)[:, :, None, None]
+    assert torch.allclose(torch.softmax(scores, 1), want / want.sum(1, keepdim=True), atol=1e-6)
+    assert torch.equal(labelmap_scores(DISConfig(class_names=CLASSES, tag_gate="none"), Heads(u3, z, v3, z, z)), u3)

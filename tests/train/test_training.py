@@ -9,7 +9,7 @@ import torch
 from disseg.train.checkpoint import load_checkpoint
 from tests.conftest import BIN, run_cmd
 
-TINY = ["--stages", "2", "--size", "64", "--batch", "4", "--workers", "0", "--optimizer", "adamw", "--step-size", "20"]
+TINY = ["--stages", "2", "--size", "64", "--batch", "4", "--optimizer", "adamw", "--step-size", "20"]
 
 
 def test_stage1_run_writes_checkpoints_and_metrics(tiny_run):
@@ -51,7 +51,7 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path):
 def test_stage2_trains_on_tag_only_images(tiny_data, tiny_run, tmp_path):
     out = tmp_path / "s2"
     run_cmd("dis-train", "--data", str(tiny_data), "--out", str(out), "--stage", "2", "--init", str(tiny_run / "best.pt"),
-            "--epochs", "1", "--batch", "4", "--workers", "0", "--iters-train", "2", "--pseudo-threshold", "0.5", check=True)
+            "--epochs", "1", "--batch", "4", "--iters-train", "2", "--pseudo-threshold", "0.5", check=True)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stage"] == 2 and metrics["epochs"][0]["weak_loss"] > 0
     cfg = load_checkpoint(out / "best.pt")["config"]
