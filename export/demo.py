@@ -53,7 +53,8 @@ def demo_cli(out: Path, epochs1: int, epochs2: int, iters: int, frames: int, qui
     timings["stage1_s"] = _run("dis-train", "--data", data, "--out", s1, "--epochs", epochs1, *common)
     best = s1 / "best.pt"
     if epochs2:
-        timings["stage2_s"] = _run("dis-train", "--data", data, "--out", s2, "--stage", "2", "--init", best, "--epochs", epochs2, *size)
+        timings["stage2_s"] = _run("dis-train", "--data", data, "--out", s2, "--stage", "2", "--init", best, "--epochs", epochs2,
+                                   "--lr", "0.002", *size)
     evals = {}
     for name, run in (("stage 1", s1), ("stage 2", s2)):
         if (run / "best.pt").exists():
