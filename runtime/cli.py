@@ -47,7 +47,7 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
             max_frames, loops) -> None:
     setup_logging()
     _quiet_opencv()
-    from .pipeline import run
+    from .pipeline import Stats, run
     from .segmenter import Segmenter
     from .sinks import MaskSink, VideoSink, WindowSink, display_available
     from .sources import open_source
@@ -71,18 +71,17 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
             src = _Looped(src, loops, lambda: open_source(video=video, images=images))
         video_sink = VideoSink(output, getattr(src, "fps", 30.0) if video else 30.0) if output else None
         mask_sink = MaskSink(masks, seg.info.palette) if masks else None
+        stats = Stats(seg.class_names)
         interrupted = False
         try:
-            stats = run(seg, src, video=video_sink, masks=mask_sink, window=window, view=view, alpha=alpha, legend=legend,
-                        max_frames=max_frames)
-        except KeyboardInterrupt:
+            run(seg, src, video=video_sink, masks=mask_sink, window=window, view=view, alpha=alpha, legend=legend,
+                max_frames=max_frames, stats=stats)
+        except KeyboardInterrupt:  # the sinks are already flushed; keep the stats of what was produced
             interrupted = True
-            stats = None
-        summary = None
-        if stats is not None:
-            summary = stats.summary(model=str(model), backend=seg.backend.name, skipped=src.skipped, reconnects=src.reconnects)
-            if stats_path:
-                write_json(stats_path, summary)
+        summary = stats.summary(model=str(model), backend=seg.backend.name, skipped=src.skipped, reconnects=src.reconnects,
+                                interrupted=interrupted)
+        if stats_path:
+            write_json(stats_path, summary)
     if interrupted:
         raise KeyboardInterrupt
     lat = summary["latency_ms"]["total_ms"]

@@ -104,11 +104,14 @@ def _writer(seg: Segmenter, outputs: queue.Queue, *, video: VideoSink | None, ma
 
 def run(seg: Segmenter, source: Source, *, video: VideoSink | None = None, masks: MaskSink | None = None,
         window: WindowSink | None = None, view: str = "overlay", alpha: float = 0.5, legend: bool = True,
-        max_frames: int | None = None) -> Stats:
-    """Segment every frame of `source` into the sinks. Ctrl-C stops cleanly: what was produced is flushed."""
-    stats = Stats(seg.class_names)
+        max_frames: int | None = None, stats: Stats | None = None) -> Stats:
+    """Segment every frame of `source` into the sinks, adding to `stats` (pass one in to keep what was
+    counted when Ctrl-C interrupts). Ctrl-C stops cleanly: the sinks are flushed and closed."""
+    stats = stats if stats is not None else Stats(seg.class_names)
     stop = threading.Event()
-    frames: queue.Queue = queue.Queue(maxsize=8)  # bounded: a file source never runs ahead of inference
+    # Bounded: a file never runs ahead of inference; a live source waits at one frame and keeps
+    # replacing it with the newest, so lag never grows.
+    frames: queue.Queue = queue.Queue(maxsize=1 if source.live else 8)
     outputs: queue.Queue = queue.Queue(maxsize=8)
     errors: list = []
     reader = threading.Thread(target=_reader, args=(source, frames, stop, max_frames), daemon=True)

@@ -97,3 +97,25 @@ def test_bench_reports_percentiles(tiny_onnx, tmp_path):
     assert proc.returncode == 0, proc.stderr
     row = json.loads((tmp_path / "b.json").read_text())["results"][0]
     assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] and row["iterations_unrolled"] == 3 and row["batch"] == 1
+
+
+def test_ctrl_c_flushes_video_and_stats(tiny_onnx, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import BIN
+
+    video = _video(tmp_path / "in.mp4", frames=20)
+    out, stats = tmp_path / "out.mp4", tmp_path / "s.json"
+    proc = subprocess.Popen([str(BIN / "dis-run"), str(tiny_onnx), "--video", str(video), "--loop", "100000", "--no-display",
+                             "--output", str(out), "--stats", str(stats)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    summary = json.loads(stats.read_text())
+    assert summary["interrupted"] is True and summary["frames"] > 0
+    cap = cv2.VideoCapture(str(out))
+    written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert cap.isOpened() and written > 0 and abs(written - summary["frames"]) <= 8
