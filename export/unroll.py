@@ -12,7 +12,8 @@ OUTPUTS = ("labels", "scores", "tags")
 
 
 class UnrolledDIS(nn.Module):
-    """forward(image: B x H x W x 3 uint8 BGR) -> labels B x H x W (uint8) [, scores B x K x H x W, tags B x K].
+    """forward(image: B x H x W x 3 uint8 BGR) -> labels B x H x W (uint8; int32 past 256 classes)
+    [, scores B x K x H x W, tags B x K].
 
     Runs exactly `iters` refinement steps with the explicit energy gradient; no autograd and no ONNX
     Loop, and every step reads the same weights, so the exported file shares one set of initializers.
@@ -35,5 +36,6 @@ class UnrolledDIS(nn.Module):
         u1, v1 = refine(m, u1, v1, image_small, steps=self.iters, step_size=cfg.step_size)
         heads = m.heads(u1, v1)
         scores = F.interpolate(labelmap_scores(cfg, heads), size=image.shape[1:3], mode="bilinear", align_corners=False)
-        result = {"labels": scores.argmax(1).to(torch.uint8), "scores": scores, "tags": torch.sigmoid(heads.v3)}
+        labels = scores.argmax(1).to(torch.uint8 if cfg.num_classes <= 256 else torch.int32)
+        result = {"labels": labels, "scores": scores, "tags": torch.sigmoid(heads.v3)}
         return tuple(result[name] for name in self.outputs)

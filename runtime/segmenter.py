@@ -21,7 +21,7 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 @dataclass
 class Result:
-    labels: np.ndarray  # H x W uint8 at the frame's size
+    labels: np.ndarray  # H x W at the frame's size: uint8 (int32 for models with more than 256 classes)
     tags: np.ndarray | None = None  # per-class probabilities, when the model outputs them
     scores: np.ndarray | None = None  # K x h x w at the model size, when the model outputs them
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
@@ -118,7 +118,7 @@ class Segmenter:
         t2 = time.perf_counter()
         results = []
         for i, frame in enumerate(frames):
-            labels = resize_labels(merged["labels"][i].astype(np.uint8, copy=False), frame.shape[0], frame.shape[1])
+            labels = resize_labels(merged["labels"][i], frame.shape[0], frame.shape[1])
             results.append(Result(labels, merged["tags"][i] if "tags" in merged else None,
                                   merged["scores"][i] if "scores" in merged else None))
         t3 = time.perf_counter()

@@ -101,3 +101,21 @@ def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tiny_run, tiny_data, tmp_pa
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.strip().splitlines() if "pre-processing" not in l]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.gpu
+def test_tensorrt_builds_the_qdq_model(tiny_onnx, tiny_data, tmp_path):
+    from disseg.runtime.backends import tensorrt_available
+
+    if not tensorrt_available():
+        pytest.skip("needs TensorRT and a CUDA GPU")
+    from disseg.runtime.engine_cache import build_engine
+
+    out = tmp_path / "m.int8-trt.onnx"
+    run_cmd("dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--target", "tensorrt", "--samples", "8",
+            "--max-drop", "100", "-o", str(out), check=True)
+    facts = build_engine(out, tmp_path / "m.engine")
+    assert facts.precision == "int8" and (tmp_path / "m.engine").stat().st_size > 0
+    frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    with Segmenter(tmp_path / "m.engine", backend="tensorrt") as trt_seg, Segmenter(out, backend="onnxruntime") as ort_seg:
+        assert (trt_seg(frame).labels == ort_seg(frame).labels).mean() > 0.98

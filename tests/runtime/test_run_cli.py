@@ -119,3 +119,10 @@ def test_ctrl_c_flushes_video_and_stats(tiny_onnx, tmp_path):
     cap = cv2.VideoCapture(str(out))
     written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     assert cap.isOpened() and written > 0 and abs(written - summary["frames"]) <= 8
+
+
+def test_bench_plot_over_several_models(tiny_onnx, tmp_path):
+    pytest.importorskip("matplotlib")
+    proc = run_cmd("dis-bench", str(tiny_onnx), str(tiny_onnx), "--runs", "3", "--warmup", "0", "--plot", str(tmp_path / "p.png"))
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imread(str(tmp_path / "p.png")) is not None
