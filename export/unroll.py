@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from disseg.train.model import DIS, labelmap_scores
+from disseg.train.model import DIS, upsampled_scores
 from disseg.train.refine import refine
 
 OUTPUTS = ("labels", "scores", "tags")
@@ -35,7 +34,7 @@ class UnrolledDIS(nn.Module):
         u1, v1, image_small = m.features(m.normalize(x))
         u1, v1 = refine(m, u1, v1, image_small, steps=self.iters, step_size=cfg.step_size)
         heads = m.heads(u1, v1)
-        scores = F.interpolate(labelmap_scores(cfg, heads), size=image.shape[1:3], mode="bilinear", align_corners=False)
+        scores = upsampled_scores(cfg, heads, image.shape[1], image.shape[2])
         labels = scores.argmax(1).to(torch.uint8 if cfg.num_classes <= 256 else torch.int32)
         result = {"labels": labels, "scores": scores, "tags": torch.sigmoid(heads.v3)}
         return tuple(result[name] for name in self.outputs)

@@ -24,7 +24,7 @@ from disseg.runtime.metrics import ConfusionMatrix, TagF1, tags_from_labels
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DISConfig
 from .data import EvalSet, TrainSet, collate_eval
-from .model import DIS, Heads, labelmap_scores
+from .model import DIS, Heads, upsampled_scores
 from .refine import refine
 
 log = logging.getLogger("disseg.train")
@@ -55,9 +55,7 @@ class TrainOptions:
 
 def predict(cfg: DISConfig, heads: Heads, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (labels B x height x width int64, tag probabilities B x K) from heads."""
-    scores = labelmap_scores(cfg, heads)
-    scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)
-    return scores.argmax(1), torch.sigmoid(heads.v3)
+    return upsampled_scores(cfg, heads, height, width).argmax(1), torch.sigmoid(heads.v3)
 
 
 def to_input(bgr_images: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -139,8 +137,7 @@ def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch
     u1, v1, image_small = model.features(model.normalize(x))
     u1, v1 = refine(model, u1, v1, image_small, steps=cfg.iters_train, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight)
     heads = model.heads(u1, v1)
-    scores = F.interpolate(labelmap_scores(cfg.replace(suppress_absent=False), heads), size=x.shape[2:], mode="bilinear",
-                           align_corners=False)
+    scores = upsampled_scores(cfg.replace(suppress_absent=False), heads, x.shape[2], x.shape[3])
     confidence, labels = torch.softmax(scores, 1).max(1)
     cleaned = torch.sigmoid(heads.v3)
     present = cleaned >= 0.5

@@ -129,3 +129,8 @@ def labelmap_scores(cfg: DISConfig, heads: Heads) -> torch.Tensor:
         present = torch.cat([torch.ones_like(present[:, :1]), present[:, 1:]], 1)  # background always kept
         scores = torch.where(present, scores, torch.full_like(scores, -1e4))
     return scores
+
+
+def upsampled_scores(cfg: DISConfig, heads: Heads, height: int, width: int) -> torch.Tensor:
+    """labelmap_scores resized (bilinear) to the input resolution: what argmax turns into labels."""
+    return F.interpolate(labelmap_scores(cfg, heads), size=(height, width), mode="bilinear", align_corners=False)
