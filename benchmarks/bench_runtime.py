@@ -30,22 +30,25 @@ def main() -> None:
     logging.disable(logging.WARNING)
     from disseg.train.synth import write_video
 
-    result = {"model": str(args.model)}
-    with tempfile.TemporaryDirectory() as tmp, Segmenter(args.model, backend="onnxruntime") as seg:
+    result = {"model": str(args.model), "throughput": {}}
+    with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "in.mp4"
         write_video(video, frames=args.frames, size=320)
         frames = [f.image for f in VideoSource(str(video))]
-        for f in frames[:5]:
-            seg(f)
-        start = time.perf_counter()
-        for f in frames:
-            seg(f)
-        alone = time.perf_counter() - start
-        stats = run(seg, VideoSource(str(video)), video=VideoSink(Path(tmp) / "out.mp4", 15))
-        e2e = stats.summary()
-        result["throughput"] = {"frames": len(frames), "backend_alone_fps": round(len(frames) / alone, 2),
-                                "dis_run_fps": e2e["fps"], "ratio": round(e2e["fps"] / (len(frames) / alone), 3)}
-        print(json.dumps(result["throughput"]), flush=True)
+        for threads in (0, 1):  # 0: ONNX Runtime takes every core; 1: one core left for capture and rendering
+            with Segmenter(args.model, backend="onnxruntime", threads=threads) as seg:
+                for f in frames[:5]:
+                    seg(f)
+                start = time.perf_counter()
+                for f in frames:
+                    seg(f)
+                alone = time.perf_counter() - start
+                e2e = run(seg, VideoSource(str(video)), video=VideoSink(Path(tmp) / "out.mp4", 15)).summary()
+            row = {"frames": len(frames), "backend_alone_fps": round(len(frames) / alone, 2), "dis_run_fps": e2e["fps"],
+                   "ratio": round(e2e["fps"] / (len(frames) / alone), 3)}
+            result["throughput"][f"ort_threads_{threads or 'all'}"] = row
+            print(json.dumps({"threads": threads, **row}), flush=True)
+        seg = Segmenter(args.model, backend="onnxruntime")
         if args.soak:
             from disseg.runtime.cli import _Looped
 
@@ -55,6 +58,7 @@ def main() -> None:
             result["soak"] = {"frames": soak["frames"], "fps": soak["fps"], "first_1000_total_ms": soak["first_1000_total_ms"],
                               "last_1000_total_ms": soak["last_1000_total_ms"], "rss_mb": soak["rss_mb"]}
             print(json.dumps(result["soak"]), flush=True)
+        seg.close()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -41,10 +41,12 @@ def source_options(func):
 @click.option("--legend/--no-legend", default=True, show_default=True)
 @click.option("--no-display", is_flag=True, help="no window (headless)")
 @click.option("--max-frames", type=click.IntRange(1), help="stop after this many frames")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
+              help="ONNX Runtime CPU threads (0: all cores); leave a core free for capture and rendering on small CPUs")
 @click.option("--loop", "loops", default=1, show_default=True, type=click.IntRange(1), help="play a video or image folder this many times")
 @handle_errors
 def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks, stats_path, view, alpha, legend, no_display,
-            max_frames, loops) -> None:
+            max_frames, threads, loops) -> None:
     setup_logging()
     _quiet_opencv()
     from .pipeline import Stats, run
@@ -63,7 +65,7 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
     if window is None and output is None and masks is None and stats_path is None:
         raise BadInput("nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)")
     src = open_source(camera=camera, video=video, images=images, rtsp=rtsp, gst=gst, csi=csi)
-    with Segmenter(model, backend=backend) as seg:
+    with Segmenter(model, backend=backend, threads=threads) as seg:
         log.info("%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s", model.name, seg.info.precision,
                  seg.info.input_height, seg.info.input_width, seg.info.num_classes, seg.info.iterations,
                  seg.backend.name, ", ".join(getattr(seg.backend, "providers", [seg.backend.name])))

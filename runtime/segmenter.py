@@ -46,7 +46,8 @@ def _engine_for_onnx(onnx_path: Path, cache_dir: Path | None) -> Path:
     return engine
 
 
-def open_backend(path: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None) -> tuple[Backend, ModelInfo]:
+def open_backend(path: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None,
+                 threads: int = 0) -> tuple[Backend, ModelInfo]:
     """Open a model with the chosen backend. "auto" takes TensorRT when it is installed, else ONNX Runtime.
     An ONNX file on TensorRT goes through the engine cache; a failure there falls back to ONNX Runtime
     (auto) or raises (tensorrt asked for explicitly)."""
@@ -72,7 +73,7 @@ def open_backend(path: str | Path, *, backend: str = "auto", cache_dir: str | Pa
             if backend == "tensorrt":
                 raise BadInput(f"TensorRT backend unavailable for {path}: {err}") from err
             log.warning("TensorRT unavailable (%s); falling back to ONNX Runtime", err)
-    return OnnxRuntimeBackend(path), info
+    return OnnxRuntimeBackend(path, threads=threads), info
 
 
 class Segmenter:
@@ -85,9 +86,9 @@ class Segmenter:
     Everything (input size, classes, palette, iterations) comes from the model file.
     """
 
-    def __init__(self, model: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None) -> None:
+    def __init__(self, model: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None, threads: int = 0) -> None:
         self.path = Path(model)
-        self.backend, self.info = open_backend(self.path, backend=backend, cache_dir=cache_dir)
+        self.backend, self.info = open_backend(self.path, backend=backend, cache_dir=cache_dir, threads=threads)
         spec = self.backend.inputs[self.info.input_name]
         self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None  # None: dynamic
         self.palette_bgr = np.array([c[::-1] for c in self.info.palette], np.uint8)

@@ -56,7 +56,7 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt")
 @click.option("--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha")
 @click.option("--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy")
-@click.option("--tag-gate", default="log", show_default=True, type=click.Choice(["multiply", "log", "none"]),
+@click.option("--tag-gate", default="none", show_default=True, type=click.Choice(["multiply", "log", "none"]),
               help="how tag probabilities gate the labelmap (multiply: the paper's u3*sigmoid(v3))")
 @click.option("--weak-weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="stage 2: weight of the weak images' loss")
 @click.option("--pseudo-threshold", default=0.0, show_default=True, type=click.FloatRange(0, 1),

@@ -27,7 +27,7 @@ class DISConfig:
     tag_weight: float = 0.3
     iters_train: int = 5  # refinement steps that make stage-2 pseudo labels
     iters_test: int = 0  # refinement steps at test time (the exported default)
-    tag_gate: str = "log"  # how tags gate the labelmap: multiply (y = u3 * sigmoid(v3)), log (u3 + log sigmoid(v3)), none
+    tag_gate: str = "none"  # how tags gate the labelmap: multiply (y = u3 * sigmoid(v3)), log (u3 + log sigmoid(v3)), none
     suppress_absent: bool = False  # at test time, sink classes whose tag probability < 0.5 (background kept)
 
     @property
