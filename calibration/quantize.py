@@ -27,7 +27,7 @@ from .scopes import in_feature_extractor, layer_group
 log = logging.getLogger("disseg.calibrate")
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 TARGETS = ("cpu", "tensorrt")
-QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Add", "MaxPool", "Relu")  # residual adds too: fewer DQ->float->Q hops
 
 
 @dataclass(frozen=True)

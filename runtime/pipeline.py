@@ -6,6 +6,7 @@ import queue
 import resource
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,11 +27,22 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
+WINDOW = 10_000  # per-frame figures kept for percentiles: a camera that runs for days must not grow
+
+
+def _window() -> deque:
+    return deque(maxlen=WINDOW)
+
+
 @dataclass
 class Stats:
+    """Per-stage latency, frame age and class areas. Percentiles cover the last WINDOW frames; the first
+    1000 frames' totals are kept apart, so a long run can show whether latency drifted."""
+
     class_names: tuple[str, ...]
-    stages: dict[str, list[float]] = field(default_factory=lambda: {"preprocess_ms": [], "infer_ms": [], "postprocess_ms": [], "total_ms": []})
-    frame_age_ms: list[float] = field(default_factory=list)
+    stages: dict[str, deque] = field(default_factory=lambda: {k: _window() for k in ("preprocess_ms", "infer_ms", "postprocess_ms", "total_ms")})
+    frame_age_ms: deque = field(default_factory=_window)
+    first_totals_ms: list[float] = field(default_factory=list)
     class_pixels: np.ndarray | None = None
     rss_mb: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
@@ -39,7 +51,10 @@ class Stats:
     def add(self, frame: Frame, result: Result, started: float) -> None:
         for k, v in result.timings.items():
             self.stages[k].append(v)
-        self.stages["total_ms"].append((time.perf_counter() - started) * 1000)
+        total = (time.perf_counter() - started) * 1000
+        self.stages["total_ms"].append(total)
+        if len(self.first_totals_ms) < 1000:
+            self.first_totals_ms.append(total)
         self.frame_age_ms.append((started - frame.captured) * 1000)
         counts = np.bincount(result.labels.reshape(-1), minlength=len(self.class_names))[: len(self.class_names)]
         self.class_pixels = counts if self.class_pixels is None else self.class_pixels + counts
@@ -50,7 +65,7 @@ class Stats:
     def summary(self, **extra) -> dict:
         wall = time.perf_counter() - self.started
 
-        def pct(values: list[float]) -> dict:
+        def pct(values) -> dict:
             if not values:
                 return {}
             a = np.asarray(values)
@@ -62,7 +77,8 @@ class Stats:
         return {
             "frames": self.frames, "wall_s": round(wall, 3), "fps": round(self.frames / wall, 3) if wall else None,
             "latency_ms": {k: pct(v) for k, v in self.stages.items()}, "frame_age_ms": pct(self.frame_age_ms),
-            "first_1000_total_ms": pct(total[:1000]), "last_1000_total_ms": pct(total[-1000:]),
+            "first_1000_total_ms": pct(self.first_totals_ms), "last_1000_total_ms": pct(list(total)[-1000:]),
+            "percentiles_over_last_frames": min(self.frames, WINDOW),
             "rss_mb": {"start": round(self.rss_mb[0], 1) if self.rss_mb else None, "end": round(_rss_mb(), 1),
                        "samples_every_1000_frames": [round(v, 1) for v in self.rss_mb]},
             "class_area": {n: round(float(a), 5) for n, a in zip(self.class_names, area)},
