@@ -1,7 +1,6 @@
 """Checkpoint -> unrolled, self-describing ONNX (FP32 or FP16), with a parity gate against PyTorch."""
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from disseg.train.model import DIS
 
 from .unroll import UnrolledDIS
 
-log = logging.getLogger("disseg.export")
 OPSET = 18
 INPUT_NAME = "image"
 

@@ -3,7 +3,6 @@
 and shapes once; each backend implements `_infer`. Heavy imports stay inside the backend that needs them."""
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import numpy as np
 
 from .errors import BadInput, ModelFileError
 
-log = logging.getLogger("disseg.runtime")
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,12 @@ and `trt_facts` runs without TensorRT, so the cache logic is tested on any machi
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from .atomic import atomic_write, atomic_write_text
 from .contract import ModelInfo, file_sha256, read_model_info
 from .errors import ModelFileError
 
-log = logging.getLogger("disseg.engine")
 
 
 def sidecar_path(engine: str | Path) -> Path:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from .dataset import list_samples, load_eval_item, scan
 from .errors import BadInput

@@ -1,7 +1,6 @@
 """Capture, inference and writing overlapped in threads; stats that show whether anything grows or lags."""
 from __future__ import annotations
 
-import logging
 import queue
 import resource
 import threading
@@ -15,7 +14,6 @@ from .segmenter import Result, Segmenter
 from .sinks import MaskSink, VideoSink, WindowSink, render
 from .sources import Frame, Source
 
-log = logging.getLogger("disseg.pipeline")
 _END = object()
 
 

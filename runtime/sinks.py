@@ -1,7 +1,6 @@
 """Where results go: a window, a video file, palette mask PNGs. Files are written atomically."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from .errors import BadInput
 from .segmenter import Result, Segmenter
 from .sources import Frame
 
-log = logging.getLogger("disseg.sinks")
 VIEWS = ("overlay", "mask", "side-by-side")
 
 

@@ -1,7 +1,6 @@
 """dis-data, dis-train and dis-eval."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -9,7 +8,6 @@ import click
 from disseg.runtime.cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from disseg.runtime.errors import BadInput
 
-log = logging.getLogger("disseg")
 
 
 @click.group(help="Make data sets for DIS.")

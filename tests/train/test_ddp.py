@@ -1,7 +1,6 @@
 import os
 import subprocess
 
-import torch
 
 from disseg.train.checkpoint import load_checkpoint
 from tests.conftest import BIN, run_cmd
