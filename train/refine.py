@@ -12,6 +12,22 @@ import torch.nn.functional as F
 from .model import DIS, Heads
 
 
+VJP_CONVS = ("rec_c", "rec_b", "rec_a", "seg")  # the chain the gradient runs back through, output first
+
+
+def vjp_weights(model: DIS) -> tuple[torch.Tensor, ...]:
+    """Weights for the input-VJPs of the image subnet's convs and the labelmap conv, in VJP_CONVS order.
+
+    convT(g, W, p) of a stride-1 'same' conv equals conv(g, W^T flipped, k - 1 - p): the same numbers,
+    and inference runtimes run Conv far faster than ConvTranspose. `refine` makes these once, so an
+    unrolled graph holds one copy shared by every step."""
+    return tuple(getattr(model, name).weight.transpose(0, 1).flip((2, 3)) for name in VJP_CONVS)
+
+
+def _vjp(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(g, weight, padding=weight.shape[-1] // 2)
+
+
 def energy_gradient(
     model: DIS,
     u1: torch.Tensor,
@@ -20,15 +36,17 @@ def energy_gradient(
     *,
     tags: torch.Tensor | None = None,
     tag_weight: float = 0.0,
+    weights: tuple[torch.Tensor, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Heads]:
-    """Return (dE/du1, dE/dv1, heads at (u1, v1))."""
+    """Return (dE/du1, dE/dv1, heads at (u1, v1)); `weights` from vjp_weights (made here when None)."""
+    w_c, w_b, w_a, w_seg = weights if weights is not None else vjp_weights(model)
     h = model.heads(u1, v1)
     n = h.z3.shape[1] * h.z3.shape[2] * h.z3.shape[3]
     g = (h.z3 - image_small) / n
-    g = F.conv_transpose2d(g, model.rec_c.weight, padding=1) * (h.a2 > 0).to(g.dtype)
-    g = F.conv_transpose2d(g, model.rec_b.weight, padding=1) * (h.a1 > 0).to(g.dtype)
-    g = F.conv_transpose2d(g, model.rec_a.weight, padding=2)
-    g_u1 = F.conv_transpose2d(g, model.seg.weight, padding=1)
+    g = _vjp(g, w_c) * (h.a2 > 0).to(g.dtype)
+    g = _vjp(g, w_b) * (h.a1 > 0).to(g.dtype)
+    g = _vjp(g, w_a)
+    g_u1 = _vjp(g, w_seg)
     g_v1 = g_u1.sum((2, 3))  # adjoint of the spatial broadcast of v1
     if tags is not None:
         g_v3 = (torch.sigmoid(h.v3) - tags) * (tag_weight / h.v3.shape[1])
@@ -50,8 +68,9 @@ def refine(
     tag_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (u1, v1) after `steps` gradient steps of size `step_size` on the energy."""
+    weights = vjp_weights(model) if steps else None
     for _ in range(steps):
-        g_u1, g_v1, _ = energy_gradient(model, u1, v1, image_small, tags=tags, tag_weight=tag_weight)
+        g_u1, g_v1, _ = energy_gradient(model, u1, v1, image_small, tags=tags, tag_weight=tag_weight, weights=weights)
         u1 = u1 - step_size * g_u1
         v1 = v1 - step_size * g_v1
     return u1, v1

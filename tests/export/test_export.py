@@ -26,10 +26,15 @@ def test_file_size_does_not_grow_with_iterations(net):
         return attach(proto, info)
 
     # t = 0 prunes the image subnet (unused without refinement); from t = 1 on, every step reuses its weights.
-    p1, p5 = exported(1), exported(5)
-    weight_bytes = [sum(len(i.raw_data) for i in p.graph.initializer) for p in (p1, p5)]
-    assert weight_bytes[0] <= 4 * sum(p.numel() for p in net.parameters())  # each weight stored once
-    assert abs(weight_bytes[1] - weight_bytes[0]) < 1_000  # at most a few scalar constants more
+    p1, p3, p5 = exported(1), exported(3), exported(5)
+    weight_bytes = [sum(len(i.raw_data) for i in p.graph.initializer) for p in (p1, p5, p3)]
+    # each weight stored once, plus one flipped copy of each refinement conv (its input-VJP), shared by all steps
+    flipped = sum(m.weight.numel() for m in (net.seg, net.rec_a, net.rec_b, net.rec_c))
+    assert weight_bytes[0] <= 4 * (sum(p.numel() for p in net.parameters()) + flipped)
+    # whether torch.onnx folds the flipped copies into initializers or flips at run time may change
+    # with t, but never per step: t=3 and t=5 store the same weights
+    assert abs(weight_bytes[1] - weight_bytes[2]) < 1_000
+    assert 0 <= weight_bytes[1] - weight_bytes[0] <= 4 * flipped + 1_000
     growth = len(p5.SerializeToString()) - len(p1.SerializeToString())
     assert 0 < growth < 4 * 8_000  # only the added nodes: a few KB per step
 
@@ -76,8 +81,8 @@ def test_fp16_keeps_refinement_and_logits_fp32(tiny_run, tmp_path):
     types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert sum(types.get(n.output[0]) == onnx.TensorProto.FLOAT16 for n in convs) >= 10, "backbone should run in FP16"
-    transposed = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
-    assert len(transposed) == 3 * 4 and all(types[n.output[0]] == onnx.TensorProto.FLOAT for n in transposed)
+    fp32_convs = [n for n in convs if types.get(n.output[0]) == onnx.TensorProto.FLOAT]
+    assert len(fp32_convs) >= 4 * 3 + 4, "the refinement's 4 VJP convs per step and the 4 head convs stay FP32"
     updates = [n for n in model.graph.node if n.op_type == "Sub"]
     assert updates and all(types[n.output[0]] == onnx.TensorProto.FLOAT for n in updates)
     report = json.loads(out.with_suffix(".parity.json").read_text())
