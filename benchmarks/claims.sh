@@ -41,3 +41,4 @@ dis-export "$W/full_s2/best.pt" --iters 3 --outputs labels,tags -o "$W/model.onn
 python benchmarks/bench_int8.py "$W/model.onnx" --data "$D" --json "$R/int8.json"
 python benchmarks/bench_runtime.py "$W/model.onnx" --frames 300 --soak 10000 --json "$R/runtime.json"
 python benchmarks/bench_refine_cost.py --json "$R/refine_cost.json"
+python benchmarks/bench_stats_memory.py --json "$R/stats_memory.json"
