@@ -17,7 +17,7 @@ import numpy as np
 from disseg.runtime.pipeline import run
 from disseg.runtime.segmenter import Segmenter
 from disseg.runtime.sinks import VideoSink
-from disseg.runtime.sources import VideoSource
+from disseg.runtime.sources import Looped, VideoSource
 
 
 def main() -> None:
@@ -50,10 +50,8 @@ def main() -> None:
             print(json.dumps({"threads": threads, **row}), flush=True)
         seg = Segmenter(args.model, backend="onnxruntime")
         if args.soak:
-            from disseg.runtime.cli import _Looped
-
             loops = int(np.ceil(args.soak / len(frames)))
-            src = _Looped(VideoSource(str(video)), loops, lambda: VideoSource(str(video)))
+            src = Looped(VideoSource(str(video)), loops, lambda: VideoSource(str(video)))
             soak = run(seg, src, max_frames=args.soak).summary()
             result["soak"] = {"frames": soak["frames"], "fps": soak["fps"], "first_1000_total_ms": soak["first_1000_total_ms"],
                               "last_1000_total_ms": soak["last_1000_total_ms"], "rss_mb": soak["rss_mb"]}

@@ -101,9 +101,9 @@ def held_out_images(data: Path | None, height: int, width: int, count: int, *, s
                 return images, f"{data} (val split, {len(images)} images)"
         except BadInput:
             pass
-    from disseg.train.synth import SYNTH_CLASSES, _class_styles, render
+    from disseg.train.synth import SYNTH_CLASSES, class_styles, render
 
     rng = np.random.default_rng(seed)
-    styles = _class_styles(len(SYNTH_CLASSES), rng)
+    styles = class_styles(len(SYNTH_CLASSES), rng)
     images = [np.ascontiguousarray(render(max(height, width), styles, rng)[0][:height, :width, ::-1]) for _ in range(count)]
     return images, f"generated ({count} synthetic images)"

@@ -52,7 +52,7 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
     from .pipeline import Stats, run
     from .segmenter import Segmenter
     from .sinks import MaskSink, VideoSink, WindowSink, display_available
-    from .sources import open_source
+    from .sources import Looped, open_source
 
     if loops > 1 and video is None and images is None:
         raise BadInput("--loop applies to --video and --images only")
@@ -70,7 +70,7 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
                  seg.info.input_height, seg.info.input_width, seg.info.num_classes, seg.info.iterations,
                  seg.backend.name, ", ".join(getattr(seg.backend, "providers", [seg.backend.name])))
         if loops > 1:
-            src = _Looped(src, loops, lambda: open_source(video=video, images=images))
+            src = Looped(src, loops, lambda: open_source(video=video, images=images))
         video_sink = VideoSink(output, getattr(src, "fps", 30.0) if video else 30.0) if output else None
         mask_sink = MaskSink(masks, seg.info.palette) if masks else None
         stats = Stats(seg.class_names)
@@ -102,31 +102,6 @@ def _quiet_opencv() -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     except AttributeError:  # builds without the logging module
         pass
-
-
-class _Looped:
-    """Replays a file source `times` times (soak tests: many frames from a short video)."""
-
-    live = False
-
-    def __init__(self, first, times: int, reopen) -> None:
-        self.first, self.times, self.reopen, self.fps = first, times, reopen, getattr(first, "fps", 30.0)
-        self.skipped = self.reconnects = 0
-
-    def __iter__(self):
-        index, src = 0, self.first
-        for n in range(self.times):
-            src = self.first if n == 0 else self.reopen()
-            for frame in src:
-                frame.index = index
-                frame.name = f"{index:06d}"
-                index += 1
-                yield frame
-            self.skipped += src.skipped
-            src.close()
-
-    def close(self) -> None:
-        self.first.close()
 
 
 def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int, warmup: int) -> dict:

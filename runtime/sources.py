@@ -181,6 +181,31 @@ class LiveSource(Source):
             self.cap.release()
 
 
+class Looped(Source):
+    """Replays a file source `times` times (soak tests: many frames from a short video)."""
+
+    live = False
+
+    def __init__(self, first, times: int, reopen) -> None:
+        self.first, self.times, self.reopen, self.fps = first, times, reopen, getattr(first, "fps", 30.0)
+        self.skipped = self.reconnects = 0
+
+    def __iter__(self):
+        index, src = 0, self.first
+        for n in range(self.times):
+            src = self.first if n == 0 else self.reopen()
+            for frame in src:
+                frame.index = index
+                frame.name = f"{index:06d}"
+                index += 1
+                yield frame
+            self.skipped += src.skipped
+            src.close()
+
+    def close(self) -> None:
+        self.first.close()
+
+
 def open_source(*, camera: int | None = None, video: str | None = None, images: str | None = None, rtsp: str | None = None,
                 gst: str | None = None, csi: int | None = None) -> Source:
     """Open exactly one source. Raises BadInput (SourceError) with how to fix it."""

@@ -21,7 +21,7 @@ from disseg.runtime.atomic import atomic_write_text
 SYNTH_CLASSES = ("background", "ember", "leaf", "brick", "water", "sand", "plum", "steel")
 
 
-def _class_styles(num_classes: int, rng: np.random.Generator) -> list[dict]:
+def class_styles(num_classes: int, rng: np.random.Generator) -> list[dict]:
     styles = []
     for c in range(num_classes):
         hue = (c - 1) / max(1, num_classes - 1)
@@ -99,7 +99,7 @@ def write_dataset(
 ) -> dict[str, int]:
     """Write the data set under `out` in VOC layout; return the number of images per split."""
     rng = np.random.default_rng(seed)
-    styles = _class_styles(len(class_names), rng)
+    styles = class_styles(len(class_names), rng)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     palette = voc_palette(256).reshape(-1).tolist()
@@ -129,7 +129,7 @@ def write_video(path: Path, *, frames: int = 120, size: int = 256, seed: int = 0
                 class_names: tuple[str, ...] = SYNTH_CLASSES) -> None:
     """A camera panning across a large synthetic scene drawn in the data set's class styles (same seed)."""
     rng = np.random.default_rng(seed)
-    styles = _class_styles(len(class_names), rng)
+    styles = class_styles(len(class_names), rng)
     scene_rng = np.random.default_rng(seed + 10_000)
     scene = np.vstack([np.hstack([render(size, styles, scene_rng)[0] for _ in range(2)]) for _ in range(2)])
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
