@@ -1,0 +1,40 @@
+# Finds the inference SDKs and makes private imported targets for them:
+#   disseg_onnxruntime (DISSEG_HAVE_ONNXRUNTIME) and disseg_tensorrt (DISSEG_HAVE_TENSORRT).
+
+# ONNX Runtime: a release-tarball layout under ONNXRUNTIME_ROOT, else an installed CMake package.
+find_path(ONNXRUNTIME_INCLUDE_DIR onnxruntime_cxx_api.h
+  HINTS ${ONNXRUNTIME_ROOT}/include PATH_SUFFIXES onnxruntime onnxruntime/core/session)
+find_library(ONNXRUNTIME_LIBRARY onnxruntime HINTS ${ONNXRUNTIME_ROOT}/lib)
+if(ONNXRUNTIME_INCLUDE_DIR AND ONNXRUNTIME_LIBRARY)
+  add_library(disseg_onnxruntime INTERFACE)
+  target_include_directories(disseg_onnxruntime SYSTEM INTERFACE ${ONNXRUNTIME_INCLUDE_DIR})
+  target_link_libraries(disseg_onnxruntime INTERFACE ${ONNXRUNTIME_LIBRARY})
+  set(DISSEG_HAVE_ONNXRUNTIME ON)
+  message(STATUS "ONNX Runtime: ${ONNXRUNTIME_LIBRARY}")
+else()
+  find_package(onnxruntime CONFIG QUIET)
+  if(TARGET onnxruntime::onnxruntime)
+    add_library(disseg_onnxruntime INTERFACE)
+    target_link_libraries(disseg_onnxruntime INTERFACE onnxruntime::onnxruntime)
+    set(DISSEG_HAVE_ONNXRUNTIME ON)
+    message(STATUS "ONNX Runtime: CMake package ${onnxruntime_DIR}")
+  endif()
+endif()
+
+# TensorRT 10+ (name-based I/O API) with the CUDA runtime, as JetPack 6 installs them.
+find_path(TENSORRT_INCLUDE_DIR NvInfer.h HINTS ${TENSORRT_ROOT}/include PATH_SUFFIXES aarch64-linux-gnu x86_64-linux-gnu)
+find_library(TENSORRT_LIBRARY nvinfer HINTS ${TENSORRT_ROOT}/lib)
+find_package(CUDAToolkit QUIET)
+if(TENSORRT_INCLUDE_DIR AND TENSORRT_LIBRARY AND CUDAToolkit_FOUND)
+  file(STRINGS ${TENSORRT_INCLUDE_DIR}/NvInferVersion.h trt_major REGEX "define (NV_)?TENSORRT_MAJOR ")
+  string(REGEX MATCH "[0-9]+$" trt_major "${trt_major}")
+  if(trt_major AND trt_major GREATER_EQUAL 10)
+    add_library(disseg_tensorrt INTERFACE)
+    target_include_directories(disseg_tensorrt SYSTEM INTERFACE ${TENSORRT_INCLUDE_DIR})
+    target_link_libraries(disseg_tensorrt INTERFACE ${TENSORRT_LIBRARY} CUDA::cudart)
+    set(DISSEG_HAVE_TENSORRT ON)
+    message(STATUS "TensorRT ${trt_major}: ${TENSORRT_LIBRARY}")
+  else()
+    message(STATUS "TensorRT at ${TENSORRT_INCLUDE_DIR} is older than 10; its backend is not built")
+  endif()
+endif()

@@ -1,0 +1,52 @@
+/* disseg C ABI: create / segment / destroy, for other languages' FFI (ctypes, cffi, JNI, Rust, C#).
+ *
+ *   disseg_segmenter* seg = NULL;
+ *   if (disseg_create("model.onnx", "auto", 0, &seg) != DISSEG_OK) fprintf(stderr, "%s\n", disseg_last_error());
+ *   disseg_segment(seg, bgr, height, width, 3, width * 3, labels, NULL);   // labels: height*width bytes
+ *   disseg_destroy(seg);
+ *
+ * Status codes match the commands' exit statuses (2: bad input or model file). Error text is per thread.
+ */
+#ifndef DISSEG_H
+#define DISSEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "disseg/export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct disseg_segmenter disseg_segmenter;
+
+typedef enum disseg_status {
+  DISSEG_OK = 0,
+  DISSEG_ERROR = 1,      /* an unexpected failure inside a backend */
+  DISSEG_BAD_INPUT = 2,  /* an argument, frame or model file the runtime cannot take */
+} disseg_status;
+
+/* backend: "auto", "onnxruntime" or "tensorrt" (NULL: auto). threads: ONNX Runtime CPU threads, 0 = all. */
+DISSEG_API disseg_status disseg_create(const char* model_path, const char* backend, int threads, disseg_segmenter** out);
+
+/* pixels: height rows of row_stride bytes, channels 1 (gray), 3 (BGR) or 4 (BGRA), 8-bit.
+ * labels: height*width bytes, written with class indices at the frame's size.
+ * tags: NULL, or room for disseg_num_classes() floats (zeros when the model has no tags output). */
+DISSEG_API disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width, int channels,
+                                        size_t row_stride, uint8_t* labels, float* tags);
+
+DISSEG_API int disseg_num_classes(const disseg_segmenter* seg);
+DISSEG_API const char* disseg_class_name(const disseg_segmenter* seg, int index); /* NULL when out of range */
+DISSEG_API disseg_status disseg_palette(const disseg_segmenter* seg, int index, uint8_t rgb[3]);
+DISSEG_API void disseg_input_size(const disseg_segmenter* seg, int* height, int* width);
+DISSEG_API int disseg_iterations(const disseg_segmenter* seg);
+DISSEG_API const char* disseg_backend_name(const disseg_segmenter* seg);
+/* The last error on this thread, one line; "" when none. Valid until the next call on this thread. */
+DISSEG_API const char* disseg_last_error(void);
+DISSEG_API void disseg_destroy(disseg_segmenter* seg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,79 @@
+// The model-file contract (design.md section 4), read from an ONNX file's metadata_props or an engine's
+// `<engine>.json` sidecar: the same keys, parsed with the same rules, as runtime/contract.py.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "disseg/export.h"
+
+namespace disseg {
+
+inline constexpr const char* kSchema = "disseg-model/1";
+
+// Every failure the library reports is one of these, with a one-line message saying what was wrong,
+// what was expected and how to fix it (the Python runtime's wording).
+class DISSEG_API Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+class DISSEG_API ModelFileError : public Error {  // missing, damaged, foreign or mismatched model file
+ public:
+  using Error::Error;
+};
+class DISSEG_API BadInput : public Error {  // a frame, option or source the runtime cannot take
+ public:
+  using Error::Error;
+};
+
+struct EngineFacts {  // what makes a TensorRT engine valid on one TensorRT version and GPU only
+  std::string tensorrt_version;
+  std::string gpu_name;
+  std::string compute_capability;  // "87" for sm_87
+};
+
+struct DISSEG_API ModelInfo {
+  std::string input_name;
+  int input_height = 0;
+  int input_width = 0;
+  int batch = 1;  // 0: dynamic
+  std::vector<std::string> class_names;
+  std::vector<std::array<std::uint8_t, 3>> palette;  // RGB per class
+  int iterations = 0;
+  double step_size = 0;
+  double tag_weight = 0;
+  std::string precision;  // fp32 | fp16 | int8
+  std::vector<std::string> outputs;
+  std::array<double, 3> mean{};
+  std::array<double, 3> std{};
+  std::string input_layout;
+  std::string input_dtype;
+  std::string color_order;
+  std::string schema;
+  std::string checkpoint_sha256;
+  std::string onnx_sha256;
+  std::optional<EngineFacts> engine;
+
+  int num_classes() const { return static_cast<int>(class_names.size()); }
+  bool has_output(const std::string& name) const;
+};
+
+// ModelProto.metadata_props of an ONNX file, read without ONNX Runtime (a few lines of protobuf).
+DISSEG_API std::map<std::string, std::string> read_onnx_metadata(const std::string& path);
+
+// Parse `disseg.`-prefixed keys with JSON values. `source` names the file in error messages.
+DISSEG_API ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& props,
+                                              const std::string& source);
+
+// The contract of an ONNX file (its metadata) or of an engine (its `.json` sidecar).
+DISSEG_API ModelInfo read_model_info(const std::string& path);
+
+// Why an engine described by `info` cannot run on this TensorRT and GPU; nullopt when it fits.
+DISSEG_API std::optional<std::string> engine_mismatch(const ModelInfo& info, const EngineFacts& here);
+
+}  // namespace disseg

@@ -1,0 +1,38 @@
+// The small interface every inference backend implements (internal; the public face is Segmenter).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "disseg/model_info.hpp"
+#include "disseg/segmenter.hpp"
+
+namespace disseg {
+
+struct BackendOutputs {
+  std::vector<cv::Mat> labels;            // per image: model height x width, CV_8U or CV_32S
+  std::vector<std::vector<float>> tags;   // per image, empty when the model has no tags output
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual int batch() const = 0;  // the model's fixed batch, 0 when dynamic
+  // `images`: n x height x width x 3 uint8 BGR, contiguous (n equal to batch() unless it is dynamic).
+  virtual BackendOutputs infer(const std::uint8_t* images, int n) = 0;
+};
+
+#ifdef DISSEG_WITH_ONNXRUNTIME
+std::unique_ptr<Backend> make_onnxruntime_backend(const std::string& path, const ModelInfo& info, int threads);
+#endif
+#ifdef DISSEG_WITH_TENSORRT
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& path, const ModelInfo& info);
+EngineFacts tensorrt_facts();  // this machine's TensorRT version and GPU
+#endif
+
+}  // namespace disseg

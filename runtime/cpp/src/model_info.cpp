@@ -1,0 +1,217 @@
+// The model-file contract: ONNX metadata_props (read with a few lines of protobuf) or an engine's JSON
+// sidecar, parsed with runtime/contract.py's rules and messages.
+#include "disseg/model_info.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace disseg {
+namespace {
+
+constexpr const char* kPrefix = "disseg.";
+using json = nlohmann::json;
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ModelFileError(path + ": no such model file");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// One protobuf message: field number, wire type, and the value (length-delimited ones as a byte range).
+struct Field {
+  std::uint64_t number;
+  int wire;
+  std::uint64_t varint;
+  std::string_view bytes;
+};
+
+class ProtoReader {
+ public:
+  explicit ProtoReader(std::string_view buf) : buf_(buf) {}
+  bool next(Field& f) {
+    if (pos_ >= buf_.size()) return false;
+    std::uint64_t key = varint();
+    f.number = key >> 3;
+    f.wire = static_cast<int>(key & 7);
+    f.varint = 0;
+    f.bytes = {};
+    switch (f.wire) {
+      case 0: f.varint = varint(); break;
+      case 1: skip(8); break;
+      case 2: {
+        std::uint64_t n = varint();
+        need(n);
+        f.bytes = buf_.substr(pos_, n);
+        pos_ += n;
+        break;
+      }
+      case 5: skip(4); break;
+      default: throw std::invalid_argument("unsupported protobuf wire type " + std::to_string(f.wire));
+    }
+    return true;
+  }
+
+ private:
+  std::uint64_t varint() {
+    std::uint64_t result = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      need(1);
+      auto byte = static_cast<std::uint8_t>(buf_[pos_++]);
+      result |= std::uint64_t(byte & 0x7F) << shift;
+      if (!(byte & 0x80)) return result;
+    }
+    throw std::invalid_argument("malformed varint");
+  }
+  void need(std::uint64_t n) {
+    if (n > buf_.size() - pos_) throw std::invalid_argument("truncated protobuf message");
+  }
+  void skip(std::uint64_t n) { need(n); pos_ += n; }
+  std::string_view buf_;
+  std::size_t pos_ = 0;
+};
+
+template <typename T>
+T take(const json& values, const char* key, const std::string& source) {
+  auto it = values.find(key);
+  if (it == values.end())
+    throw ModelFileError(source + ": disseg metadata lacks '" + key + "'; re-export it with this version's dis-export");
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    throw ModelFileError(source + ": disseg metadata '" + key + "' has the wrong type (" + it->dump().substr(0, 60) +
+                         "); re-export it with dis-export");
+  }
+}
+
+template <typename T>
+T take_or(const json& values, const char* key, T fallback, const std::string& source) {
+  return values.contains(key) ? take<T>(values, key, source) : fallback;
+}
+
+}  // namespace
+
+bool ModelInfo::has_output(const std::string& name) const {
+  return std::find(outputs.begin(), outputs.end(), name) != outputs.end();
+}
+
+std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {
+  std::string buf = read_file(path);
+  std::map<std::string, std::string> props;
+  ProtoReader model(buf);
+  Field f;
+  while (model.next(f)) {
+    if (f.number != 14 || f.wire != 2) continue;  // ModelProto.metadata_props
+    ProtoReader entry(f.bytes);
+    Field e;
+    std::string key, value;
+    while (entry.next(e)) {
+      if (e.wire != 2) continue;
+      if (e.number == 1) key = std::string(e.bytes);
+      if (e.number == 2) value = std::string(e.bytes);
+    }
+    props[key] = value;
+  }
+  return props;
+}
+
+ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& props, const std::string& source) {
+  if (!props.count(std::string(kPrefix) + "schema"))
+    throw ModelFileError(source + " is not a disseg model (no 'disseg.schema' metadata); export one with: dis-export CKPT --iters 3");
+  json v = json::object();
+  for (const auto& [key, text] : props) {
+    if (key.rfind(kPrefix, 0) != 0) continue;
+    try {
+      v[key.substr(std::char_traits<char>::length(kPrefix))] = json::parse(text);
+    } catch (const json::parse_error& err) {
+      throw ModelFileError(source + " has corrupt disseg metadata (" + key + ": " + err.what() + "); re-export it with dis-export");
+    }
+  }
+  ModelInfo info;
+  info.schema = v["schema"].is_string() ? v["schema"].get<std::string>() : v["schema"].dump();
+  if (info.schema != kSchema)
+    throw ModelFileError(source + " uses model schema '" + info.schema + "', this runtime reads '" + kSchema +
+                         "'; re-export it with this version's dis-export");
+  info.input_name = take<std::string>(v, "input_name", source);
+  info.input_height = take<int>(v, "input_height", source);
+  info.input_width = take<int>(v, "input_width", source);
+  const json& batch = v["batch"];
+  info.batch = batch.is_number_integer() ? batch.get<int>() : 0;  // "dynamic"
+  info.class_names = take<std::vector<std::string>>(v, "class_names", source);
+  for (const auto& rgb : take<std::vector<std::vector<int>>>(v, "palette", source)) {
+    if (rgb.size() != 3) throw ModelFileError(source + ": palette entries must be [r, g, b]; re-export it with dis-export");
+    info.palette.push_back({static_cast<std::uint8_t>(rgb[0]), static_cast<std::uint8_t>(rgb[1]), static_cast<std::uint8_t>(rgb[2])});
+  }
+  info.iterations = take<int>(v, "iterations", source);
+  info.step_size = take<double>(v, "step_size", source);
+  info.tag_weight = take<double>(v, "tag_weight", source);
+  info.precision = take<std::string>(v, "precision", source);
+  info.outputs = take<std::vector<std::string>>(v, "outputs", source);
+  info.mean = take_or<std::array<double, 3>>(v, "mean", {0.485, 0.456, 0.406}, source);
+  info.std = take_or<std::array<double, 3>>(v, "std", {0.229, 0.224, 0.225}, source);
+  info.input_layout = take_or<std::string>(v, "input_layout", "NHWC", source);
+  info.input_dtype = take_or<std::string>(v, "input_dtype", "uint8", source);
+  info.color_order = take_or<std::string>(v, "color_order", "BGR", source);
+  info.checkpoint_sha256 = take_or<std::string>(v, "checkpoint_sha256", "", source);
+  info.onnx_sha256 = take_or<std::string>(v, "onnx_sha256", "", source);
+  if (v.contains("extra") && v["extra"].is_object() && v["extra"].contains("engine") && v["extra"]["engine"].is_object()) {
+    const json& e = v["extra"]["engine"];
+    info.engine = EngineFacts{take<std::string>(e, "tensorrt_version", source), take<std::string>(e, "gpu_name", source),
+                              take<std::string>(e, "compute_capability", source)};
+  }
+  if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 || info.input_width <= 0)
+    throw ModelFileError(source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
+  if (!info.has_output("labels"))
+    throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
+  return info;
+}
+
+ModelInfo read_model_info(const std::string& path) {
+  {
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe) throw ModelFileError(path + ": no such model file");
+  }
+  if (ends_with(path, ".onnx")) {
+    std::map<std::string, std::string> props;
+    try {
+      props = read_onnx_metadata(path);
+    } catch (const std::invalid_argument& err) {
+      throw ModelFileError(path + ": not a readable ONNX file (" + err.what() + "); re-export it with dis-export");
+    }
+    return model_info_from_metadata(props, path);
+  }
+  const std::string sidecar = path + ".json";
+  std::ifstream in(sidecar);
+  if (!in)
+    throw ModelFileError(path + ": no sidecar " + sidecar.substr(sidecar.find_last_of('/') + 1) +
+                         "; rebuild the engine with: dis-export MODEL.onnx --engine");
+  json data;
+  try {
+    data = json::parse(in).at("disseg");
+  } catch (const json::exception& err) {
+    throw ModelFileError(sidecar + ": corrupt engine sidecar (" + std::string(err.what()).substr(0, 80) +
+                         "); rebuild with: dis-export MODEL.onnx --engine");
+  }
+  std::map<std::string, std::string> props;
+  for (const auto& [key, value] : data.items()) props[kPrefix + key] = value.dump();
+  return model_info_from_metadata(props, sidecar);
+}
+
+std::optional<std::string> engine_mismatch(const ModelInfo& info, const EngineFacts& here) {
+  if (!info.engine) return std::string("its sidecar has no engine facts");
+  const EngineFacts& built = *info.engine;
+  if (built.tensorrt_version != here.tensorrt_version || built.compute_capability != here.compute_capability)
+    return "engine was built for TensorRT " + built.tensorrt_version + " on sm_" + built.compute_capability +
+           "; this machine has " + here.tensorrt_version + " on sm_" + here.compute_capability;
+  if (built.gpu_name != here.gpu_name) return "engine was built on " + built.gpu_name + ", this GPU is " + here.gpu_name;
+  return std::nullopt;
+}
+
+}  // namespace disseg

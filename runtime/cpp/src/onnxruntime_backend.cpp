@@ -1,0 +1,103 @@
+// CPU backend: ONNX Runtime's C++ API on the exported graph (preprocessing is inside the graph).
+#include <algorithm>
+
+#include <onnxruntime_cxx_api.h>
+
+#include "backend.hpp"
+
+namespace disseg {
+namespace {
+
+Ort::Env& environment() {
+  static Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "disseg");
+  return env;
+}
+
+std::string first_line(const std::string& text) { return text.substr(0, std::min(text.find('\n'), std::size_t{200})); }
+
+class OnnxRuntimeBackend final : public Backend {
+ public:
+  OnnxRuntimeBackend(const std::string& path, const ModelInfo& info, int threads) : info_(info) {
+    Ort::SessionOptions options;
+    options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+    if (threads > 0) options.SetIntraOpNumThreads(threads);  // 0: ONNX Runtime's default, one per physical core
+    try {
+      session_ = std::make_unique<Ort::Session>(environment(), path.c_str(), options);
+    } catch (const Ort::Exception& err) {
+      throw ModelFileError(path + ": ONNX Runtime cannot load it (" + first_line(err.what()) + "); re-export it with dis-export");
+    }
+    Ort::AllocatorWithDefaultOptions allocator;
+    bool found = false;
+    for (std::size_t i = 0; i < session_->GetInputCount(); ++i) {
+      if (session_->GetInputNameAllocated(i, allocator).get() != info.input_name) continue;
+      Ort::TypeInfo type = session_->GetInputTypeInfo(i);  // owns what the tensor info below points into
+      auto tensor = type.GetTensorTypeAndShapeInfo();
+      shape_ = tensor.GetShape();
+      found = tensor.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 && shape_.size() == 4 &&
+              shape_[1] == info.input_height && shape_[2] == info.input_width && shape_[3] == 3;
+    }
+    if (!found)
+      throw ModelFileError(path + ": its graph has no uint8 input '" + info.input_name + "' of N x " + std::to_string(info.input_height) +
+                           " x " + std::to_string(info.input_width) + " x 3 as its metadata says; re-export it with dis-export");
+    for (std::size_t i = 0; i < session_->GetOutputCount(); ++i) {
+      std::string name = session_->GetOutputNameAllocated(i, allocator).get();
+      const bool float_tags = name == "tags" && session_->GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType() ==
+                                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      if (name == "labels" || float_tags) output_names_.push_back(name);
+    }
+    if (std::find(output_names_.begin(), output_names_.end(), "labels") == output_names_.end())
+      throw ModelFileError(path + ": its graph has no 'labels' output; re-export it with dis-export");
+  }
+
+  std::string name() const override { return "onnxruntime"; }
+  int batch() const override { return shape_[0] > 0 ? static_cast<int>(shape_[0]) : 0; }
+
+  BackendOutputs infer(const std::uint8_t* images, int n) override {
+    std::array<std::int64_t, 4> shape{n, info_.input_height, info_.input_width, 3};
+    const std::size_t count = static_cast<std::size_t>(n) * info_.input_height * info_.input_width * 3;
+    auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+    // ONNX Runtime does not write inputs; its API takes a non-const pointer.
+    Ort::Value input = Ort::Value::CreateTensor<std::uint8_t>(memory, const_cast<std::uint8_t*>(images), count, shape.data(), shape.size());
+    const char* input_name = info_.input_name.c_str();
+    std::vector<const char*> names;
+    for (const auto& s : output_names_) names.push_back(s.c_str());
+    std::vector<Ort::Value> values;
+    try {
+      values = session_->Run(Ort::RunOptions{nullptr}, &input_name, &input, 1, names.data(), names.size());
+    } catch (const Ort::Exception& err) {
+      throw Error("ONNX Runtime failed to run the model (" + first_line(err.what()) + ")");
+    }
+    BackendOutputs out;
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      auto info = values[k].GetTensorTypeAndShapeInfo();
+      auto dims = info.GetShape();
+      if (output_names_[k] == "labels") {
+        const int type = info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 ? CV_8U : CV_32S;
+        const std::size_t plane = static_cast<std::size_t>(dims[1]) * dims[2] * (type == CV_8U ? 1 : 4);
+        const auto* base = static_cast<const std::uint8_t*>(values[k].GetTensorRawData());
+        for (int i = 0; i < n; ++i)
+          out.labels.push_back(cv::Mat(static_cast<int>(dims[1]), static_cast<int>(dims[2]), type,
+                                       const_cast<std::uint8_t*>(base) + plane * i).clone());
+      } else {
+        const float* base = values[k].GetTensorData<float>();
+        const std::size_t classes = static_cast<std::size_t>(dims[1]);
+        for (int i = 0; i < n; ++i) out.tags.emplace_back(base + classes * i, base + classes * (i + 1));
+      }
+    }
+    return out;
+  }
+
+ private:
+  ModelInfo info_;
+  std::unique_ptr<Ort::Session> session_;
+  std::vector<std::int64_t> shape_;
+  std::vector<std::string> output_names_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_onnxruntime_backend(const std::string& path, const ModelInfo& info, int threads) {
+  return std::make_unique<OnnxRuntimeBackend>(path, info, threads);
+}
+
+}  // namespace disseg

@@ -1,0 +1,128 @@
+// GPU backend: a TensorRT 10+ engine through the name-based I/O API (JetPack 6 and later).
+// Unverified: no TensorRT was available where this was written (see README "What is not verified").
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include <NvInfer.h>
+#include <NvInferVersion.h>
+#include <cuda_runtime_api.h>
+
+#include "backend.hpp"
+
+namespace disseg {
+namespace {
+
+class Logger final : public nvinfer1::ILogger {
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kERROR) std::fprintf(stderr, "TensorRT: %s\n", msg);
+  }
+};
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw Error(std::string("CUDA ") + what + " failed: " + cudaGetErrorString(status));
+}
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  std::size_t bytes = 0;
+  ~DeviceBuffer() { if (ptr) cudaFree(ptr); }
+  void reserve(std::size_t n) {
+    if (n <= bytes) return;
+    if (ptr) cudaFree(ptr);
+    check(cudaMalloc(&ptr, n), "cudaMalloc");
+    bytes = n;
+  }
+};
+
+class TensorRTBackend final : public Backend {
+ public:
+  TensorRTBackend(const std::string& path, const ModelInfo& info) : info_(info) {
+    std::ifstream in(path, std::ios::binary);
+    std::string blob(std::istreambuf_iterator<char>(in), {});
+    runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
+    if (!engine_) throw ModelFileError(path + ": TensorRT cannot deserialize this engine; rebuild it with: dis-export MODEL.onnx --engine");
+    context_.reset(engine_->createExecutionContext());
+    nvinfer1::Dims dims = engine_->getTensorShape(info.input_name.c_str());
+    if (dims.nbDims != 4 || engine_->getTensorDataType(info.input_name.c_str()) != nvinfer1::DataType::kUINT8)
+      throw ModelFileError(path + ": engine input '" + info.input_name + "' is not N x H x W x 3 uint8; rebuild it from a dis-export ONNX");
+    batch_ = dims.d[0] > 0 ? static_cast<int>(dims.d[0]) : 0;
+    labels_int32_ = engine_->getTensorDataType("labels") == nvinfer1::DataType::kINT32;
+    for (int i = 0; i < engine_->getNbIOTensors(); ++i)
+      if (std::strcmp(engine_->getIOTensorName(i), "tags") == 0) has_tags_ = true;
+    check(cudaStreamCreate(&stream_), "cudaStreamCreate");
+  }
+  ~TensorRTBackend() override {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "tensorrt"; }
+  int batch() const override { return batch_; }
+
+  BackendOutputs infer(const std::uint8_t* images, int n) override {
+    const int h = info_.input_height, w = info_.input_width, k = info_.num_classes();
+    const std::size_t in_bytes = static_cast<std::size_t>(n) * h * w * 3;
+    const std::size_t label_bytes = static_cast<std::size_t>(n) * h * w * (labels_int32_ ? 4 : 1);
+    input_.reserve(in_bytes);
+    labels_.reserve(label_bytes);
+    if (has_tags_) tags_.reserve(sizeof(float) * n * k);
+    if (!batch_) context_->setInputShape(info_.input_name.c_str(), nvinfer1::Dims4{n, h, w, 3});
+    context_->setTensorAddress(info_.input_name.c_str(), input_.ptr);
+    context_->setTensorAddress("labels", labels_.ptr);
+    if (has_tags_) context_->setTensorAddress("tags", tags_.ptr);
+    for (int i = 0; i < engine_->getNbIOTensors(); ++i) {  // outputs we do not read (scores) still need memory
+      const char* name = engine_->getIOTensorName(i);
+      if (engine_->getTensorIOMode(name) != nvinfer1::TensorIOMode::kOUTPUT || !std::strcmp(name, "labels") || !std::strcmp(name, "tags"))
+        continue;
+      nvinfer1::Dims d = context_->getTensorShape(name);
+      std::size_t count = 1;
+      for (int j = 0; j < d.nbDims; ++j) count *= static_cast<std::size_t>(d.d[j]);
+      extra_.reserve(count * 4);
+      context_->setTensorAddress(name, extra_.ptr);
+    }
+    check(cudaMemcpyAsync(input_.ptr, images, in_bytes, cudaMemcpyHostToDevice, stream_), "copy in");
+    if (!context_->enqueueV3(stream_)) throw Error("TensorRT failed to run the engine");
+    BackendOutputs out;
+    std::vector<std::uint8_t> host(label_bytes);
+    std::vector<float> host_tags(has_tags_ ? static_cast<std::size_t>(n) * k : 0);
+    check(cudaMemcpyAsync(host.data(), labels_.ptr, label_bytes, cudaMemcpyDeviceToHost, stream_), "copy labels");
+    if (has_tags_) check(cudaMemcpyAsync(host_tags.data(), tags_.ptr, host_tags.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_), "copy tags");
+    check(cudaStreamSynchronize(stream_), "synchronize");
+    const std::size_t plane = label_bytes / n;
+    for (int i = 0; i < n; ++i) {
+      out.labels.push_back(cv::Mat(h, w, labels_int32_ ? CV_32S : CV_8U, host.data() + plane * i).clone());
+      if (has_tags_) out.tags.emplace_back(host_tags.begin() + k * i, host_tags.begin() + k * (i + 1));
+    }
+    return out;
+  }
+
+ private:
+  ModelInfo info_;
+  Logger logger_;
+  std::unique_ptr<nvinfer1::IRuntime> runtime_;
+  std::unique_ptr<nvinfer1::ICudaEngine> engine_;
+  std::unique_ptr<nvinfer1::IExecutionContext> context_;
+  cudaStream_t stream_ = nullptr;
+  DeviceBuffer input_, labels_, tags_, extra_;
+  int batch_ = 1;
+  bool labels_int32_ = false;
+  bool has_tags_ = false;
+};
+
+}  // namespace
+
+EngineFacts tensorrt_facts() {
+  cudaDeviceProp props{};
+  check(cudaGetDeviceProperties(&props, 0), "cudaGetDeviceProperties (is a GPU visible?)");
+  // Python's tensorrt.__version__ ("10.3.0.30"), which the sidecar records.
+  std::string version = std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." +
+                        std::to_string(NV_TENSORRT_PATCH) + "." + std::to_string(NV_TENSORRT_BUILD);
+  return {version, props.name, std::to_string(props.major) + std::to_string(props.minor)};
+}
+
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& path, const ModelInfo& info) {
+  return std::make_unique<TensorRTBackend>(path, info);
+}
+
+}  // namespace disseg

@@ -1,0 +1,117 @@
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "disseg/model_info.hpp"
+#include "test_util.hpp"
+
+using disseg::ModelFileError;
+using json = nlohmann::json;
+
+namespace {
+
+std::map<std::string, std::string> props(json values) {
+  std::map<std::string, std::string> out;
+  for (auto& [k, v] : values.items()) out["disseg." + k] = v.dump();
+  return out;
+}
+
+json minimal() {
+  return {{"schema", "disseg-model/1"}, {"input_name", "image"}, {"input_height", 64}, {"input_width", 96}, {"batch", 1},
+          {"class_names", {"background", "cat", "dog"}}, {"palette", {{0, 0, 0}, {128, 0, 0}, {0, 128, 0}}}, {"iterations", 3},
+          {"step_size", 30.0}, {"tag_weight", 0.3}, {"precision", "fp32"}, {"outputs", {"labels", "tags"}}};
+}
+
+// A protobuf varint / length-delimited field, to build ONNX-like files by hand.
+std::string varint(std::uint64_t v) {
+  std::string s;
+  do {
+    std::uint8_t b = v & 0x7F;
+    v >>= 7;
+    s.push_back(static_cast<char>(v ? b | 0x80 : b));
+  } while (v);
+  return s;
+}
+std::string field(int number, const std::string& bytes) { return varint(std::uint64_t(number) << 3 | 2) + varint(bytes.size()) + bytes; }
+std::string entry(const std::string& key, const std::string& value) { return field(14, field(1, key) + field(2, value)); }
+
+}  // namespace
+
+TEST(Contract, ParsesEveryField) {
+  json v = minimal();
+  v["batch"] = "dynamic";
+  v["extra"] = {{"engine", {{"tensorrt_version", "10.3.0.30"}, {"gpu_name", "Orin"}, {"compute_capability", "87"}}}};
+  auto info = disseg::model_info_from_metadata(props(v), "m.onnx");
+  EXPECT_EQ(info.input_height, 64);
+  EXPECT_EQ(info.input_width, 96);
+  EXPECT_EQ(info.batch, 0);
+  EXPECT_EQ(info.num_classes(), 3);
+  EXPECT_EQ(info.class_names[2], "dog");
+  EXPECT_EQ(info.palette[1][0], 128);
+  EXPECT_TRUE(info.has_output("tags"));
+  EXPECT_FALSE(info.has_output("scores"));
+  EXPECT_EQ(info.input_layout, "NHWC");  // defaults of runtime/contract.py
+  EXPECT_DOUBLE_EQ(info.mean[0], 0.485);
+  ASSERT_TRUE(info.engine.has_value());
+  EXPECT_EQ(info.engine->compute_capability, "87");
+}
+
+TEST(Contract, RejectsForeignCorruptAndNewerModels) {
+  EXPECT_THROW(disseg::model_info_from_metadata({{"producer", "\"x\""}}, "m.onnx"), ModelFileError);
+  auto bad = props(minimal());
+  bad["disseg.class_names"] = "[\"a\", ";
+  EXPECT_THROW(disseg::model_info_from_metadata(bad, "m.onnx"), ModelFileError);
+  json newer = minimal();
+  newer["schema"] = "disseg-model/2";
+  try {
+    disseg::model_info_from_metadata(props(newer), "m.onnx");
+    FAIL() << "accepted a newer schema";
+  } catch (const ModelFileError& err) {
+    EXPECT_NE(std::string(err.what()).find("disseg-model/2"), std::string::npos);
+  }
+  json missing = minimal();
+  missing.erase("class_names");
+  EXPECT_THROW(disseg::model_info_from_metadata(props(missing), "m.onnx"), ModelFileError);
+  json no_labels = minimal();
+  no_labels["outputs"] = {"scores"};
+  EXPECT_THROW(disseg::model_info_from_metadata(props(no_labels), "m.onnx"), ModelFileError);
+}
+
+TEST(Contract, ReadsMetadataFromProtobufAndRejectsTruncatedFiles) {
+  auto dir = temp_dir("proto");
+  std::string model = field(7, "graph bytes we skip") + varint(1 << 3) + varint(8);  // a graph, then ir_version = 8
+  for (const auto& [k, v] : props(minimal())) model += entry(k, v);
+  write_bytes(dir / "m.onnx", model);
+  auto info = disseg::read_model_info((dir / "m.onnx").string());
+  EXPECT_EQ(info.class_names.size(), 3u);
+  write_bytes(dir / "cut.onnx", model.substr(0, model.size() - 5));
+  EXPECT_THROW(disseg::read_model_info((dir / "cut.onnx").string()), ModelFileError);
+  EXPECT_THROW(disseg::read_model_info((dir / "absent.onnx").string()), ModelFileError);
+}
+
+TEST(Contract, EngineSidecar) {
+  auto dir = temp_dir("sidecar");
+  write_bytes(dir / "m.engine", "not read here");
+  EXPECT_THROW(disseg::read_model_info((dir / "m.engine").string()), ModelFileError);  // no sidecar
+  json v = minimal();
+  v["extra"] = {{"engine", {{"tensorrt_version", "10.3.0.30"}, {"gpu_name", "Orin"}, {"compute_capability", "87"}}}};
+  write_bytes(dir / "m.engine.json", json{{"disseg", v}}.dump());
+  auto info = disseg::read_model_info((dir / "m.engine").string());
+  EXPECT_EQ(info.engine->gpu_name, "Orin");
+  EXPECT_FALSE(disseg::engine_mismatch(info, {"10.3.0.30", "Orin", "87"}).has_value());
+  auto why = disseg::engine_mismatch(info, {"10.7.0.23", "Orin", "87"});
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("10.7.0.23"), std::string::npos);
+  EXPECT_TRUE(disseg::engine_mismatch(info, {"10.3.0.30", "Thor", "87"}).has_value());
+  write_bytes(dir / "m.engine.json", "{\"disseg\": ");
+  EXPECT_THROW(disseg::read_model_info((dir / "m.engine").string()), ModelFileError);
+}
+
+TEST(Contract, ExportedModelMatchesWhatPythonWrote) {
+  if (test_model().empty()) GTEST_SKIP() << "DISSEG_TEST_MODEL is not set";
+  auto meta = disseg::read_onnx_metadata(test_model());
+  auto info = disseg::read_model_info(test_model());
+  EXPECT_EQ(json::parse(meta.at("disseg.class_names")).size(), info.class_names.size());
+  EXPECT_EQ(json::parse(meta.at("disseg.iterations")).get<int>(), info.iterations);
+  EXPECT_EQ(info.schema, disseg::kSchema);
+}
