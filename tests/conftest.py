@@ -25,6 +25,25 @@ def run_cmd(*args: str, check: bool = False, timeout: int = 600) -> subprocess.C
     return proc
 
 
+def interrupt_run(exe: str | Path, model: Path, video: Path, out: Path, stats: Path, *, after_s: float) -> tuple[int, str, dict, int]:
+    """Run a dis-run-like command on `video` looped forever, send Ctrl-C after `after_s` seconds; return its exit
+    status, stderr, the stats it wrote and how many frames the output video holds."""
+    import json
+    import signal
+    import time
+
+    import cv2
+
+    proc = subprocess.Popen([str(exe), str(model), "--video", str(video), "--loop", "100000", "--no-display", "--output", str(out),
+                             "--stats", str(stats)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    summary = json.loads(stats.read_text()) if stats.is_file() else {}
+    cap = cv2.VideoCapture(str(out))
+    return proc.returncode, err, summary, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     pytest.importorskip("torch")

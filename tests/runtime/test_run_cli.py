@@ -100,25 +100,13 @@ def test_bench_reports_percentiles(tiny_onnx, tmp_path):
 
 
 def test_ctrl_c_flushes_video_and_stats(tiny_onnx, tmp_path):
-    import signal
-    import subprocess
-    import time
-
-    from tests.conftest import BIN
+    from tests.conftest import BIN, interrupt_run
 
     video = _video(tmp_path / "in.mp4", frames=20)
-    out, stats = tmp_path / "out.mp4", tmp_path / "s.json"
-    proc = subprocess.Popen([str(BIN / "dis-run"), str(tiny_onnx), "--video", str(video), "--loop", "100000", "--no-display",
-                             "--output", str(out), "--stats", str(stats)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    summary = json.loads(stats.read_text())
+    code, err, summary, written = interrupt_run(BIN / "dis-run", tiny_onnx, video, tmp_path / "out.mp4", tmp_path / "s.json", after_s=4)
+    assert code == 130, err
     assert summary["interrupted"] is True and summary["frames"] > 0
-    cap = cv2.VideoCapture(str(out))
-    written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    assert cap.isOpened() and written > 0 and abs(written - summary["frames"]) <= 8
+    assert written > 0 and abs(written - summary["frames"]) <= 8
 
 
 def test_bench_plot_over_several_models(tiny_onnx, tmp_path):

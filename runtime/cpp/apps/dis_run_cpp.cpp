@@ -387,7 +387,7 @@ int run(int argc, char** argv) {
   SourceArgs src;
   double alpha = 0.5;
   bool no_legend = false, no_display = false;
-  int max_frames = 0, threads = 0;
+  int max_frames = 0, threads = 0, loops = 1;
   app.add_option("model", model, "model.onnx or model.engine (with its .json sidecar)")->required();
   app.add_option("--camera", src.camera, "camera index (V4L2 /dev/videoN)")->check(CLI::NonNegativeNumber);
   app.add_option("--video", src.video, "video file, read frame by frame, nothing dropped");
@@ -404,6 +404,7 @@ int run(int argc, char** argv) {
   app.add_flag("--no-legend", no_legend, "no class legend");
   app.add_flag("--no-display", no_display, "no window (headless)");
   app.add_option("--max-frames", max_frames, "stop after this many frames")->check(CLI::PositiveNumber);
+  app.add_option("--loop", loops, "play a video or image folder this many times")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "ONNX Runtime CPU threads (0: all cores)")->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
@@ -419,6 +420,7 @@ int run(int argc, char** argv) {
   if (!no_display && !window) std::cerr << "no display here; running headless (pass --no-display to silence this)\n";
   if (!window && output.empty() && masks.empty() && stats_path.empty())
     throw disseg::BadInput("nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)");
+  if (loops > 1 && !src.video && !src.images) throw disseg::BadInput("--loop applies to --video and --images only");
   disseg::Options options;
   options.backend = backend;
   options.threads = threads;
@@ -437,9 +439,20 @@ int run(int argc, char** argv) {
   std::vector<double> pre, infer, post, total;
   std::vector<double> class_pixels(info.num_classes(), 0.0);
   const auto started = Clock::now();
-  int frames = 0;
+  int frames = 0, skipped = 0;
+  const bool looped = loops > 1;
   Frame frame;
-  while (!interrupted && (max_frames == 0 || frames < max_frames) && source->next(frame)) {
+  // The next frame; a looped file source is reopened at its end and its frames numbered on.
+  auto next = [&]() {
+    while (!source->next(frame)) {
+      if (--loops < 1) return false;
+      skipped += source->skipped;
+      source = open_source(src);
+    }
+    if (looped) frame.name = frame_name(frames);  // as the Python runtime: one numbering across the passes
+    return true;
+  };
+  while (!interrupted && (max_frames == 0 || frames < max_frames) && next()) {
     const auto t0 = Clock::now();
     disseg::Result r = seg.segment(frame.image);
     total.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
@@ -473,7 +486,7 @@ int run(int argc, char** argv) {
       {"frames", frames}, {"wall_s", wall}, {"fps", wall > 0 ? frames / wall : 0.0},
       {"latency_ms", {{"preprocess_ms", percentiles(pre)}, {"infer_ms", percentiles(infer)}, {"postprocess_ms", percentiles(post)},
                       {"total_ms", percentiles(total)}}},
-      {"model", model}, {"backend", seg.backend_name()}, {"runtime", "c++"}, {"skipped", source->skipped},
+      {"model", model}, {"backend", seg.backend_name()}, {"runtime", "c++"}, {"skipped", skipped + source->skipped},
       {"reconnects", source->reconnects}, {"interrupted", interrupted.load()}};
   double pixels = 0;
   for (double p : class_pixels) pixels += p;
@@ -485,7 +498,8 @@ int run(int argc, char** argv) {
   char line[200];
   std::snprintf(line, sizeof line, "%d frames in %.1f s (%.1f FPS), latency p50 %.1f ms", frames, wall, wall > 0 ? frames / wall : 0.0,
                 lat.value("p50", 0.0));
-  std::cout << line << (source->skipped ? ", " + std::to_string(source->skipped) + " skipped" : "")
+  skipped += source->skipped;
+  std::cout << line << (skipped ? ", " + std::to_string(skipped) + " skipped" : "")
             << (source->reconnects ? ", " + std::to_string(source->reconnects) + " reconnects" : "") << std::endl;
   if (interrupted) {
     std::cerr << "interrupted\n";

@@ -1,0 +1,84 @@
+"""The C++ runtime's C ABI (runtime/cpp/include/disseg/disseg.h) from Python through ctypes: what another
+language's FFI sees, and how the tests and benchmarks hold libdisseg to the Python runtime."""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInput, ModelFileError
+
+_P = ctypes.c_void_p
+
+
+def load_library(path: str | Path) -> ctypes.CDLL:
+    """Open libdisseg.so (a file, or a build folder holding one) and declare the C functions' types."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("libdisseg.so*"))
+        if not found:
+            raise BadInput(f"{path}: no libdisseg.so here; build it: cmake -S runtime/cpp -B build && cmake --build build")
+        path = found[0]
+    lib = ctypes.CDLL(str(path))
+    signatures = {
+        "disseg_create": ([ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_P)], ctypes.c_int),
+        "disseg_segment": ([_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_size_t, _P, _P], ctypes.c_int),
+        "disseg_num_classes": ([_P], ctypes.c_int),
+        "disseg_class_name": ([_P, ctypes.c_int], ctypes.c_char_p),
+        "disseg_iterations": ([_P], ctypes.c_int),
+        "disseg_backend_name": ([_P], ctypes.c_char_p),
+        "disseg_last_error": ([], ctypes.c_char_p),
+        "disseg_destroy": ([_P], None),
+    }
+    for name, (args, result) in signatures.items():
+        func = getattr(lib, name)
+        func.argtypes, func.restype = args, result
+    return lib
+
+
+class CSegmenter:
+    """libdisseg's Segmenter behind its C ABI: labels (H x W uint8) and tags for 8-bit frames of any size.
+
+        with CSegmenter("build/cpp", "model.onnx") as seg:
+            labels, tags = seg.segment(frame)
+    """
+
+    def __init__(self, library: str | Path | ctypes.CDLL, model: str | Path, *, backend: str = "auto", threads: int = 0) -> None:
+        self.lib = library if isinstance(library, ctypes.CDLL) else load_library(library)
+        handle = _P()
+        status = self.lib.disseg_create(str(model).encode(), backend.encode(), threads, ctypes.byref(handle))
+        if status != 0:
+            raise ModelFileError(self.lib.disseg_last_error().decode())
+        self.handle = handle
+        self.num_classes = self.lib.disseg_num_classes(handle)
+        self.class_names = tuple(self.lib.disseg_class_name(handle, i).decode() for i in range(self.num_classes))
+        self.backend = self.lib.disseg_backend_name(handle).decode()
+
+    def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise BadInput(f"CSegmenter.segment: expected an 8-bit H x W (x C) image, got {image.dtype} {image.shape}; "
+                           "use disseg.runtime.image.to_bgr8 first")
+        packed = image.strides[1:] == ((image.shape[2], 1) if image.ndim == 3 else (1,))
+        if not packed:  # rows may be padded (row_stride); pixels within a row must be packed
+            image = np.ascontiguousarray(image)
+        h, w = image.shape[:2]
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        labels = np.empty((h, w), np.uint8)
+        tags = np.empty(self.num_classes, np.float32)
+        status = self.lib.disseg_segment(self.handle, image.ctypes.data, h, w, channels, image.strides[0], labels.ctypes.data,
+                                         tags.ctypes.data)
+        if status != 0:
+            raise BadInput(self.lib.disseg_last_error().decode())
+        return labels, tags
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.disseg_destroy(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> "CSegmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,144 @@
+"""The C++ runtime (runtime/cpp) against the Python runtime on the same model and frames: labels equal,
+through the C ABI and through dis_run_cpp; its command's errors, loop and Ctrl-C behave as dis-run's."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from disseg.runtime.cabi import CSegmenter
+from disseg.runtime.segmenter import Segmenter
+from tests.conftest import interrupt_run, run_cmd
+
+
+def _scene(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = (rng.random((h, w, 3)) * 60 + 40).astype(np.uint8)
+    for _ in range(4):
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.circle(image, centre, int(rng.integers(4, max(5, min(h, w) // 2))), colour, -1)
+    return image
+
+
+FRAMES = [  # the model's size, enlarged (bilinear), shrunk (area), odd sizes, gray, BGRA, a padded view
+    _scene(64, 64, 0), _scene(40, 52, 1), _scene(240, 180, 2), _scene(37, 301, 3),
+    cv2.cvtColor(_scene(90, 70, 4), cv2.COLOR_BGR2GRAY), cv2.cvtColor(_scene(64, 96, 5), cv2.COLOR_BGR2BGRA),
+    _scene(100, 120, 6)[:, :100],
+]
+
+
+def _run_cpp(build, *args, timeout=300):
+    return subprocess.run([str(build / "dis_run_cpp"), *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout)
+
+
+def test_c_abi_labels_equal_python_runtime(cpp_build, tiny_onnx):
+    classes_seen = set()
+    with Segmenter(tiny_onnx, backend="onnxruntime", threads=1) as py, CSegmenter(cpp_build, tiny_onnx, backend="onnxruntime", threads=1) as cpp:
+        assert cpp.class_names == py.class_names and cpp.backend == "onnxruntime"
+        for i, frame in enumerate(FRAMES):
+            expected = py(frame)
+            labels, tags = cpp.segment(frame)
+            assert labels.shape == frame.shape[:2]
+            assert np.array_equal(labels, expected.labels), f"frame {i}: {np.mean(labels != expected.labels):.4%} of labels differ"
+            np.testing.assert_allclose(tags, expected.tags, rtol=1e-5, atol=1e-6)
+            classes_seen |= set(np.unique(labels).tolist())
+    assert len(classes_seen) >= 2  # the comparison covers more than one class
+
+
+def test_dis_run_cpp_images_masks_equal_dis_run(cpp_build, tiny_onnx, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, frame in enumerate(FRAMES):
+        cv2.imwrite(str(folder / f"img{i}.png"), frame)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "notes.txt").write_text("not an image")
+    proc = _run_cpp(cpp_build, tiny_onnx, "--images", folder, "--masks", tmp_path / "cpp", "--stats", tmp_path / "cpp.json",
+                    "--no-display", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    run_cmd("dis-run", str(tiny_onnx), "--images", str(folder), "--masks", str(tmp_path / "py"), "--no-display", "--threads", "1",
+            "--backend", "onnxruntime", check=True)
+    names = sorted(p.name for p in (tmp_path / "py").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "cpp").glob("*.png")) and len(names) == len(FRAMES)
+    for name in names:
+        py = np.array(Image.open(tmp_path / "py" / name))  # palette PNG: indices
+        cpp = np.array(Image.open(tmp_path / "cpp" / name))  # 8-bit gray PNG: indices
+        assert np.array_equal(py, cpp), name
+    stats = json.loads((tmp_path / "cpp.json").read_text())
+    assert stats["frames"] == len(FRAMES) and stats["skipped"] == 1 and stats["runtime"] == "c++"
+    assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def _video(path, frames=12, size=(96, 72)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for i in range(frames):
+        frame = _scene(size[1], size[0], 100 + i)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_dis_run_cpp_video_loop_output_and_masks(cpp_build, tiny_onnx, tmp_path):
+    video = _video(tmp_path / "in.avi")
+    proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--loop", 2, "--output", tmp_path / "out.mp4", "--masks", tmp_path / "m",
+                    "--view", "side-by-side", "--no-display")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("24 frames")
+    out = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    assert int(out.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
+    ok, shown = out.read()
+    assert ok and shown.shape == (72, 192, 3)  # frame and mask side by side
+    assert sorted(p.stem for p in (tmp_path / "m").glob("*.png")) == [f"{i:06d}" for i in range(24)]
+    with Segmenter(tiny_onnx, backend="onnxruntime", threads=1) as py:
+        cap = cv2.VideoCapture(str(video))
+        for i in range(12):  # the second pass repeats the first
+            ok, frame = cap.read()
+            expected = py(frame).labels
+            for name in (f"{i:06d}", f"{i + 12:06d}"):
+                assert np.array_equal(np.array(Image.open(tmp_path / "m" / f"{name}.png")), expected), name
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--camera", "9"], "camera 9: cannot open it"),
+    (["--video", "missing.mp4"], "no such video file"),
+    ([], "give exactly one source (none given)"),
+    (["--camera", "0", "--video", "x.mp4"], "give exactly one source (--camera, --video given)"),
+    (["--rtsp", "localhost:554"], "expected a URL such as rtsp://"),
+    (["--images", "nowhere"], "no such image folder"),
+    (["--camera", "0", "--loop", "2"], "--loop applies to --video and --images only"),
+    (["--video", "x.mp4", "--view", "sideways"], "--view"),
+])
+def test_dis_run_cpp_bad_input_exits_2_with_one_line(cpp_build, tiny_onnx, tmp_path, args, message):
+    proc = _run_cpp(cpp_build, tiny_onnx, *args, "--stats", tmp_path / "s.json", "--no-display")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], proc.stderr
+    assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "foreign", "truncated", "engine-without-sidecar"])
+def test_dis_run_cpp_bad_models_exit_2(cpp_build, tiny_onnx, tmp_path, kind):
+    model = tmp_path / ("m.engine" if kind.startswith("engine") else "m.onnx")
+    if kind == "foreign":
+        model.write_bytes(b"\x08\x07")  # an ONNX with no disseg metadata
+    elif kind == "truncated":
+        model.write_bytes(tiny_onnx.read_bytes()[:-1000])
+    elif kind.startswith("engine"):
+        model.write_bytes(b"engine bytes")
+    video = _video(tmp_path / "in.avi", frames=2)
+    proc = _run_cpp(cpp_build, model, "--video", video, "--stats", tmp_path / "s.json", "--no-display")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_dis_run_cpp_ctrl_c_flushes_video_and_stats(cpp_build, tiny_onnx, tmp_path):
+    video = _video(tmp_path / "in.avi", frames=20)
+    code, err, summary, written = interrupt_run(cpp_build / "dis_run_cpp", tiny_onnx, video, tmp_path / "out.mp4", tmp_path / "s.json",
+                                                after_s=3)
+    assert code == 130, err
+    assert summary["interrupted"] is True and summary["frames"] > 0
+    assert written == summary["frames"]  # one thread: every segmented frame was written before the stop
