@@ -103,6 +103,16 @@ def test_dis_run_cpp_video_loop_output_and_masks(cpp_build, tiny_onnx, tmp_path)
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_dis_run_cpp_max_frames_and_nothing_to_write(cpp_build, tiny_onnx, tmp_path):
+    video = _video(tmp_path / "in.avi")
+    proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--max-frames", 5, "--masks", tmp_path / "m", "--stats", tmp_path / "s.json",
+                    "--no-display")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "m").glob("*.png"))) == 5 and json.loads((tmp_path / "s.json").read_text())["frames"] == 5
+    proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--no-display")
+    assert proc.returncode == 2 and "nothing to show or write" in proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--camera", "9"], "camera 9: cannot open it"),
     (["--video", "missing.mp4"], "no such video file"),

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <deque>
+#include <exception>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -31,8 +33,68 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::atomic<bool> interrupted{false};
-void on_sigint(int) { interrupted = true; }
+std::atomic<bool> interrupted{false};  // Ctrl-C
+std::atomic<bool> stopping{false};     // Ctrl-C, the window closed, a sink failed, or the frame limit reached
+void on_sigint(int) {
+  interrupted = true;
+  stopping = true;
+}
+
+// A bounded hand-over between threads: a file source never runs far ahead of inference, nothing grows.
+template <typename T>
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(std::size_t capacity) : capacity_(capacity) {}
+  void push(T value) {  // waits for room; dropped once the consumer has gone
+    std::unique_lock<std::mutex> lock(mutex_);
+    not_full_.wait(lock, [&] { return items_.size() < capacity_ || abandoned_; });
+    if (abandoned_) return;
+    items_.push_back(std::move(value));
+    not_empty_.notify_one();
+  }
+  bool pop(T& value) {  // false once the producer has finished and everything was taken
+    std::unique_lock<std::mutex> lock(mutex_);
+    not_empty_.wait(lock, [&] { return !items_.empty() || finished_; });
+    if (items_.empty()) return false;
+    value = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return true;
+  }
+  void finish() {  // producer: no more items
+    std::lock_guard<std::mutex> lock(mutex_);
+    finished_ = true;
+    not_empty_.notify_all();
+  }
+  void abandon() {  // consumer: stop taking; unblock the producer
+    std::lock_guard<std::mutex> lock(mutex_);
+    abandoned_ = finished_ = true;
+    items_.clear();
+    not_full_.notify_all();
+    not_empty_.notify_all();
+  }
+
+ private:
+  std::size_t capacity_;
+  std::deque<T> items_;
+  std::mutex mutex_;
+  std::condition_variable not_full_, not_empty_;
+  bool finished_ = false, abandoned_ = false;
+};
+
+// The last `capacity` values, for percentiles: a camera that runs for days must not grow.
+class Window {
+ public:
+  static constexpr std::size_t capacity = 10000;
+  void add(double v) {
+    if (values_.size() == capacity) values_.pop_front();
+    values_.push_back(v);
+  }
+  std::vector<double> values() const { return {values_.begin(), values_.end()}; }
+
+ private:
+  std::deque<double> values_;
+};
 
 struct Frame {
   int index = 0;
@@ -150,7 +212,7 @@ class LiveSource final : public Source {
   bool next(Frame& frame) override {
     std::unique_lock<std::mutex> lock(mutex_);
     while (!latest_ && !ended_) {
-      if (interrupted) return false;
+      if (stopping) return false;
       cond_.wait_for(lock, std::chrono::milliseconds(200));
     }
     if (!latest_) return false;
@@ -436,29 +498,72 @@ int run(int argc, char** argv) {
   const std::string title = "dis_run_cpp " + fs::path(model).filename().string();
 
   std::signal(SIGINT, on_sigint);
-  std::vector<double> pre, infer, post, total;
+  Window pre, infer, post, total;
   std::vector<double> class_pixels(info.num_classes(), 0.0);
   const auto started = Clock::now();
   int frames = 0, skipped = 0;
-  const bool looped = loops > 1;
-  Frame frame;
-  // The next frame; a looped file source is reopened at its end and its frames numbered on.
-  auto next = [&]() {
-    while (!source->next(frame)) {
-      if (--loops < 1) return false;
-      skipped += source->skipped;
-      source = open_source(src);
-    }
-    if (looped) frame.name = frame_name(frames);  // as the Python runtime: one numbering across the passes
-    return true;
+
+  // Capture, inference and writing overlap, as in the Python runtime: a reader thread decodes (a live
+  // source keeps only its newest frame), this thread segments, a writer thread renders and writes.
+  BoundedQueue<Frame> inbox(src.camera || src.rtsp || src.gst || src.csi ? 1 : 8);
+  struct Done {
+    Frame frame;
+    disseg::Result result;
+    double fps;
   };
-  while (!interrupted && (max_frames == 0 || frames < max_frames) && next()) {
+  BoundedQueue<Done> outbox(8);
+  std::thread reader([&] {
+    const bool looped = loops > 1;
+    int read = 0;
+    Frame frame;
+    while (!stopping && (max_frames == 0 || read < max_frames)) {
+      if (!source->next(frame)) {  // a looped file source is reopened at its end and its frames numbered on
+        if (--loops < 1) break;
+        skipped += source->skipped;
+        try {
+          source = open_source(src);
+        } catch (const disseg::Error& err) {
+          std::cerr << "stopped looping: " << err.what() << "\n";
+          break;
+        }
+        continue;
+      }
+      if (looped) frame.name = frame_name(read);  // as the Python runtime: one numbering across the passes
+      ++read;
+      inbox.push(std::move(frame));
+    }
+    inbox.finish();
+  });
+  std::exception_ptr writer_error;
+  std::thread writer([&] {
+    try {
+      Done done;
+      while (outbox.pop(done)) {
+        if (mask_sink) mask_sink->write(done.frame.name, done.result.labels);
+        if (!video && !window) continue;
+        cv::Mat shown = render(seg, done.frame, done.result, view, alpha, !no_legend, done.fps);
+        if (video) video->write(shown);
+        if (window) {
+          cv::imshow(title, shown);
+          const int key = cv::waitKey(1) & 0xFF;
+          if (key == 27 || key == 'q') stopping = true;
+        }
+      }
+    } catch (...) {
+      writer_error = std::current_exception();
+      stopping = true;
+      outbox.abandon();
+    }
+  });
+
+  Frame frame;
+  while (!stopping && inbox.pop(frame)) {
     const auto t0 = Clock::now();
     disseg::Result r = seg.segment(frame.image);
-    total.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    pre.push_back(r.timings.preprocess_ms);
-    infer.push_back(r.timings.infer_ms);
-    post.push_back(r.timings.postprocess_ms);
+    total.add(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    pre.add(r.timings.preprocess_ms);
+    infer.add(r.timings.infer_ms);
+    post.add(r.timings.postprocess_ms);
     ++frames;
     if (r.labels.type() == CV_8U) {
       const int bins = 256;
@@ -468,24 +573,22 @@ int run(int argc, char** argv) {
       cv::calcHist(&r.labels, 1, nullptr, cv::Mat(), hist, 1, &bins, ranges);
       for (int c = 0; c < info.num_classes(); ++c) class_pixels[c] += hist.at<float>(c);
     }
-    if (mask_sink) mask_sink->write(frame.name, r.labels);
-    if (video || window) {
-      const double wall = std::chrono::duration<double>(Clock::now() - started).count();
-      cv::Mat shown = render(seg, frame, r, view, alpha, !no_legend, wall > 0 ? frames / wall : 0.0);
-      if (video) video->write(shown);
-      if (window) {
-        cv::imshow(title, shown);
-        const int key = cv::waitKey(1) & 0xFF;
-        if (key == 27 || key == 'q') break;
-      }
-    }
+    const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+    outbox.push({std::move(frame), std::move(r), elapsed > 0 ? frames / elapsed : 0.0});
   }
+  stopping = true;
+  inbox.abandon();  // unblock the reader if it waits for room
+  reader.join();
+  outbox.finish();  // the writer drains what was segmented, so every counted frame is written
+  writer.join();
+  if (writer_error) std::rethrow_exception(writer_error);
   const double wall = std::chrono::duration<double>(Clock::now() - started).count();
   if (video) video->close();
   nlohmann::json summary = {
       {"frames", frames}, {"wall_s", wall}, {"fps", wall > 0 ? frames / wall : 0.0},
-      {"latency_ms", {{"preprocess_ms", percentiles(pre)}, {"infer_ms", percentiles(infer)}, {"postprocess_ms", percentiles(post)},
-                      {"total_ms", percentiles(total)}}},
+      {"latency_ms", {{"preprocess_ms", percentiles(pre.values())}, {"infer_ms", percentiles(infer.values())},
+                      {"postprocess_ms", percentiles(post.values())}, {"total_ms", percentiles(total.values())}}},
+      {"percentiles_over_last_frames", std::min<std::size_t>(frames, Window::capacity)},
       {"model", model}, {"backend", seg.backend_name()}, {"runtime", "c++"}, {"skipped", skipped + source->skipped},
       {"reconnects", source->reconnects}, {"interrupted", interrupted.load()}};
   double pixels = 0;

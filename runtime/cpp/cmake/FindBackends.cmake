@@ -26,8 +26,9 @@ find_path(TENSORRT_INCLUDE_DIR NvInfer.h HINTS ${TENSORRT_ROOT}/include PATH_SUF
 find_library(TENSORRT_LIBRARY nvinfer HINTS ${TENSORRT_ROOT}/lib)
 find_package(CUDAToolkit QUIET)
 if(TENSORRT_INCLUDE_DIR AND TENSORRT_LIBRARY AND CUDAToolkit_FOUND)
-  file(STRINGS ${TENSORRT_INCLUDE_DIR}/NvInferVersion.h trt_major REGEX "define (NV_)?TENSORRT_MAJOR ")
-  string(REGEX MATCH "[0-9]+$" trt_major "${trt_major}")
+  # "#define NV_TENSORRT_MAJOR 10", or from 10.x on "#define TRT_MAJOR_ENTERPRISE 10" that NV_TENSORRT_MAJOR names
+  file(STRINGS ${TENSORRT_INCLUDE_DIR}/NvInferVersion.h trt_major REGEX "define +(NV_TENSORRT_MAJOR|TRT_MAJOR_ENTERPRISE) +[0-9]+")
+  string(REGEX MATCH "[0-9]+" trt_major "${trt_major}")
   if(trt_major AND trt_major GREATER_EQUAL 10)
     add_library(disseg_tensorrt INTERFACE)
     target_include_directories(disseg_tensorrt SYSTEM INTERFACE ${TENSORRT_INCLUDE_DIR})
