@@ -42,3 +42,7 @@ python benchmarks/bench_int8.py "$W/model.onnx" --data "$D" --json "$R/int8.json
 python benchmarks/bench_runtime.py "$W/model.onnx" --frames 300 --soak 10000 --json "$R/runtime.json"
 python benchmarks/bench_refine_cost.py --json "$R/refine_cost.json"
 python benchmarks/bench_stats_memory.py --json "$R/stats_memory.json"
+# C++ runtime against the Python runtime (needs a build of runtime/cpp; see README "Embedding (C++, C ABI)").
+if [ -x build/cpp/dis_run_cpp ]; then
+  python benchmarks/bench_cpp.py "$W/model.onnx" --build build/cpp --json "$R/cpp.json"
+fi
