@@ -52,8 +52,9 @@ def parity_report(model: DIS, shipped: onnx.ModelProto, images: list[np.ndarray]
     sess = _session(shipped)
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) else len(batch)  # callers pass a multiple of a fixed batch
-    labels_rt = np.concatenate([sess.run(["labels"], {name: batch[i : i + step]})[0] for i in range(0, len(batch), step)])
+    step = fixed if isinstance(fixed, int) else len(batch)
+    padded = np.concatenate([batch, np.repeat(batch[-1:], -len(batch) % step, 0)])  # a fixed batch gets whole chunks
+    labels_rt = np.concatenate([sess.run(["labels"], {name: padded[i : i + step]})[0] for i in range(0, len(padded), step)])[: len(batch)]
     agreement = float(100 * (labels_rt == labels_pt).mean())
     finite = all(r["finite"] for r in rows)
     return {

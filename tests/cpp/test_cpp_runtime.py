@@ -50,6 +50,27 @@ def test_c_abi_labels_equal_python_runtime(cpp_build, tiny_onnx):
     assert len(classes_seen) >= 2  # the comparison covers more than one class
 
 
+@pytest.mark.parametrize("kind", ["fp16", "int8-cpu", "batch-3", "dynamic-batch"])
+def test_cpp_labels_equal_python_for_every_export_kind(cpp_build, tiny_run, tiny_data, tiny_onnx, tmp_path, kind):
+    """Precision and batch are properties of the ONNX file; both runtimes must read them the same way."""
+    from disseg.runtime.cabi import load_library
+
+    model = tmp_path / f"{kind}.onnx"
+    if kind == "fp16":
+        run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "3", "--fp16", "--outputs", "labels,tags", "-o", str(model), check=True)
+    elif kind == "int8-cpu":
+        run_cmd("dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--target", "cpu", "--samples", "8", "--max-drop", "100",
+                "-o", str(model), check=True)
+    else:
+        batch = ["--batch", "3"] if kind == "batch-3" else ["--dynamic-batch"]
+        run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "2", *batch, "-o", str(model), check=True)
+    with Segmenter(model, backend="onnxruntime", threads=1) as py, CSegmenter(load_library(cpp_build), model, threads=1) as cpp:
+        batched = py.segment_batch(FRAMES[:4])  # fixed batch 3: padded to 6 and split; dynamic: one call of 4
+        for frame, expected in zip(FRAMES[:4], batched):
+            labels, _ = cpp.segment(frame)
+            assert np.array_equal(labels, expected.labels), kind
+
+
 def test_dis_run_cpp_images_masks_equal_dis_run(cpp_build, tiny_onnx, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()

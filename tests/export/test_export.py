@@ -112,6 +112,14 @@ def test_dynamic_batch_and_fixed_batch(tiny_run, tmp_path):
         together = seg.segment_batch(frames)
         for f, r in zip(frames, together):
             assert np.array_equal(seg(f).labels, r.labels)
+    fixed = tmp_path / "b3.onnx"  # the parity gate's held-out images are not a multiple of 3: padded, not refused
+    proc = run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "1", "--batch", "3", "-o", str(fixed))
+    assert proc.returncode == 0, proc.stderr
+    assert read_model_info(fixed).batch == 3 and read_model_info(fixed).extra["parity"]["passed"]
+    with Segmenter(fixed, backend="onnxruntime") as seg:
+        assert seg.batch == 3
+        for f, r in zip(frames + frames[:1], seg.segment_batch(frames + frames[:1])):  # 4 frames: two calls, padded
+            assert np.array_equal(seg(f).labels, r.labels)
 
 
 @pytest.mark.parametrize("case,message", [
