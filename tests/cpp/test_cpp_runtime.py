@@ -86,9 +86,9 @@ def test_dis_run_cpp_images_masks_equal_dis_run(cpp_build, tiny_onnx, tmp_path):
     names = sorted(p.name for p in (tmp_path / "py").glob("*.png"))
     assert names == sorted(p.name for p in (tmp_path / "cpp").glob("*.png")) and len(names) == len(FRAMES)
     for name in names:
-        py = np.array(Image.open(tmp_path / "py" / name))  # palette PNG: indices
-        cpp = np.array(Image.open(tmp_path / "cpp" / name))  # 8-bit gray PNG: indices
-        assert np.array_equal(py, cpp), name
+        with Image.open(tmp_path / "py" / name) as py, Image.open(tmp_path / "cpp" / name) as cpp:
+            assert py.mode == cpp.mode == "P" and py.getpalette() == cpp.getpalette()
+            assert np.array_equal(np.array(py), np.array(cpp)), name  # class indices
     stats = json.loads((tmp_path / "cpp.json").read_text())
     assert stats["frames"] == len(FRAMES) and stats["skipped"] == 1 and stats["runtime"] == "c++"
     assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(1.0, abs=1e-6)

@@ -4,6 +4,7 @@
 //   dis_run_cpp model.engine --video in.mp4 --output out.mp4
 //   dis_run_cpp model.onnx --images 'photos/*.jpg' --masks masks/ --stats stats.json --no-display
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -25,6 +26,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
+#include <png.h>
 
 #include "disseg/segmenter.hpp"
 
@@ -363,22 +365,49 @@ class VideoSink {
   cv::VideoWriter writer_;
 };
 
-// One 8-bit PNG per frame whose pixel values are the class indices (the Python sink's values, without its palette).
+// One palette PNG per frame: pixel value = class index, colours from the model's palette (the Python
+// runtime's MaskSink, byte for byte in content). libpng, since OpenCV cannot write palette PNGs.
 class MaskSink {
  public:
-  explicit MaskSink(const fs::path& folder) : folder_(folder) { fs::create_directories(folder); }
+  MaskSink(const fs::path& folder, const std::vector<std::array<std::uint8_t, 3>>& palette) : folder_(folder) {
+    fs::create_directories(folder);
+    for (std::size_t c = 0; c < 256; ++c) {
+      const auto rgb = c < palette.size() ? palette[c] : std::array<std::uint8_t, 3>{0, 0, 0};
+      palette_[c] = {rgb[0], rgb[1], rgb[2]};
+    }
+  }
   void write(const std::string& name, const cv::Mat& labels) {
+    if (labels.type() != CV_8U) throw disseg::BadInput("--masks: palette PNGs hold up to 256 classes; this model has more");
     const fs::path final_path = folder_ / (name + ".png");
     const fs::path tmp = folder_ / ("." + name + ".tmp.png");
-    if (labels.type() != CV_8U) throw disseg::BadInput("--masks: PNG masks hold up to 256 classes; this model has more");
-    if (!cv::imwrite(tmp.string(), labels)) throw disseg::BadInput("--masks " + folder_.string() + ": cannot write " + tmp.string());
+    if (!write_png(tmp, labels)) throw disseg::BadInput("--masks " + folder_.string() + ": cannot write " + tmp.string());
     fs::rename(tmp, final_path);
     ++count;
   }
   int count = 0;
 
  private:
+  bool write_png(const fs::path& path, const cv::Mat& labels) {
+    std::FILE* file = std::fopen(path.c_str(), "wb");
+    if (!file) return false;
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+    png_infop info = png ? png_create_info_struct(png) : nullptr;
+    bool ok = png && info && !setjmp(png_jmpbuf(png));
+    if (ok) {
+      png_init_io(png, file);
+      png_set_IHDR(png, info, labels.cols, labels.rows, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                   PNG_FILTER_TYPE_DEFAULT);
+      png_set_PLTE(png, info, palette_.data(), static_cast<int>(palette_.size()));
+      png_write_info(png, info);
+      for (int y = 0; y < labels.rows; ++y) png_write_row(png, labels.ptr<png_byte>(y));
+      png_write_end(png, nullptr);
+    }
+    png_destroy_write_struct(png ? &png : nullptr, info ? &info : nullptr);
+    return std::fclose(file) == 0 && ok;
+  }
+
   fs::path folder_;
+  std::array<png_color, 256> palette_{};
 };
 
 cv::Mat render(const disseg::Segmenter& seg, const Frame& frame, const disseg::Result& r, const std::string& view, double alpha,
@@ -459,7 +488,7 @@ int run(int argc, char** argv) {
   app.add_option("--csi", src.csi, "Jetson CSI camera sensor id (nvarguscamerasrc)")->check(CLI::NonNegativeNumber);
   app.add_option("--backend", backend, "auto | onnxruntime | tensorrt")->check(CLI::IsMember({"auto", "onnxruntime", "tensorrt"}));
   app.add_option("--output", output, "write the rendered view to this video file");
-  app.add_option("--masks", masks, "write one label PNG per frame here (pixel value = class index)");
+  app.add_option("--masks", masks, "write one palette PNG of labels per frame here");
   app.add_option("--stats", stats_path, "write latency/FPS/class-area JSON here");
   app.add_option("--view", view, "overlay | mask | side-by-side")->check(CLI::IsMember({"overlay", "mask", "side-by-side"}));
   app.add_option("--alpha", alpha, "overlay opacity")->check(CLI::Range(0.0, 1.0));
@@ -494,7 +523,7 @@ int run(int argc, char** argv) {
   std::optional<VideoSink> video;
   if (!output.empty()) video.emplace(output, src.video ? source->fps() : 30.0);
   std::optional<MaskSink> mask_sink;
-  if (!masks.empty()) mask_sink.emplace(masks);
+  if (!masks.empty()) mask_sink.emplace(masks, info.palette);
   const std::string title = "dis_run_cpp " + fs::path(model).filename().string();
 
   std::signal(SIGINT, on_sigint);
