@@ -134,6 +134,29 @@ def test_dis_run_cpp_max_frames_and_nothing_to_write(cpp_build, tiny_onnx, tmp_p
     assert proc.returncode == 2 and "nothing to show or write" in proc.stderr
 
 
+GST_TEST_STREAM = ("videotestsrc is-live=true num-buffers={n} pattern=ball ! video/x-raw,width=96,height=72,framerate=30/1 ! "
+                   "videoconvert ! video/x-raw,format=BGR ! appsink")
+
+
+def test_dis_run_cpp_live_stream_drops_are_reconnected_and_counted(cpp_build, tiny_onnx, tmp_path):
+    """A real GStreamer stream that ends every 15 frames: the live source reconnects, counts, and goes on."""
+    proc = _run_cpp(cpp_build, tiny_onnx, "--gst", GST_TEST_STREAM.format(n=15), "--max-frames", 40, "--stats", tmp_path / "s.json",
+                    "--masks", tmp_path / "m", "--no-display", timeout=120)
+    if proc.returncode == 2 and "needs OpenCV built with GStreamer" in proc.stderr:
+        pytest.skip("this OpenCV has no GStreamer")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["frames"] == 40 and stats["reconnects"] >= 2 and "reconnects" in proc.stdout
+    assert proc.stderr.count("dropped; reconnecting") == stats["reconnects"]
+    assert len(list((tmp_path / "m").glob("*.png"))) == 40
+
+
+def test_dis_run_cpp_broken_pipeline_exits_2(cpp_build, tiny_onnx, tmp_path):
+    proc = _run_cpp(cpp_build, tiny_onnx, "--gst", "nosuchelement ! appsink", "--stats", tmp_path / "s.json", "--no-display")
+    assert proc.returncode == 2, proc.stderr
+    assert "GStreamer pipeline: cannot open it" in proc.stderr or "needs OpenCV built with GStreamer" in proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--camera", "9"], "camera 9: cannot open it"),
     (["--video", "missing.mp4"], "no such video file"),
