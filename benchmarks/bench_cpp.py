@@ -5,7 +5,9 @@
 2. In one command, `dis_run_cpp` against `dis-run` on the same video (masks + stats, no display),
    alternating; per-frame total latency and FPS from their stats files, and their masks compared.
 
-    python benchmarks/bench_cpp.py MODEL.onnx --build build/cpp --json benchmarks/results/cpp.json
+3. With --soak N, each command for N frames (the video looped): first vs last 1000 frames' latency, RSS.
+
+    python benchmarks/bench_cpp.py MODEL.onnx --build build/cpp --soak 10000 --json benchmarks/results/cpp.json
 """
 from __future__ import annotations
 
@@ -68,12 +70,27 @@ def end_to_end(model: Path, build: Path, video: Path, tmp: Path, threads: int, r
             "mask_agreement": round(float(agree), 6)}
 
 
+def soak(model: Path, build: Path, video: Path, tmp: Path, frames: int, clip_frames: int) -> dict:
+    """A long run of each command (the video looped): latency of the first vs last 1000 frames, and memory."""
+    loops = -(-frames // clip_frames)
+    row = {"frames": frames}
+    for name, cmd in (("python", [str(BIN / "dis-run"), "--backend", "onnxruntime"]), ("cpp", [str(build / "dis_run_cpp")])):
+        out = tmp / f"soak_{name}.json"
+        subprocess.run([*cmd, str(model), "--video", str(video), "--loop", str(loops), "--max-frames", str(frames), "--no-display",
+                        "--stats", str(out)], check=True, capture_output=True)
+        stats = json.loads(out.read_text())
+        row[name] = {"fps": round(stats["fps"], 2), "first_1000_p50_ms": stats["first_1000_total_ms"]["p50"],
+                     "last_1000_p50_ms": stats["last_1000_total_ms"]["p50"], "rss_mb": stats["rss_mb"]}
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", type=Path)
     ap.add_argument("--build", type=Path, default=Path("build/cpp"))
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--soak", type=int, default=0, help="frames for a long run of each command (0: skip)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     result = {"model": str(args.model), "in_process": [], "end_to_end": []}
@@ -90,6 +107,9 @@ def main() -> None:
             row = end_to_end(args.model, args.build, video, tmp, threads, args.rounds)
             result["end_to_end"].append(row)
             print(json.dumps(row), flush=True)
+        if args.soak:
+            result["soak"] = soak(args.model, args.build, video, tmp, args.soak, len(frames))
+            print(json.dumps(result["soak"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

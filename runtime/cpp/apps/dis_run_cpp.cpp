@@ -19,6 +19,8 @@
 #include <optional>
 #include <thread>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <opencv2/core/utils/logger.hpp>
@@ -93,6 +95,7 @@ class Window {
     values_.push_back(v);
   }
   std::vector<double> values() const { return {values_.begin(), values_.end()}; }
+  std::vector<double> last(std::size_t n) const { return {values_.end() - std::min(n, values_.size()), values_.end()}; }
 
  private:
   std::deque<double> values_;
@@ -470,6 +473,13 @@ void write_json_atomic(const fs::path& path, const nlohmann::json& data) {
   fs::rename(tmp, path);
 }
 
+double rss_mb() {  // resident memory, from /proc (Linux, Jetson)
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1e6;
+}
+
 bool display_available() { return std::getenv("DISPLAY") || std::getenv("WAYLAND_DISPLAY"); }
 
 int run(int argc, char** argv) {
@@ -528,6 +538,7 @@ int run(int argc, char** argv) {
 
   std::signal(SIGINT, on_sigint);
   Window pre, infer, post, total;
+  std::vector<double> first_totals, rss_samples;  // the first 1000 frames' totals and RSS every 1000 frames: does a long run drift?
   std::vector<double> class_pixels(info.num_classes(), 0.0);
   const auto started = Clock::now();
   int frames = 0, skipped = 0;
@@ -589,7 +600,10 @@ int run(int argc, char** argv) {
   while (!stopping && inbox.pop(frame)) {
     const auto t0 = Clock::now();
     disseg::Result r = seg.segment(frame.image);
-    total.add(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    const double total_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    total.add(total_ms);
+    if (first_totals.size() < 1000) first_totals.push_back(total_ms);
+    if (frames % 1000 == 0) rss_samples.push_back(rss_mb());
     pre.add(r.timings.preprocess_ms);
     infer.add(r.timings.infer_ms);
     post.add(r.timings.postprocess_ms);
@@ -618,6 +632,10 @@ int run(int argc, char** argv) {
       {"latency_ms", {{"preprocess_ms", percentiles(pre.values())}, {"infer_ms", percentiles(infer.values())},
                       {"postprocess_ms", percentiles(post.values())}, {"total_ms", percentiles(total.values())}}},
       {"percentiles_over_last_frames", std::min<std::size_t>(frames, Window::capacity)},
+      {"first_1000_total_ms", percentiles(first_totals)},
+      {"last_1000_total_ms", percentiles(total.last(1000))},
+      {"rss_mb", {{"start", rss_samples.empty() ? nlohmann::json() : nlohmann::json(rss_samples.front())}, {"end", rss_mb()},
+                  {"samples_every_1000_frames", rss_samples}}},
       {"model", model}, {"backend", seg.backend_name()}, {"runtime", "c++"}, {"skipped", skipped + source->skipped},
       {"reconnects", source->reconnects}, {"interrupted", interrupted.load()}};
   double pixels = 0;
