@@ -6,6 +6,7 @@
  *   disseg_destroy(seg);
  *
  * Status codes match the commands' exit statuses (2: bad input or model file). Error text is per thread.
+ * A segmenter serves one thread at a time; create one per thread for parallel streams.
  */
 #ifndef DISSEG_H
 #define DISSEG_H

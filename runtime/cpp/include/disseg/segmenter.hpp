@@ -36,6 +36,7 @@ struct Options {
 
 class Backend;  // src/backend.hpp
 
+// Not for concurrent calls: give each thread its own Segmenter (a TensorRT execution context is single-stream).
 class DISSEG_API Segmenter {
  public:
   explicit Segmenter(const std::string& model, const Options& options = {});
