@@ -132,6 +132,8 @@ def test_dis_run_cpp_max_frames_and_nothing_to_write(cpp_build, tiny_onnx, tmp_p
     assert len(list((tmp_path / "m").glob("*.png"))) == 5 and json.loads((tmp_path / "s.json").read_text())["frames"] == 5
     proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--no-display")
     assert proc.returncode == 2 and "nothing to show or write" in proc.stderr
+    proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--masks", "/proc/no/such/dir", "--no-display")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: ") and "writable" in proc.stderr
 
 
 GST_TEST_STREAM = ("videotestsrc is-live=true num-buffers={n} pattern=ball ! video/x-raw,width=96,height=72,framerate=30/1 ! "

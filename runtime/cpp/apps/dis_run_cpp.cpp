@@ -552,29 +552,34 @@ int run(int argc, char** argv) {
     double fps;
   };
   BoundedQueue<Done> outbox(8);
+  std::exception_ptr reader_error, writer_error;
   std::thread reader([&] {
     const bool looped = loops > 1;
     int read = 0;
     Frame frame;
-    while (!stopping && (max_frames == 0 || read < max_frames)) {
-      if (!source->next(frame)) {  // a looped file source is reopened at its end and its frames numbered on
-        if (--loops < 1) break;
-        skipped += source->skipped;
-        try {
-          source = open_source(src);
-        } catch (const disseg::Error& err) {
-          std::cerr << "stopped looping: " << err.what() << "\n";
-          break;
+    try {
+      while (!stopping && (max_frames == 0 || read < max_frames)) {
+        if (!source->next(frame)) {  // a looped file source is reopened at its end and its frames numbered on
+          if (--loops < 1) break;
+          skipped += source->skipped;
+          try {
+            source = open_source(src);
+          } catch (const disseg::Error& err) {
+            std::cerr << "stopped looping: " << err.what() << "\n";
+            break;
+          }
+          continue;
         }
-        continue;
+        if (looped) frame.name = frame_name(read);  // as the Python runtime: one numbering across the passes
+        ++read;
+        inbox.push(std::move(frame));
       }
-      if (looped) frame.name = frame_name(read);  // as the Python runtime: one numbering across the passes
-      ++read;
-      inbox.push(std::move(frame));
+    } catch (...) {  // e.g. a decoder error: stop, and report it after the threads are joined
+      reader_error = std::current_exception();
+      stopping = true;
     }
     inbox.finish();
   });
-  std::exception_ptr writer_error;
   std::thread writer([&] {
     try {
       Done done;
@@ -624,6 +629,7 @@ int run(int argc, char** argv) {
   reader.join();
   outbox.finish();  // the writer drains what was segmented, so every counted frame is written
   writer.join();
+  if (reader_error) std::rethrow_exception(reader_error);
   if (writer_error) std::rethrow_exception(writer_error);
   const double wall = std::chrono::duration<double>(Clock::now() - started).count();
   if (video) video->close();
@@ -665,6 +671,9 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const disseg::Error& err) {  // bad input or model file: one line, exit 2 (as dis-run)
     std::cerr << "error: " << err.what() << "\n";
+    return 2;
+  } catch (const fs::filesystem_error& err) {  // an output path that cannot be made or written
+    std::cerr << "error: " << err.what() << "; choose a writable --output/--masks/--stats path\n";
     return 2;
   } catch (const std::exception& err) {
     std::cerr << "failed: " << err.what() << "\n";

@@ -9,15 +9,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util.hpp"
+
 namespace disseg {
 namespace {
 
 constexpr const char* kPrefix = "disseg.";
 using json = nlohmann::json;
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

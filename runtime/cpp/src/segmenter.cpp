@@ -7,6 +7,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "backend.hpp"
+#include "util.hpp"
 
 namespace disseg {
 namespace {
@@ -15,10 +16,6 @@ using Clock = std::chrono::steady_clock;
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 void check_runnable(const ModelInfo& info, const std::string& path) {
