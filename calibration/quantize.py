@@ -69,7 +69,7 @@ def quantize(model: onnx.ModelProto, frames: list[np.ndarray], plan: Plan, *, in
         per_channel=True, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude, calibrate_method=METHODS[plan.method],
         calibration_cache_path=workdir / f"ranges.{plan.method}.json",
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False},
     )
     return onnx.load(dst)
 

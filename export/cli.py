@@ -37,22 +37,26 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--outputs", default="labels", show_default=True, help="comma list of labels,scores,tags")
 @click.option("--engine", is_flag=True, help="also build a TensorRT engine (needs TensorRT and a GPU)")
 @click.option("--workspace-gib", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--dla-core", type=click.IntRange(0), help="build for this DLA core (Jetson), GPU fallback on")
+@click.option("--dla-core", type=click.IntRange(0), help="build for this DLA core (Jetson; FP16/INT8 models), GPU fallback on")
+@click.option("--gpu-arch", help="build ahead of time for this compute capability (e.g. sm86), no GPU needed: TensorRT for RTX only")
+@click.option("--flavour", type=click.Choice(["tensorrt", "tensorrt_rtx"]), help="which TensorRT builds the engine [default: the one installed]")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1), help="largest batch of a --dynamic-batch engine")
 @click.option("--parity/--no-parity", default=True, show_default=True, help="check against PyTorch before writing")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
 @click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="[default: beside the checkpoint, .onnx]")
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @handle_errors
-def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, workspace_gib, dla_core,
-               parity, min_agreement, parity_images, output, force) -> None:
+def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, workspace_gib, dla_core, gpu_arch,
+               flavour, max_batch, parity, min_agreement, parity_images, output, force) -> None:
     setup_logging()
+    engine_options = dict(workspace_gib=workspace_gib, dla_core=dla_core, gpu_arch=gpu_arch, flavour=flavour, max_batch=max_batch)
     if not model.is_file():
         raise BadInput(f"{model}: no such file; pass a checkpoint (RUN/best.pt) or an exported .onnx")
     if model.suffix == ".onnx":
         if not engine:
             raise BadInput(f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, or export a .pt checkpoint")
-        _engine_from_onnx(model, output, force=force, workspace_gib=workspace_gib, dla_core=dla_core)
+        _engine_from_onnx(model, output, force=force, options=engine_options)
         return
     if iters is not None and iters < 0:
         raise BadInput(f"--iters {iters}: the number of refinement steps must be 0 or more")
@@ -97,22 +101,30 @@ def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, output
     size_mb = out.stat().st_size / 1e6
     click.echo(f"wrote {out} ({info.precision}, {iters} refinement steps, {height}x{width}, {size_mb:.1f} MB, {seconds:.1f} s)")
     if engine:
-        _engine_from_onnx(out, None, force=force, workspace_gib=workspace_gib, dla_core=dla_core)
+        _engine_from_onnx(out, None, force=force, options=engine_options)
 
 
-def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, workspace_gib: float, dla_core: int | None) -> None:
+def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, options: dict) -> None:
+    """Build `<model>.engine` + `<model>.engine.json` with TensorRT or TensorRT for RTX (runtime/engine_cache.py)."""
+    import time
+
     from disseg.runtime.contract import read_model_info
-    from disseg.runtime.engine_cache import build_engine
+    from disseg.runtime.engine_cache import build_engine, import_trt
 
     read_model_info(onnx_path)  # refuses a model that is not ours before TensorRT spends minutes on it
     try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise BadInput(f"--engine needs TensorRT (pip install 'disseg[tensorrt]' or JetPack's python3-libnvinfer); "
-                       f"{onnx_path} is written, build the engine on the target with: dis-export {onnx_path} --engine") from None
+        import_trt(options["flavour"])
+    except BadInput as err:
+        raise BadInput(f"--engine: {err}; {onnx_path} is written, build the engine where TensorRT is: "
+                       f"dis-export {onnx_path} --engine") from None
     engine_path = output or onnx_path.with_suffix(".engine")
     if engine_path.exists() and not force:
         raise BadInput(f"{engine_path} exists; pass --force to rebuild it")
-    facts = build_engine(onnx_path, engine_path, workspace_gib=workspace_gib, timing_cache=onnx_path.with_suffix(".timing.cache"),
-                         dla_core=dla_core)
-    click.echo(f"wrote {engine_path} and {engine_path}.json (TensorRT {facts.extra['engine']['tensorrt_version']}, {facts.extra['engine']['gpu_name']})")
+    start = time.perf_counter()
+    facts = build_engine(onnx_path, engine_path, timing_cache=onnx_path.with_suffix(".timing.cache"), **options)
+    built = facts.extra["engine"]
+    where = built["gpu_name"] or f"any sm_{built['compute_capability']} GPU, built ahead of time"
+    click.echo(f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s) and "
+               f"{engine_path.name}.json ({built['flavour']} {built['tensorrt_version']}, {where})")
+    for note in built["notes"]:
+        log.warning("%s", note)

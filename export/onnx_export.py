@@ -43,8 +43,36 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     from onnxconverter_common import float16
 
     blocked = [n.name for n in proto.graph.node if not in_feature_extractor(n)]
-    return float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=blocked,
-                                            disable_shape_infer=False)
+    converted = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=blocked,
+                                                 disable_shape_infer=False)
+    return keep_float_between_float_nodes(converted)
+
+
+def keep_float_between_float_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Undo the converter's FP16 round trips outside the feature extractor. It stores every tensor between two
+    FP32 nodes as FP16 (Cast to half, Cast back) and leaves `scores`/`tags` HALF; the contract wants the
+    refinement state and the logits in FP32 and float32 outputs in every precision. A Cast to half whose
+    readers are all FP32 nodes, Casts or graph outputs becomes a Cast to float (a no-op TensorRT removes)."""
+    graph = proto.graph
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name: o for o in graph.output}
+    value_info = {v.name: v for v in graph.value_info}
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    for node in graph.node:
+        to = next((a for a in node.attribute if a.name == "to"), None)
+        if node.op_type != "Cast" or to is None or to.i != half:
+            continue
+        users = readers.get(node.output[0], [])
+        if any(in_feature_extractor(u) and u.op_type != "Cast" for u in users):
+            continue  # feeds FP16 compute: a real conversion
+        to.i = single
+        for holder in (outputs.get(node.output[0]), value_info.get(node.output[0])):
+            if holder is not None:
+                holder.type.tensor_type.elem_type = single
+    return proto
 
 
 def model_info(model: DIS, *, iters: int, height: int, width: int, batch: int | None, outputs: tuple[str, ...],

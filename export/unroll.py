@@ -10,6 +10,15 @@ from disseg.train.refine import refine
 OUTPUTS = ("labels", "scores", "tags")
 
 
+def label_map(scores: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """argmax over classes as the contract's label type. TensorRT 10 converts to uint8 only from FLOAT or HALF
+    (NvInferRuntimeBase.h, DataType::kUINT8), so uint8 labels go ArgMax -> float -> uint8, never int -> uint8."""
+    index = scores.argmax(1)
+    if num_classes > 256:
+        return index.to(torch.int32)
+    return index.float().to(torch.uint8)
+
+
 class UnrolledDIS(nn.Module):
     """forward(image: B x H x W x 3 uint8 BGR) -> labels B x H x W (uint8; int32 past 256 classes)
     [, scores B x K x H x W, tags B x K].
@@ -30,11 +39,11 @@ class UnrolledDIS(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         m, cfg = self.model, self.model.cfg
-        x = image.permute(0, 3, 1, 2).index_select(1, self.bgr_to_rgb).float() / 255.0
+        # TensorRT takes a uint8 network input only into a Cast: convert first, then reorder.
+        x = image.float().permute(0, 3, 1, 2).index_select(1, self.bgr_to_rgb) / 255.0
         u1, v1, image_small = m.features(m.normalize(x))
         u1, v1 = refine(m, u1, v1, image_small, steps=self.iters, step_size=cfg.step_size)
         heads = m.heads(u1, v1)
         scores = upsampled_scores(cfg, heads, image.shape[1], image.shape[2])
-        labels = scores.argmax(1).to(torch.uint8 if cfg.num_classes <= 256 else torch.int32)
-        result = {"labels": labels, "scores": scores, "tags": torch.sigmoid(heads.v3)}
+        result = {"labels": label_map(scores, cfg.num_classes), "scores": scores.float(), "tags": torch.sigmoid(heads.v3).float()}
         return tuple(result[name] for name in self.outputs)

@@ -3,12 +3,15 @@
 and shapes once; each backend implements `_infer`. Heavy imports stay inside the backend that needs them."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInput, ModelFileError
+from .errors import BadInput, DisError, ModelFileError
+
+log = logging.getLogger("disseg.runtime")
 
 
 
@@ -25,6 +28,7 @@ class Backend:
     def __init__(self) -> None:
         self.inputs: dict[str, TensorSpec] = {}
         self.outputs: list[str] = []
+        self.max_batch: int | None = None  # the largest batch a dynamic-batch model takes, None: no limit
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model. Raises BadInput when a feed's name, dtype or shape does not fit the model."""
@@ -58,140 +62,235 @@ _ORT_TYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(fl
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def ort_providers(path: Path, available: list[str], *, precision: str) -> list:
+    """ONNX Runtime's best providers here, with the options our models need: TensorRT's engine and timing
+    caches beside the model, INT8 for Q/DQ models, FP16 where the model asks for it."""
+    chosen: list = []
+    for name in (p for p in _PREFERRED if p in available):
+        if name == "TensorrtExecutionProvider":
+            cache = str(path.parent / f"{path.stem}.ort-trt-cache")
+            chosen.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
+                                  "trt_timing_cache_path": cache, "trt_int8_enable": precision == "int8",
+                                  "trt_fp16_enable": precision in ("fp16", "int8")}))
+        else:
+            chosen.append(name)
+    return chosen
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime with the best providers this build has (TensorRT, CUDA, CPU, in that order)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, providers: list[str] | None = None, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, *, providers: list | None = None, threads: int = 0, precision: str = "fp32") -> None:
         super().__init__()
         import onnxruntime as ort
 
-        available = ort.get_available_providers()
-        chosen = providers or [p for p in _PREFERRED if p in available]
+        path = Path(path)
+        chosen = providers or ort_providers(path, ort.get_available_providers(), precision=precision)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=chosen)
-        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]}); re-export it with dis-export") from err
+        self.session = self._session(ort, path, options, chosen)
         self.providers = self.session.get_providers()
         self.inputs = {i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                        for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._binding = self.session.io_binding() if self.providers[0] != "CPUExecutionProvider" else None
 
+    @staticmethod
+    def _session(ort, path: Path, options, providers: list):
+        """A session on `providers`; when a GPU provider fails but the CPU one loads the model, the failure is
+        the provider's: say so and run on the CPU. When the CPU cannot load it either, the file is at fault."""
+        try:
+            return ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            gpu = [p if isinstance(p, str) else p[0] for p in providers if (p if isinstance(p, str) else p[0]) != "CPUExecutionProvider"]
+            if gpu:
+                try:
+                    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                except Exception:
+                    pass
+                else:
+                    log.warning("ONNX Runtime's %s failed on %s (%s); running on the CPU provider", gpu[0], path.name, first)
+                    return session
+            raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({first}); re-export it with dis-export") from err
+
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._binding is None:
-            return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
-        # On a GPU provider, bind once per call so outputs are copied back in one transfer each.
-        for name, array in feeds.items():
-            self._binding.bind_cpu_input(name, array)
-        for name in self.outputs:
-            self._binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(self._binding)
-        return dict(zip(self.outputs, self._binding.copy_outputs_to_cpu()))
+        try:
+            if self._binding is None:
+                return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+            # On a GPU provider, bind once per call so outputs are copied back in one transfer each.
+            for name, array in feeds.items():
+                self._binding.bind_cpu_input(name, array)
+            for name in self.outputs:
+                self._binding.bind_output(name, "cpu")
+            self.session.run_with_iobinding(self._binding)
+            return dict(zip(self.outputs, self._binding.copy_outputs_to_cpu()))
+        except Exception as err:
+            raise DisError(f"ONNX Runtime ({self.providers[0]}) failed to run the model: {str(err).splitlines()[0][:200]}") from err
 
     def close(self) -> None:
         self.session = None
 
 
 class TensorRTBackend(Backend):
-    """A serialized TensorRT engine through the name-based API (TensorRT >= 10) and cuda-python:
-    pinned host buffers, one stream, and a CUDA graph replayed for the fixed-shape engine."""
+    """A serialized TensorRT (or TensorRT for RTX) engine through the name-based API (TensorRT >= 10) and
+    cuda-python: pinned host buffers sized for the largest batch, one stream, and a CUDA graph replayed for
+    fixed-shape engines (plain enqueue where capture fails). Dynamic-batch engines run the batch given.
+
+    Unverified: no machine of this project can run a TensorRT engine (README, "What is not verified")."""
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, *, use_cuda_graph: bool = True) -> None:
+    def __init__(self, engine_path: str | Path, *, flavour: str | None = None, dla_core: int | None = None,
+                 use_cuda_graph: bool = True) -> None:
         super().__init__()
-        import tensorrt as trt
         from cuda.bindings import runtime as cudart
 
-        self._cudart = cudart
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(self._logger)
-        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        from .engine_cache import import_trt
+
+        self._trt, self._cudart = import_trt(flavour), cudart
+        self._host: dict[str, np.ndarray] = {}
+        self._device: dict[str, int] = {}
+        self._graph = self._graph_exec = self.stream = None
+        self._logger = self._trt.Logger(self._trt.Logger.WARNING)
+        self._runtime = self._trt.Runtime(self._logger)
+        if dla_core is not None:
+            self._runtime.DLA_core = int(dla_core)
+        self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
             raise ModelFileError(f"{engine_path}: TensorRT could not deserialize it; rebuild: dis-export MODEL.onnx --engine")
         self.context = self.engine.create_execution_context()
-        self.stream = self._check(cudart.cudaStreamCreate())
-        self._host, self._device = {}, {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(self.engine.get_tensor_shape(name))
-            if -1 in shape:  # dynamic batch: run at the profile's largest batch
-                shape = tuple(self.engine.get_tensor_profile_shape(name, 0)[2]) if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else shape
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self.inputs[name] = TensorSpec(name, shape, dtype)
-                self.context.set_input_shape(name, shape)
-            else:
-                self.outputs.append(name)
-        for name in list(self.inputs) + self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            host_ptr = self._check(cudart.cudaMallocHost(nbytes))
-            self._host[name] = np.ctypeslib.as_array((np.ctypeslib.ctypes.c_byte * nbytes).from_address(host_ptr)).view(dtype).reshape(shape)
-            self._device[name] = self._check(cudart.cudaMalloc(nbytes))
-            self.context.set_tensor_address(name, self._device[name])
-        self._graph = None
-        self._use_graph = use_cuda_graph
+        if self.context is None:
+            raise DisError(f"{engine_path}: TensorRT could not create an execution context (out of GPU memory?)")
+        self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._describe()
+        self._allocate()
+        self._use_graph = use_cuda_graph and self.max_batch is None  # one graph per shape: fixed-batch engines only
+        self._batch_set: int | None = None
 
-    def _check(self, result):
+    def _check(self, result, what: str):
         err, *values = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            raise ModelFileError(f"CUDA call failed: {err}")
+            raise DisError(f"CUDA {what} failed: {err}")
         return values[0] if values else None
 
-    def _enqueue(self) -> None:
+    def _describe(self) -> None:
+        trt = self._trt
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            if self.engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                self.outputs.append(name)
+                continue
+            shape = tuple(self.engine.get_tensor_shape(name))
+            if shape[0] == -1:
+                self.max_batch = int(self.engine.get_tensor_profile_shape(name, 0)[2][0])
+                shape = (None, *shape[1:])
+            self.inputs[name] = TensorSpec(name, shape, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
+
+    def _set_batch(self, batch: int) -> None:
+        for name, spec in self.inputs.items():
+            if not self.context.set_input_shape(name, (batch, *spec.shape[1:])):
+                raise DisError(f"TensorRT refused batch {batch} for input {name!r} (engine profile: 1..{self.max_batch})")
+        self._batch_set = batch
+
+    def _allocate(self) -> None:
+        """Buffers for the largest batch; a smaller batch uses their leading rows."""
         cudart = self._cudart
-        kind_h2d, kind_d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._set_batch(self.max_batch or next(iter(self.inputs.values())).shape[0])
+        for name in list(self.inputs) + self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            dtype = np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            host_ptr = self._check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
+            buffer = (np.ctypeslib.ctypes.c_byte * nbytes).from_address(host_ptr)
+            self._host[name] = np.ctypeslib.as_array(buffer).view(dtype).reshape(shape)
+            self._device[name] = self._check(cudart.cudaMalloc(nbytes), "cudaMalloc")
+            if not self.context.set_tensor_address(name, self._device[name]):
+                raise DisError(f"TensorRT refused the device address of {name!r}")
+
+    def _enqueue(self, batch: int) -> None:
+        cudart = self._cudart
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self.inputs:
-            self._check(cudart.cudaMemcpyAsync(self._device[name], self._host[name].ctypes.data, self._host[name].nbytes, kind_h2d, self.stream))
-        self.context.execute_async_v3(self.stream)
+            rows = self._host[name][:batch]
+            self._check(cudart.cudaMemcpyAsync(self._device[name], rows.ctypes.data, rows.nbytes, h2d, self.stream), "copy in")
+        if not self.context.execute_async_v3(self.stream):
+            raise DisError("TensorRT failed to run the engine (execute_async_v3 returned false; see its log above)")
         for name in self.outputs:
-            self._check(cudart.cudaMemcpyAsync(self._host[name].ctypes.data, self._device[name], self._host[name].nbytes, kind_d2h, self.stream))
+            rows = self._host[name][:batch]
+            self._check(cudart.cudaMemcpyAsync(rows.ctypes.data, self._device[name], rows.nbytes, d2h, self.stream), "copy out")
+
+    def _capture(self, batch: int) -> None:
+        """Record one run as a CUDA graph; where capture fails, log it and keep plain enqueue."""
+        cudart = self._cudart
+        self._enqueue(batch)  # the first run outside capture: TensorRT allocates lazily
+        self._check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        try:
+            self._check(cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
+                        "cudaStreamBeginCapture")
+            try:
+                self._enqueue(batch)
+            finally:
+                err, graph = cudart.cudaStreamEndCapture(self.stream)
+                self._graph = graph if int(err) == 0 else None
+            self._graph_exec = self._check(cudart.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
+        except DisError as err:
+            log.warning("CUDA graph capture failed (%s); running without a graph", err)
+            self._release_graph()
+            self._use_graph = False
+
+    def _release_graph(self) -> None:
+        if self._graph_exec is not None:
+            self._cudart.cudaGraphExecDestroy(self._graph_exec)
+        if self._graph is not None:
+            self._cudart.cudaGraphDestroy(self._graph)
+        self._graph = self._graph_exec = None
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cudart = self._cudart
-        for name, array in feeds.items():
-            self._host[name][: len(array)] = array
-        if self._use_graph and self._graph is None:
-            self._enqueue()  # first run outside capture: TensorRT allocates lazily
-            self._check(cudart.cudaStreamSynchronize(self.stream))
-            self._check(cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
-            self._enqueue()
-            graph = self._check(cudart.cudaStreamEndCapture(self.stream))
-            self._graph = self._check(cudart.cudaGraphInstantiate(graph, 0))
-        if self._graph is not None:
-            self._check(cudart.cudaGraphLaunch(self._graph, self.stream))
-        else:
-            self._enqueue()
-        self._check(cudart.cudaStreamSynchronize(self.stream))
         batch = len(next(iter(feeds.values())))
+        if self.max_batch is not None:
+            if batch > self.max_batch:
+                raise BadInput(f"batch {batch} is over this engine's maximum {self.max_batch}; rebuild it with a larger --max-batch")
+            if batch != self._batch_set:
+                self._set_batch(batch)
+        for name, array in feeds.items():
+            self._host[name][:batch] = array
+        if self._use_graph and self._graph_exec is None:
+            self._capture(batch)
+        if self._graph_exec is not None:
+            self._check(self._cudart.cudaGraphLaunch(self._graph_exec, self.stream), "cudaGraphLaunch")
+        else:
+            self._enqueue(batch)
+        self._check(self._cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return {name: self._host[name][:batch].copy() for name in self.outputs}
 
     def close(self) -> None:
         cudart = getattr(self, "_cudart", None)
         if cudart is None:
             return
-        for ptr in getattr(self, "_device", {}).values():
+        self._release_graph()
+        self.context = self.engine = None
+        for ptr in self._device.values():
             cudart.cudaFree(ptr)
-        for array in getattr(self, "_host", {}).values():
+        for array in self._host.values():
             cudart.cudaFreeHost(array.ctypes.data)
-        if getattr(self, "stream", None) is not None:
+        if self.stream is not None:
             cudart.cudaStreamDestroy(self.stream)
         self._device, self._host, self.stream, self._cudart = {}, {}, None, None
 
 
-def tensorrt_available() -> bool:
+def tensorrt_available(flavour: str | None = None) -> bool:
+    """TensorRT (of `flavour`, or either) and cuda-python are importable; says nothing of a GPU."""
+    from .engine_cache import import_trt
+
     try:
-        import tensorrt  # noqa: F401
+        import_trt(flavour)
         from cuda.bindings import runtime  # noqa: F401
-    except ImportError:
+    except (BadInput, ImportError):
         return False
     return True

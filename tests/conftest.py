@@ -82,3 +82,12 @@ def model_copy(tiny_onnx, tmp_path) -> Path:
     dst = tmp_path / "model.onnx"
     shutil.copy(tiny_onnx, dst)
     return dst
+
+
+def pytest_runtest_setup(item):
+    """`gpu` tests need a CUDA GPU, not only an importable TensorRT (TensorRT for RTX imports on any CPU)."""
+    if item.get_closest_marker("gpu"):
+        from disseg.runtime.engine_cache import cuda_device_count
+
+        if cuda_device_count() == 0:
+            pytest.skip("needs a CUDA GPU (none visible)")

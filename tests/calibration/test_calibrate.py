@@ -107,14 +107,14 @@ def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tiny_run, tiny_data, tmp_pa
 def test_tensorrt_builds_the_qdq_model(tiny_onnx, tiny_data, tmp_path):
     from disseg.runtime.backends import tensorrt_available
 
-    if not tensorrt_available():
+    if not tensorrt_available("tensorrt"):
         pytest.skip("needs TensorRT and a CUDA GPU")
     from disseg.runtime.engine_cache import build_engine
 
     out = tmp_path / "m.int8-trt.onnx"
     run_cmd("dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--target", "tensorrt", "--samples", "8",
             "--max-drop", "100", "-o", str(out), check=True)
-    facts = build_engine(out, tmp_path / "m.engine")
+    facts = build_engine(out, tmp_path / "m.engine", flavour="tensorrt")
     assert facts.precision == "int8" and (tmp_path / "m.engine").stat().st_size > 0
     frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     with Segmenter(tmp_path / "m.engine", backend="tensorrt") as trt_seg, Segmenter(out, backend="onnxruntime") as ort_seg:

@@ -77,12 +77,12 @@ def test_bad_model_files(tmp_path, tiny_onnx):
 
 
 def _engine_without_trt(tmp_path, tiny_onnx):
-    from disseg.runtime.engine_cache import engine_facts, write_sidecar
+    from disseg.runtime.engine_cache import Target, engine_facts, write_sidecar
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
-    write_sidecar(engine, engine_facts(read_model_info(tiny_onnx), onnx_sha256="x", tensorrt_version="10.3", gpu_name="Orin",
-                                       compute_capability="87"))
+    target = Target("tensorrt", "10.3.0", "87", "Orin")
+    write_sidecar(engine, engine_facts(read_model_info(tiny_onnx), onnx_sha256="x", target=target))
     return engine
 
 
