@@ -23,6 +23,7 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual int batch() const = 0;  // the model's fixed batch, 0 when dynamic
+  virtual int max_batch() const { return 0; }  // the largest batch a dynamic model takes, 0: no limit
   // `images`: n x height x width x 3 uint8 BGR, contiguous (n equal to batch() unless it is dynamic).
   virtual BackendOutputs infer(const std::uint8_t* images, int n) = 0;
 };

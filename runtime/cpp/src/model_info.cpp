@@ -161,8 +161,11 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   info.onnx_sha256 = take_or<std::string>(v, "onnx_sha256", "", source);
   if (v.contains("extra") && v["extra"].is_object() && v["extra"].contains("engine") && v["extra"]["engine"].is_object()) {
     const json& e = v["extra"]["engine"];
-    info.engine = EngineFacts{take<std::string>(e, "tensorrt_version", source), take<std::string>(e, "gpu_name", source),
-                              take<std::string>(e, "compute_capability", source)};
+    const bool ahead_of_time = e.contains("gpu_name") && e["gpu_name"].is_null();
+    info.engine = EngineFacts{take<std::string>(e, "tensorrt_version", source),
+                              ahead_of_time ? std::string() : take<std::string>(e, "gpu_name", source),
+                              take<std::string>(e, "compute_capability", source), take_or<std::string>(e, "flavour", "tensorrt", source)};
+    if (e.contains("dla_core") && !e["dla_core"].is_null()) info.engine->dla_core = take<int>(e, "dla_core", source);
   }
   if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 || info.input_width <= 0)
     throw ModelFileError(source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
@@ -202,13 +205,23 @@ ModelInfo read_model_info(const std::string& path) {
   return model_info_from_metadata(props, sidecar);
 }
 
+std::string short_version(const std::string& version) {
+  std::size_t end = 0;
+  for (int dots = 0; end < version.size(); ++end)
+    if (version[end] == '.' && ++dots == 3) break;
+  return version.substr(0, end);
+}
+
 std::optional<std::string> engine_mismatch(const ModelInfo& info, const EngineFacts& here) {
   if (!info.engine) return std::string("its sidecar has no engine facts");
   const EngineFacts& built = *info.engine;
-  if (built.tensorrt_version != here.tensorrt_version || built.compute_capability != here.compute_capability)
-    return "engine was built for TensorRT " + built.tensorrt_version + " on sm_" + built.compute_capability +
-           "; this machine has " + here.tensorrt_version + " on sm_" + here.compute_capability;
-  if (built.gpu_name != here.gpu_name) return "engine was built on " + built.gpu_name + ", this GPU is " + here.gpu_name;
+  if (built.flavour != here.flavour) return "engine was built with " + built.flavour + "; this machine runs " + here.flavour;
+  const std::string built_version = short_version(built.tensorrt_version), here_version = short_version(here.tensorrt_version);
+  if (built_version != here_version || built.compute_capability != here.compute_capability)
+    return "engine was built for TensorRT " + built_version + " on sm_" + built.compute_capability + "; this machine has " +
+           here_version + " on sm_" + here.compute_capability;
+  if (!built.gpu_name.empty() && built.gpu_name != here.gpu_name)
+    return "engine was built on " + built.gpu_name + ", this GPU is " + here.gpu_name;
   return std::nullopt;
 }
 

@@ -1,6 +1,7 @@
 // Segmenter: contract -> backend; frames -> model input -> labels at the frame's size (runtime/segmenter.py).
 #include "disseg/segmenter.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -88,8 +89,9 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames)
   const auto t0 = Clock::now();
   std::vector<cv::Size> sizes;
   const int n = static_cast<int>(frames.size());
-  const int step = backend_->batch() ? backend_->batch() : n;
-  const int padded = (n + step - 1) / step * step;
+  const int fixed = backend_->batch(), most = backend_->max_batch();
+  const int step = fixed ? fixed : (most ? std::min(n, most) : n);  // a dynamic batch runs as given, in chunks of its maximum
+  const int padded = fixed ? (n + step - 1) / step * step : n;
   std::vector<std::uint8_t> batch(image_bytes * padded);
   for (int i = 0; i < n; ++i) {
     cv::Mat bgr = to_bgr8(frames[i], "frame " + std::to_string(i));
@@ -103,7 +105,7 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames)
   const auto t1 = Clock::now();
   BackendOutputs merged;
   for (int i = 0; i < padded; i += step) {
-    BackendOutputs part = backend_->infer(batch.data() + image_bytes * i, step);
+    BackendOutputs part = backend_->infer(batch.data() + image_bytes * i, std::min(step, padded - i));
     merged.labels.insert(merged.labels.end(), part.labels.begin(), part.labels.end());
     merged.tags.insert(merged.tags.end(), part.tags.begin(), part.tags.end());
   }

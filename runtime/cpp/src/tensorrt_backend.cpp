@@ -1,5 +1,7 @@
-// GPU backend: a TensorRT 10+ engine through the name-based I/O API (JetPack 6 and later).
-// Unverified: no TensorRT was available where this was written (see README "What is not verified").
+// GPU backend: a TensorRT 10+ (or TensorRT for RTX) engine through the name-based I/O API (JetPack 6 and later).
+// Unverified: no machine of this project can run a TensorRT engine (see README "What is not verified").
+// DISSEG_TENSORRT_FLAVOUR ("tensorrt" or "tensorrt_rtx") names the library CMake linked; an engine of the
+// other flavour is refused before deserialization (Segmenter, through engine_mismatch).
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -41,16 +43,19 @@ class TensorRTBackend final : public Backend {
     std::ifstream in(path, std::ios::binary);
     std::string blob(std::istreambuf_iterator<char>(in), {});
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    if (!runtime_) throw Error("TensorRT could not create a runtime");
+#ifndef DISSEG_TENSORRT_RTX  // DLA is Jetson's; TensorRT for RTX has none
+    if (info.engine && info.engine->dla_core) runtime_->setDLACore(*info.engine->dla_core);  // before deserializing
+#endif
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (!engine_) throw ModelFileError(path + ": TensorRT cannot deserialize this engine; rebuild it with: dis-export MODEL.onnx --engine");
     context_.reset(engine_->createExecutionContext());
-    nvinfer1::Dims dims = engine_->getTensorShape(info.input_name.c_str());
-    if (dims.nbDims != 4 || engine_->getTensorDataType(info.input_name.c_str()) != nvinfer1::DataType::kUINT8)
-      throw ModelFileError(path + ": engine input '" + info.input_name + "' is not N x H x W x 3 uint8; rebuild it from a dis-export ONNX");
+    if (!context_) throw Error(path + ": TensorRT could not create an execution context (out of GPU memory?)");
+    check_types(path);
+    const char* input = info.input_name.c_str();
+    nvinfer1::Dims dims = engine_->getTensorShape(input);
     batch_ = dims.d[0] > 0 ? static_cast<int>(dims.d[0]) : 0;
-    labels_int32_ = engine_->getTensorDataType("labels") == nvinfer1::DataType::kINT32;
-    for (int i = 0; i < engine_->getNbIOTensors(); ++i)
-      if (std::strcmp(engine_->getIOTensorName(i), "tags") == 0) has_tags_ = true;
+    max_batch_ = batch_ ? batch_ : static_cast<int>(engine_->getProfileShape(input, 0, nvinfer1::OptProfileSelector::kMAX).d[0]);
     check(cudaStreamCreate(&stream_), "cudaStreamCreate");
   }
   ~TensorRTBackend() override {
@@ -59,6 +64,7 @@ class TensorRTBackend final : public Backend {
 
   std::string name() const override { return "tensorrt"; }
   int batch() const override { return batch_; }
+  int max_batch() const override { return max_batch_; }
 
   BackendOutputs infer(const std::uint8_t* images, int n) override {
     const int h = info_.input_height, w = info_.input_width, k = info_.num_classes();
@@ -67,10 +73,12 @@ class TensorRTBackend final : public Backend {
     input_.reserve(in_bytes);
     labels_.reserve(label_bytes);
     if (has_tags_) tags_.reserve(sizeof(float) * n * k);
-    if (!batch_) context_->setInputShape(info_.input_name.c_str(), nvinfer1::Dims4{n, h, w, 3});
-    context_->setTensorAddress(info_.input_name.c_str(), input_.ptr);
-    context_->setTensorAddress("labels", labels_.ptr);
-    if (has_tags_) context_->setTensorAddress("tags", tags_.ptr);
+    if (n > max_batch_) throw BadInput("batch " + std::to_string(n) + " is over this engine's maximum " + std::to_string(max_batch_));
+    if (!batch_ && !context_->setInputShape(info_.input_name.c_str(), nvinfer1::Dims4{n, h, w, 3}))
+      throw Error("TensorRT refused batch " + std::to_string(n) + " (engine profile: 1.." + std::to_string(max_batch_) + ")");
+    address(info_.input_name.c_str(), input_.ptr);
+    address("labels", labels_.ptr);
+    if (has_tags_) address("tags", tags_.ptr);
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {  // outputs we do not read (scores) still need memory
       const char* name = engine_->getIOTensorName(i);
       if (engine_->getTensorIOMode(name) != nvinfer1::TensorIOMode::kOUTPUT || !std::strcmp(name, "labels") || !std::strcmp(name, "tags"))
@@ -79,7 +87,7 @@ class TensorRTBackend final : public Backend {
       std::size_t count = 1;
       for (int j = 0; j < d.nbDims; ++j) count *= static_cast<std::size_t>(d.d[j]);
       extra_.reserve(count * 4);
-      context_->setTensorAddress(name, extra_.ptr);
+      address(name, extra_.ptr);
     }
     check(cudaMemcpyAsync(input_.ptr, images, in_bytes, cudaMemcpyHostToDevice, stream_), "copy in");
     if (!context_->enqueueV3(stream_)) throw Error("TensorRT failed to run the engine");
@@ -98,6 +106,26 @@ class TensorRTBackend final : public Backend {
   }
 
  private:
+  // The contract's types (design.md 4): uint8 in; labels uint8 or int32, tags float32, in every precision.
+  void check_types(const std::string& path) {
+    using nvinfer1::DataType;
+    const char* input = info_.input_name.c_str();
+    if (engine_->getTensorShape(input).nbDims != 4 || engine_->getTensorDataType(input) != DataType::kUINT8)
+      throw ModelFileError(path + ": engine input '" + info_.input_name + "' is not N x H x W x 3 uint8; rebuild it from a dis-export ONNX");
+    const DataType labels = engine_->getTensorDataType("labels");
+    if (labels != DataType::kUINT8 && labels != DataType::kINT32)
+      throw ModelFileError(path + ": engine output 'labels' is not uint8 or int32; re-export the ONNX with this version's dis-export");
+    labels_int32_ = labels == DataType::kINT32;
+    for (int i = 0; i < engine_->getNbIOTensors(); ++i)
+      if (std::strcmp(engine_->getIOTensorName(i), "tags") == 0) has_tags_ = true;
+    if (has_tags_ && engine_->getTensorDataType("tags") != DataType::kFLOAT)
+      throw ModelFileError(path + ": engine output 'tags' is not float32; re-export the ONNX with this version's dis-export");
+  }
+
+  void address(const char* name, void* ptr) {
+    if (!context_->setTensorAddress(name, ptr)) throw Error(std::string("TensorRT refused the device address of '") + name + "'");
+  }
+
   ModelInfo info_;
   Logger logger_;
   std::unique_ptr<nvinfer1::IRuntime> runtime_;
@@ -106,6 +134,7 @@ class TensorRTBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   DeviceBuffer input_, labels_, tags_, extra_;
   int batch_ = 1;
+  int max_batch_ = 1;
   bool labels_int32_ = false;
   bool has_tags_ = false;
 };
@@ -115,10 +144,11 @@ class TensorRTBackend final : public Backend {
 EngineFacts tensorrt_facts() {
   cudaDeviceProp props{};
   check(cudaGetDeviceProperties(&props, 0), "cudaGetDeviceProperties (is a GPU visible?)");
-  // Python's tensorrt.__version__ ("10.3.0.30"), which the sidecar records.
-  std::string version = std::to_string(NV_TENSORRT_MAJOR) + "." + std::to_string(NV_TENSORRT_MINOR) + "." +
-                        std::to_string(NV_TENSORRT_PATCH) + "." + std::to_string(NV_TENSORRT_BUILD);
-  return {version, props.name, std::to_string(props.major) + std::to_string(props.minor)};
+  // major.minor.patch of the library linked (getInferLibVersion: MAJOR * 10000 + MINOR * 100 + PATCH from 10.x on),
+  // which is what engine_mismatch compares; Python's wheels add a build number that is not compared.
+  const int v = getInferLibVersion();
+  const std::string version = std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+  return {version, props.name, std::to_string(props.major) + std::to_string(props.minor), DISSEG_TENSORRT_FLAVOUR, std::nullopt};
 }
 
 std::unique_ptr<Backend> make_tensorrt_backend(const std::string& path, const ModelInfo& info) {

@@ -99,10 +99,24 @@ TEST(Contract, EngineSidecar) {
   auto info = disseg::read_model_info((dir / "m.engine").string());
   EXPECT_EQ(info.engine->gpu_name, "Orin");
   EXPECT_FALSE(disseg::engine_mismatch(info, {"10.3.0.30", "Orin", "87"}).has_value());
+  EXPECT_FALSE(disseg::engine_mismatch(info, {"10.3.0", "Orin", "87"}).has_value());  // C++ headers give 3 parts
   auto why = disseg::engine_mismatch(info, {"10.7.0.23", "Orin", "87"});
   ASSERT_TRUE(why.has_value());
-  EXPECT_NE(why->find("10.7.0.23"), std::string::npos);
+  EXPECT_NE(why->find("10.7.0"), std::string::npos);
   EXPECT_TRUE(disseg::engine_mismatch(info, {"10.3.0.30", "Thor", "87"}).has_value());
+  EXPECT_TRUE(disseg::engine_mismatch(info, {"10.3.0", "Orin", "87", "tensorrt_rtx"}).has_value());
+  EXPECT_EQ(disseg::short_version("10.13.3.9"), "10.13.3");
+  EXPECT_EQ(disseg::short_version("1.7"), "1.7");
+  // An ahead-of-time TensorRT for RTX engine: any GPU of its compute capability, and its DLA-less facts.
+  v["extra"] = {{"engine", {{"tensorrt_version", "1.7.1"}, {"gpu_name", nullptr}, {"compute_capability", "86"},
+                            {"flavour", "tensorrt_rtx"}, {"dla_core", nullptr}}}};
+  write_bytes(dir / "m.engine.json", json{{"disseg", v}}.dump());
+  auto rtx = disseg::read_model_info((dir / "m.engine").string());
+  EXPECT_TRUE(rtx.engine->gpu_name.empty());
+  EXPECT_FALSE(rtx.engine->dla_core.has_value());
+  EXPECT_FALSE(disseg::engine_mismatch(rtx, {"1.7.1.116", "NVIDIA GeForce RTX 3090", "86", "tensorrt_rtx"}).has_value());
+  EXPECT_TRUE(disseg::engine_mismatch(rtx, {"1.7.1", "NVIDIA GeForce RTX 4090", "89", "tensorrt_rtx"}).has_value());
+  EXPECT_TRUE(disseg::engine_mismatch(rtx, {"1.7.1", "NVIDIA GeForce RTX 3090", "86"}).has_value());
   write_bytes(dir / "m.engine.json", "{\"disseg\": ");
   EXPECT_THROW(disseg::read_model_info((dir / "m.engine").string()), ModelFileError);
 }

@@ -32,10 +32,15 @@ class DISSEG_API BadInput : public Error {  // a frame, option or source the run
 };
 
 struct EngineFacts {  // what makes a TensorRT engine valid on one TensorRT version and GPU only
-  std::string tensorrt_version;
-  std::string gpu_name;
-  std::string compute_capability;  // "87" for sm_87
+  std::string tensorrt_version;     // compared on major.minor.patch
+  std::string gpu_name;             // empty: built ahead of time (TensorRT for RTX) for any GPU of this compute capability
+  std::string compute_capability;   // "87" for sm_87
+  std::string flavour = "tensorrt";  // or "tensorrt_rtx"
+  std::optional<int> dla_core;      // the DLA core the engine was built for (Jetson)
 };
+
+// "10.3.0.30" -> "10.3.0": Python's wheels and the C++ headers agree on major.minor.patch only.
+DISSEG_API std::string short_version(const std::string& version);
 
 struct DISSEG_API ModelInfo {
   std::string input_name;

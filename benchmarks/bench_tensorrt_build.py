@@ -1,0 +1,91 @@
+"""Which export kinds NVIDIA's builder takes, engine sizes, and export / ahead-of-time build times against t.
+
+Builds with TensorRT for RTX on this machine's CPU, ahead of time for one compute capability (no GPU
+needed); the engines cannot be run here. Export and build are timed in this process, one after the other.
+
+    python benchmarks/bench_tensorrt_build.py RUN/best.pt --data DATA --json benchmarks/results/tensorrt_build.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+
+from disseg.calibration.quantize import calibrate
+from disseg.calibration.reader import frames_from_data
+from disseg.export.onnx_export import export_checkpoint, save
+from disseg.runtime.contract import read_model_info
+from disseg.runtime.engine_cache import build_engine, import_trt
+from disseg.train.checkpoint import model_from_checkpoint
+
+FLOAT_KINDS = [  # (name, iters, fp16, batch or None for dynamic)
+    ("t0", 0, False, 1), ("t1", 1, False, 1), ("t3", 3, False, 1), ("t5", 5, False, 1),
+    ("t0_fp16", 0, True, 1), ("t3_fp16", 3, True, 1), ("t5_fp16", 5, True, 1),
+    ("t3_batch2", 3, False, 2), ("t3_dynamic", 3, False, None),
+]
+
+
+def build(path: Path, arch: str) -> dict:
+    start = time.perf_counter()
+    try:
+        build_engine(path, path.with_suffix(".engine"), gpu_arch=arch)
+    except Exception as err:  # a refusal is a result here
+        return {"builds": False, "error": str(err)[:300]}
+    seconds = time.perf_counter() - start
+    return {"builds": True, "build_s": round(seconds, 2), "engine_mb": round(path.with_suffix(".engine").stat().st_size / 1e6, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--data", type=Path, required=True, help="data set for INT8 calibration")
+    ap.add_argument("--gpu-arch", default="sm86")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    trt = import_trt("tensorrt_rtx")
+    net, _ = model_from_checkpoint(args.checkpoint)
+    size = net.cfg.size
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, iters, fp16, batch in FLOAT_KINDS:
+            proto, info, seconds = export_checkpoint(net, args.checkpoint, iters=iters, height=size, width=size, batch=batch,
+                                                     outputs=("labels", "scores", "tags"), fp16=fp16)
+            path = Path(tmp) / f"{name}.onnx"
+            save(proto, path)
+            rows.append({"kind": name, "iters": iters, "precision": info.precision, "batch": batch or "dynamic (1..8)",
+                         "export_s": round(seconds, 2), "onnx_mb": round(path.stat().st_size / 1e6, 2), **build(path, args.gpu_arch)})
+            print(rows[-1], flush=True)
+        fp32 = Path(tmp) / "t3.onnx"
+        calib = frames_from_data(args.data, "train", size, size, 32)
+        for target in ("tensorrt", "cpu"):
+            start = time.perf_counter()
+            model, _ = calibrate(onnx.load(fp32), read_model_info(fp32), calib, calib[-8:], data=None, target=target,
+                                 method="minmax", max_drop=100.0)
+            seconds = time.perf_counter() - start
+            path = Path(tmp) / f"t3_int8_{target}.onnx"
+            onnx.save(model, path)
+            rows.append({"kind": f"t3_int8_{target}", "iters": 3, "precision": "int8", "batch": 1, "calibrate_s": round(seconds, 2),
+                         "onnx_mb": round(path.stat().st_size / 1e6, 2), **build(path, args.gpu_arch)})
+            print(rows[-1], flush=True)
+    result = {"checkpoint": str(args.checkpoint), "backbone": net.cfg.backbone, "stages": net.cfg.stages, "size": size,
+              "builder": f"tensorrt_rtx {trt.__version__}", "gpu_arch": args.gpu_arch, "machine": f"{platform.machine()}, "
+              f"{__import__('os').cpu_count()} CPUs, no GPU", "rows": rows}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    print("| kind | precision | batch | export (s) | ONNX (MB) | builds | AOT build (s) | engine (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['kind']} | {r['precision']} | {r['batch']} | {r.get('export_s', r.get('calibrate_s'))} | {r['onnx_mb']} | "
+              f"{'yes' if r['builds'] else 'NO'} | {r.get('build_s', '-')} | {r.get('engine_mb', '-')} |")
+
+
+if __name__ == "__main__":
+    main()
