@@ -46,15 +46,20 @@ def main() -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--data", type=Path, required=True, help="data set for INT8 calibration")
     ap.add_argument("--gpu-arch", default="sm86")
+    ap.add_argument("--size", type=int, help="export size [default: the checkpoint's]")
+    ap.add_argument("--kinds", help="comma list of kinds to run [default: all, INT8 included]")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     trt = import_trt("tensorrt_rtx")
     net, _ = model_from_checkpoint(args.checkpoint)
-    size = net.cfg.size
+    size = args.size or net.cfg.size
+    kinds = set(args.kinds.split(",")) if args.kinds else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, iters, fp16, batch in FLOAT_KINDS:
+            if kinds is not None and name not in kinds:
+                continue
             proto, info, seconds = export_checkpoint(net, args.checkpoint, iters=iters, height=size, width=size, batch=batch,
                                                      outputs=("labels", "scores", "tags"), fp16=fp16)
             path = Path(tmp) / f"{name}.onnx"
@@ -64,7 +69,7 @@ def main() -> None:
             print(rows[-1], flush=True)
         fp32 = Path(tmp) / "t3.onnx"
         calib = frames_from_data(args.data, "train", size, size, 32)
-        for target in ("tensorrt", "cpu"):
+        for target in [t for t in ("tensorrt", "cpu") if kinds is None or f"t3_int8_{t}" in kinds]:
             start = time.perf_counter()
             model, _ = calibrate(onnx.load(fp32), read_model_info(fp32), calib, calib[-8:], data=None, target=target,
                                  method="minmax", max_drop=100.0)

@@ -38,14 +38,35 @@ def export_graph(model: DIS, iters: int, *, height: int, width: int, batch: int 
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     """FP16 compute for the feature extractor only, through onnxconverter-common: the refinement update
     (whose per-pixel gradients are ~1e-5 and underflow in FP16), the heads and the final logits compute
-    in FP32. The converter stores every weight as FP16 and casts it up for the FP32 nodes; inputs and
-    outputs keep their types."""
+    in FP32, from FP32 weights and constants; inputs and outputs keep their types."""
     from onnxconverter_common import float16
 
+    originals = {t.name: onnx.TensorProto.FromString(t.SerializeToString()) for t in proto.graph.initializer
+                 if t.data_type == onnx.TensorProto.FLOAT}
     blocked = [n.name for n in proto.graph.node if not in_feature_extractor(n)]
     converted = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=blocked,
                                                  disable_shape_infer=False)
-    return keep_float_between_float_nodes(converted)
+    return keep_float_between_float_nodes(restore_float_initializers(converted, originals))
+
+
+def restore_float_initializers(proto: onnx.ModelProto, originals: dict[str, onnx.TensorProto]) -> onnx.ModelProto:
+    """The converter stores every initializer as FP16, clamped to +-1e4, and casts it back up for FP32 nodes:
+    at 512 px the energy's normaliser 3hw = 12288 became 10000 and every refinement step 23% too long. An
+    initializer that only FP32 nodes read (through Casts to float) gets its FP32 original back; the Casts
+    become no-ops."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    value_info = {v.name: v for v in proto.graph.value_info}
+    for i, tensor in enumerate(proto.graph.initializer):
+        users = readers.get(tensor.name, [])
+        to_float = all(u.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in u.attribute) for u in users)
+        if tensor.data_type == onnx.TensorProto.FLOAT16 and tensor.name in originals and users and to_float:
+            proto.graph.initializer[i].CopyFrom(originals[tensor.name])
+            if tensor.name in value_info:
+                value_info[tensor.name].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return proto
 
 
 def keep_float_between_float_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:

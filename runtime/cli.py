@@ -24,6 +24,8 @@ def source_options(func):
         click.option("--rtsp", help="RTSP/HTTP stream URL (reconnects when it drops)"),
         click.option("--gst", help="raw GStreamer pipeline ending in appsink"),
         click.option("--csi", type=click.IntRange(0), help="Jetson CSI camera sensor id (nvarguscamerasrc)"),
+        click.option("--max-reconnects", default=10, show_default=True, type=click.IntRange(0),
+                     help="a live source that drops is reopened this many times in a row before giving up"),
     ]):
         func = option(func)
     return func
@@ -45,7 +47,7 @@ def source_options(func):
               help="ONNX Runtime CPU threads (0: all cores); leave a core free for capture and rendering on small CPUs")
 @click.option("--loop", "loops", default=1, show_default=True, type=click.IntRange(1), help="play a video or image folder this many times")
 @handle_errors
-def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks, stats_path, view, alpha, legend, no_display,
+def run_cli(model, camera, video, images, rtsp, gst, csi, max_reconnects, backend, output, masks, stats_path, view, alpha, legend, no_display,
             max_frames, threads, loops) -> None:
     setup_logging()
     _quiet_opencv()
@@ -64,7 +66,7 @@ def run_cli(model, camera, video, images, rtsp, gst, csi, backend, output, masks
             log.warning("no display here; running headless (pass --no-display to silence this)")
     if window is None and output is None and masks is None and stats_path is None:
         raise BadInput("nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)")
-    src = open_source(camera=camera, video=video, images=images, rtsp=rtsp, gst=gst, csi=csi)
+    src = open_source(camera=camera, video=video, images=images, rtsp=rtsp, gst=gst, csi=csi, max_reconnects=max_reconnects)
     with Segmenter(model, backend=backend, threads=threads) as seg:
         log.info("%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s", model.name, seg.info.precision,
                  seg.info.input_height, seg.info.input_width, seg.info.num_classes, seg.info.iterations,

@@ -44,7 +44,55 @@ def csi_pipeline(sensor: int, *, width: int = 1280, height: int = 720, fps: int 
 def _require_gstreamer(what: str) -> None:
     if not gstreamer_available():
         raise SourceError(f"{what} needs OpenCV built with GStreamer, and this one is not; on a Jetson use JetPack's "
-                          f"python3-opencv (uninstall opencv-python from pip), elsewhere build OpenCV with -DWITH_GSTREAMER=ON")
+                          f"python3-opencv (pip uninstall opencv-python-headless opencv-python), elsewhere build OpenCV "
+                          f"with -DWITH_GSTREAMER=ON")
+
+
+def redact(url: str) -> str:
+    """rtsp://admin:secret@host/live -> rtsp://admin:***@host/live: camera credentials never reach a message,
+    a log line or a file."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
+
+
+def gstreamer_element(name: str) -> bool:
+    """Whether this machine's GStreamer has an element (gst-inspect-1.0 --exists); False without GStreamer tools."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("gst-inspect-1.0")
+    if tool is None:
+        return False
+    try:
+        return subprocess.run([tool, "--exists", name], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def rtsp_pipeline(url: str, *, hardware_decoder: bool) -> str:
+    """A GStreamer pipeline for an RTSP stream ending in BGR frames for OpenCV: Jetson's hardware H.264 decoder
+    (nvv4l2decoder) where it exists, decodebin (avdec_h264, ...) elsewhere. Late frames are dropped at the sink."""
+    source = f'rtspsrc location="{url}" latency=200 ! '
+    decode = ("rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! " if hardware_decoder
+              else "decodebin ! ")
+    return source + decode + "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false"
+
+
+def open_stream(url: str, *, max_reconnects: int = 10) -> "LiveSource":
+    """An RTSP/HTTP stream: through GStreamer when OpenCV has it and the URL is RTSP, else FFmpeg."""
+    if not url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        raise BadInput(f"--rtsp {redact(url)!r}: expected a URL such as rtsp://host:554/stream")
+    description = f"stream {redact(url)}"
+    if url.startswith(("rtsp://", "rtsps://")) and gstreamer_available():
+        pipeline = rtsp_pipeline(url, hardware_decoder=gstreamer_element("nvv4l2decoder"))
+        return LiveSource(pipeline, api=cv2.CAP_GSTREAMER, description=description + " (GStreamer)", max_reconnects=max_reconnects)
+    return LiveSource(url, api=cv2.CAP_FFMPEG, description=description, max_reconnects=max_reconnects)
 
 
 class Source:
@@ -207,7 +255,7 @@ class Looped(Source):
 
 
 def open_source(*, camera: int | None = None, video: str | None = None, images: str | None = None, rtsp: str | None = None,
-                gst: str | None = None, csi: int | None = None) -> Source:
+                gst: str | None = None, csi: int | None = None, max_reconnects: int = 10) -> Source:
     """Open exactly one source. Raises BadInput (SourceError) with how to fix it."""
     given = [n for n, v in (("--camera", camera), ("--video", video), ("--images", images), ("--rtsp", rtsp), ("--gst", gst), ("--csi", csi)) if v is not None]
     if len(given) != 1:
@@ -218,13 +266,11 @@ def open_source(*, camera: int | None = None, video: str | None = None, images: 
     if video is not None:
         return VideoSource(video)
     if camera is not None:
-        return LiveSource(camera, description=f"camera {camera}")
+        return LiveSource(camera, description=f"camera {camera}", max_reconnects=max_reconnects)
     if rtsp is not None:
-        if not rtsp.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-            raise BadInput(f"--rtsp {rtsp!r}: expected a URL such as rtsp://host:554/stream")
-        return LiveSource(rtsp, api=cv2.CAP_FFMPEG, description=f"stream {rtsp}")
+        return open_stream(rtsp, max_reconnects=max_reconnects)
     if gst is not None:
         _require_gstreamer("--gst")
-        return LiveSource(gst, api=cv2.CAP_GSTREAMER, description="GStreamer pipeline")
+        return LiveSource(gst, api=cv2.CAP_GSTREAMER, description="GStreamer pipeline", max_reconnects=max_reconnects)
     _require_gstreamer("--csi")
-    return LiveSource(csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}")
+    return LiveSource(csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}", max_reconnects=max_reconnects)

@@ -90,6 +90,28 @@ def test_fp16_keeps_refinement_and_logits_fp32(tiny_run, tmp_path):
     assert read_model_info(out).precision == "fp16"
 
 
+def test_fp16_keeps_the_refinement_weights_and_constants_exact(net):
+    """At 512 px the energy's normaliser 3hw is 12288, past the FP16 converter's clamp (1e4): every initializer
+    the FP32 part reads must hold the FP32 export's value, and no tensor between FP32 nodes is stored in FP16."""
+    from onnx import numpy_helper
+
+    from disseg.calibration.scopes import in_feature_extractor
+
+    fp32 = export_graph(net, 3, height=512, width=512, batch=1, outputs=("labels", "scores", "tags"), fp16=False)
+    fp16 = export_graph(net, 3, height=512, width=512, batch=1, outputs=("labels", "scores", "tags"), fp16=True)
+    reference = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    kept = [t for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    assert any(np.array_equal(numpy_helper.to_array(t), np.float32(3 * 64 * 64)) for t in kept)
+    for tensor in kept:
+        assert np.array_equal(numpy_helper.to_array(tensor), reference[tensor.name]), tensor.name
+    readers = {}
+    for node in fp16.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    halves = [n for n in fp16.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
+    assert all(any(in_feature_extractor(r) and r.op_type != "Cast" for r in readers.get(n.output[0], [])) for n in halves)
+
+
 def test_exported_model_scores_like_the_checkpoint(tiny_run, tiny_data, tmp_path):
     out = tmp_path / "m.onnx"
     run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "1", "-o", str(out), check=True)

@@ -10,12 +10,25 @@
 # this and pass -DONNXRUNTIME_ROOT=<its folder> to CMake directly.
 #
 #   usage: onnxruntime-from-registries.sh DEST [PYTHON]
+# The Debian mirror is this machine's own (its apt sources), or $DEBIAN_MIRROR.
 set -euo pipefail
 
+apt_mirror() {  # the first non-security Debian URI of the apt sources (deb822 .sources files, then one-line .list files)
+    local etc=${APT_ETC:-/etc/apt}
+    {
+        grep -hs '^URIs:' "$etc"/sources.list.d/*.sources | awk '{for (i = 2; i <= NF; i++) print $i}'
+        grep -hsE '^deb ' "$etc"/sources.list "$etc"/sources.list.d/*.list |
+            awk '{for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) {print $i; break}}'
+    } | grep -v -- '-security' | head -1 || true
+}
+
+if [ "${1:-}" = --print-mirror ]; then apt_mirror; exit 0; fi
 dest=${1:?usage: $0 DEST [PYTHON]}
 python=${2:-python3}
 suite=trixie
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
+[ -n "$mirror" ] || { echo "no Debian mirror found in /etc/apt/sources.list*; set DEBIAN_MIRROR to one" >&2; exit 2; }
+mirror=${mirror%/}
 
 lib=$("$python" - <<'EOF'
 import glob, os, sys
