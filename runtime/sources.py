@@ -62,7 +62,8 @@ def redact(url: str) -> str:
 
 
 def gstreamer_element(name: str) -> bool:
-    """Whether this machine's GStreamer has an element (gst-inspect-1.0 --exists); False without GStreamer tools."""
+    """Whether this machine's GStreamer has an element (gst-inspect-1.0 --exists, from gstreamer1.0-tools); False
+    without the tool."""
     import shutil
     import subprocess
 
@@ -85,12 +86,16 @@ def rtsp_pipeline(url: str, *, hardware_decoder: bool) -> str:
 
 
 def open_stream(url: str, *, max_reconnects: int = 10) -> "LiveSource":
-    """An RTSP/HTTP stream: through GStreamer when OpenCV has it and the URL is RTSP, else FFmpeg."""
+    """An RTSP/HTTP stream: through GStreamer when OpenCV has it, the URL is RTSP and GStreamer has rtspsrc and a
+    decoder, else FFmpeg."""
     if not url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
         raise BadInput(f"--rtsp {redact(url)!r}: expected a URL such as rtsp://host:554/stream")
     description = f"stream {redact(url)}"
-    if url.startswith(("rtsp://", "rtsps://")) and gstreamer_available():
-        pipeline = rtsp_pipeline(url, hardware_decoder=gstreamer_element("nvv4l2decoder"))
+    # Only where GStreamer can build the pipeline: OpenCV waits forever on one that lacks its source element.
+    hardware = gstreamer_element("nvv4l2decoder")
+    if (url.startswith(("rtsp://", "rtsps://")) and gstreamer_available() and gstreamer_element("rtspsrc")
+            and (hardware or gstreamer_element("decodebin"))):
+        pipeline = rtsp_pipeline(url, hardware_decoder=hardware)
         return LiveSource(pipeline, api=cv2.CAP_GSTREAMER, description=description + " (GStreamer)", max_reconnects=max_reconnects)
     return LiveSource(url, api=cv2.CAP_FFMPEG, description=description, max_reconnects=max_reconnects)
 

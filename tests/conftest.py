@@ -6,13 +6,18 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+SECRET = "S3cretPass"  # a camera password that must never appear in any output
 BIN = Path(sys.executable).parent
 
 
@@ -91,3 +96,45 @@ def pytest_runtest_setup(item):
 
         if cuda_device_count() == 0:
             pytest.skip("needs a CUDA GPU (none visible)")
+
+
+class _Once(SimpleHTTPRequestHandler):
+    """Serves each file once, then 404: a camera that drops and does not come back."""
+
+    served: set = set()
+
+    def do_GET(self):
+        if self.path in self.served:
+            self.send_error(404)
+            return
+        self.served.add(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def http_stream(tmp_path):
+    """http://admin:SECRET@127.0.0.1:PORT/clip.avi: 10 MJPEG frames, served once (a stream that drops for good)."""
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    writer = cv2.VideoWriter(str(folder / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 64))
+    for i in range(10):
+        writer.write(np.full((64, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    _Once.served = set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Once, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://admin:{SECRET}@127.0.0.1:{server.server_address[1]}/clip.avi"
+    server.shutdown()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,19 +3,10 @@ its password replaced (rtsp://admin:***@host/live). The stream is real: a video 
 127.0.0.1 (what --rtsp also takes), so dis-run opens it, sees it drop, fails to reconnect and gives up."""
 from __future__ import annotations
 
-import socket
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-import cv2
-import numpy as np
 import pytest
 
 from disseg.runtime.sources import redact, rtsp_pipeline
-from tests.conftest import run_cmd
-
-SECRET = "S3cretPass"
+from tests.conftest import SECRET, closed_port, run_cmd
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -37,45 +28,8 @@ def test_rtsp_pipelines_pick_the_decoder():
     assert all(p.startswith('rtspsrc location="rtsp://h/live"') and p.endswith("sync=false") for p in (hw, sw))
 
 
-class _Once(SimpleHTTPRequestHandler):
-    """Serves each file once, then 404: a camera that drops and does not come back."""
-
-    served: set = set()
-
-    def do_GET(self):
-        if self.path in self.served:
-            self.send_error(404)
-            return
-        self.served.add(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture()
-def http_stream(tmp_path):
-    clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 64))
-    for i in range(10):
-        writer.write(np.full((64, 64, 3), 20 * i, np.uint8))
-    writer.release()
-    _Once.served = set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Once, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://admin:{SECRET}@127.0.0.1:{server.server_address[1]}/clip.avi"
-    server.shutdown()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_open_failure_hides_the_password(tiny_onnx, tmp_path):
-    url = f"rtsp://admin:{SECRET}@127.0.0.1:{_closed_port()}/live"
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:{closed_port()}/live"
     proc = run_cmd("dis-run", str(tiny_onnx), "--rtsp", url, "--no-display", "--stats", str(tmp_path / "s.json"), timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert f"rtsp://admin:***@127.0.0.1" in proc.stderr and SECRET not in proc.stderr + proc.stdout

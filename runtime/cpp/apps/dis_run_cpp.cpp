@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <csignal>
 #include <deque>
@@ -290,6 +291,32 @@ void require_gstreamer(const std::string& what) {
                            "elsewhere build OpenCV with -DWITH_GSTREAMER=ON");
 }
 
+// rtsp://admin:secret@host/live -> rtsp://admin:***@host/live: credentials never reach a message or log line.
+std::string redact(const std::string& url) {
+  const auto scheme = url.find("://");
+  if (scheme == std::string::npos) return url;
+  const auto start = scheme + 3;
+  const auto slash = url.find('/', start);
+  const std::string authority = url.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+  const auto at = authority.rfind('@');
+  if (at == std::string::npos) return url;
+  const std::string user = authority.substr(0, std::min(authority.find(':'), at));
+  return url.substr(0, start) + user + ":***@" + authority.substr(at + 1) + (slash == std::string::npos ? "" : url.substr(slash));
+}
+
+// Whether this machine's GStreamer has an element (gst-inspect-1.0 --exists, gstreamer1.0-tools); false without the tool.
+bool gstreamer_element(const std::string& name) {
+  const std::string command = "gst-inspect-1.0 --exists " + name + " > /dev/null 2>&1";
+  return std::system(command.c_str()) == 0;
+}
+
+// RTSP through GStreamer: Jetson's hardware H.264 decoder where it exists, decodebin elsewhere (as dis-run).
+std::string rtsp_pipeline(const std::string& url, bool hardware_decoder) {
+  return "rtspsrc location=\"" + url + "\" latency=200 ! " +
+         (hardware_decoder ? "rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! " : "decodebin ! ") +
+         "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false";
+}
+
 std::string csi_pipeline(int sensor, int width = 1280, int height = 720, int fps = 30) {
   return "nvarguscamerasrc sensor-id=" + std::to_string(sensor) + " ! video/x-raw(memory:NVMM),width=" + std::to_string(width) +
          ",height=" + std::to_string(height) + ",framerate=" + std::to_string(fps) +
@@ -299,7 +326,20 @@ std::string csi_pipeline(int sensor, int width = 1280, int height = 720, int fps
 struct SourceArgs {
   std::optional<int> camera, csi;
   std::optional<std::string> video, images, rtsp, gst;
+  int max_reconnects = 10;
 };
+
+std::unique_ptr<Source> open_stream(const std::string& url, int max_reconnects) {
+  if (url.rfind("rtsp://", 0) && url.rfind("rtsps://", 0) && url.rfind("http://", 0) && url.rfind("https://", 0))
+    throw disseg::BadInput("--rtsp '" + redact(url) + "': expected a URL such as rtsp://host:554/stream");
+  const std::string description = "stream " + redact(url);
+  // Only where GStreamer can build the pipeline: OpenCV 4.6 waits forever on one that lacks its source element.
+  const bool hardware = gstreamer_element("nvv4l2decoder");
+  if (url.rfind("http", 0) != 0 && gstreamer_available() && gstreamer_element("rtspsrc") && (hardware || gstreamer_element("decodebin")))
+    return std::make_unique<LiveSource>(rtsp_pipeline(url, hardware), 0, cv::CAP_GSTREAMER,
+                                        description + " (GStreamer)", max_reconnects);
+  return std::make_unique<LiveSource>(url, 0, cv::CAP_FFMPEG, description, max_reconnects);
+}
 
 std::unique_ptr<Source> open_source(const SourceArgs& a) {
   std::vector<std::string> given;
@@ -317,19 +357,16 @@ std::unique_ptr<Source> open_source(const SourceArgs& a) {
   }
   if (a.images) return std::make_unique<ImageSource>(*a.images);
   if (a.video) return std::make_unique<VideoSource>(*a.video);
-  if (a.camera) return std::make_unique<LiveSource>("", *a.camera, cv::CAP_ANY, "camera " + std::to_string(*a.camera));
-  if (a.rtsp) {
-    const std::string& url = *a.rtsp;
-    if (url.rfind("rtsp://", 0) && url.rfind("rtsps://", 0) && url.rfind("http://", 0) && url.rfind("https://", 0))
-      throw disseg::BadInput("--rtsp '" + url + "': expected a URL such as rtsp://host:554/stream");
-    return std::make_unique<LiveSource>(url, 0, cv::CAP_FFMPEG, "stream " + url);
-  }
+  if (a.camera)
+    return std::make_unique<LiveSource>("", *a.camera, cv::CAP_ANY, "camera " + std::to_string(*a.camera), a.max_reconnects);
+  if (a.rtsp) return open_stream(*a.rtsp, a.max_reconnects);
   if (a.gst) {
     require_gstreamer("--gst");
-    return std::make_unique<LiveSource>(*a.gst, 0, cv::CAP_GSTREAMER, "GStreamer pipeline");
+    return std::make_unique<LiveSource>(*a.gst, 0, cv::CAP_GSTREAMER, "GStreamer pipeline", a.max_reconnects);
   }
   require_gstreamer("--csi");
-  return std::make_unique<LiveSource>(csi_pipeline(*a.csi), 0, cv::CAP_GSTREAMER, "CSI camera " + std::to_string(*a.csi));
+  return std::make_unique<LiveSource>(csi_pipeline(*a.csi), 0, cv::CAP_GSTREAMER, "CSI camera " + std::to_string(*a.csi),
+                                      a.max_reconnects);
 }
 
 // An MP4 written to a temp file and renamed on close, so an interrupted run still leaves a playable file.
@@ -496,6 +533,8 @@ int run(int argc, char** argv) {
   app.add_option("--rtsp", src.rtsp, "RTSP/HTTP stream URL (reconnects when it drops)");
   app.add_option("--gst", src.gst, "raw GStreamer pipeline ending in appsink");
   app.add_option("--csi", src.csi, "Jetson CSI camera sensor id (nvarguscamerasrc)")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-reconnects", src.max_reconnects, "a live source that drops is reopened this many times in a row")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--backend", backend, "auto | onnxruntime | tensorrt")->check(CLI::IsMember({"auto", "onnxruntime", "tensorrt"}));
   app.add_option("--output", output, "write the rendered view to this video file");
   app.add_option("--masks", masks, "write one palette PNG of labels per frame here");
