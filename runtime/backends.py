@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .deps import onnxruntime_conflict
 from .errors import BadInput, DisError, ModelFileError
 
 log = logging.getLogger("disseg.runtime")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 
@@ -87,6 +89,9 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         path = Path(path)
+        conflict = onnxruntime_conflict()
+        if conflict:
+            log.warning("%s", conflict)
         chosen = providers or ort_providers(path, ort.get_available_providers(), precision=precision)
         options = ort.SessionOptions()
         options.log_severity_level = 3

@@ -10,7 +10,7 @@ import numpy as np
 
 from .cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from .errors import BadInput
-from .segmenter import BACKENDS
+from .backends import BACKENDS
 
 log = logging.getLogger("disseg.run")
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import click
 
 from .atomic import atomic_write_text
+from .deps import OPENCV_MISSING
 from .errors import BadInput, DisError
 
 
@@ -30,6 +31,11 @@ def handle_errors(func: Callable) -> Callable:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except ModuleNotFoundError as err:
+            if err.name != "cv2":
+                raise
+            click.echo(f"error: {OPENCV_MISSING}", err=True)
+            sys.exit(2)
 
     return wrapper
 

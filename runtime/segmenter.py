@@ -9,14 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, tensorrt_available
+from .backends import BACKENDS, Backend, OnnxRuntimeBackend, TensorRTBackend, tensorrt_available
 from .contract import ModelInfo, file_sha256, read_model_info
 from .engine_cache import FLAVOUR_NAMES, build_engine, built_for, cached_engine_path, cuda_device_count, mismatch, read_sidecar, this_machine
 from .errors import BadInput, DisError, ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
 log = logging.getLogger("disseg.runtime")
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 @dataclass

@@ -184,6 +184,9 @@ def test_engine_needs_a_gpu_to_run_and_says_so(exported, tmp_path):
     proc = run_cmd("dis-run", str(engine), "--images", str(tmp_path), "--no-display", "--stats", str(tmp_path / "s.json"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no CUDA GPU is visible" in proc.stderr.strip().splitlines()[-1]
+    doctor = run_cmd("dis-doctor", str(engine), "--json")
+    report = json.loads(doctor.stdout)
+    assert doctor.returncode == 1 and "no CUDA GPU is visible" in report["check"]["backends"]["tensorrt"]["error"]
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -1,0 +1,251 @@
+"""dis-doctor: what this machine can run, in one report to read first and to paste into a bug report.
+
+Every probe runs on its own and, where it cannot, says why in one line; the command never fails on a
+probe. Exit 0 when MODEL (or, without one, a bundled tiny ONNX check) runs on some backend here, 1 if not.
+"""
+from __future__ import annotations
+
+import base64
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .cli_util import handle_errors
+from .deps import OPENCV_MISSING, installed, onnxruntime_conflict, opencv_wheels
+
+# uint8 image 1x4x4x3 -> Cast -> ReduceMax -> Cast -> uint8 "labels": a 180-byte ONNX model (opset 17) that
+# checks ONNX Runtime without any model file. Made with onnx.helper; 7 everywhere in gives 7 out.
+TINY_ONNX = base64.b64decode(
+    "CAgSBmRpc3NlZzqhAQobCgVpbWFnZRIBeCIEQ2FzdCoJCgJ0bxgBoAECCiIKAXgSAW0iCVJlZHVjZU1heCoPCghrZWVwZGltcxgAoAECChwKAW0SBmxhYmVs"
+    "cyIEQ2FzdCoJCgJ0bxgCoAECEg1kaXNzZWdfZG9jdG9yWh8KBWltYWdlEhYKFAgCEhAKAggBCgIIBAoCCAQKAggDYhAKBmxhYmVscxIGCgQIAhIAQgQKABAR")
+GST_ELEMENTS = ("nvarguscamerasrc", "nvv4l2decoder", "nvvidconv", "rtspsrc", "decodebin", "avdec_h264", "appsink")
+
+
+def probe(func: Callable[[], Any]) -> Any:
+    """Run one probe; a failure becomes {"error": one line}."""
+    try:
+        return func()
+    except Exception as err:  # a probe reports, it never stops the report
+        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}".strip()}
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").strip("\x00 \n")
+    except OSError:
+        return None
+
+
+def system_info() -> dict:
+    return {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
+            "machine": platform.machine(), "disseg": installed("disseg"), "numpy": installed("numpy")}
+
+
+def jetson_info() -> dict | None:
+    """Jetson model and L4T release (and JetPack, when its meta-package is installed); None off a Jetson."""
+    release = _read("/etc/nv_tegra_release")
+    if release is None:
+        return None
+    info = {"model": _read("/proc/device-tree/model"), "l4t": release.splitlines()[0]}
+    if shutil.which("dpkg-query"):
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True, text=True, timeout=10)
+        info["jetpack"] = out.stdout.strip() or "nvidia-jetpack not installed"
+    return info
+
+
+def opencv_info() -> dict:
+    try:
+        import cv2
+    except ImportError:
+        return {"error": OPENCV_MISSING}
+    flags = {}
+    for line in cv2.getBuildInformation().splitlines():
+        key, _, value = line.strip().partition(":")
+        if key in ("GStreamer", "FFMPEG", "NVIDIA CUDA", "V4L/V4L2"):
+            flags[key] = value.strip()
+    wheels = opencv_wheels()
+    info = {"version": cv2.__version__, "file": getattr(cv2, "__file__", None), "build": flags, "pip_wheels": wheels}
+    if wheels and jetson_info() is not None:
+        info["warning"] = (f"pip's {', '.join(wheels)} shadows JetPack's OpenCV (GStreamer, --csi); "
+                           f"pip uninstall -y {' '.join(wheels)}")
+    return info
+
+
+def onnxruntime_info() -> dict:
+    info: dict = {"onnxruntime": installed("onnxruntime"), "onnxruntime-gpu": installed("onnxruntime-gpu")}
+    conflict = onnxruntime_conflict()
+    if conflict:
+        info["warning"] = conflict
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        info["error"] = "ONNX Runtime is not installed: pip install 'disseg[runtime]' (CPU) or 'disseg[gpu]'"
+        return info
+    info["version"], info["providers"] = ort.__version__, ort.get_available_providers()
+    return info
+
+
+def tensorrt_info() -> dict:
+    from .engine_cache import FLAVOURS, import_trt
+
+    info: dict = {}
+    for flavour in FLAVOURS:
+        found = probe(lambda f=flavour: import_trt(f).__version__)
+        info[flavour] = found if isinstance(found, str) else None
+    info["cuda-python"] = installed("cuda-python") or installed("cuda-bindings")
+    return info
+
+
+def gpu_info() -> dict:
+    """Name, compute capability and driver of each CUDA device, through cuda-python or nvidia-smi."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        cudart = None
+    if cudart is not None:
+        err, count = cudart.cudaGetDeviceCount()
+        if int(err) == 0:
+            _, driver = cudart.cudaDriverGetVersion()
+            devices = []
+            for i in range(count):
+                _, props = cudart.cudaGetDeviceProperties(i)
+                name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+                devices.append({"name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}",
+                                "memory_gib": round(props.totalGlobalMem / 2**30, 1)})
+            return {"driver_cuda": f"{driver // 1000}.{driver % 1000 // 10}", "devices": devices}
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        rows = [r.split(", ") for r in out.stdout.strip().splitlines() if r]
+        return {"devices": [{"name": r[0], "compute_capability": r[1], "driver": r[2]} for r in rows if len(r) == 3]}
+    return {"devices": [], "note": "no CUDA GPU visible (no cuda-python device, no nvidia-smi)"}
+
+
+def gstreamer_info() -> dict | None:
+    """The GStreamer elements dis-run's pipelines use; None when neither OpenCV nor the machine has GStreamer."""
+    from .sources import gstreamer_available, gstreamer_element
+
+    opencv_has = probe(gstreamer_available)
+    if shutil.which("gst-inspect-1.0") is None:
+        return {"opencv_has_gstreamer": opencv_has, "elements": "gst-inspect-1.0 not found (apt install gstreamer1.0-tools)"}
+    return {"opencv_has_gstreamer": opencv_has, "elements": {e: gstreamer_element(e) for e in GST_ELEMENTS}}
+
+
+def cpp_info() -> dict:
+    """libdisseg, if built: $DISSEG_CPP_BUILD, then the linker's cache."""
+    build = os.environ.get("DISSEG_CPP_BUILD")
+    found = sorted(glob.glob(str(Path(build) / "libdisseg.so*"))) if build else []
+    if not found and shutil.which("ldconfig"):
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+        found = [line.split("=>")[-1].strip() for line in out.splitlines() if "libdisseg.so" in line]
+    return {"libdisseg": found[0] if found else None}
+
+
+def cameras() -> list[str]:
+    return sorted(glob.glob("/dev/video*"))
+
+
+def check_tiny() -> dict:
+    """Run the bundled tiny ONNX on each ONNX Runtime provider here."""
+    import numpy as np
+    import onnxruntime as ort
+
+    results = {}
+    for provider in ort.get_available_providers():
+        def run(p=provider):
+            session = ort.InferenceSession(TINY_ONNX, providers=[p])
+            out = session.run(["labels"], {"image": np.full((1, 4, 4, 3), 7, np.uint8)})[0]
+            if int(out) != 7 or session.get_providers()[0] != p:
+                raise RuntimeError(f"ran on {session.get_providers()[0]} and gave {int(out)}, expected 7")
+            return "ok"
+        results[provider] = probe(run)
+    return results
+
+
+def check_model(path: Path) -> dict:
+    """Which backends open MODEL here, and for TensorRT the engine (cache entry) and whether it fits."""
+    from .contract import read_model_info
+    from .engine_cache import built_for, cached_engine_path, mismatch, read_sidecar, this_machine
+
+    info = read_model_info(path)
+    report: dict = {"model": str(path), "precision": info.precision, "iterations": info.iterations,
+                    "input": f"{info.input_height}x{info.input_width}", "classes": info.num_classes, "backends": {}}
+    if path.suffix == ".onnx":
+        report["backends"]["onnxruntime"] = probe(lambda: _open_ort(path, info.precision))
+    here = probe(this_machine)
+    if isinstance(here, dict):
+        report["backends"]["tensorrt"] = here
+        return report
+    if path.suffix == ".onnx":
+        engine = cached_engine_path(path, here)
+        report["engine_cache"] = {"path": str(engine), "exists": engine.is_file()}
+        if engine.is_file():
+            report["engine_cache"]["fits"] = probe(lambda: mismatch(read_sidecar(engine), here) or "yes")
+        report["backends"]["tensorrt"] = "builds the cached engine on first use" if not engine.is_file() else "ok"
+    else:
+        why = mismatch(info, here)
+        report["engine"] = {"built_for": built_for(info).__dict__ if built_for(info) else None, "fits": why or "yes"}
+        report["backends"]["tensorrt"] = "ok" if why is None else {"error": why}
+    return report
+
+
+def _open_ort(path: Path, precision: str) -> str:
+    from .backends import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(path, precision=precision)
+    providers = backend.providers
+    backend.close()
+    return f"ok ({providers[0]})"
+
+
+def gather(model: Path | None) -> dict:
+    report = {"system": probe(system_info), "jetson": probe(jetson_info), "opencv": probe(opencv_info),
+              "onnxruntime": probe(onnxruntime_info), "tensorrt": probe(tensorrt_info), "gpu": probe(gpu_info),
+              "cameras": probe(cameras), "gstreamer": probe(gstreamer_info), "cpp": probe(cpp_info)}
+    report["check"] = probe(lambda: check_model(model)) if model else {"tiny_onnx": probe(check_tiny)}
+    return report
+
+
+def runnable(report: dict) -> bool:
+    """Some backend can run the model (or the tiny check) here."""
+    check = report["check"]
+    if "tiny_onnx" in check:
+        return isinstance(check["tiny_onnx"], dict) and any(v == "ok" for v in check["tiny_onnx"].values())
+    return any(isinstance(v, str) and v.startswith(("ok", "builds")) for v in check.get("backends", {}).values())
+
+
+def render(value: Any, indent: int = 0) -> list[str]:
+    pad = "  " * indent
+    if isinstance(value, dict):
+        lines = []
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines += [f"{pad}{key}:"] + render(item, indent + 1)
+            else:
+                lines.append(f"{pad}{key}: {item if item not in (None, {}, []) else '-'}")
+        return lines
+    if isinstance(value, list):
+        return [line for item in value for line in render(item, indent)] if any(isinstance(i, dict) for i in value) \
+            else [f"{pad}{', '.join(map(str, value))}"]
+    return [f"{pad}{value}"]
+
+
+@click.command(help="Report what this machine can run (Python, OpenCV, ONNX Runtime, TensorRT, GPU, cameras, GStreamer, C++), "
+                    "and whether MODEL runs here. Paste its output into bug reports.")
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
+@handle_errors
+def doctor_cli(model: Path | None, as_json: bool) -> None:
+    report = gather(model)
+    ok = runnable(report)
+    report["verdict"] = ("runs here" if ok else "cannot run here") + (f": {model}" if model else " (bundled tiny ONNX check)")
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else "\n".join(render(report)))
+    sys.exit(0 if ok else 1)
