@@ -1,0 +1,26 @@
+"""benchmarks/gpu_check.py, the script a lent GPU machine runs, kept working: its --smoke run on the CPU
+trains, kills and resumes, compares reduced precision, and times eager PyTorch and ONNX Runtime with I/O binding."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+
+
+def test_gpu_check_smoke_on_cpu(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    training = report["training"]
+    assert training["resumed_equal_bitwise"] is True and training["steps"] == 6, training  # the CPU resumes exactly
+    rows = report["fp16_numerics"]["rows"]
+    assert [r["iters"] for r in rows] == [0, 3] and all(r["finite"] and r["label_agreement"] > 90 for r in rows)
+    latency = report["latency"]
+    assert len(latency) == 4 and all(r["eager_ms"] > 0 and r["ort_iobinding_ms"] > 0 for r in latency), latency
+    assert all(r["ort_vs_cpu_provider_label_agreement"] == 100.0 for r in latency)
+    assert report["machine"]["device"] == "cpu" and "tensorrt" in report
