@@ -1,10 +1,14 @@
 # Finds the inference SDKs and makes private imported targets for them:
 #   disseg_onnxruntime (DISSEG_HAVE_ONNXRUNTIME) and disseg_tensorrt (DISSEG_HAVE_TENSORRT).
 
-# ONNX Runtime: a release-tarball layout under ONNXRUNTIME_ROOT, else an installed CMake package.
+# ONNX Runtime: a release-tarball layout under ONNXRUNTIME_ROOT, else an installed CMake package. An explicit
+# ONNXRUNTIME_ROOT is taken as it is, also in a cross build with a sysroot (it is not re-rooted there).
+if(ONNXRUNTIME_ROOT)
+  set(ort_find_options NO_CMAKE_FIND_ROOT_PATH)
+endif()
 find_path(ONNXRUNTIME_INCLUDE_DIR onnxruntime_cxx_api.h
-  HINTS ${ONNXRUNTIME_ROOT}/include PATH_SUFFIXES onnxruntime onnxruntime/core/session)
-find_library(ONNXRUNTIME_LIBRARY onnxruntime HINTS ${ONNXRUNTIME_ROOT}/lib)
+  HINTS ${ONNXRUNTIME_ROOT}/include PATH_SUFFIXES onnxruntime onnxruntime/core/session ${ort_find_options})
+find_library(ONNXRUNTIME_LIBRARY onnxruntime HINTS ${ONNXRUNTIME_ROOT}/lib ${ort_find_options})
 if(ONNXRUNTIME_INCLUDE_DIR AND ONNXRUNTIME_LIBRARY)
   add_library(disseg_onnxruntime INTERFACE)
   target_include_directories(disseg_onnxruntime SYSTEM INTERFACE ${ONNXRUNTIME_INCLUDE_DIR})

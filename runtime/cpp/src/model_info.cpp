@@ -164,7 +164,8 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
     const bool ahead_of_time = e.contains("gpu_name") && e["gpu_name"].is_null();
     info.engine = EngineFacts{take<std::string>(e, "tensorrt_version", source),
                               ahead_of_time ? std::string() : take<std::string>(e, "gpu_name", source),
-                              take<std::string>(e, "compute_capability", source), take_or<std::string>(e, "flavour", "tensorrt", source)};
+                              take<std::string>(e, "compute_capability", source), take_or<std::string>(e, "flavour", "tensorrt", source),
+                              std::nullopt};
     if (e.contains("dla_core") && !e["dla_core"].is_null()) info.engine->dla_core = take<int>(e, "dla_core", source);
   }
   if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 || info.input_width <= 0)
