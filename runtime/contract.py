@@ -68,10 +68,30 @@ class ModelInfo:
             )
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in fields}
-        for key in ("class_names", "outputs", "mean", "std"):
-            values[key] = tuple(values[key])
-        values["palette"] = tuple(tuple(c) for c in values["palette"])
-        return cls(**values)
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = next((name for name in required if name not in values), None)
+        if missing:
+            raise ModelFileError(f"{source}: disseg metadata lacks '{missing}'; re-export it with this version's dis-export")
+        try:
+            for key in ("class_names", "outputs", "mean", "std"):
+                values[key] = tuple(values[key]) if key in values else getattr(cls, key)
+            values["palette"] = tuple(tuple(c) for c in values["palette"])
+            info = cls(**values)
+        except TypeError as err:
+            raise ModelFileError(f"{source}: disseg metadata has a value of the wrong type ({err}); re-export it with dis-export") from err
+        info.check(source)
+        return info
+
+    def check(self, source: str = "model") -> None:
+        """The consistency the runtime relies on (the C++ reader checks the same)."""
+        sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (self.input_height, self.input_width))
+        shapes_ok = isinstance(self.input_name, str) and isinstance(self.extra, dict) and isinstance(self.config, dict)
+        if not sizes_ok or not shapes_ok or not self.class_names or len(self.palette) < len(self.class_names):
+            raise ModelFileError(f"{source}: disseg metadata is inconsistent (input name or size, classes, palette or extras); "
+                                 f"re-export it with dis-export")
+        if "labels" not in self.outputs:
+            raise ModelFileError(f"{source}: the model has no 'labels' output; re-export it with dis-export")
 
     def replace(self, **changes: Any) -> "ModelInfo":
         return dataclasses.replace(self, **changes)

@@ -147,10 +147,10 @@ def read_sidecar(engine: str | Path) -> ModelInfo:
 def built_for(info: ModelInfo) -> Target | None:
     """The Target recorded in an engine's sidecar (sidecars from before flavours were TensorRT's)."""
     facts = info.extra.get("engine")
-    if not facts:
+    if not isinstance(facts, dict) or "tensorrt_version" not in facts or "compute_capability" not in facts:
         return None
-    return Target(facts.get("flavour", "tensorrt"), short_version(facts["tensorrt_version"]), str(facts["compute_capability"]),
-                  facts.get("gpu_name"))
+    return Target(str(facts.get("flavour", "tensorrt")), short_version(str(facts["tensorrt_version"])),
+                  str(facts["compute_capability"]), facts.get("gpu_name"))
 
 
 def mismatch(info: ModelInfo, here: Target, *, onnx_sha256: str | None = None) -> str | None:

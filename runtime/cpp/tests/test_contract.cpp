@@ -1,5 +1,9 @@
 #include <unistd.h>
 
+#include <fstream>
+#include <iterator>
+#include <random>
+
 #include <nlohmann/json.hpp>
 
 #include "disseg/model_info.hpp"
@@ -128,4 +132,53 @@ TEST(Contract, ExportedModelMatchesWhatPythonWrote) {
   EXPECT_EQ(json::parse(meta.at("disseg.class_names")).size(), info.class_names.size());
   EXPECT_EQ(json::parse(meta.at("disseg.iterations")).get<int>(), info.iterations);
   EXPECT_EQ(info.schema, disseg::kSchema);
+}
+
+// Fuzz: damaged model files and sidecars may only ever raise ModelFileError (never another exception, a crash or
+// a hang). Mutations land in the metadata (the file's tail, where metadata_props sits) and anywhere; plus
+// truncations, and sidecars with keys deleted or given values of other types. Python's reader has the same test.
+TEST(Contract, FuzzedFilesOnlyRaiseModelFileError) {
+  if (test_model().empty()) GTEST_SKIP() << "DISSEG_TEST_MODEL is not set";
+  std::ifstream in(test_model(), std::ios::binary);
+  const std::string model((std::istreambuf_iterator<char>(in)), {});
+  const std::size_t meta = model.rfind("disseg.schema") != std::string::npos ? model.find("disseg.") - 16 : 0;
+  auto dir = temp_dir("fuzz");
+  std::mt19937 rng(12345);
+  int read_ok = 0, refused = 0;
+  for (int i = 0; i < 600; ++i) {
+    std::string bytes = model;
+    if (i % 10 == 9) {
+      bytes.resize(std::uniform_int_distribution<std::size_t>(0, model.size() - 1)(rng));
+    } else {
+      const std::size_t from = i % 2 ? meta : 0;
+      for (int k = std::uniform_int_distribution<int>(1, 8)(rng); k > 0; --k)
+        bytes[std::uniform_int_distribution<std::size_t>(from, bytes.size() - 1)(rng)] = static_cast<char>(rng());
+    }
+    write_bytes(dir / "m.onnx", bytes);
+    try {
+      disseg::read_model_info((dir / "m.onnx").string());
+      ++read_ok;
+    } catch (const ModelFileError&) {
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 50);  // the metadata mutations do reach the reader
+  const std::vector<json> odd = {nullptr, 7, -3, 2.5, "x", json::array(), json::object(), json::array({1, "a"}), true};
+  for (int i = 0; i < 300; ++i) {
+    json v = minimal();
+    auto it = v.begin();
+    std::advance(it, std::uniform_int_distribution<int>(0, static_cast<int>(v.size()) - 1)(rng));
+    if (rng() % 3 == 0)
+      v.erase(it.key());
+    else
+      *it = odd[rng() % odd.size()];
+    if (rng() % 2) v["extra"] = {{"engine", odd[rng() % odd.size()]}};
+    write_bytes(dir / "m.engine", "x");
+    write_bytes(dir / "m.engine.json", json{{"disseg", v}}.dump());
+    try {
+      disseg::read_model_info((dir / "m.engine").string());
+    } catch (const ModelFileError&) {
+    }
+  }
+  std::filesystem::remove_all(dir);
 }
