@@ -708,7 +708,10 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
-  } catch (const disseg::Error& err) {  // bad input or model file: one line, exit 2 (as dis-run)
+  } catch (const disseg::BadInput& err) {  // bad input or model file: one line, exit 2 (as dis-run)
+    std::cerr << "error: " << err.what() << "\n";
+    return 2;
+  } catch (const disseg::ModelFileError& err) {
     std::cerr << "error: " << err.what() << "\n";
     return 2;
   } catch (const fs::filesystem_error& err) {  // an output path that cannot be made or written
