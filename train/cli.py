@@ -112,6 +112,7 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
               help="'weak' puts each image's (noisy) tags into the energy and reports input vs cleaned tag F1")
 @click.option("--iters", default=None, help="refinement step counts to score, e.g. 0,1,3 [default: the model's own]")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the results here")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="draw mIoU (and tag F1) against refinement steps (PNG)")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
@@ -120,7 +121,7 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
 @click.option("--tag-weight", type=click.FloatRange(min=0), help="override the tag term's weight in the energy (tuning)")
 @click.option("--tag-gate", type=click.Choice(["multiply", "log", "none"]), help="override how tags gate the labelmap")
 @handle_errors
-def eval_cli(model: Path, data, split, iters, json_path, batch, device, backend, step_size, tag_weight, tag_gate) -> None:
+def eval_cli(model: Path, data, split, iters, json_path, plot_path, batch, device, backend, step_size, tag_weight, tag_gate) -> None:
     setup_logging()
     if not model.is_file():
         raise BadInput(f"{model}: no such model file")
@@ -141,6 +142,32 @@ def eval_cli(model: Path, data, split, iters, json_path, batch, device, backend,
         click.echo(f"t={r['iters']}: mIoU {r['miou']:.2f}  pixel acc {r['pixel_acc']:.2f}{extra}")
     if json_path:
         write_json(json_path, {"model": str(model), "split": split, "results": results})
+    if plot_path:
+        _plot_iters(plot_path, model, split, results)
+
+
+def _plot_iters(path: Path, model: Path, split: str, results: list[dict]) -> None:
+    """mIoU (and tag F1 where scored) against the number of refinement steps."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise BadInput("--plot needs matplotlib: pip install 'disseg[plot]' (the --json results hold the same numbers)") from None
+    from disseg.runtime.atomic import atomic_write
+
+    steps = [r["iters"] for r in results]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(steps, [r["miou"] for r in results], marker="o", label="mIoU")
+    if any(r.get("tag_f1") is not None for r in results):
+        ax.plot(steps, [r.get("tag_f1") for r in results], marker="s", label="tag F1")
+    ax.set(xlabel="refinement steps t", ylabel="%", title=f"{model.name} on {split}", xticks=steps)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    click.echo(f"wrote {path}")
 
 
 def _eval_checkpoint(path: Path, data: Path, split: str, iters: list[int] | None, batch: int, device: str,

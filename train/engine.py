@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from disseg.runtime.metrics import ConfusionMatrix, TagF1, tags_from_labels
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DISConfig
 from .data import EvalSet, TrainSet, collate_eval
+from .curves import write_curves
 from .model import DIS, Heads, upsampled_scores
 from .refine import refine
 
@@ -108,7 +110,11 @@ def evaluate(model: DIS, loader, *, iters: list[int], device: torch.device, ener
     return results
 
 
+LOSS_TERMS = ("ce", "tag_bce", "image_mse")
+
+
 def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+    """The loss terms, unweighted, as one tensor (LOSS_TERMS order); `weighted` sums them."""
     cfg = model.cfg
     u1, v1, image_small = model.features(model.normalize(x))
     h = model.heads(u1, v1)
@@ -117,12 +123,12 @@ def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tenso
     # mean of per-process means under DistributedDataParallel equals the single-process loss.
     ce = F.cross_entropy(logits, labels, ignore_index=255, reduction="none").flatten(1)
     valid = (labels != 255).flatten(1).sum(1).clamp(min=1)
-    loss = (
-        (ce.sum(1) / valid).mean()
-        + cfg.lambda_tags * F.binary_cross_entropy_with_logits(h.v3, tags)
-        + cfg.lambda_image * F.mse_loss(h.z3, image_small)
-    )
-    return loss
+    return torch.stack([(ce.sum(1) / valid).mean(), F.binary_cross_entropy_with_logits(h.v3, tags), F.mse_loss(h.z3, image_small)])
+
+
+def weighted(cfg, terms: torch.Tensor) -> torch.Tensor:
+    """CE(u3, L) + lambda_tags BCE(v3, T) + lambda_image ||z3 - I_small||^2."""
+    return terms[0] + cfg.lambda_tags * terms[1] + cfg.lambda_image * terms[2]
 
 
 @torch.no_grad()
@@ -176,18 +182,19 @@ def train_one_epoch(
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    totals = {"loss": 0.0, "weak_loss": 0.0}
+    totals = dict.fromkeys(("loss", *LOSS_TERMS, "weak_loss"), 0.0)
     for step in tqdm(range(first_step, first_step + steps), disable=not show, leave=False, desc="train"):
         batch = full.batch_at(step)
         x, labels, tags = batch["image"].to(device), batch["mask"].to(device), batch["tags"].to(device)
         weak_loss = torch.zeros((), device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(x, labels, tags)
+            terms = loss_fn(x, labels, tags)
+            loss = weighted(model.cfg, terms)
             if weak is not None:
                 w = weak.batch_at(step)
                 xw, tw = w["image"].to(device), w["tags"].to(device)
                 pseudo, cleaned = weak_targets(model, xw, tw)
-                weak_loss = loss_fn(xw, pseudo, cleaned)
+                weak_loss = weighted(model.cfg, loss_fn(xw, pseudo, cleaned))
                 loss = loss + model.cfg.weak_weight * weak_loss
         if not torch.isfinite(loss):
             raise FloatingPointError("training loss is not finite; lower --lr")
@@ -199,6 +206,8 @@ def train_one_epoch(
         scheduler.step()
         totals["loss"] += loss.item()
         totals["weak_loss"] += weak_loss.item()
+        for name, value in zip(LOSS_TERMS, terms.detach().float().tolist()):
+            totals[name] += value
     return {k: v / max(steps, 1) for k, v in totals.items()}
 
 
@@ -283,13 +292,15 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
         start, best, history = resume["epoch"] + 1, resume["best_miou"], resume["history"]
     eval_iters = sorted({0, cfg.iters_test, *opts.eval_iters})
     for epoch in range(start, opts.epochs):
+        epoch_start, epoch_lr = time.perf_counter(), scheduler.get_last_lr()[0]  # the rate the epoch starts at
         losses = train_one_epoch(model, loss_fn, optimizer, scheduler, device, full=full, weak=weak,
                                  first_step=epoch * steps, steps=steps, freeze_bn=opts.freeze_bn,
                                  clip_grad=opts.clip_grad, show=rank == 0)
         if rank == 0:
             results = evaluate(model, val_loader, iters=eval_iters, device=device)
             score = next(r["miou"] for r in results if r["iters"] == cfg.iters_test)
-            history.append({"epoch": epoch, **losses, "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results]})
+            history.append({"epoch": epoch, **losses, "lr": epoch_lr, "seconds": round(time.perf_counter() - epoch_start, 2),
+                            "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results]})
             log.info("epoch %d loss %.4f val mIoU %s", epoch, losses["loss"], ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results))
             state = {
                 "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -302,6 +313,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
             save_checkpoint(last, state)
             metrics = {"stage": opts.stage, "config": cfg.to_dict(), "best_val_miou": best, "epochs": history}
             atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+            write_curves(out, history, stage=opts.stage, iters_test=cfg.iters_test)
         if world > 1:
             dist.barrier()
     return {"best_val_miou": best, "epochs": history}

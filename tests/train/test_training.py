@@ -23,6 +23,20 @@ def test_stage1_run_writes_checkpoints_and_metrics(tiny_run):
     assert metrics["best_val_miou"] == max(e["val"][0]["miou"] for e in metrics["epochs"])
 
 
+def test_training_curves_csv_and_png(tiny_run):
+    import csv
+
+    rows = list(csv.DictReader((tiny_run / "metrics.csv").open()))
+    epochs = json.loads((tiny_run / "metrics.json").read_text())["epochs"]
+    assert [int(r["epoch"]) for r in rows] == [e["epoch"] for e in epochs] and all(r["stage"] == "1" for r in rows)
+    for row, entry in zip(rows, epochs):
+        # the loss is its terms summed with the default weights (lambda_tags = lambda_image = 1)
+        assert abs(float(row["loss"]) - (float(row["ce"]) + float(row["tag_bce"]) + float(row["image_mse"]))) < 1e-4
+        assert float(row["val_miou"]) == entry["val"][0]["miou"] and float(row["lr"]) > 0 and float(row["seconds"]) > 0
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # the polynomial schedule decays
+    assert (tiny_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _weights(path):
     return load_checkpoint(path)["model"]
 
@@ -45,7 +59,11 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert json.loads((killed / "metrics.json").read_text())["epochs"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())["epochs"]
+    def untimed(run):  # wall-clock seconds are the one field a resumed run cannot repeat
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in json.loads((run / "metrics.json").read_text())["epochs"]]
+
+    assert untimed(killed) == untimed(tmp_path / "straight")
+    assert len((killed / "metrics.csv").read_text().splitlines()) == 4  # header + 3 epochs, the killed run's rows kept
 
 
 def test_stage2_trains_on_tag_only_images(tiny_data, tiny_run, tmp_path):
@@ -67,6 +85,12 @@ def test_eval_json_sweeps_iterations(tiny_data, tiny_run, tmp_path):
         assert r["tag_f1"] is None or 0 <= r["tag_f1"] <= 100
     weak = run_cmd("dis-eval", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--split", "weak", "--iters", "0,2", check=True)
     assert "input tags" in weak.stdout
+
+
+def test_eval_plot(tiny_data, tiny_run, tmp_path):
+    plot = tmp_path / "iters.png"
+    run_cmd("dis-eval", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--iters", "0,2", "--plot", str(plot), check=True)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
 
 
 @pytest.mark.parametrize("case", ["no_data", "stage2_no_init", "existing_run", "corrupt_init", "foreign_init", "bad_size"])
