@@ -93,9 +93,7 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
         cfg.validate()
     except ValueError as err:
         raise BadInput(str(err)) from None
-    stride = int(output_stride) if stages == 4 or backbone == "mobilenet_v3_large" else 8
-    if size % stride:
-        raise BadInput(f"--size {size} must be a multiple of the output stride {stride}")
+    cfg.feature_grid(size, size)
     opts = TrainOptions(
         data=Path(data), out=Path(out), stage=int(stage), init=init, epochs=epochs, batch=batch, optimizer=optimizer, lr=lr,
         device=device, seed=seed, resume=resume, pretrained=pretrained, max_train=max_train, freeze_bn=freeze_bn, steps_per_epoch=steps_per_epoch,

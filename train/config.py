@@ -50,6 +50,27 @@ class DISConfig:
     def replace(self, **changes: Any) -> "DISConfig":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def feature_stride(self) -> int:
+        """The backbone's output stride: mobilenet_v3_large 16; a resnet cut after stage 2 is at 8 whatever is asked,
+        deeper ones at output_stride (the rest dilated). build_backbone builds exactly this (a test holds them equal)."""
+        if self.backbone == "mobilenet_v3_large":
+            return 16
+        return 8 if self.stages == 2 else self.output_stride
+
+    def feature_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The feature grid for a height x width input, or BadInput naming sizes that fit. The one size rule: the
+        CLI, training, evaluation and export all ask it."""
+        from disseg.runtime.errors import BadInput
+
+        stride = self.feature_stride
+        if height % stride or width % stride or height < 2 * stride or width < 2 * stride:
+            near = max(2, round(height / stride)) * stride
+            where = f"{self.backbone}" + (f" cut after stage {self.stages}" if self.backbone != "mobilenet_v3_large" else "")
+            raise BadInput(f"input size {height}x{width} does not fit {where} at output stride {stride}; use multiples of "
+                           f"{stride} of at least {2 * stride} (e.g. --size {near})")
+        return height // stride, width // stride
+
     def validate(self) -> None:
         """Raise ValueError with a fix for configurations the network cannot take."""
         if self.backbone not in BACKBONES:

@@ -253,6 +253,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
             raise BadInput(f"{opts.init} was trained on classes {list(init_cfg.class_names)}, the data has {list(cfg.class_names)}")
         # The architecture comes from the checkpoint; the method's settings from this run.
         cfg = cfg.replace(**{k: getattr(init_cfg, k) for k in ARCHITECTURE})
+    cfg.feature_grid(cfg.size, cfg.size)  # the architecture may come from --init: check the crop against it
     model = DIS(cfg, pretrained=opts.pretrained and init is None and resume is None).to(device)
     if init is not None:
         model.load_state_dict(init["model"])

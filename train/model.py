@@ -76,6 +76,7 @@ class DIS(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.backbone, channels, self.stride = build_backbone(cfg, pretrained=pretrained)
+        assert self.stride == cfg.feature_stride, (self.stride, cfg.feature_stride)  # one size rule (config.py)
         k = cfg.num_classes
         self.image_fc = nn.Linear(channels, channels)  # v1
         self.seg = nn.Conv2d(channels, k, 3, padding=1)  # Subnet-1: u3 = conv3x3(u1 + up(v1))
@@ -105,12 +106,8 @@ class DIS(nn.Module):
         return Heads(u3, z3, v3, a1, a2)
 
     def check_size(self, height: int, width: int) -> None:
-        """Raise BadInput unless the backbone maps height x width onto a whole feature grid."""
-        if height % self.stride or width % self.stride or height < 2 * self.stride or width < 2 * self.stride:
-            raise BadInput(
-                f"input size {height}x{width} does not fit {self.cfg.backbone} at output stride {self.stride}; "
-                f"use multiples of {self.stride} of at least {2 * self.stride} (e.g. --size {max(2, round(height / self.stride)) * self.stride})"
-            )
+        """Raise BadInput unless the backbone maps height x width onto a whole feature grid (DISConfig.feature_grid)."""
+        self.cfg.feature_grid(height, width)
 
 
 def labelmap_scores(cfg: DISConfig, heads: Heads) -> torch.Tensor:
