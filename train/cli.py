@@ -44,7 +44,9 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
               type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large"]))
 @click.option("--stages", default=4, show_default=True, type=click.IntRange(2, 4), help="resnet stages kept")
 @click.option("--output-stride", default=8, show_default=True, type=click.Choice(["8", "16"]))
-@click.option("--pretrained", is_flag=True, help="ImageNet weights from torchvision's local cache (never downloaded)")
+@click.option("--pretrained", is_flag=False, flag_value="imagenet", default=None, metavar="[PATH_OR_URL]",
+              help="start the backbone from torchvision's ImageNet weights (downloaded once into torch's cache), "
+                   "or from a state dict file or URL")
 @click.option("--size", default=256, show_default=True, type=click.IntRange(32), help="training crop (pixels)")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="global batch")

@@ -47,7 +47,7 @@ class TrainOptions:
     device: str = "cpu"
     seed: int = 0
     resume: bool = False
-    pretrained: bool = False
+    pretrained: str | None = None  # train/weights.py: 'imagenet', a file or a URL
     eval_iters: tuple[int, ...] = field(default_factory=tuple)  # extra t values scored each epoch
     max_train: int | None = None  # use only the first N fully labelled images (for label-budget studies)
     freeze_bn: bool = False  # keep batch-norm statistics fixed (small batches, fine-tuning)
@@ -254,7 +254,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
         # The architecture comes from the checkpoint; the method's settings from this run.
         cfg = cfg.replace(**{k: getattr(init_cfg, k) for k in ARCHITECTURE})
     cfg.feature_grid(cfg.size, cfg.size)  # the architecture may come from --init: check the crop against it
-    model = DIS(cfg, pretrained=opts.pretrained and init is None and resume is None).to(device)
+    model = DIS(cfg, pretrained=opts.pretrained if init is None and resume is None else None).to(device)
     if init is not None:
         model.load_state_dict(init["model"])
 

@@ -1,7 +1,6 @@
 """The DIS network (design.md section 1) on torchvision backbones. Tensors in, tensors out; no data-dependent control flow."""
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import torch
@@ -9,9 +8,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from disseg.runtime.errors import BadInput
-
 from .config import DISConfig
+from .weights import load_into
 
 
 class Heads(NamedTuple):
@@ -32,29 +30,18 @@ def _dilate(layer: nn.Module, dilation: int) -> None:
                 module.padding = (dilation, dilation)
 
 
-def _load_pretrained(model: nn.Module, name: str) -> None:
-    """Load torchvision's ImageNet weights from the local cache; never download."""
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-    if not os.path.isfile(cached):
-        raise BadInput(
-            f"pretrained {name} weights are not on this machine (expected {cached}); copy them there "
-            f"(torchvision.models.{type(weights).__name__}.DEFAULT) or train without --pretrained"
-        )
-    model.load_state_dict(weights.get_state_dict(progress=False))
-
-
-def build_backbone(cfg: DISConfig, *, pretrained: bool = False) -> tuple[nn.Module, int, int]:
-    """Return (backbone, output channels, output stride) for `cfg.backbone`."""
+def build_backbone(cfg: DISConfig, *, pretrained: str | None = None) -> tuple[nn.Module, int, int]:
+    """Return (backbone, output channels, output stride) for `cfg.backbone`; `pretrained` names weights to load
+    (train/weights.py: 'imagenet', a file or a URL)."""
     name = cfg.backbone
     if name == "mobilenet_v3_large":
         net = torchvision.models.mobilenet_v3_large(weights=None, dilated=True)
         if pretrained:
-            _load_pretrained(net, name)
+            load_into(net, pretrained, name)
         return net.features, net.features[-1].out_channels, 16
     net = getattr(torchvision.models, name)(weights=None)
     if pretrained:
-        _load_pretrained(net, name)
+        load_into(net, pretrained, name)
     layers = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4]
     stride, dilation = 8, 1
     for layer in layers[6 : 4 + cfg.stages]:
@@ -71,7 +58,7 @@ def build_backbone(cfg: DISConfig, *, pretrained: bool = False) -> tuple[nn.Modu
 class DIS(nn.Module):
     """u1 = backbone(I); v1 = linear(avgpool(u1)); labelmap, image and tag subnets as design.md section 1."""
 
-    def __init__(self, cfg: DISConfig, *, pretrained: bool = False) -> None:
+    def __init__(self, cfg: DISConfig, *, pretrained: str | None = None) -> None:
         super().__init__()
         cfg.validate()
         self.cfg = cfg
