@@ -8,6 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -230,17 +231,19 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
-    """Train stage `opts.stage`; write RUN/last.pt (each epoch), RUN/best.pt and RUN/metrics.json. Returns the metrics."""
-    rank, world = _distributed()
+def _device(opts: TrainOptions, world: int) -> torch.device:
     device = torch.device(opts.device if opts.device != "cuda" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
     if opts.batch % world:
         raise BadInput(f"--batch {opts.batch} is the global batch and must divide by the {world} processes")
-    torch.manual_seed(opts.seed)
-    out = opts.out
-    last = out / "last.pt"
+    return device
+
+
+def _checkpoints(cfg: DISConfig, opts: TrainOptions) -> tuple[DISConfig, dict | None, dict | None]:
+    """(config, RUN/last.pt to resume, --init checkpoint): a resumed run keeps its config; --init brings its
+    architecture, this run its method settings."""
+    last = opts.out / "last.pt"
     resume = load_checkpoint(last) if opts.resume and last.is_file() else None
     if opts.resume and resume is None:
         raise BadInput(f"--resume: no {last} to resume from; start the run without --resume")
@@ -251,13 +254,13 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
         init_cfg = DISConfig.from_dict(init["config"])
         if init_cfg.class_names != cfg.class_names:
             raise BadInput(f"{opts.init} was trained on classes {list(init_cfg.class_names)}, the data has {list(cfg.class_names)}")
-        # The architecture comes from the checkpoint; the method's settings from this run.
         cfg = cfg.replace(**{k: getattr(init_cfg, k) for k in ARCHITECTURE})
     cfg.feature_grid(cfg.size, cfg.size)  # the architecture may come from --init: check the crop against it
-    model = DIS(cfg, pretrained=opts.pretrained if init is None and resume is None else None).to(device)
-    if init is not None:
-        model.load_state_dict(init["model"])
+    return cfg, resume, init
 
+
+def _data(cfg: DISConfig, opts: TrainOptions, rank: int, world: int) -> tuple[BatchStream, BatchStream | None, int, DataLoader]:
+    """(fully labelled stream, weak stream in stage 2, steps per epoch, validation loader)."""
     names, train_samples = list_samples(opts.data, "train")
     if names != cfg.class_names:
         raise BadInput(f"{opts.data} has classes {list(names)}, the model {list(cfg.class_names)}; use the same classes.txt")
@@ -274,7 +277,11 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
     # An epoch is one pass over the larger of the two sets (stage 2 usually has many more weak images).
     steps = opts.steps_per_epoch or max(full.per_epoch, weak.per_epoch if weak else 0)
     val_loader = DataLoader(EvalSet(val_samples, cfg.num_classes, cfg.size, cfg.size), batch_size=8, collate_fn=collate_eval, num_workers=0)
+    return full, weak, steps, val_loader
 
+
+def _optimization(model: DIS, opts: TrainOptions, steps: int, device: torch.device, world: int):
+    """(loss module, DDP-wrapped across processes; optimizer; polynomial learning-rate schedule over the run)."""
     loss_fn: torch.nn.Module = LossModule(model)
     if world > 1:
         loss_fn = torch.nn.parallel.DistributedDataParallel(loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
@@ -284,37 +291,74 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=opts.weight_decay)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=opts.epochs * steps, power=0.9)
-    start, best, history = 0, -math.inf, []
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+    return loss_fn, optimizer, scheduler
+
+
+@dataclass
+class _Run:
+    """What the epoch loop carries between epochs."""
+
+    cfg: DISConfig
+    opts: TrainOptions
+    model: DIS
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    val_loader: DataLoader
+    best: float = -math.inf
+    history: list = field(default_factory=list)
+
+    def restore(self, resume: dict) -> int:
+        """Continue RUN/last.pt exactly: weights, optimizer, schedule, RNG and history. Returns the next epoch."""
+        self.model.load_state_dict(resume["model"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scheduler.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["rng"]["torch"])
-        start, best, history = resume["epoch"] + 1, resume["best_miou"], resume["history"]
-    eval_iters = sorted({0, cfg.iters_test, *opts.eval_iters})
+        self.best, self.history = resume["best_miou"], resume["history"]
+        return resume["epoch"] + 1
+
+    def end_epoch(self, epoch: int, losses: dict, lr: float, started: float) -> None:
+        """Score on the validation split, then write last.pt (best.pt when better), metrics.json/.csv and curves."""
+        cfg, opts, out = self.cfg, self.opts, self.opts.out
+        results = evaluate(self.model, self.val_loader, iters=sorted({0, cfg.iters_test, *opts.eval_iters}), device=self.device)
+        score = next(r["miou"] for r in results if r["iters"] == cfg.iters_test)
+        self.history.append({"epoch": epoch, **losses, "lr": lr, "seconds": round(time.perf_counter() - started, 2),
+                             "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results]})
+        log.info("epoch %d loss %.4f val mIoU %s", epoch, losses["loss"], ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results))
+        state = {
+            "config": cfg.to_dict(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}, "epoch": epoch,
+            "best_miou": max(self.best, score), "history": self.history, "stage": opts.stage, "data": str(opts.data.resolve()),
+        }
+        if score > self.best:
+            self.best = score
+            save_checkpoint(out / "best.pt", state)
+        save_checkpoint(out / "last.pt", state)
+        metrics = {"stage": opts.stage, "config": cfg.to_dict(), "best_val_miou": self.best, "epochs": self.history}
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        write_curves(out, self.history, stage=opts.stage, iters_test=cfg.iters_test)
+
+
+def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
+    """Train stage `opts.stage`; write RUN/last.pt (each epoch), RUN/best.pt, RUN/metrics.json/.csv and curves.
+    Returns the metrics."""
+    rank, world = _distributed()
+    device = _device(opts, world)
+    torch.manual_seed(opts.seed)
+    cfg, resume, init = _checkpoints(cfg, opts)
+    model = DIS(cfg, pretrained=opts.pretrained if init is None and resume is None else None).to(device)
+    if init is not None:
+        model.load_state_dict(init["model"])
+    full, weak, steps, val_loader = _data(cfg, opts, rank, world)
+    loss_fn, optimizer, scheduler = _optimization(model, opts, steps, device, world)
+    run = _Run(cfg, opts, model, optimizer, scheduler, device, val_loader)
+    start = run.restore(resume) if resume is not None else 0
     for epoch in range(start, opts.epochs):
-        epoch_start, epoch_lr = time.perf_counter(), scheduler.get_last_lr()[0]  # the rate the epoch starts at
-        losses = train_one_epoch(model, loss_fn, optimizer, scheduler, device, full=full, weak=weak,
-                                 first_step=epoch * steps, steps=steps, freeze_bn=opts.freeze_bn,
-                                 clip_grad=opts.clip_grad, show=rank == 0)
+        started, lr = time.perf_counter(), scheduler.get_last_lr()[0]  # the rate the epoch starts at
+        losses = train_one_epoch(model, loss_fn, optimizer, scheduler, device, full=full, weak=weak, first_step=epoch * steps,
+                                 steps=steps, freeze_bn=opts.freeze_bn, clip_grad=opts.clip_grad, show=rank == 0)
         if rank == 0:
-            results = evaluate(model, val_loader, iters=eval_iters, device=device)
-            score = next(r["miou"] for r in results if r["iters"] == cfg.iters_test)
-            history.append({"epoch": epoch, **losses, "lr": epoch_lr, "seconds": round(time.perf_counter() - epoch_start, 2),
-                            "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results]})
-            log.info("epoch %d loss %.4f val mIoU %s", epoch, losses["loss"], ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results))
-            state = {
-                "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}, "epoch": epoch,
-                "best_miou": max(best, score), "history": history, "stage": opts.stage, "data": str(opts.data.resolve()),
-            }
-            if score > best:
-                best = score
-                save_checkpoint(out / "best.pt", state)
-            save_checkpoint(last, state)
-            metrics = {"stage": opts.stage, "config": cfg.to_dict(), "best_val_miou": best, "epochs": history}
-            atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-            write_curves(out, history, stage=opts.stage, iters_test=cfg.iters_test)
+            run.end_epoch(epoch, losses, lr, started)
         if world > 1:
             dist.barrier()
-    return {"best_val_miou": best, "epochs": history}
+    return {"best_val_miou": run.best, "epochs": run.history}
