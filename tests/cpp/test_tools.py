@@ -16,14 +16,14 @@ def _mirror(etc: Path, **env) -> subprocess.CompletedProcess:
 def test_mirror_comes_from_deb822_sources_before_security(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(
-        "Types: deb\nURIs: http://mirror.example.test/debian-security\nSuites: bookworm-security\n\n"
-        "Types: deb\nURIs: http://mirror.example.test/debian\nSuites: bookworm\n")
-    assert _mirror(tmp_path).stdout.strip() == "http://mirror.example.test/debian"
+        "Types: deb\nURIs: http://mirror.example.test/archive-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example.test/archive\nSuites: bookworm\n")
+    assert _mirror(tmp_path).stdout.strip() == "http://mirror.example.test/archive"
 
 
 def test_mirror_from_one_line_list_with_options(tmp_path):
-    (tmp_path / "sources.list").write_text("# comment\ndeb [arch=amd64 signed-by=/k.gpg] https://apt.example.test/debian bookworm main\n")
-    assert _mirror(tmp_path).stdout.strip() == "https://apt.example.test/debian"
+    (tmp_path / "sources.list").write_text("# comment\ndeb [arch=amd64 signed-by=/k.gpg] https://apt.example.test/archive bookworm main\n")
+    assert _mirror(tmp_path).stdout.strip() == "https://apt.example.test/archive"
 
 
 def test_no_mirror_is_one_line_and_exit_2(tmp_path):
