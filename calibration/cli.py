@@ -9,6 +9,8 @@ import click
 from disseg.runtime.cli_util import handle_errors, setup_logging, write_json
 from disseg.runtime.errors import BadInput
 
+from .quantize import METHODS, TARGETS
+
 log = logging.getLogger("disseg.calibrate")
 MIN_FRAMES = 8
 
@@ -18,8 +20,8 @@ MIN_FRAMES = 8
 @click.option("--data", type=click.Path(path_type=Path), help="data set: calibrate on train images, score mIoU on val")
 @click.option("--images", help="image folder or glob to calibrate on (held-out label agreement only)")
 @click.option("--video", type=click.Path(path_type=Path), help="video to calibrate on (frames spread over it)")
-@click.option("--target", default="cpu", show_default=True, type=click.Choice(["cpu", "tensorrt"]))
-@click.option("--method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"]))
+@click.option("--target", default="cpu", show_default=True, type=click.Choice(TARGETS))
+@click.option("--method", default="minmax", show_default=True, type=click.Choice(list(METHODS)))
 @click.option("--samples", default=64, show_default=True, type=click.IntRange(MIN_FRAMES), help="calibration frames")
 @click.option("--max-drop", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="largest accepted mIoU drop (points; without labels: % of pixels relabelled)")

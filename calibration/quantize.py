@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from disseg.runtime.contract import ModelInfo
+from disseg.runtime.backends import cpu_backend, infer_in_batches
+from disseg.runtime.contract import LABELS, ModelInfo, attach_metadata
 from disseg.runtime.errors import BadInput
 
 from .reader import FrameReader
@@ -43,7 +43,7 @@ def check_quantizable(model: onnx.ModelProto, info: ModelInfo, path: Path) -> No
     if info.precision != "fp32":
         raise BadInput(f"{path} is {info.precision}; calibrate the FP32 export (dis-export CKPT --iters T without --fp16)")
     if not any(in_feature_extractor(n) for n in model.graph.node):
-        raise BadInput(f"{path} has no module scopes on its nodes; re-export it with this version's dis-export")
+        raise BadInput(f"{path} has no feature-extractor marks on its nodes; re-export it with this version's dis-export")
 
 
 def groups(model: onnx.ModelProto) -> list[str]:
@@ -75,17 +75,8 @@ def quantize(model: onnx.ModelProto, frames: list[np.ndarray], plan: Plan, *, in
 
 
 def labels_of(model: onnx.ModelProto, frames: list[np.ndarray], input_name: str, batch: int) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(["labels"], item)[0] for item in FrameReader(frames, input_name, batch)])
-
-
-def with_info(model: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
-    del model.metadata_props[:]
-    for key, value in info.to_metadata().items():
-        model.metadata_props.add(key=key, value=value)
-    return model
+    """The labels `model` gives `frames` on the runtime's CPU backend."""
+    return infer_in_batches(cpu_backend(model.SerializeToString()), input_name, np.stack(frames), batch)[LABELS]
 
 
 def score(model: onnx.ModelProto, info: ModelInfo, *, data: Path | None, held_out: list[np.ndarray], reference: np.ndarray,
@@ -97,7 +88,7 @@ def score(model: onnx.ModelProto, info: ModelInfo, *, data: Path | None, held_ou
     result = {"label_agreement": round(float(100 * (labels == reference).mean()), 3)}
     if data is not None:
         path = workdir / "scored.onnx"
-        onnx.save_model(with_info(model, info), path)
+        onnx.save_model(attach_metadata(model, info), path)
         result["miou"] = evaluate_exported(path, data, backend="onnxruntime")[0]["miou"]
     return result
 
@@ -146,4 +137,4 @@ def calibrate(model: onnx.ModelProto, info: ModelInfo, calib: list[np.ndarray], 
         "drop_unit": "mIoU points" if data is not None else "% of pixels relabelled",
     }
     out_info = info.replace(precision="int8", extra={**info.extra, "quantization": report})
-    return with_info(quantized, out_info), report
+    return attach_metadata(quantized, out_info), report

@@ -1,32 +1,29 @@
-"""Which part of an exported graph a node belongs to, from the module scope torch.onnx records per node.
+"""Which part of an exported graph a node belongs to, read from the mark dis-export puts on every node.
 
 The feature extractor (backbone and image-level feature) is where reduced precision pays; the unrolled
-refinement, the heads and the final logits stay in float (FP16 export and INT8 calibration alike).
+refinement, the heads and the final logits stay in float (FP16 export and INT8 calibration alike). Export
+knows the modules (train/model.py names them, export/unroll.py holds the model) and writes each node's part
+as `PART_KEY` = "features/<layer group>" or "float"; this module only reads those marks.
 """
 from __future__ import annotations
 
-import ast
+PART_KEY = "disseg.part"
+FEATURES = "features/"
+FLOAT = "float"
 
-SCOPE_KEY = "pkg.torch.onnx.name_scopes"
-FEATURE_SCOPES = ("model.backbone", "model.image_fc")
 
-
-def node_scopes(node) -> list[str]:
-    """The PyTorch module scopes a node was traced in, e.g. ['', 'model.backbone', 'model.backbone.4', ...]."""
+def node_part(node) -> str | None:
     for prop in node.metadata_props:
-        if prop.key == SCOPE_KEY:
-            return list(ast.literal_eval(prop.value))
-    return []
+        if prop.key == PART_KEY:
+            return prop.value
+    return None
 
 
 def in_feature_extractor(node) -> bool:
-    return any(s in FEATURE_SCOPES for s in node_scopes(node))
+    return (node_part(node) or "").startswith(FEATURES)
 
 
 def layer_group(node) -> str | None:
-    """The backbone stage a node belongs to ('model.backbone.4', ...), None outside the feature extractor."""
-    scopes = node_scopes(node)
-    if not any(s in FEATURE_SCOPES for s in scopes):
-        return None
-    deeper = [s for s in scopes if s.startswith("model.backbone.") and s.count(".") == 2]
-    return deeper[0] if deeper else next(s for s in scopes if s in FEATURE_SCOPES)
+    """The feature extractor's layer group a node belongs to (e.g. 'backbone.4'), None outside it."""
+    part = node_part(node) or ""
+    return part[len(FEATURES):] if part.startswith(FEATURES) else None

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from disseg.runtime.cli_util import handle_errors, setup_logging, write_json
+from disseg.runtime.contract import LABELS, OUTPUTS
+from disseg.runtime.engine_cache import FLAVOURS
 from disseg.runtime.errors import BadInput, DisError
 
 log = logging.getLogger("disseg.export")
@@ -39,7 +41,7 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--workspace-gib", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--dla-core", type=click.IntRange(0), help="build for this DLA core (Jetson; FP16/INT8 models), GPU fallback on")
 @click.option("--gpu-arch", help="build ahead of time for this compute capability (e.g. sm86), no GPU needed: TensorRT for RTX only")
-@click.option("--flavour", type=click.Choice(["tensorrt", "tensorrt_rtx"]), help="which TensorRT builds the engine [default: the one installed]")
+@click.option("--flavour", type=click.Choice(FLAVOURS), help="which TensorRT builds the engine [default: the one installed]")
 @click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1), help="largest batch of a --dynamic-batch engine")
 @click.option("--parity/--no-parity", default=True, show_default=True, help="check against PyTorch before writing")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
@@ -61,8 +63,8 @@ def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, output
     if iters is not None and iters < 0:
         raise BadInput(f"--iters {iters}: the number of refinement steps must be 0 or more")
     wanted = tuple(o.strip() for o in outputs.split(",") if o.strip())
-    if "labels" not in wanted or set(wanted) - {"labels", "scores", "tags"}:
-        raise BadInput(f"--outputs {outputs!r}: choose from labels,scores,tags and include labels")
+    if LABELS not in wanted or set(wanted) - set(OUTPUTS):
+        raise BadInput(f"--outputs {outputs!r}: choose from {','.join(OUTPUTS)} and include {LABELS}")
 
     from disseg.train.checkpoint import model_from_checkpoint
 

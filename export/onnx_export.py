@@ -1,6 +1,7 @@
 """Checkpoint -> unrolled, self-describing ONNX (FP32 or FP16), with a parity gate against PyTorch."""
 from __future__ import annotations
 
+import ast
 import time
 from pathlib import Path
 
@@ -8,16 +9,16 @@ import numpy as np
 import onnx
 import torch
 
-from disseg.calibration.scopes import SCOPE_KEY, in_feature_extractor
+from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY, in_feature_extractor
 from disseg.runtime.atomic import atomic_write
-from disseg.runtime.contract import ModelInfo, file_sha256
+from disseg.runtime.contract import INPUT, ModelInfo, attach_metadata, file_sha256
 from disseg.runtime.palette import voc_palette
 from disseg.train.model import DIS
 
 from .unroll import UnrolledDIS
 
 OPSET = 18
-INPUT_NAME = "image"
+TORCH_SCOPES = "pkg.torch.onnx.name_scopes"  # the module scopes torch.onnx records per node
 
 
 def export_graph(model: DIS, iters: int, *, height: int, width: int, batch: int | None, outputs: tuple[str, ...],
@@ -27,11 +28,27 @@ def export_graph(model: DIS, iters: int, *, height: int, width: int, batch: int 
     example = torch.zeros((batch or 2, height, width, 3), dtype=torch.uint8)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},) if batch is None else None
     with torch.no_grad():
-        program = torch.onnx.export(unrolled, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+        program = torch.onnx.export(unrolled, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT],
                                     output_names=list(unrolled.outputs), dynamic_shapes=dynamic, verbose=False)
-    proto = program.model_proto
+    proto = mark_parts(program.model_proto)
     if fp16:
         proto = to_fp16(proto)
+    return proto
+
+
+def mark_parts(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace each node's debug metadata by its part (calibration/scopes.py): "features/<group>" for the
+    feature extractor, a group being one backbone stage or the image-level feature, else "float"."""
+    features = tuple(f"{UnrolledDIS.MODEL_SCOPE}.{m}" for m in DIS.FEATURE_MODULES)
+    for node in proto.graph.node:
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props if p.key == TORCH_SCOPES), [])
+        owner = next((s for s in scopes if s in features), None)
+        part = FLOAT
+        if owner is not None:
+            stage = next((s for s in scopes if s.startswith(owner + ".") and s.count(".") == owner.count(".") + 1), owner)
+            part = FEATURES + stage[len(UnrolledDIS.MODEL_SCOPE) + 1 :]
+        del node.metadata_props[:]
+        node.metadata_props.add(key=PART_KEY, value=part)
     return proto
 
 
@@ -100,7 +117,7 @@ def model_info(model: DIS, *, iters: int, height: int, width: int, batch: int | 
                precision: str, checkpoint_sha256: str) -> ModelInfo:
     cfg = model.cfg
     return ModelInfo(
-        input_name=INPUT_NAME, input_height=height, input_width=width, batch=batch if batch else "dynamic",
+        input_name=INPUT, input_height=height, input_width=width, batch=batch if batch else "dynamic",
         class_names=cfg.class_names, palette=tuple(tuple(int(v) for v in c) for c in voc_palette(cfg.num_classes)),
         iterations=iters, step_size=cfg.step_size, tag_weight=cfg.tag_weight, precision=precision, outputs=outputs,
         mean=cfg.mean, std=cfg.std, checkpoint_sha256=checkpoint_sha256, config=cfg.to_dict(),
@@ -108,15 +125,8 @@ def model_info(model: DIS, *, iters: int, height: int, width: int, batch: int | 
 
 
 def attach(proto: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
-    """Put the contract into metadata_props. Of the exporter's per-node debug metadata only the module
-    scope is kept (dis-calibrate uses it to tell the feature extractor from the refinement)."""
-    for node in proto.graph.node:
-        scopes = [p for p in node.metadata_props if p.key == SCOPE_KEY]
-        del node.metadata_props[:]
-        node.metadata_props.extend(scopes)
-    del proto.metadata_props[:]
-    for key, value in info.to_metadata().items():
-        proto.metadata_props.add(key=key, value=value)
+    """Put the contract into metadata_props (nodes keep only their part marks, from mark_parts)."""
+    attach_metadata(proto, info)
     proto.producer_name = "disseg"
     return proto
 

@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
+from disseg.runtime.backends import cpu_backend, infer_in_batches
+from disseg.runtime.contract import INPUT, LABELS, SCORES
 from disseg.train.model import DIS
 
 from .onnx_export import export_graph
 
 THRESHOLDS = {"fp32": 99.9, "fp16": 99.0}  # minimum label agreement, percent
-
-
-def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def parity_report(model: DIS, shipped: onnx.ModelProto, images: list[np.ndarray], *, iters: int, fp16: bool,
@@ -39,9 +34,10 @@ def parity_report(model: DIS, shipped: onnx.ModelProto, images: list[np.ndarray]
     rows = []
     with torch.no_grad():
         for t in range(iters + 1):
-            labels_pt, scores_pt = UnrolledDIS(model, t, outputs=("labels", "scores"))(torch.from_numpy(batch))
-            probe = export_graph(model, t, height=h, width=w, batch=None, outputs=("labels", "scores"), fp16=fp16)
-            labels_rt, scores_rt = _session(probe).run(None, {"image": batch})
+            labels_pt, scores_pt = UnrolledDIS(model, t, outputs=(LABELS, SCORES))(torch.from_numpy(batch))
+            probe = export_graph(model, t, height=h, width=w, batch=None, outputs=(LABELS, SCORES), fp16=fp16)
+            out = cpu_backend(probe.SerializeToString()).infer({INPUT: batch})
+            labels_rt, scores_rt = out[LABELS], out[SCORES]
             rows.append({
                 "iters": t,
                 "label_agreement": round(float(100 * (labels_rt == labels_pt.numpy()).mean()), 4),
@@ -49,16 +45,13 @@ def parity_report(model: DIS, shipped: onnx.ModelProto, images: list[np.ndarray]
                 "finite": bool(np.isfinite(scores_rt).all()),
             })
         labels_pt = UnrolledDIS(model, iters)(torch.from_numpy(batch))[0].numpy()
-    sess = _session(shipped)
-    name = sess.get_inputs()[0].name
-    fixed = sess.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) else len(batch)
-    padded = np.concatenate([batch, np.repeat(batch[-1:], -len(batch) % step, 0)])  # a fixed batch gets whole chunks
-    labels_rt = np.concatenate([sess.run(["labels"], {name: padded[i : i + step]})[0] for i in range(0, len(padded), step)])[: len(batch)]
+    backend = cpu_backend(shipped.SerializeToString())
+    fixed = backend.inputs[INPUT].shape[0]
+    labels_rt = infer_in_batches(backend, INPUT, batch, fixed if isinstance(fixed, int) else len(batch))[LABELS]
     agreement = float(100 * (labels_rt == labels_pt).mean())
     finite = all(r["finite"] for r in rows)
     return {
         "precision": precision, "images": len(images), "source": source, "threshold_label_agreement": threshold,
-        "outputs": {"labels": {"label_agreement": round(agreement, 4)}},
+        "outputs": {LABELS: {"label_agreement": round(agreement, 4)}},
         "per_iteration": rows, "passed": bool(agreement >= threshold and finite),
     }

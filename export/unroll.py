@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from disseg.runtime.contract import LABELS, OUTPUTS, SCORES, TAGS
 from disseg.train.model import DIS, upsampled_scores
 from disseg.train.refine import refine
 
-OUTPUTS = ("labels", "scores", "tags")
 
 
 def label_map(scores: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -27,11 +27,13 @@ class UnrolledDIS(nn.Module):
     Loop, and every step reads the same weights, so the exported file shares one set of initializers.
     """
 
-    def __init__(self, model: DIS, iters: int, *, outputs: tuple[str, ...] = ("labels",)) -> None:
+    MODEL_SCOPE = "model"  # the attribute holding the DIS: torch.onnx scopes its nodes "model.<module>..."
+
+    def __init__(self, model: DIS, iters: int, *, outputs: tuple[str, ...] = (LABELS,)) -> None:
         super().__init__()
         unknown = set(outputs) - set(OUTPUTS)
-        if unknown or "labels" not in outputs:
-            raise ValueError(f"outputs must include 'labels' and come from {OUTPUTS}, got {outputs}")
+        if unknown or LABELS not in outputs:
+            raise ValueError(f"outputs must include {LABELS!r} and come from {OUTPUTS}, got {outputs}")
         self.model = model.eval()
         self.iters = iters
         self.outputs = tuple(o for o in OUTPUTS if o in outputs)
@@ -45,5 +47,5 @@ class UnrolledDIS(nn.Module):
         u1, v1 = refine(m, u1, v1, image_small, steps=self.iters, step_size=cfg.step_size)
         heads = m.heads(u1, v1)
         scores = upsampled_scores(cfg, heads, image.shape[1], image.shape[2])
-        result = {"labels": label_map(scores, cfg.num_classes), "scores": scores.float(), "tags": torch.sigmoid(heads.v3).float()}
+        result = {LABELS: label_map(scores, cfg.num_classes), SCORES: scores.float(), TAGS: torch.sigmoid(heads.v3).float()}
         return tuple(result[name] for name in self.outputs)

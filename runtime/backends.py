@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .choices import BACKENDS  # noqa: F401 (the backends' names, with the classes that implement them)
 from .deps import onnxruntime_conflict
 from .errors import BadInput, DisError, ModelFileError
 
 log = logging.getLogger("disseg.runtime")
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
 
@@ -80,15 +80,16 @@ def ort_providers(path: Path, available: list[str], *, precision: str) -> list:
 
 
 class OnnxRuntimeBackend(Backend):
-    """ONNX Runtime with the best providers this build has (TensorRT, CUDA, CPU, in that order)."""
+    """ONNX Runtime with the best providers this build has (TensorRT, CUDA, CPU, in that order). `model` is a
+    file or, for checks on a graph that was never saved (parity, calibration), its serialized bytes."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, providers: list | None = None, threads: int = 0, precision: str = "fp32") -> None:
+    def __init__(self, model: str | Path | bytes, *, providers: list | None = None, threads: int = 0, precision: str = "fp32") -> None:
         super().__init__()
         import onnxruntime as ort
 
-        path = Path(path)
+        path = Path("in-memory.onnx") if isinstance(model, bytes) else Path(model)
         conflict = onnxruntime_conflict()
         if conflict:
             log.warning("%s", conflict)
@@ -98,7 +99,7 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = self._session(ort, path, options, chosen)
+        self.session = self._session(ort, model if isinstance(model, bytes) else str(path), path, options, chosen)
         self.providers = self.session.get_providers()
         self.inputs = {i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
                        for i in self.session.get_inputs()}
@@ -106,17 +107,17 @@ class OnnxRuntimeBackend(Backend):
         self._binding = self.session.io_binding() if self.providers[0] != "CPUExecutionProvider" else None
 
     @staticmethod
-    def _session(ort, path: Path, options, providers: list):
+    def _session(ort, model: str | bytes, path: Path, options, providers: list):
         """A session on `providers`; when a GPU provider fails but the CPU one loads the model, the failure is
         the provider's: say so and run on the CPU. When the CPU cannot load it either, the file is at fault."""
         try:
-            return ort.InferenceSession(str(path), options, providers=providers)
+            return ort.InferenceSession(model, options, providers=providers)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             gpu = [p if isinstance(p, str) else p[0] for p in providers if (p if isinstance(p, str) else p[0]) != "CPUExecutionProvider"]
             if gpu:
                 try:
-                    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
                 except Exception:
                     pass
                 else:
@@ -140,6 +141,26 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def cpu_backend(model: str | Path | bytes, *, threads: int = 0) -> OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU provider alone: the reference the export's parity gate and the calibration's
+    accuracy checks run models on."""
+    return OnnxRuntimeBackend(model, providers=["CPUExecutionProvider"], threads=threads)
+
+
+def infer_in_batches(backend: Backend, input_name: str, frames: np.ndarray, step: int) -> dict[str, np.ndarray]:
+    """All of `frames` through `backend`, `step` at a time; the last chunk is padded with copies of its last
+    frame (a fixed-batch model takes whole batches only) and the outputs trimmed back to len(frames). The one
+    place batches are padded: the Segmenter, the parity gate and calibration all come here."""
+    outputs: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(frames), step):
+        chunk = frames[i : i + step]
+        if len(chunk) < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)])
+        for name, value in backend.infer({input_name: chunk}).items():
+            outputs.setdefault(name, []).append(value)
+    return {name: np.concatenate(parts)[: len(frames)] for name, parts in outputs.items()}
 
 
 class TensorRTBackend(Backend):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from .errors import BadInput
-from .backends import BACKENDS
+from .choices import BACKENDS, VIEWS
 
 log = logging.getLogger("disseg.run")
 
@@ -38,7 +38,7 @@ def source_options(func):
 @click.option("--output", type=click.Path(path_type=Path), help="write the rendered view to this video file")
 @click.option("--masks", type=click.Path(path_type=Path), help="write one palette PNG of labels per frame here")
 @click.option("--stats", "stats_path", type=click.Path(path_type=Path), help="write latency/FPS/frame-age/class-area JSON here")
-@click.option("--view", default="overlay", show_default=True, type=click.Choice(["overlay", "mask", "side-by-side"]))
+@click.option("--view", default="overlay", show_default=True, type=click.Choice(VIEWS))
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--legend/--no-legend", default=True, show_default=True)
 @click.option("--no-display", is_flag=True, help="no window (headless)")

@@ -1,7 +1,9 @@
 """The model-file contract (design.md section 4): what an exported model says about itself.
 
 An ONNX file carries these keys in `metadata_props` (JSON values); a TensorRT engine carries the same
-keys in a JSON sidecar `<engine>.json` so C++ can read them without Python.
+keys in a JSON sidecar `<engine>.json` so C++ can read them without Python. This module owns the contract:
+the tensor names, the metadata's reading and writing (ONNX and sidecar), and the defaults a model falls
+back on. runtime/cpp/src/model_info.cpp is its C++ twin.
 """
 from __future__ import annotations
 
@@ -11,10 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
 from .errors import ModelFileError
 
 SCHEMA = "disseg-model/1"
 PREFIX = "disseg."
+INPUT = "image"  # uint8 N x H x W x 3, BGR
+LABELS, SCORES, TAGS = "labels", "scores", "tags"
+OUTPUTS = (LABELS, SCORES, TAGS)  # labels always; scores and tags when exported with --outputs
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB normalisation of torchvision's backbones
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +40,8 @@ class ModelInfo:
     tag_weight: float
     precision: str  # fp32 | fp16 | int8
     outputs: tuple[str, ...]
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     input_layout: str = "NHWC"
     input_dtype: str = "uint8"
     color_order: str = "BGR"
@@ -90,11 +98,42 @@ class ModelInfo:
         if not sizes_ok or not shapes_ok or not self.class_names or len(self.palette) < len(self.class_names):
             raise ModelFileError(f"{source}: disseg metadata is inconsistent (input name or size, classes, palette or extras); "
                                  f"re-export it with dis-export")
-        if "labels" not in self.outputs:
+        if LABELS not in self.outputs:
             raise ModelFileError(f"{source}: the model has no 'labels' output; re-export it with dis-export")
 
     def replace(self, **changes: Any) -> "ModelInfo":
         return dataclasses.replace(self, **changes)
+
+
+def attach_metadata(proto, info: ModelInfo):
+    """Write `info` into an onnx.ModelProto's metadata_props, replacing what was there (the one writer of ONNX
+    metadata: export and calibration both call it). Returns `proto`."""
+    del proto.metadata_props[:]
+    for key, value in info.to_metadata().items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    return Path(str(engine) + ".json")
+
+
+def write_sidecar(engine: str | Path, info: ModelInfo) -> Path:
+    """Write `<engine>.json`: the contract's keys (unprefixed JSON), readable from C++ without Python."""
+    path = sidecar_path(engine)
+    atomic_write_text(path, json.dumps({"disseg": {k[len(PREFIX):]: json.loads(v) for k, v in info.to_metadata().items()}}, indent=2))
+    return path
+
+
+def read_sidecar(engine: str | Path) -> ModelInfo:
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise ModelFileError(f"{engine}: no sidecar {path.name}; rebuild the engine with: dis-export MODEL.onnx --engine")
+    try:
+        data = json.loads(path.read_text())["disseg"]
+        return ModelInfo.from_metadata({PREFIX + k: json.dumps(v) for k, v in data.items()}, source=str(path))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: corrupt engine sidecar ({type(err).__name__}); rebuild with: dis-export MODEL.onnx --engine") from err
 
 
 def file_sha256(path: str | Path) -> str:
@@ -158,8 +197,6 @@ def read_model_info(path: str | Path) -> ModelInfo:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     if path.suffix != ".onnx":
-        from .engine_cache import read_sidecar
-
         return read_sidecar(path)
     try:
         props = read_onnx_metadata(path)

@@ -158,13 +158,16 @@ def check_tiny() -> dict:
     import numpy as np
     import onnxruntime as ort
 
+    from .backends import OnnxRuntimeBackend
+    from .contract import INPUT, LABELS
+
     results = {}
     for provider in ort.get_available_providers():
         def run(p=provider):
-            session = ort.InferenceSession(TINY_ONNX, providers=[p])
-            out = session.run(["labels"], {"image": np.full((1, 4, 4, 3), 7, np.uint8)})[0]
-            if int(out) != 7 or session.get_providers()[0] != p:
-                raise RuntimeError(f"ran on {session.get_providers()[0]} and gave {int(out)}, expected 7")
+            backend = OnnxRuntimeBackend(TINY_ONNX, providers=[p])
+            out = backend.infer({INPUT: np.full((1, 4, 4, 3), 7, np.uint8)})[LABELS]
+            if int(out) != 7 or backend.providers[0] != p:
+                raise RuntimeError(f"ran on {backend.providers[0]} and gave {int(out)}, expected 7")
             return "ok"
         results[provider] = probe(run)
     return results
@@ -173,7 +176,8 @@ def check_tiny() -> dict:
 def check_model(path: Path) -> dict:
     """Which backends open MODEL here, and for TensorRT the engine (cache entry) and whether it fits."""
     from .contract import read_model_info
-    from .engine_cache import built_for, cached_engine_path, mismatch, read_sidecar, this_machine
+    from .contract import read_sidecar
+    from .engine_cache import built_for, cached_engine_path, mismatch, this_machine
 
     info = read_model_info(path)
     report: dict = {"model": str(path), "precision": info.precision, "iterations": info.iterations,

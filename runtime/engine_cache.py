@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write, atomic_write_text
-from .contract import ModelInfo, file_sha256, read_model_info
+from .contract import ModelInfo, file_sha256, read_model_info, write_sidecar
 from .errors import BadInput, ModelFileError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
@@ -112,10 +112,6 @@ def build_target(trt, gpu_arch: str | None) -> Target:
     return Target(trt.__name__, version, cc, None)
 
 
-def sidecar_path(engine: str | Path) -> Path:
-    return Path(str(engine) + ".json")
-
-
 def engine_facts(info: ModelInfo, *, onnx_sha256: str, target: Target, dla_core: int | None = None, max_batch: int | None = None,
                  notes: tuple[str, ...] = ()) -> ModelInfo:
     """The ONNX model's contract plus what makes an engine valid only on one TensorRT and GPU."""
@@ -124,24 +120,6 @@ def engine_facts(info: ModelInfo, *, onnx_sha256: str, target: Target, dla_core:
                        "compute_capability": target.compute_capability, "ahead_of_time": target.gpu_name is None,
                        "dla_core": dla_core, "max_batch": max_batch, "notes": list(notes)}
     return info.replace(onnx_sha256=onnx_sha256, extra=extra)
-
-
-def write_sidecar(engine: str | Path, info: ModelInfo) -> Path:
-    """Write `<engine>.json`: the contract's keys (unprefixed JSON), readable from C++ without Python."""
-    path = sidecar_path(engine)
-    atomic_write_text(path, json.dumps({"disseg": {k[len("disseg."):]: json.loads(v) for k, v in info.to_metadata().items()}}, indent=2))
-    return path
-
-
-def read_sidecar(engine: str | Path) -> ModelInfo:
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise ModelFileError(f"{engine}: no sidecar {path.name}; rebuild the engine with: dis-export MODEL.onnx --engine")
-    try:
-        data = json.loads(path.read_text())["disseg"]
-        return ModelInfo.from_metadata({"disseg." + k: json.dumps(v) for k, v in data.items()}, source=str(path))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ModelFileError(f"{path}: corrupt engine sidecar ({type(err).__name__}); rebuild with: dis-export MODEL.onnx --engine") from err
 
 
 def built_for(info: ModelInfo) -> Target | None:

@@ -81,6 +81,7 @@ class Stats:
             "rss_mb": {"start": round(self.rss_mb[0], 1) if self.rss_mb else None, "end": round(_rss_mb(), 1),
                        "samples_every_1000_frames": [round(v, 1) for v in self.rss_mb]},
             "class_area": {n: round(float(a), 5) for n, a in zip(self.class_names, area)},
+            "runtime": "python",
             **extra,
         }
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backends import BACKENDS, Backend, OnnxRuntimeBackend, TensorRTBackend, tensorrt_available
-from .contract import ModelInfo, file_sha256, read_model_info
-from .engine_cache import FLAVOUR_NAMES, build_engine, built_for, cached_engine_path, cuda_device_count, mismatch, read_sidecar, this_machine
+from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, infer_in_batches, tensorrt_available
+from .choices import BACKENDS
+from .contract import LABELS, SCORES, TAGS, ModelInfo, file_sha256, read_model_info, read_sidecar
+from .engine_cache import FLAVOUR_NAMES, build_engine, built_for, cached_engine_path, cuda_device_count, mismatch, this_machine
 from .errors import BadInput, DisError, ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
@@ -114,20 +115,12 @@ class Segmenter:
         batch = np.stack([resize_to(f, h, w) for f in frames])
         t1 = time.perf_counter()
         step = self.batch or min(len(batch), self.backend.max_batch or len(batch))
-        outputs: dict[str, list[np.ndarray]] = {}
-        for i in range(0, len(batch), step):
-            chunk = batch[i : i + step]
-            if len(chunk) < step:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)])
-            for name, value in self.backend.infer({self.info.input_name: chunk}).items():
-                outputs.setdefault(name, []).append(value)
-        merged = {name: np.concatenate(parts)[: len(frames)] for name, parts in outputs.items()}
+        merged = infer_in_batches(self.backend, self.info.input_name, batch, step)
         t2 = time.perf_counter()
         results = []
         for i, frame in enumerate(frames):
-            labels = resize_labels(merged["labels"][i], frame.shape[0], frame.shape[1])
-            results.append(Result(labels, merged["tags"][i] if "tags" in merged else None,
-                                  merged["scores"][i] if "scores" in merged else None))
+            labels = resize_labels(merged[LABELS][i], frame.shape[0], frame.shape[1])
+            results.append(Result(labels, merged[TAGS][i] if TAGS in merged else None, merged[SCORES][i] if SCORES in merged else None))
         t3 = time.perf_counter()
         per = 1000.0 / len(frames)
         for r in results:

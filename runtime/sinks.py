@@ -8,15 +8,17 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_write
+from .choices import VIEWS
 from .errors import BadInput
 from .segmenter import Result, Segmenter
 from .sources import Frame
 
-VIEWS = ("overlay", "mask", "side-by-side")
 
 
 def render(seg: Segmenter, frame: Frame, result: Result, *, view: str, alpha: float, legend: bool, fps: float | None) -> np.ndarray:
     """The picture a person sees: overlay, mask or both side by side, with a class legend and FPS."""
+    if view not in VIEWS:
+        raise BadInput(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     if view == "mask":
         shown = seg.colorize(result.labels)
     elif view == "side-by-side":

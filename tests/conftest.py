@@ -4,6 +4,7 @@ $DISSEG_TEST_MODEL, which .ci/run exports beforehand with the full environment."
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,18 @@ import pytest
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 SECRET = "S3cretPass"  # a camera password that must never appear in any output
 BIN = Path(sys.executable).parent
+
+
+STATS_KEYS = Path(__file__).with_name("stats_keys.json")
+
+
+def assert_stats_keys(stats: dict) -> None:
+    """The stats file of dis-run and dis_run_cpp alike: exactly tests/stats_keys.json's keys, so the two cannot drift."""
+    spec = json.loads(STATS_KEYS.read_text())
+    assert sorted(stats) == sorted(spec["keys"]), set(stats) ^ set(spec["keys"])
+    assert sorted(stats["latency_ms"]) == sorted(spec["latency_ms"])
+    for figures in (*stats["latency_ms"].values(), stats["frame_age_ms"], stats["first_1000_total_ms"]):
+        assert sorted(figures) == sorted(spec["percentiles"])
 
 
 def run_cmd(*args: str, check: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -8,6 +8,11 @@ import click
 from disseg.runtime.cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from disseg.runtime.errors import BadInput
 
+from disseg.runtime.choices import BACKENDS
+
+from .config import BACKBONES, TAG_GATES
+from .synth_presets import PRESET_DEFAULTS, PRESETS
+
 
 
 @click.group(help="Make data sets for DIS.")
@@ -15,24 +20,27 @@ def data_cli() -> None:
     setup_logging()
 
 
-@data_cli.command("synth", help="Write a synthetic VOC-layout data set with a noisy tag-only (weak) split.")
+@data_cli.command("synth", help="Write a synthetic VOC-layout data set with a noisy tag-only (weak) split. Preset 'easy': "
+                  "7 classes, each its own colour and texture; 'hard': 21 classes in look-alike groups that only the scene "
+                  "tells apart, few labelled and 10x as many tag-only images (the paper's regime).")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--num-train", default=200, show_default=True, type=click.IntRange(1))
-@click.option("--num-val", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--num-weak", default=400, show_default=True, type=click.IntRange(0))
-@click.option("--size", default=256, show_default=True, type=click.IntRange(16), help="image side in pixels")
+@click.option("--preset", default="easy", show_default=True, type=click.Choice(PRESETS))
+@click.option("--num-train", type=click.IntRange(1), help="[default: easy 200, hard 42]")
+@click.option("--num-val", type=click.IntRange(1), help="[default: easy 100, hard 105]")
+@click.option("--num-weak", type=click.IntRange(0), help="[default: easy 400, hard 420]")
+@click.option("--size", type=click.IntRange(16), help="image side in pixels [default: easy 256, hard 128]")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--tag-drop", default=0.2, show_default=True, type=click.FloatRange(0, 1), help="chance a present tag is dropped")
-@click.option("--tag-add", default=0.05, show_default=True, type=click.FloatRange(0, 1), help="chance an absent tag is added")
+@click.option("--tag-drop", type=click.FloatRange(0, 1), help="chance a present tag is dropped [default: easy 0.2, hard 0.3]")
+@click.option("--tag-add", type=click.FloatRange(0, 1), help="chance an absent tag is added [default: easy 0.05, hard 0.03]")
 @handle_errors
-def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add) -> None:
+def synth(out: Path, preset, seed, **counts) -> None:
     from .synth import write_dataset
 
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} exists and is not empty; choose a new folder or remove it")
-    counts = write_dataset(out, num_train=num_train, num_val=num_val, num_weak=num_weak, size=size, seed=seed,
-                           tag_drop=tag_drop, tag_add=tag_add)
-    click.echo(f"wrote {out}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    given = {k: v for k, v in counts.items() if v is not None}
+    written = write_dataset(out, seed=seed, preset=preset, **{**PRESET_DEFAULTS[preset], **given})
+    click.echo(f"wrote {out} ({preset}): " + ", ".join(f"{n} {k}" for k, n in written.items()))
 
 
 @click.command(help="Train DIS: stage 1 on fully labelled images, stage 2 adds tag-only images.")
@@ -40,8 +48,7 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder: best.pt, last.pt, metrics.json")
 @click.option("--stage", default=1, show_default=True, type=click.Choice(["1", "2"]))
 @click.option("--init", type=click.Path(path_type=Path), help="start from this checkpoint (its architecture; stage 2 from stage 1's best.pt)")
-@click.option("--backbone", default="resnet18", show_default=True,
-              type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large"]))
+@click.option("--backbone", default="resnet18", show_default=True, type=click.Choice(BACKBONES))
 @click.option("--stages", default=4, show_default=True, type=click.IntRange(2, 4), help="resnet stages kept")
 @click.option("--output-stride", default=8, show_default=True, type=click.Choice(["8", "16"]))
 @click.option("--pretrained", is_flag=False, flag_value="imagenet", default=None, metavar="[PATH_OR_URL]",
@@ -56,7 +63,7 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt")
 @click.option("--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha")
 @click.option("--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy")
-@click.option("--tag-gate", default="none", show_default=True, type=click.Choice(["multiply", "log", "none"]),
+@click.option("--tag-gate", default="none", show_default=True, type=click.Choice(TAG_GATES),
               help="how tag probabilities gate the labelmap (multiply: the paper's u3*sigmoid(v3))")
 @click.option("--weak-weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="stage 2: weight of the weak images' loss")
 @click.option("--pseudo-threshold", default=0.0, show_default=True, type=click.FloatRange(0, 1),
@@ -69,9 +76,12 @@ def synth(out: Path, num_train, num_val, num_weak, size, seed, tag_drop, tag_add
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="continue RUN/last.pt exactly where it stopped")
 @handle_errors
-def train_cli(data, out, stage, init, backbone, stages, output_stride, pretrained, size, epochs, batch, optimizer, lr,
-              iters_train, iters_test, step_size, tag_weight, tag_gate, weak_weight, pseudo_threshold, eval_iters, max_train, steps_per_epoch, freeze_bn, device, seed, resume) -> None:
+def train_cli(**options) -> None:
+    """The options split as the code splits them: the model and method (DISConfig, saved in checkpoints) and how
+    this run trains (TrainOptions); each option's name is its field's name."""
     setup_logging()
+    import dataclasses
+
     import torch
 
     from disseg.runtime.dataset import read_classes
@@ -80,27 +90,23 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
     from .engine import TrainOptions, fit
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if stage == "2" and init is None and not resume:
+    data, out = Path(options["data"]), Path(options["out"])
+    if options["stage"] == "2" and options["init"] is None and not options["resume"]:
         raise BadInput("--stage 2 needs --init CKPT (the stage-1 best.pt) or --resume")
-    if (out / "last.pt").exists() and not resume:
+    if (out / "last.pt").exists() and not options["resume"]:
         raise BadInput(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if not Path(data).is_dir():
+    if not data.is_dir():
         raise BadInput(f"{data}: no such data folder; make one with: dis-data synth {data}")
-    cfg = DISConfig(
-        class_names=read_classes(Path(data)), backbone=backbone, stages=stages, output_stride=int(output_stride), size=size,
-        iters_train=iters_train, iters_test=iters_test, step_size=step_size, tag_weight=tag_weight, weak_weight=weak_weight,
-        pseudo_threshold=pseudo_threshold, tag_gate=tag_gate,
-    )
+    options.update(stage=int(options["stage"]), output_stride=int(options["output_stride"]), data=data, out=out,
+                   eval_iters=tuple(parse_int_list(options["eval_iters"], name="--eval-iters")) if options["eval_iters"] else ())
+    config_fields = {f.name for f in dataclasses.fields(DISConfig)}
+    cfg = DISConfig(class_names=read_classes(data), **{k: v for k, v in options.items() if k in config_fields})
     try:
         cfg.validate()
     except ValueError as err:
         raise BadInput(str(err)) from None
-    cfg.feature_grid(size, size)
-    opts = TrainOptions(
-        data=Path(data), out=Path(out), stage=int(stage), init=init, epochs=epochs, batch=batch, optimizer=optimizer, lr=lr,
-        device=device, seed=seed, resume=resume, pretrained=pretrained, max_train=max_train, freeze_bn=freeze_bn, steps_per_epoch=steps_per_epoch,
-        eval_iters=tuple(parse_int_list(eval_iters, name="--eval-iters")) if eval_iters else (),
-    )
+    cfg.feature_grid(cfg.size, cfg.size)
+    opts = TrainOptions(**{k: v for k, v in options.items() if k not in config_fields})
     result = fit(cfg, opts)
     click.echo(f"best val mIoU {result['best_val_miou']:.2f}; wrote {out}/best.pt, last.pt, metrics.json")
 
@@ -115,11 +121,11 @@ def train_cli(data, out, stage, init, backbone, stages, output_stride, pretraine
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="draw mIoU (and tag F1) against refinement steps (PNG)")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "onnxruntime", "tensorrt"]),
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS),
               help="for .onnx and engine files")
 @click.option("--step-size", type=click.FloatRange(min=0), help="override the checkpoint's refinement step size (tuning)")
 @click.option("--tag-weight", type=click.FloatRange(min=0), help="override the tag term's weight in the energy (tuning)")
-@click.option("--tag-gate", type=click.Choice(["multiply", "log", "none"]), help="override how tags gate the labelmap")
+@click.option("--tag-gate", type=click.Choice(TAG_GATES), help="override how tags gate the labelmap")
 @handle_errors
 def eval_cli(model: Path, data, split, iters, json_path, plot_path, batch, device, backend, step_size, tag_weight, tag_gate) -> None:
     setup_logging()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from disseg.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
+
 TAG_GATES = ("multiply", "log", "none")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 
@@ -15,8 +17,8 @@ class DISConfig:
     output_stride: int = 8  # 8 or 16 (resnets); mobilenet_v3_large is 16
     stages: int = 4  # residual stages of a resnet kept (2..4); fewer is faster on CPUs
     size: int = 256  # training crop and default export size (pixels, square)
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     # Losses (design.md section 1): CE(u3, L) + lambda_tags BCE(v3, T) + lambda_image ||z3 - I_small||^2
     lambda_tags: float = 1.0
     lambda_image: float = 1.0

@@ -104,7 +104,8 @@ def evaluate(model: DIS, loader, *, iters: list[int], device: torch.device, ener
                 tag_scores[t].update(tag_prob[i].cpu().numpy(), truth[i])
     results = []
     for t in iters:
-        row = {"iters": t, **matrices[t].summary(cfg.class_names), "tag_f1": tag_scores[t].f1()}
+        row = {"iters": t, **matrices[t].summary(cfg.class_names), "tag_f1": tag_scores[t].f1(),
+               "confusion": matrices[t].matrix.tolist()}  # rows: truth, columns: prediction (pixels)
         if energy_tags:
             row["input_tag_f1"] = input_tags.f1()
         results.append(row)

@@ -58,6 +58,8 @@ def build_backbone(cfg: DISConfig, *, pretrained: str | None = None) -> tuple[nn
 class DIS(nn.Module):
     """u1 = backbone(I); v1 = linear(avgpool(u1)); labelmap, image and tag subnets as design.md section 1."""
 
+    FEATURE_MODULES = ("backbone", "image_fc")  # what `features` runs: the part reduced precision may touch
+
     def __init__(self, cfg: DISConfig, *, pretrained: str | None = None) -> None:
         super().__init__()
         cfg.validate()

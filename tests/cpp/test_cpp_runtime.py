@@ -12,7 +12,7 @@ from PIL import Image
 
 from disseg.runtime.cabi import CSegmenter
 from disseg.runtime.segmenter import Segmenter
-from tests.conftest import interrupt_run, run_cmd
+from tests.conftest import assert_stats_keys, interrupt_run, run_cmd
 
 
 def _scene(h: int, w: int, seed: int) -> np.ndarray:
@@ -91,6 +91,8 @@ def test_dis_run_cpp_images_masks_equal_dis_run(cpp_build, tiny_onnx, tmp_path):
             assert np.array_equal(np.array(py), np.array(cpp)), name  # class indices
     stats = json.loads((tmp_path / "cpp.json").read_text())
     assert stats["frames"] == len(FRAMES) and stats["skipped"] == 1 and stats["runtime"] == "c++"
+    assert_stats_keys(stats)
+    assert 0 <= stats["frame_age_ms"]["p50"] < 10_000
     assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(1.0, abs=1e-6)
 
 

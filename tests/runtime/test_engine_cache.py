@@ -3,9 +3,8 @@ import json
 import pytest
 
 from disseg.runtime.backends import tensorrt_available
-from disseg.runtime.contract import ModelInfo, file_sha256, read_model_info
-from disseg.runtime.engine_cache import (Target, cached_engine_path, engine_facts, mismatch, parse_gpu_arch, read_sidecar,
-                                         short_version, write_sidecar)
+from disseg.runtime.contract import ModelInfo, file_sha256, read_model_info, read_sidecar, write_sidecar
+from disseg.runtime.engine_cache import Target, cached_engine_path, engine_facts, mismatch, parse_gpu_arch, short_version
 from disseg.runtime.errors import BadInput, ModelFileError
 
 ORIN = Target("tensorrt", "10.3.0", "87", "Orin")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import run_cmd
+from tests.conftest import assert_stats_keys, run_cmd
 
 
 def _video(path, frames=12, size=(96, 72)):
@@ -32,7 +32,9 @@ def test_video_to_video_masks_and_stats(tiny_onnx, tmp_path):
     with Image.open(masks[0]) as m:
         assert m.mode == "P" and m.size == (96, 72)
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["frames"] == 12 and stats["fps"] > 0
+    assert stats["frames"] == 12 and stats["fps"] > 0 and stats["runtime"] == "python"
+    assert_stats_keys(stats)
+    assert 0 <= stats["frame_age_ms"]["p50"] < 10_000
     assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(1.0, abs=1e-3)
     assert not list(tmp_path.glob(".*partial*"))  # temp file renamed into place
 

@@ -77,7 +77,8 @@ def test_bad_model_files(tmp_path, tiny_onnx):
 
 
 def _engine_without_trt(tmp_path, tiny_onnx):
-    from disseg.runtime.engine_cache import Target, engine_facts, write_sidecar
+    from disseg.runtime.contract import write_sidecar
+    from disseg.runtime.engine_cache import Target, engine_facts
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")

@@ -1,0 +1,172 @@
+// disseg's I/O layer, what jetson-utils' videoSource/videoOutput are to segnet: sources (camera, video,
+// images, RTSP, GStreamer, Jetson CSI), sinks (video file, label PNGs, a window), run statistics and the
+// threaded loop that ties them to a Segmenter. The C++ twin of runtime/sources.py, sinks.py and pipeline.py;
+// dis_run_cpp is a command line around it.
+//
+//   disseg::Segmenter seg("model.onnx");
+//   disseg::SourceSpec spec;  spec.video = "in.mp4";
+//   disseg::VideoSink video("out.mp4", 30.0);
+//   disseg::Stats stats(seg.class_names());
+//   std::atomic<bool> stop{false};
+//   disseg::Counters c = disseg::run_pipeline(seg, spec, {&video, nullptr, nullptr}, {}, stats, stop);
+//   stats.write("stats.json", {"model.onnx", seg.backend_name(), c.skipped, c.reconnects, false});
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "disseg/export.h"
+#include "disseg/segmenter.hpp"
+
+namespace disseg {
+
+using Clock = std::chrono::steady_clock;
+
+struct Frame {
+  int index = 0;
+  cv::Mat image;
+  std::string name;  // file stem or zero-padded frame number: the mask file's name
+  Clock::time_point captured;
+};
+
+// A source of frames. Live ones (camera, stream, pipeline) keep only the newest frame and reconnect.
+class DISSEG_API Source {
+ public:
+  virtual ~Source() = default;
+  virtual bool next(Frame& frame) = 0;  // false at the end
+  virtual double fps() const { return 30.0; }
+  virtual bool live() const { return false; }
+  int skipped = 0;     // unreadable images skipped
+  int reconnects = 0;  // times a live source was reopened
+};
+
+// What the user asked to read: exactly one of the sources.
+struct SourceSpec {
+  std::optional<int> camera, csi;
+  std::optional<std::string> video, images, rtsp, gst;
+  int max_reconnects = 10;  // a live source that drops is reopened this many times in a row, then ends
+  bool live() const { return camera || rtsp || gst || csi; }
+  bool file() const { return video || images; }
+};
+
+// The source `spec` names, or BadInput in one line. A live source stops waiting once `*stop` is set.
+DISSEG_API std::unique_ptr<Source> open_source(const SourceSpec& spec, const std::atomic<bool>* stop = nullptr);
+
+// rtsp://admin:secret@host/live -> rtsp://admin:***@host/live: credentials never reach a message, log line or file.
+DISSEG_API std::string redact(const std::string& url);
+DISSEG_API bool gstreamer_available();  // OpenCV built with GStreamer
+DISSEG_API std::string rtsp_pipeline(const std::string& url, bool hardware_decoder);
+DISSEG_API std::string csi_pipeline(int sensor, int width = 1280, int height = 720, int fps = 30);
+
+// An MP4/AVI/MKV written to a hidden temp file and renamed on close: an interrupted run leaves a playable file.
+class DISSEG_API VideoSink {
+ public:
+  VideoSink(const std::string& path, double fps);
+  ~VideoSink();
+  void write(const cv::Mat& image);
+  void close();
+  int frames() const;
+  void set_fps(double fps);  // before the first write
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One palette PNG per frame (pixel = class index, colours from the model): runtime/sinks.py's MaskSink.
+class DISSEG_API MaskSink {
+ public:
+  MaskSink(const std::string& folder, const std::vector<std::array<std::uint8_t, 3>>& palette);
+  void write(const std::string& name, const cv::Mat& labels);  // atomically: temp file, then rename
+  int count = 0;
+
+ private:
+  std::string folder_;
+  std::vector<std::array<std::uint8_t, 3>> palette_;
+};
+
+// An OpenCV window; closed() once the user pressed Esc or q.
+class DISSEG_API WindowSink {
+ public:
+  explicit WindowSink(std::string title) : title_(std::move(title)) {}
+  ~WindowSink();
+  void write(const cv::Mat& image);
+  bool closed() const { return closed_; }
+
+ private:
+  std::string title_;
+  bool closed_ = false;
+};
+
+struct RenderOptions {
+  std::string view = "overlay";  // overlay | mask | side-by-side
+  double alpha = 0.5;
+  bool legend = true;
+};
+
+// The frame as shown: the view, a legend of the classes present and an FPS/latency line.
+DISSEG_API cv::Mat render(const Segmenter& seg, const Frame& frame, const Result& result, const RenderOptions& options, double fps);
+
+// What a run adds to its stats file beside the figures.
+struct RunFacts {
+  std::string model, backend;
+  int skipped = 0, reconnects = 0;
+  bool interrupted = false;
+};
+
+// Per-stage latency, frame age, class areas and memory, as runtime/pipeline.py's Stats: percentiles over the
+// last `window` frames, the first 1000 frames' totals kept apart so a long run shows whether latency drifted.
+class DISSEG_API Stats {
+ public:
+  static constexpr std::size_t window = 10000;
+  explicit Stats(std::vector<std::string> class_names);
+  ~Stats();
+  Stats(Stats&&) noexcept;
+  void add(const Frame& frame, const Result& result, Clock::time_point started);  // started: before segment()
+  int frames() const;
+  double wall_s() const;        // seconds since construction
+  double fps() const;           // frames per second since construction
+  double total_p50_ms() const;  // median per-frame latency over the window
+  std::string json(const RunFacts& facts) const;                    // the stats file's text; keys: stats_keys()
+  void write(const std::string& path, const RunFacts& facts) const;  // atomically
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The stats file's top-level keys, the same list as the Python runtime's (tests/stats_keys.json holds both to it).
+DISSEG_API const std::vector<std::string>& stats_keys();
+
+struct Sinks {
+  VideoSink* video = nullptr;
+  MaskSink* masks = nullptr;
+  WindowSink* window = nullptr;
+};
+
+struct PipelineOptions {
+  RenderOptions render;
+  int max_frames = 0;  // 0: no limit
+  int loops = 1;       // a file source is read this many times, its frames numbered on
+};
+
+struct Counters {
+  int skipped = 0, reconnects = 0;
+};
+
+// Read `spec`, segment every frame into `sinks`, add to `stats`. Capture, inference and writing overlap in three
+// threads; a live source waits at one frame and keeps the newest, a file source never runs more than 8 frames
+// ahead. Returns when the source ends, max_frames is reached, `stop` is set (set it from a SIGINT handler) or
+// the window closes; every frame counted is written before it returns. A source or sink error is rethrown.
+DISSEG_API Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
+                                 Stats& stats, std::atomic<bool>& stop);
+
+}  // namespace disseg

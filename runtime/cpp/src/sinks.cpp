@@ -1,0 +1,154 @@
+// Sinks and the rendered view for the I/O layer (include/disseg/io.hpp): runtime/sinks.py in C++.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include <opencv2/highgui.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
+#include <png.h>
+
+#include "disseg/io.hpp"
+
+namespace fs = std::filesystem;
+
+namespace disseg {
+
+struct VideoSink::Impl {
+  fs::path path, tmp;
+  double fps = 30.0;
+  bool mp4 = true;
+  cv::VideoWriter writer;
+  int frames = 0;
+};
+
+VideoSink::VideoSink(const std::string& path_arg, double fps) : impl_(std::make_unique<Impl>()) {
+  const fs::path path(path_arg);
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  if (ext != ".mp4" && ext != ".avi" && ext != ".mkv") throw BadInput("--output " + path_arg + ": expected a .mp4, .avi or .mkv file");
+  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  impl_->path = path;
+  impl_->tmp = path.parent_path() / ("." + path.stem().string() + ".partial" + path.extension().string());
+  impl_->fps = fps;
+  impl_->mp4 = ext == ".mp4";
+}
+
+VideoSink::~VideoSink() {
+  try {
+    close();
+  } catch (...) {  // a destructor must not throw; close() explicitly to see the error
+  }
+}
+
+void VideoSink::write(const cv::Mat& image) {
+  Impl& v = *impl_;
+  if (!v.writer.isOpened()) {
+    const int fourcc = v.mp4 ? cv::VideoWriter::fourcc('m', 'p', '4', 'v') : cv::VideoWriter::fourcc('M', 'J', 'P', 'G');
+    if (!v.writer.open(v.tmp.string(), fourcc, v.fps, image.size()))
+      throw BadInput("--output " + v.path.string() + ": OpenCV cannot write this video format here");
+  }
+  v.writer.write(image);
+  ++v.frames;
+}
+
+void VideoSink::close() {
+  if (!impl_->writer.isOpened()) return;
+  impl_->writer.release();
+  fs::rename(impl_->tmp, impl_->path);
+}
+
+int VideoSink::frames() const { return impl_->frames; }
+
+void VideoSink::set_fps(double fps) { impl_->fps = fps; }
+
+namespace {
+
+// libpng, since OpenCV cannot write palette PNGs.
+bool write_palette_png(const fs::path& path, const cv::Mat& labels, const std::vector<png_color>& palette) {
+  std::FILE* file = std::fopen(path.c_str(), "wb");
+  if (!file) return false;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png ? png_create_info_struct(png) : nullptr;
+  bool ok = png && info && !setjmp(png_jmpbuf(png));
+  if (ok) {
+    png_init_io(png, file);
+    png_set_IHDR(png, info, labels.cols, labels.rows, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_PLTE(png, info, palette.data(), static_cast<int>(palette.size()));
+    png_write_info(png, info);
+    for (int y = 0; y < labels.rows; ++y) png_write_row(png, labels.ptr<png_byte>(y));
+    png_write_end(png, nullptr);
+  }
+  png_destroy_write_struct(png ? &png : nullptr, info ? &info : nullptr);
+  return std::fclose(file) == 0 && ok;
+}
+
+}  // namespace
+
+MaskSink::MaskSink(const std::string& folder, const std::vector<std::array<std::uint8_t, 3>>& palette)
+    : folder_(folder), palette_(palette) {
+  fs::create_directories(folder);
+  palette_.resize(256, {0, 0, 0});
+}
+
+void MaskSink::write(const std::string& name, const cv::Mat& labels) {
+  if (labels.type() != CV_8U) throw BadInput("--masks: palette PNGs hold up to 256 classes; this model has more");
+  std::vector<png_color> palette;
+  for (const auto& rgb : palette_) palette.push_back({rgb[0], rgb[1], rgb[2]});
+  const fs::path final_path = fs::path(folder_) / (name + ".png");
+  const fs::path tmp = fs::path(folder_) / ("." + name + ".tmp.png");
+  if (!write_palette_png(tmp, labels, palette)) throw BadInput("--masks " + folder_ + ": cannot write " + tmp.string());
+  fs::rename(tmp, final_path);
+  ++count;
+}
+
+WindowSink::~WindowSink() { cv::destroyWindow(title_); }
+
+void WindowSink::write(const cv::Mat& image) {
+  cv::imshow(title_, image);
+  const int key = cv::waitKey(1) & 0xFF;
+  if (key == 27 || key == 'q') closed_ = true;
+}
+
+namespace {
+
+void draw_legend(cv::Mat& shown, const Segmenter& seg, const cv::Mat& labels, double scale) {
+  std::vector<bool> present(seg.info().num_classes(), false);
+  for (int y = 0; y < labels.rows; ++y)
+    for (int x = 0; x < labels.cols; ++x) {
+      const int c = labels.type() == CV_8U ? labels.at<std::uint8_t>(y, x) : labels.at<std::int32_t>(y, x);
+      if (c >= 0 && c < static_cast<int>(present.size())) present[c] = true;
+    }
+  int row = 0;
+  for (int c = 0; c < static_cast<int>(present.size()); ++c) {
+    if (!present[c]) continue;
+    const int y = static_cast<int>((10 + 22 * row++) * scale);
+    const auto& rgb = seg.info().palette[c];
+    cv::rectangle(shown, {int(8 * scale), y}, {int(26 * scale), y + int(16 * scale)}, cv::Scalar(rgb[2], rgb[1], rgb[0]), cv::FILLED);
+    cv::putText(shown, seg.class_names()[c], {int(32 * scale), y + int(14 * scale)}, cv::FONT_HERSHEY_SIMPLEX, 0.5 * scale,
+                {255, 255, 255}, 1, cv::LINE_AA);
+  }
+}
+
+}  // namespace
+
+cv::Mat render(const Segmenter& seg, const Frame& frame, const Result& r, const RenderOptions& options, double fps) {
+  cv::Mat shown;
+  if (options.view == "mask") {
+    shown = seg.colorize(r.labels);
+  } else if (options.view == "side-by-side") {
+    cv::hconcat(frame.image, seg.colorize(r.labels), shown);
+  } else {
+    shown = seg.overlay(frame.image, r, options.alpha);
+  }
+  const double scale = std::max(0.4, std::min(shown.rows, 720) / 720.0);
+  if (options.legend) draw_legend(shown, seg, r.labels, scale);
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f FPS  %.1f ms", fps, r.timings.infer_ms);
+  cv::putText(shown, text, {int(8 * scale), shown.rows - int(10 * scale)}, cv::FONT_HERSHEY_SIMPLEX, 0.6 * scale, {255, 255, 255}, 1,
+              cv::LINE_AA);
+  return shown;
+}
+
+}  // namespace disseg

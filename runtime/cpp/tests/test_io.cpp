@@ -1,0 +1,99 @@
+// libdisseg's I/O layer used as a library, the way an application other than dis_run_cpp would use it.
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "disseg/io.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+std::filesystem::path image_folder(const std::string& name, int count) {
+  const auto dir = temp_dir(name);
+  for (int i = 0; i < count; ++i) {
+    cv::Mat img(40 + 8 * i, 56, CV_8UC3, cv::Scalar(20 * i, 90, 160));
+    cv::circle(img, {28, 20}, 12, cv::Scalar(30, 200, 90), cv::FILLED);
+    cv::imwrite((dir / ("f" + std::to_string(i) + ".png")).string(), img);
+  }
+  write_bytes(dir / "broken.png", "\x89PNG not really");
+  return dir;
+}
+
+}  // namespace
+
+TEST(IO, SourceSpecNeedsExactlyOneSource) {
+  disseg::SourceSpec none;
+  EXPECT_THROW(disseg::open_source(none), disseg::BadInput);
+  disseg::SourceSpec two;
+  two.video = "a.mp4";
+  two.camera = 0;
+  EXPECT_THROW(disseg::open_source(two), disseg::BadInput);
+  disseg::SourceSpec missing;
+  missing.images = "/nonexistent/folder";
+  EXPECT_THROW(disseg::open_source(missing), disseg::BadInput);
+}
+
+TEST(IO, ImageSourceSkipsWhatItCannotDecode) {
+  disseg::SourceSpec spec;
+  spec.images = image_folder("io-images", 3).string();
+  auto source = disseg::open_source(spec);
+  EXPECT_FALSE(source->live());
+  std::vector<std::string> names;
+  disseg::Frame frame;
+  while (source->next(frame)) names.push_back(frame.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"f0", "f1", "f2"}));
+  EXPECT_EQ(source->skipped, 1);
+}
+
+TEST(IO, RedactHidesThePasswordOnly) {
+  EXPECT_EQ(disseg::redact("rtsp://admin:S3cret@cam:554/live"), "rtsp://admin:***@cam:554/live");
+  EXPECT_EQ(disseg::redact("rtsp://cam/live"), "rtsp://cam/live");
+}
+
+TEST(IO, PipelineWritesMasksAndStatsWithTheSharedKeys) {
+  REQUIRE_TEST_MODEL();
+  disseg::Segmenter seg(test_model(), {"onnxruntime", 1});
+  disseg::SourceSpec spec;
+  spec.images = image_folder("io-pipeline", 4).string();
+  const auto out = temp_dir("io-out");
+  disseg::MaskSink masks((out / "masks").string(), seg.info().palette);
+  disseg::Stats stats(seg.class_names());
+  std::atomic<bool> stop{false};
+  disseg::PipelineOptions options;
+  options.loops = 2;
+  const auto counts = disseg::run_pipeline(seg, spec, {nullptr, &masks, nullptr}, options, stats, stop);
+  EXPECT_EQ(stats.frames(), 8);
+  EXPECT_EQ(masks.count, 8);
+  EXPECT_EQ(counts.skipped, 2);  // broken.png, once per pass
+  EXPECT_TRUE(std::filesystem::is_regular_file(out / "masks" / "000007.png"));  // looped: one numbering
+  stats.write((out / "stats.json").string(), {"m.onnx", seg.backend_name(), counts.skipped, counts.reconnects, false});
+  const auto written = nlohmann::json::parse(std::ifstream(out / "stats.json"));
+  std::set<std::string> keys;
+  for (const auto& item : written.items()) keys.insert(item.key());
+  EXPECT_EQ(keys, std::set<std::string>(disseg::stats_keys().begin(), disseg::stats_keys().end()));
+  // The one list both test suites check (tests/stats_keys.json): C++ and Python cannot drift apart.
+  const auto shared = nlohmann::json::parse(std::ifstream(DISSEG_STATS_KEYS_FILE))["keys"].get<std::vector<std::string>>();
+  EXPECT_EQ(keys, std::set<std::string>(shared.begin(), shared.end()));
+  EXPECT_EQ(written["frames"], 8);
+  EXPECT_GE(written["frame_age_ms"]["p50"].get<double>(), 0.0);
+}
+
+TEST(IO, PipelineStopsWhenAskedAndFlushesWhatItCounted) {
+  REQUIRE_TEST_MODEL();
+  disseg::Segmenter seg(test_model(), {"onnxruntime", 1});
+  disseg::SourceSpec spec;
+  spec.images = image_folder("io-stop", 2).string();
+  const auto out = temp_dir("io-stop-out");
+  disseg::MaskSink masks((out / "masks").string(), seg.info().palette);
+  disseg::Stats stats(seg.class_names());
+  std::atomic<bool> stop{true};  // Ctrl-C before the first frame
+  disseg::PipelineOptions options;
+  options.loops = 1000;
+  disseg::run_pipeline(seg, spec, {nullptr, &masks, nullptr}, options, stats, stop);
+  EXPECT_EQ(masks.count, stats.frames());
+  EXPECT_LT(stats.frames(), 2000);
+}
