@@ -9,6 +9,7 @@
 
     python benchmarks/bench_cpp.py MODEL.onnx --build build/cpp --soak 10000 --json benchmarks/results/cpp.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,47 +41,101 @@ def per_frame_ms(segment, frames) -> list[float]:
 
 
 def in_process(model: Path, build: Path, frames: list[np.ndarray], threads: int, rounds: int) -> dict:
-    with Segmenter(model, backend="onnxruntime", threads=threads) as py, CSegmenter(build, model, backend="onnxruntime", threads=threads) as cpp:
+    with (
+        Segmenter(model, backend="onnxruntime", threads=threads) as py,
+        CSegmenter(build, model, backend="onnxruntime", threads=threads) as cpp,
+    ):
         agree = np.mean([np.mean(py(f).labels == cpp.segment(f)[0]) for f in frames])  # also the warm-up
         times = {"python": [], "cpp": []}
         for _ in range(rounds):
             times["python"] += per_frame_ms(py, frames)
             times["cpp"] += per_frame_ms(cpp.segment, frames)
     p50 = {k: float(np.median(v)) for k, v in times.items()}
-    return {"threads": threads or "all", "frames_timed": len(times["cpp"]), "python_p50_ms": round(p50["python"], 3),
-            "cpp_p50_ms": round(p50["cpp"], 3), "cpp_over_python": round(p50["cpp"] / p50["python"], 3),
-            "label_agreement": round(float(agree), 6)}
+    return {
+        "threads": threads or "all",
+        "frames_timed": len(times["cpp"]),
+        "python_p50_ms": round(p50["python"], 3),
+        "cpp_p50_ms": round(p50["cpp"], 3),
+        "cpp_over_python": round(p50["cpp"] / p50["python"], 3),
+        "label_agreement": round(float(agree), 6),
+    }
 
 
 def end_to_end(model: Path, build: Path, video: Path, tmp: Path, threads: int, rounds: int) -> dict:
     runs = {"python": [], "cpp": []}
     for r in range(rounds):
-        for name, cmd in (("python", [str(BIN / "dis-run"), "--backend", "onnxruntime"]), ("cpp", [str(build / "dis_run_cpp")])):
+        for name, cmd in (
+            ("python", [str(BIN / "dis-run"), "--backend", "onnxruntime"]),
+            ("cpp", [str(build / "dis_run_cpp")]),
+        ):
             out = tmp / f"{name}{r}"
-            subprocess.run([*cmd, str(model), "--video", str(video), "--no-display", "--threads", str(threads), "--masks", str(out),
-                            "--stats", str(out) + ".json"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    *cmd,
+                    str(model),
+                    "--video",
+                    str(video),
+                    "--no-display",
+                    "--threads",
+                    str(threads),
+                    "--masks",
+                    str(out),
+                    "--stats",
+                    str(out) + ".json",
+                ],
+                check=True,
+                capture_output=True,
+            )
             stats = json.loads(Path(str(out) + ".json").read_text())
             runs[name].append((stats["latency_ms"]["total_ms"]["p50"], stats["fps"]))
     masks = sorted((tmp / "python0").glob("*.png"))
     agree = np.mean([np.mean(np.array(Image.open(m)) == np.array(Image.open(tmp / "cpp0" / m.name))) for m in masks])
     med = {k: (float(np.median([p for p, _ in v])), float(np.median([f for _, f in v]))) for k, v in runs.items()}
-    return {"threads": threads or "all", "frames": len(masks), "dis_run_total_p50_ms": round(med["python"][0], 3),
-            "dis_run_cpp_total_p50_ms": round(med["cpp"][0], 3), "total_cpp_over_python": round(med["cpp"][0] / med["python"][0], 3),
-            "dis_run_fps": round(med["python"][1], 2), "dis_run_cpp_fps": round(med["cpp"][1], 2),
-            "mask_agreement": round(float(agree), 6)}
+    return {
+        "threads": threads or "all",
+        "frames": len(masks),
+        "dis_run_total_p50_ms": round(med["python"][0], 3),
+        "dis_run_cpp_total_p50_ms": round(med["cpp"][0], 3),
+        "total_cpp_over_python": round(med["cpp"][0] / med["python"][0], 3),
+        "dis_run_fps": round(med["python"][1], 2),
+        "dis_run_cpp_fps": round(med["cpp"][1], 2),
+        "mask_agreement": round(float(agree), 6),
+    }
 
 
 def soak(model: Path, build: Path, video: Path, tmp: Path, frames: int, clip_frames: int) -> dict:
     """A long run of each command (the video looped): latency of the first vs last 1000 frames, and memory."""
     loops = -(-frames // clip_frames)
     row = {"frames": frames}
-    for name, cmd in (("python", [str(BIN / "dis-run"), "--backend", "onnxruntime"]), ("cpp", [str(build / "dis_run_cpp")])):
+    for name, cmd in (
+        ("python", [str(BIN / "dis-run"), "--backend", "onnxruntime"]),
+        ("cpp", [str(build / "dis_run_cpp")]),
+    ):
         out = tmp / f"soak_{name}.json"
-        subprocess.run([*cmd, str(model), "--video", str(video), "--loop", str(loops), "--max-frames", str(frames), "--no-display",
-                        "--stats", str(out)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                *cmd,
+                str(model),
+                "--video",
+                str(video),
+                "--loop",
+                str(loops),
+                "--max-frames",
+                str(frames),
+                "--no-display",
+                "--stats",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+        )
         stats = json.loads(out.read_text())
-        row[name] = {"fps": round(stats["fps"], 2), "first_1000_p50_ms": stats["first_1000_total_ms"]["p50"],
-                     "last_1000_p50_ms": stats["last_1000_total_ms"]["p50"], "rss_mb": stats["rss_mb"]}
+        row[name] = {
+            "fps": round(stats["fps"], 2),
+            "first_1000_p50_ms": stats["first_1000_total_ms"]["p50"],
+            "last_1000_p50_ms": stats["last_1000_total_ms"]["p50"],
+            "rss_mb": stats["rss_mb"],
+        }
     return row
 
 

@@ -4,6 +4,7 @@ measured in one process: ONNX Runtime vs PyTorch eager (same model, same input) 
 
     python benchmarks/bench_export.py RUN/best.pt --data data/synth --json benchmarks/results/export.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,15 +12,17 @@ import json
 import logging
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from disseg.export.onnx_export import export_checkpoint, held_out_images, save
 from disseg.export.parity import parity_report
 from disseg.export.unroll import UnrolledDIS
+from disseg.runtime.backends import cpu_backend
+from disseg.runtime.contract import INPUT
 from disseg.runtime.evaluate import evaluate_exported
 from disseg.train.checkpoint import model_from_checkpoint
 
@@ -53,41 +56,55 @@ def main() -> None:
         paths = {}
         for fp16 in (False, True):
             for t in [int(v) for v in args.iters.split(",")]:
-                proto, info, seconds = export_checkpoint(net, args.checkpoint, iters=t, height=size, width=size, batch=1,
-                                                         outputs=("labels",), fp16=fp16)
+                proto, info, seconds = export_checkpoint(
+                    net, args.checkpoint, iters=t, height=size, width=size, batch=1, outputs=("labels",), fp16=fp16
+                )
                 report = parity_report(net, proto, images, iters=t, fp16=fp16, source=source)
                 path = Path(tmp) / f"t{t}{'_fp16' if fp16 else ''}.onnx"
                 save(proto, path)
                 paths[(t, fp16)] = path
-                row = {"iters": t, "precision": info.precision, "export_s": round(seconds, 2), "onnx_mb": round(path.stat().st_size / 1e6, 3),
-                       "label_agreement": report["outputs"]["labels"]["label_agreement"],
-                       "per_iteration": report["per_iteration"]}
+                row = {
+                    "iters": t,
+                    "precision": info.precision,
+                    "export_s": round(seconds, 2),
+                    "onnx_mb": round(path.stat().st_size / 1e6, 3),
+                    "label_agreement": report["outputs"]["labels"]["label_agreement"],
+                    "per_iteration": report["per_iteration"],
+                }
                 if args.data is not None and not fp16:
                     row["miou_onnx"] = evaluate_exported(path, args.data, backend="onnxruntime")[0]["miou"]
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "per_iteration"}), flush=True)
         # Latency, same process, same input: PyTorch eager vs ONNX Runtime (CPU), t = 0 and t = 3.
         x = torch.from_numpy(images[0][None].copy())
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         lat = {}
         for t in (0, 3):
             module = UnrolledDIS(net, t).eval()
-            sess = ort.InferenceSession(str(paths[(t, False)]), options, providers=["CPUExecutionProvider"])
-            feed = {"image": x.numpy()}
+            backend = cpu_backend(paths[(t, False)])
+            feed = {INPUT: x.numpy()}
             with torch.no_grad():
-                lat[f"torch_t{t}_ms"] = latency_ms(lambda: module(x), args.runs)
-            lat[f"ort_t{t}_ms"] = latency_ms(lambda: sess.run(None, feed), args.runs)
+                lat[f"torch_t{t}_ms"] = latency_ms(partial(module, x), args.runs)
+            lat[f"ort_t{t}_ms"] = latency_ms(partial(backend.infer, feed), args.runs)
         lat["ort_over_torch_t3"] = round(lat["ort_t3_ms"] / lat["torch_t3_ms"], 3)
         lat["ort_over_torch_t0"] = round(lat["ort_t0_ms"] / lat["torch_t0_ms"], 3)
         lat["ort_t3_over_t0"] = round(lat["ort_t3_ms"] / lat["ort_t0_ms"], 3)
         print(json.dumps(lat), flush=True)
-    result = {"checkpoint": str(args.checkpoint), "input": f"{size}x{size}", "parity_images": source, "exports": rows, "latency": lat}
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "input": f"{size}x{size}",
+        "parity_images": source,
+        "exports": rows,
+        "latency": lat,
+    }
     if args.data is not None:
         from disseg.train.cli import _eval_checkpoint
 
-        result["miou_checkpoint"] = {r["iters"]: r["miou"] for r in _eval_checkpoint(args.checkpoint, args.data, "val",
-                                     [int(v) for v in args.iters.split(",")], 8, "cpu", {})}
+        result["miou_checkpoint"] = {
+            r["iters"]: r["miou"]
+            for r in _eval_checkpoint(
+                args.checkpoint, args.data, "val", [int(v) for v in args.iters.split(",")], 8, "cpu", {}
+            )
+        }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

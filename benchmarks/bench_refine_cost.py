@@ -3,6 +3,7 @@ of several depths (the refinement's cost is fixed by K and the feature map; the 
 
     python benchmarks/bench_refine_cost.py --json benchmarks/results/refine_cost.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,21 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for t in (0, 3):
                 path = Path(tmp) / f"t{t}.onnx"
-                proto = export_graph(net, t, height=args.size, width=args.size, batch=1, outputs=("labels",), fp16=False)
+                proto = export_graph(
+                    net, t, height=args.size, width=args.size, batch=1, outputs=("labels",), fp16=False
+                )
                 path.write_bytes(proto.SerializeToString())
-                ms[t] = median_ms(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), feed, args.runs)
-        rows.append({"backbone": f"resnet18, {stages} stages, stride 8", "t0_ms": round(ms[0], 2), "t3_ms": round(ms[3], 2),
-                     "t3_over_t0": round(ms[3] / ms[0], 3)})
+                ms[t] = median_ms(
+                    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), feed, args.runs
+                )
+        rows.append(
+            {
+                "backbone": f"resnet18, {stages} stages, stride 8",
+                "t0_ms": round(ms[0], 2),
+                "t3_ms": round(ms[3], 2),
+                "t3_over_t0": round(ms[3] / ms[0], 3),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"input": f"{args.size}x{args.size}", "results": rows}, indent=2))

@@ -3,6 +3,7 @@ frames (one process), and a long run's latency and memory (first vs last 1000 fr
 
     python benchmarks/bench_runtime.py MODEL.onnx --frames 300 --soak 10000 --json benchmarks/results/runtime.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ def main() -> None:
                     seg(f)
                 alone = time.perf_counter() - start
                 e2e = run(seg, VideoSource(str(video)), video=VideoSink(Path(tmp) / "out.mp4", 15)).summary()
-            row = {"frames": len(frames), "backend_alone_fps": round(len(frames) / alone, 2), "dis_run_fps": e2e["fps"],
-                   "ratio": round(e2e["fps"] / (len(frames) / alone), 3)}
+            row = {
+                "frames": len(frames),
+                "backend_alone_fps": round(len(frames) / alone, 2),
+                "dis_run_fps": e2e["fps"],
+                "ratio": round(e2e["fps"] / (len(frames) / alone), 3),
+            }
             result["throughput"][f"ort_threads_{threads or 'all'}"] = row
             print(json.dumps({"threads": threads, **row}), flush=True)
         seg = Segmenter(args.model, backend="onnxruntime")
@@ -53,8 +58,13 @@ def main() -> None:
             loops = int(np.ceil(args.soak / len(frames)))
             src = Looped(VideoSource(str(video)), loops, lambda: VideoSource(str(video)))
             soak = run(seg, src, max_frames=args.soak).summary()
-            result["soak"] = {"frames": soak["frames"], "fps": soak["fps"], "first_1000_total_ms": soak["first_1000_total_ms"],
-                              "last_1000_total_ms": soak["last_1000_total_ms"], "rss_mb": soak["rss_mb"]}
+            result["soak"] = {
+                "frames": soak["frames"],
+                "fps": soak["fps"],
+                "first_1000_total_ms": soak["first_1000_total_ms"],
+                "last_1000_total_ms": soak["last_1000_total_ms"],
+                "rss_mb": soak["rss_mb"],
+            }
             print(json.dumps(result["soak"]), flush=True)
         seg.close()
     if args.json:

@@ -1,7 +1,8 @@
 """Resident memory of dis-run's per-frame statistics over a long run (no model: the Stats object alone).
 
-    python benchmarks/bench_stats_memory.py --frames 40000 --json benchmarks/results/stats_memory.json
+python benchmarks/bench_stats_memory.py --frames 40000 --json benchmarks/results/stats_memory.json
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ needed); the engines cannot be run here. Export and build are timed in this proc
 
     python benchmarks/bench_tensorrt_build.py RUN/best.pt --data DATA --json benchmarks/results/tensorrt_build.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,15 @@ from disseg.runtime.engine_cache import build_engine, import_trt
 from disseg.train.checkpoint import model_from_checkpoint
 
 FLOAT_KINDS = [  # (name, iters, fp16, batch or None for dynamic)
-    ("t0", 0, False, 1), ("t1", 1, False, 1), ("t3", 3, False, 1), ("t5", 5, False, 1),
-    ("t0_fp16", 0, True, 1), ("t3_fp16", 3, True, 1), ("t5_fp16", 5, True, 1),
-    ("t3_batch2", 3, False, 2), ("t3_dynamic", 3, False, None),
+    ("t0", 0, False, 1),
+    ("t1", 1, False, 1),
+    ("t3", 3, False, 1),
+    ("t5", 5, False, 1),
+    ("t0_fp16", 0, True, 1),
+    ("t3_fp16", 3, True, 1),
+    ("t5_fp16", 5, True, 1),
+    ("t3_batch2", 3, False, 2),
+    ("t3_dynamic", 3, False, None),
 ]
 
 
@@ -38,7 +45,11 @@ def build(path: Path, arch: str) -> dict:
     except Exception as err:  # a refusal is a result here
         return {"builds": False, "error": str(err)[:300]}
     seconds = time.perf_counter() - start
-    return {"builds": True, "build_s": round(seconds, 2), "engine_mb": round(path.with_suffix(".engine").stat().st_size / 1e6, 2)}
+    return {
+        "builds": True,
+        "build_s": round(seconds, 2),
+        "engine_mb": round(path.with_suffix(".engine").stat().st_size / 1e6, 2),
+    }
 
 
 def main() -> None:
@@ -60,36 +71,80 @@ def main() -> None:
         for name, iters, fp16, batch in FLOAT_KINDS:
             if kinds is not None and name not in kinds:
                 continue
-            proto, info, seconds = export_checkpoint(net, args.checkpoint, iters=iters, height=size, width=size, batch=batch,
-                                                     outputs=("labels", "scores", "tags"), fp16=fp16)
+            proto, info, seconds = export_checkpoint(
+                net,
+                args.checkpoint,
+                iters=iters,
+                height=size,
+                width=size,
+                batch=batch,
+                outputs=("labels", "scores", "tags"),
+                fp16=fp16,
+            )
             path = Path(tmp) / f"{name}.onnx"
             save(proto, path)
-            rows.append({"kind": name, "iters": iters, "precision": info.precision, "batch": batch or "dynamic (1..8)",
-                         "export_s": round(seconds, 2), "onnx_mb": round(path.stat().st_size / 1e6, 2), **build(path, args.gpu_arch)})
+            rows.append(
+                {
+                    "kind": name,
+                    "iters": iters,
+                    "precision": info.precision,
+                    "batch": batch or "dynamic (1..8)",
+                    "export_s": round(seconds, 2),
+                    "onnx_mb": round(path.stat().st_size / 1e6, 2),
+                    **build(path, args.gpu_arch),
+                }
+            )
             print(rows[-1], flush=True)
         fp32 = Path(tmp) / "t3.onnx"
         calib = frames_from_data(args.data, "train", size, size, 32)
         for target in [t for t in ("tensorrt", "cpu") if kinds is None or f"t3_int8_{t}" in kinds]:
             start = time.perf_counter()
-            model, _ = calibrate(onnx.load(fp32), read_model_info(fp32), calib, calib[-8:], data=None, target=target,
-                                 method="minmax", max_drop=100.0)
+            model, _ = calibrate(
+                onnx.load(fp32),
+                read_model_info(fp32),
+                calib,
+                calib[-8:],
+                data=None,
+                target=target,
+                method="minmax",
+                max_drop=100.0,
+            )
             seconds = time.perf_counter() - start
             path = Path(tmp) / f"t3_int8_{target}.onnx"
             onnx.save(model, path)
-            rows.append({"kind": f"t3_int8_{target}", "iters": 3, "precision": "int8", "batch": 1, "calibrate_s": round(seconds, 2),
-                         "onnx_mb": round(path.stat().st_size / 1e6, 2), **build(path, args.gpu_arch)})
+            rows.append(
+                {
+                    "kind": f"t3_int8_{target}",
+                    "iters": 3,
+                    "precision": "int8",
+                    "batch": 1,
+                    "calibrate_s": round(seconds, 2),
+                    "onnx_mb": round(path.stat().st_size / 1e6, 2),
+                    **build(path, args.gpu_arch),
+                }
+            )
             print(rows[-1], flush=True)
-    result = {"checkpoint": str(args.checkpoint), "backbone": net.cfg.backbone, "stages": net.cfg.stages, "size": size,
-              "builder": f"tensorrt_rtx {trt.__version__}", "gpu_arch": args.gpu_arch, "machine": f"{platform.machine()}, "
-              f"{__import__('os').cpu_count()} CPUs, no GPU", "rows": rows}
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "backbone": net.cfg.backbone,
+        "stages": net.cfg.stages,
+        "size": size,
+        "builder": f"tensorrt_rtx {trt.__version__}",
+        "gpu_arch": args.gpu_arch,
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs, no GPU",
+        "rows": rows,
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     print("| kind | precision | batch | export (s) | ONNX (MB) | builds | AOT build (s) | engine (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['kind']} | {r['precision']} | {r['batch']} | {r.get('export_s', r.get('calibrate_s'))} | {r['onnx_mb']} | "
-              f"{'yes' if r['builds'] else 'NO'} | {r.get('build_s', '-')} | {r.get('engine_mb', '-')} |")
+        print(
+            f"| {r['kind']} | {r['precision']} | {r['batch']} | {r.get('export_s', r.get('calibrate_s'))} | "
+            f"{r['onnx_mb']} | "
+            f"{'yes' if r['builds'] else 'NO'} | {r.get('build_s', '-')} | {r.get('engine_mb', '-')} |"
+        )
 
 
 if __name__ == "__main__":

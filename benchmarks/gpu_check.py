@@ -14,6 +14,7 @@ Each part runs on its own; one that cannot run records why. Works without instal
 the repository's folders into a temporary `disseg` package). Missing packages travel as wheels: on the
 lent GPU machines, onnxconverter-common (FP16 export) and onnxruntime-gpu 1.31.1 (CUDA provider).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,17 +75,42 @@ def part(name: str, func, results: dict) -> None:
 
 # 1. training ------------------------------------------------------------------------------------------
 
+
 def train_args(data: Path, out: Path, cfg: argparse.Namespace) -> list[str]:
-    return ["--data", str(data), "--out", str(out), "--device", cfg.device, "--size", str(cfg.train_size), "--epochs",
-            str(cfg.epochs), "--steps-per-epoch", str(cfg.steps), "--batch", str(cfg.batch), "--stages", "2",
-            "--optimizer", "adamw", "--seed", "1"]
+    return [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--device",
+        cfg.device,
+        "--size",
+        str(cfg.train_size),
+        "--epochs",
+        str(cfg.epochs),
+        "--steps-per-epoch",
+        str(cfg.steps),
+        "--batch",
+        str(cfg.batch),
+        "--stages",
+        "2",
+        "--optimizer",
+        "adamw",
+        "--seed",
+        "1",
+    ]
 
 
 def killed_and_resumed(data: Path, out: Path, cfg: argparse.Namespace) -> float:
     """Run, SIGKILL once epoch 2's last.pt exists, resume; returns the seconds of the killed run."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command("dis-train", *train_args(data, out, cfg)), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command("dis-train", *train_args(data, out, cfg)),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = out / "metrics.json"
     while proc.poll() is None:
         if metrics.is_file():
@@ -97,16 +123,36 @@ def killed_and_resumed(data: Path, out: Path, cfg: argparse.Namespace) -> float:
         time.sleep(0.05)
     proc.wait()
     seconds = time.perf_counter() - start
-    subprocess.run(command("dis-train", *train_args(data, out, cfg), "--resume"), env=env(), check=True, capture_output=True)
+    subprocess.run(
+        command("dis-train", *train_args(data, out, cfg), "--resume"), env=env(), check=True, capture_output=True
+    )
     return seconds
 
 
 def training(work: Path, cfg: argparse.Namespace) -> dict:
     data = work / "data"
-    subprocess.run(command("dis-data", "synth", str(data), "--num-train", str(cfg.num_train), "--num-val", "16", "--num-weak", "0",
-                           "--size", str(cfg.train_size)), env=env(), check=True, capture_output=True)
+    subprocess.run(
+        command(
+            "dis-data",
+            "synth",
+            str(data),
+            "--num-train",
+            str(cfg.num_train),
+            "--num-val",
+            "16",
+            "--num-weak",
+            "0",
+            "--size",
+            str(cfg.train_size),
+        ),
+        env=env(),
+        check=True,
+        capture_output=True,
+    )
     start = time.perf_counter()
-    subprocess.run(command("dis-train", *train_args(data, work / "full", cfg)), env=env(), check=True, capture_output=True)
+    subprocess.run(
+        command("dis-train", *train_args(data, work / "full", cfg)), env=env(), check=True, capture_output=True
+    )
     full_seconds = time.perf_counter() - start
     killed_seconds = killed_and_resumed(data, work / "resumed", cfg)
     a = torch.load(work / "full" / "last.pt", map_location="cpu", weights_only=True)["model"]
@@ -114,14 +160,23 @@ def training(work: Path, cfg: argparse.Namespace) -> dict:
     diff = max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
     history = json.loads((work / "full" / "metrics.json").read_text())
     steps = cfg.epochs * cfg.steps
-    return {"device": cfg.device, "autocast": "bf16" if cfg.device == "cuda" else "none (CPU)", "steps": steps,
-            "batch": cfg.batch, "size": cfg.train_size, "seconds_uninterrupted": round(full_seconds, 1),
-            "steps_per_s_including_eval": round(steps / full_seconds, 2), "killed_after_s": round(killed_seconds, 1),
-            "resumed_equal_bitwise": diff == 0.0, "resumed_max_abs_weight_diff": diff,
-            "best_val_miou": history.get("best_val_miou")}
+    return {
+        "device": cfg.device,
+        "autocast": "bf16" if cfg.device == "cuda" else "none (CPU)",
+        "steps": steps,
+        "batch": cfg.batch,
+        "size": cfg.train_size,
+        "seconds_uninterrupted": round(full_seconds, 1),
+        "steps_per_s_including_eval": round(steps / full_seconds, 2),
+        "killed_after_s": round(killed_seconds, 1),
+        "resumed_equal_bitwise": diff == 0.0,
+        "resumed_max_abs_weight_diff": diff,
+        "best_val_miou": history.get("best_val_miou"),
+    }
 
 
 # 2. FP16 numerics -------------------------------------------------------------------------------------
+
 
 def fp16_numerics(work: Path, cfg: argparse.Namespace) -> dict:
     from disseg.export.unroll import UnrolledDIS
@@ -141,13 +196,20 @@ def fp16_numerics(work: Path, cfg: argparse.Namespace) -> dict:
             labels32, scores32 = module(x)
             with torch.autocast(cfg.device, dtype=low):
                 labels16, scores16 = module(x)
-        rows.append({"iters": t, "dtype": str(low).split(".")[-1], "label_agreement": round(float((labels32 == labels16).float().mean()) * 100, 4),
-                     "max_abs_score_error": float((scores32.float() - scores16.float()).abs().max()),
-                     "finite": bool(torch.isfinite(scores16.float()).all())})
+        rows.append(
+            {
+                "iters": t,
+                "dtype": str(low).split(".")[-1],
+                "label_agreement": round(float((labels32 == labels16).float().mean()) * 100, 4),
+                "max_abs_score_error": float((scores32.float() - scores16.float()).abs().max()),
+                "finite": bool(torch.isfinite(scores16.float()).all()),
+            }
+        )
     return {"size": size, "images": len(images), "rows": rows}
 
 
 # 3. latency -------------------------------------------------------------------------------------------
+
 
 def timed(fn, runs: int, sync) -> float:
     for _ in range(3):
@@ -166,9 +228,11 @@ def torch_latency(module, x, cfg, low) -> dict:
     sync = torch.cuda.synchronize if cfg.device == "cuda" else (lambda: None)
     autocast = torch.autocast(cfg.device, dtype=low, enabled=low is not None)
     with torch.no_grad():
+
         def eager():
             with autocast:
                 return module(x)
+
         result = {"eager_ms": timed(eager, cfg.runs, sync)}
         if cfg.device != "cuda":
             return result
@@ -201,8 +265,10 @@ def ort_latency(net, t: int, batch: int, fp16: bool, x: np.ndarray, cfg, work: P
     binding = cuda.io_binding()
     binding.bind_ortvalue_input("image", ort.OrtValue.ortvalue_from_numpy(x, where, 0))
     binding.bind_output("labels", where, 0)
-    result = {"ort_provider": cuda.get_providers()[0],
-              "ort_iobinding_ms": timed(lambda: cuda.run_with_iobinding(binding), cfg.runs, lambda: None)}
+    result = {
+        "ort_provider": cuda.get_providers()[0],
+        "ort_iobinding_ms": timed(lambda: cuda.run_with_iobinding(binding), cfg.runs, lambda: None),
+    }
     if batch == 1:
         cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         a, b = cuda.run(["labels"], {"image": x})[0], cpu.run(["labels"], {"image": x})[0]
@@ -250,12 +316,21 @@ def tensorrt_status() -> dict:
 
 
 def machine(cfg: argparse.Namespace) -> dict:
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
-            "cpus": os.cpu_count(), "device": cfg.device}
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "device": cfg.device,
+    }
     if cfg.device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                    memory_gib=round(props.total_memory / 2**30, 1))
+        info.update(
+            gpu=props.name,
+            compute_capability=f"{props.major}.{props.minor}",
+            cuda=torch.version.cuda,
+            memory_gib=round(props.total_memory / 2**30, 1),
+        )
     try:
         import onnxruntime
 

@@ -10,6 +10,7 @@ split with its noisy tags in the energy (tag cleaning), and the stage-2 model at
 Each step runs our commands as subprocesses and is skipped when its output exists, so a killed run resumes.
 Scores come from each run's last.pt (no model is selected on the split it is scored on).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,26 +42,74 @@ def train_seed(work: Path, seed: int, a: argparse.Namespace) -> Path:
     log, data = d / "log.txt", d / "data"
     run(["dis-data", "synth", str(data), "--preset", "hard", "--seed", str(seed)], data / "classes.txt", log)
     common = ["--data", str(data), "--seed", str(seed), "--steps-per-epoch", str(a.steps_per_epoch)]
-    run(["dis-train", *common, "--out", str(d / "s1"), "--stages", "2", "--size", "128", "--epochs", str(a.epochs1)],
-        d / "s1" / "last.pt", log)
-    more = [*common, "--init", str(d / "s1" / "last.pt"), "--size", "128", "--epochs", str(a.epochs2), "--lr", str(a.lr2)]
+    run(
+        ["dis-train", *common, "--out", str(d / "s1"), "--stages", "2", "--size", "128", "--epochs", str(a.epochs1)],
+        d / "s1" / "last.pt",
+        log,
+    )
+    more = [
+        *common,
+        "--init",
+        str(d / "s1" / "last.pt"),
+        "--size",
+        "128",
+        "--epochs",
+        str(a.epochs2),
+        "--lr",
+        str(a.lr2),
+    ]
     run(["dis-train", *more, "--stage", "1", "--out", str(d / "s1c")], d / "s1c" / "last.pt", log)
     for t in T:
-        run(["dis-train", *more, "--stage", "2", "--iters-train", str(t), "--out", str(d / f"s2_t{t}")], d / f"s2_t{t}" / "last.pt", log)
+        run(
+            ["dis-train", *more, "--stage", "2", "--iters-train", str(t), "--out", str(d / f"s2_t{t}")],
+            d / f"s2_t{t}" / "last.pt",
+            log,
+        )
     return d
 
 
 def score_seed(d: Path) -> None:
     log, data, iters = d / "log.txt", str(d / "data"), ",".join(map(str, T))
     for m in MODELS:
-        run(["dis-eval", str(d / m / "last.pt"), "--data", data, "--iters", iters, "--json", str(d / f"{m}.val.json")],
-            d / f"{m}.val.json", log)
-    run(["dis-eval", str(d / "s1" / "last.pt"), "--data", data, "--split", "weak", "--iters", iters, "--json", str(d / "s1.weak.json")],
-        d / "s1.weak.json", log)
+        run(
+            ["dis-eval", str(d / m / "last.pt"), "--data", data, "--iters", iters, "--json", str(d / f"{m}.val.json")],
+            d / f"{m}.val.json",
+            log,
+        )
+    run(
+        [
+            "dis-eval",
+            str(d / "s1" / "last.pt"),
+            "--data",
+            data,
+            "--split",
+            "weak",
+            "--iters",
+            iters,
+            "--json",
+            str(d / "s1.weak.json"),
+        ],
+        d / "s1.weak.json",
+        log,
+    )
     for step in STEP_SIZES:
         out = d / f"s2_t{DEFAULT_T_TRAIN}.step{step}.json"
-        run(["dis-eval", str(d / f"s2_t{DEFAULT_T_TRAIN}" / "last.pt"), "--data", data, "--iters", iters, "--step-size", str(step),
-             "--json", str(out)], out, log)
+        run(
+            [
+                "dis-eval",
+                str(d / f"s2_t{DEFAULT_T_TRAIN}" / "last.pt"),
+                "--data",
+                data,
+                "--iters",
+                iters,
+                "--step-size",
+                str(step),
+                "--json",
+                str(out),
+            ],
+            out,
+            log,
+        )
 
 
 def lookalike_share(confusion: list[list[int]], group_size: int) -> float:
@@ -101,15 +150,20 @@ def collect(dirs: list[Path]) -> dict:
             add(f"weak.t{t}.tag_f1", weak[t]["tag_f1"])
             add(f"weak.t{t}.miou", weak[t]["miou"])
         for step in STEP_SIZES:
-            rows = {r["iters"]: r for r in json.loads((d / f"s2_t{DEFAULT_T_TRAIN}.step{step}.json").read_text())["results"]}
+            rows = {
+                r["iters"]: r for r in json.loads((d / f"s2_t{DEFAULT_T_TRAIN}.step{step}.json").read_text())["results"]
+            }
             for t in T:
                 add(f"step{step}.t{t}.miou", rows[t]["miou"])
     return figures
 
 
 def stats(values: list[float]) -> dict:
-    return {"mean": round(statistics.fmean(values), 2), "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
-            "values": [round(v, 2) for v in values]}
+    return {
+        "mean": round(statistics.fmean(values), 2),
+        "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+        "values": [round(v, 2) for v in values],
+    }
 
 
 def diff(figures: dict, a: str, b: str) -> dict:
@@ -127,35 +181,73 @@ def cell(s: dict) -> str:
 def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
     f = {k: stats(v) for k, v in figures.items()}
     n = len(seeds)
-    lines = [f"Hard preset, {n} seeds ({', '.join(map(str, seeds))}); mean ± sd over seeds. Budget: {budget['text']}.", "",
-             "**Stages** (validation mIoU at t_test = 0; Δ paired per seed, * = |mean Δ| > 2 standard errors):", "",
-             "| model | mIoU | pixel acc | tag F1 | look-alike share of object confusions (%) | Δ mIoU vs stage 1 continued |",
-             "|---|---|---|---|---|---|"]
-    for m, name in (("s1", "stage 1"), ("s1c", "stage 1 continued"), (f"s2_t{DEFAULT_T_TRAIN}", f"stage 2 (t_train={DEFAULT_T_TRAIN})")):
+    lines = [
+        f"Hard preset, {n} seeds ({', '.join(map(str, seeds))}); mean ± sd over seeds. Budget: {budget['text']}.",
+        "",
+        "**Stages** (validation mIoU at t_test = 0; Δ paired per seed, * = |mean Δ| > 2 standard errors):",
+        "",
+        "| model | mIoU | pixel acc | tag F1 | look-alike share of object confusions (%) | Δ mIoU vs stage 1 "
+        "continued |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, name in (
+        ("s1", "stage 1"),
+        ("s1c", "stage 1 continued"),
+        (f"s2_t{DEFAULT_T_TRAIN}", f"stage 2 (t_train={DEFAULT_T_TRAIN})"),
+    ):
         d = diff(figures, "s1c.t0.miou", f"{m}.t0.miou") if m != "s1c" else None
         delta = f"{d['mean']:+.2f} ± {d['sd']:.2f}{' *' if d['exceeds_spread'] else ''}" if d else ""
-        lines.append(f"| {name} | {cell(f[f'{m}.t0.miou'])} | {cell(f[f'{m}.t0.pixel_acc'])} | {cell(f[f'{m}.t0.tag_f1'])} | "
-                     f"{cell(f[f'{m}.t0.lookalike_share'])} | {delta} |")
-    lines += ["", "**Test-time refinement** (validation mIoU / tag F1 at t_test; Δ = t_test 5 − t_test 0):", "",
-              "| model | " + " | ".join(f"t={t}" for t in T) + " | Δ mIoU (t=5 − t=0) |", "|---|" + "---|" * (len(T) + 1)]
+        lines.append(
+            f"| {name} | {cell(f[f'{m}.t0.miou'])} | {cell(f[f'{m}.t0.pixel_acc'])} | {cell(f[f'{m}.t0.tag_f1'])} | "
+            f"{cell(f[f'{m}.t0.lookalike_share'])} | {delta} |"
+        )
+    lines += [
+        "",
+        "**Test-time refinement** (validation mIoU / tag F1 at t_test; Δ = t_test 5 − t_test 0):",
+        "",
+        "| model | " + " | ".join(f"t={t}" for t in T) + " | Δ mIoU (t=5 − t=0) |",
+        "|---|" + "---|" * (len(T) + 1),
+    ]
     for m in MODELS:
         d = diff(figures, f"{m}.t0.miou", f"{m}.t5.miou")
-        lines.append(f"| {m} | " + " | ".join(f"{cell(f[f'{m}.t{t}.miou'])} / {f[f'{m}.t{t}.tag_f1']['mean']:.1f}" for t in T)
-                     + f" | {d['mean']:+.2f} ± {d['sd']:.2f}{' *' if d['exceeds_spread'] else ''} |")
-    lines += ["", "**t_train × t_test** (stage-2 validation mIoU; rows: refinement steps that made the pseudo labels):", "",
-              "| t_train | " + " | ".join(f"t_test={t}" for t in T) + " |", "|---|" + "---|" * len(T)]
+        lines.append(
+            f"| {m} | "
+            + " | ".join(f"{cell(f[f'{m}.t{t}.miou'])} / {f[f'{m}.t{t}.tag_f1']['mean']:.1f}" for t in T)
+            + f" | {d['mean']:+.2f} ± {d['sd']:.2f}{' *' if d['exceeds_spread'] else ''} |"
+        )
+    lines += [
+        "",
+        "**t_train × t_test** (stage-2 validation mIoU; rows: refinement steps that made the pseudo labels):",
+        "",
+        "| t_train | " + " | ".join(f"t_test={t}" for t in T) + " |",
+        "|---|" + "---|" * len(T),
+    ]
     for tt in T:
         lines.append(f"| {tt} | " + " | ".join(cell(f[f"s2_t{tt}.t{t}.miou"]) for t in T) + " |")
-    lines += ["", f"**Step size** (stage 2, t_train={DEFAULT_T_TRAIN}; validation mIoU):", "",
-              "| step size | " + " | ".join(f"t={t}" for t in T) + " |", "|---|" + "---|" * len(T)]
+    lines += [
+        "",
+        f"**Step size** (stage 2, t_train={DEFAULT_T_TRAIN}; validation mIoU):",
+        "",
+        "| step size | " + " | ".join(f"t={t}" for t in T) + " |",
+        "|---|" + "---|" * len(T),
+    ]
     for step in STEP_SIZES:
         lines.append(f"| {step} | " + " | ".join(cell(f[f"step{step}.t{t}.miou"]) for t in T) + " |")
     cleaned = diff(figures, "weak.input_tag_f1", "weak.t5.tag_f1")
-    lines += ["", "**Tag cleaning** on the tag-only split (stage-1 model, noisy tags in the energy):", "",
-              "| | tag F1 | pseudo-label mIoU |", "|---|---|---|",
-              f"| noisy input tags | {cell(f['weak.input_tag_f1'])} | |"]
+    lines += [
+        "",
+        "**Tag cleaning** on the tag-only split (stage-1 model, noisy tags in the energy):",
+        "",
+        "| | tag F1 | pseudo-label mIoU |",
+        "|---|---|---|",
+        f"| noisy input tags | {cell(f['weak.input_tag_f1'])} | |",
+    ]
     lines += [f"| after t={t} | {cell(f[f'weak.t{t}.tag_f1'])} | {cell(f[f'weak.t{t}.miou'])} |" for t in T]
-    lines += ["", f"Δ tag F1 (after t=5 − input): {cleaned['mean']:+.2f} ± {cleaned['sd']:.2f}{' *' if cleaned['exceeds_spread'] else ''}"]
+    lines += [
+        "",
+        f"Δ tag F1 (after t=5 − input): {cleaned['mean']:+.2f} ± "
+        f"{cleaned['sd']:.2f}{' *' if cleaned['exceeds_spread'] else ''}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -170,9 +262,16 @@ def plot(figures: dict, path: Path) -> None:
         means = [statistics.fmean(figures[f"{m}.t{t}.miou"]) for t in T]
         sds = [statistics.stdev(figures[f"{m}.t{t}.miou"]) if len(figures[f"{m}.t{t}.miou"]) > 1 else 0 for t in T]
         left.errorbar(T, means, yerr=sds, marker="o", capsize=3, label=m)
-    left.set(xlabel="t_test (refinement steps)", ylabel="validation mIoU (%)", title="hard preset, mean ± sd over seeds", xticks=T)
+    left.set(
+        xlabel="t_test (refinement steps)",
+        ylabel="validation mIoU (%)",
+        title="hard preset, mean ± sd over seeds",
+        xticks=T,
+    )
     left.legend(fontsize=8)
-    weak = [statistics.fmean(figures["weak.input_tag_f1"])] + [statistics.fmean(figures[f"weak.t{t}.tag_f1"]) for t in T]
+    weak = [statistics.fmean(figures["weak.input_tag_f1"])] + [
+        statistics.fmean(figures[f"weak.t{t}.tag_f1"]) for t in T
+    ]
     right.bar(["input"] + [f"t={t}" for t in T], weak, color=["grey"] + ["tab:blue"] * len(T))
     right.set(ylabel="tag F1 (%)", title="tag cleaning on the tag-only split")
     fig.tight_layout()
@@ -188,7 +287,9 @@ def main() -> None:
     p.add_argument("--epochs2", type=int, default=3, help="epochs of every continuation (stage 1 continued, stage 2)")
     p.add_argument("--steps-per-epoch", type=int, default=200)
     p.add_argument("--lr2", type=float, default=0.002)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/paper_claims"), help="writes OUT.json, OUT.md, OUT.png")
+    p.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/paper_claims"), help="writes OUT.json, OUT.md, OUT.png"
+    )
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     started = time.time()
@@ -197,13 +298,20 @@ def main() -> None:
         dirs.append(train_seed(a.work, seed, a))
         score_seed(dirs[-1])
     minutes = (time.time() - started) / 60
-    budget = {"text": f"resnet18 cut after stage 2, 128 px, batch 8; stage 1 {a.epochs1 * a.steps_per_epoch} steps, each continuation "
-                      f"{a.epochs2 * a.steps_per_epoch} steps at lr {a.lr2}; {minutes:.0f} min for the steps not already done",
-              "steps_stage1": a.epochs1 * a.steps_per_epoch, "steps_continuation": a.epochs2 * a.steps_per_epoch, "minutes": round(minutes, 1)}
+    budget = {
+        "text": f"resnet18 cut after stage 2, 128 px, batch 8; stage 1 {a.epochs1 * a.steps_per_epoch} steps, each "
+        "continuation "
+        f"{a.epochs2 * a.steps_per_epoch} steps at lr {a.lr2}; {minutes:.0f} min for the steps not already done",
+        "steps_stage1": a.epochs1 * a.steps_per_epoch,
+        "steps_continuation": a.epochs2 * a.steps_per_epoch,
+        "minutes": round(minutes, 1),
+    }
     figures = collect(dirs)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{a.out}.json").write_text(json.dumps({"seeds": seeds, "budget": budget,
-                                                 "figures": {k: stats(v) for k, v in figures.items()}}, indent=1) + "\n")
+    Path(f"{a.out}.json").write_text(
+        json.dumps({"seeds": seeds, "budget": budget, "figures": {k: stats(v) for k, v in figures.items()}}, indent=1)
+        + "\n"
+    )
     Path(f"{a.out}.md").write_text(markdown(figures, seeds, budget))
     plot(figures, Path(f"{a.out}.png"))
     print(Path(f"{a.out}.md").read_text())

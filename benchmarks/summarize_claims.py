@@ -1,4 +1,5 @@
 """Collects the claims run's eval JSONs into one table: python benchmarks/summarize_claims.py WORKDIR"""
+
 import json
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
 """dis-calibrate: FP32 ONNX -> INT8 Q/DQ ONNX for ONNX Runtime CPUs or TensorRT, accuracy-guarded."""
+
 from __future__ import annotations
 
 import logging
@@ -23,10 +24,22 @@ MIN_FRAMES = 8
 @click.option("--target", default="cpu", show_default=True, type=click.Choice(TARGETS))
 @click.option("--method", default="minmax", show_default=True, type=click.Choice(list(METHODS)))
 @click.option("--samples", default=64, show_default=True, type=click.IntRange(MIN_FRAMES), help="calibration frames")
-@click.option("--max-drop", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="largest accepted mIoU drop (points; without labels: % of pixels relabelled)")
-@click.option("--search/--no-search", default=True, show_default=True, help="keep the most sensitive layer groups in float when over --max-drop")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="[default: MODEL.int8.onnx or MODEL.int8-trt.onnx]")
+@click.option(
+    "--max-drop",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="largest accepted mIoU drop (points; without labels: % of pixels relabelled)",
+)
+@click.option(
+    "--search/--no-search",
+    default=True,
+    show_default=True,
+    help="keep the most sensitive layer groups in float when over --max-drop",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="[default: MODEL.int8.onnx or MODEL.int8-trt.onnx]"
+)
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @handle_errors
 def calibrate_cli(model, data, images, video, target, method, samples, max_drop, search, output, force) -> None:
@@ -54,17 +67,39 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
         calib = frames_from_data(data, "train", h, w, samples)
         held_out = frames_from_data(data, "val", h, w, held)
     else:
-        frames = frames_from_images(images, h, w, samples + held) if images else frames_from_video(video, h, w, samples + held)
-        calib, held_out = frames[::2] if len(frames) < samples + held else frames[:samples], frames[1::2] if len(frames) < samples + held else frames[samples:]
+        frames = (
+            frames_from_images(images, h, w, samples + held)
+            if images
+            else frames_from_video(video, h, w, samples + held)
+        )
+        calib, held_out = (
+            frames[::2] if len(frames) < samples + held else frames[:samples],
+            frames[1::2] if len(frames) < samples + held else frames[samples:],
+        )
     if len(calib) < MIN_FRAMES or len(held_out) < 2:
-        raise BadInput(f"only {len(calib)} calibration and {len(held_out)} held-out frames found; need at least {MIN_FRAMES} and 2 "
-                       f"(add images, or lower --samples)")
-    quantized, report = calibrate(proto, info, calib, held_out, data=data, target=target, method=method, max_drop=max_drop, search=search)
+        raise BadInput(
+            f"only {len(calib)} calibration and {len(held_out)} held-out frames found; need at least {MIN_FRAMES} and "
+            "2 "
+            f"(add images, or lower --samples)"
+        )
+    quantized, report = calibrate(
+        proto, info, calib, held_out, data=data, target=target, method=method, max_drop=max_drop, search=search
+    )
     atomic_write(out, lambda tmp: onnx.save_model(quantized, tmp))
     write_json(out.with_suffix(".quant.json"), report)
     fp32, int8 = report["fp32"], report["int8"]
-    metric = f"mIoU {fp32['miou']:.2f} -> {int8['miou']:.2f}" if "miou" in fp32 else f"labels agree {int8['label_agreement']:.2f}%"
-    click.echo(f"wrote {out} ({target}, {method}, {report['calibration_frames']} frames): {metric}, drop {int8['drop']:.2f} "
-               f"{report['drop_unit']}; kept in float: refinement" + (", " + ", ".join(report["keep_float"]) if report["keep_float"] else ""))
+    metric = (
+        f"mIoU {fp32['miou']:.2f} -> {int8['miou']:.2f}"
+        if "miou" in fp32
+        else f"labels agree {int8['label_agreement']:.2f}%"
+    )
+    click.echo(
+        f"wrote {out} ({target}, {method}, {report['calibration_frames']} frames): {metric}, drop {int8['drop']:.2f} "
+        f"{report['drop_unit']}; kept in float: refinement"
+        + (", " + ", ".join(report["keep_float"]) if report["keep_float"] else "")
+    )
     if not report["within_max_drop"]:
-        log.warning("the drop stays above --max-drop %.2f even with every layer group in float; prefer the FP32 or FP16 model", max_drop)
+        log.warning(
+            "the drop stays above --max-drop %.2f even with every layer group in float; prefer the FP32 or FP16 model",
+            max_drop,
+        )

@@ -6,6 +6,7 @@ sensitivity search that keeps the most damaging layer groups in float.
                    strongly typed network (no implicit calibrator, no INT8 builder flag).
 The unrolled refinement, the heads and the final logits are never quantized (calibration/scopes.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,11 @@ from .reader import FrameReader
 from .scopes import in_feature_extractor, layer_group
 
 log = logging.getLogger("disseg.calibrate")
-METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 TARGETS = ("cpu", "tensorrt")
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Add", "MaxPool", "Relu")  # residual adds too: fewer DQ->float->Q hops
 
@@ -41,9 +46,13 @@ def check_quantizable(model: onnx.ModelProto, info: ModelInfo, path: Path) -> No
     if info.precision == "int8" or any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise BadInput(f"{path} is already quantized; calibrate the FP32 export (dis-export CKPT --iters T)")
     if info.precision != "fp32":
-        raise BadInput(f"{path} is {info.precision}; calibrate the FP32 export (dis-export CKPT --iters T without --fp16)")
+        raise BadInput(
+            f"{path} is {info.precision}; calibrate the FP32 export (dis-export CKPT --iters T without --fp16)"
+        )
     if not any(in_feature_extractor(n) for n in model.graph.node):
-        raise BadInput(f"{path} has no feature-extractor marks on its nodes; re-export it with this version's dis-export")
+        raise BadInput(
+            f"{path} has no feature-extractor marks on its nodes; re-export it with this version's dis-export"
+        )
 
 
 def groups(model: onnx.ModelProto) -> list[str]:
@@ -56,18 +65,26 @@ def groups(model: onnx.ModelProto) -> list[str]:
     return seen
 
 
-def quantize(model: onnx.ModelProto, frames: list[np.ndarray], plan: Plan, *, input_name: str, batch: int, workdir: Path) -> onnx.ModelProto:
+def quantize(
+    model: onnx.ModelProto, frames: list[np.ndarray], plan: Plan, *, input_name: str, batch: int, workdir: Path
+) -> onnx.ModelProto:
     """Return the Q/DQ model for `plan`, calibrated on `frames` (ranges cached in workdir between plans)."""
-    exclude = [n.name for n in model.graph.node
-               if not in_feature_extractor(n) or layer_group(n) in plan.keep_float]
+    exclude = [n.name for n in model.graph.node if not in_feature_extractor(n) or layer_group(n) in plan.keep_float]
     src, dst = workdir / "fp32.onnx", workdir / "int8.onnx"
     if not src.exists():
         onnx.save_model(model, src)
     symmetric = plan.target == "tensorrt"
     quantize_static(
-        src, dst, FrameReader(frames, input_name, batch), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
-        per_channel=True, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=exclude, calibrate_method=METHODS[plan.method],
+        src,
+        dst,
+        FrameReader(frames, input_name, batch),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        per_channel=True,
+        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        calibrate_method=METHODS[plan.method],
         calibration_cache_path=workdir / f"ranges.{plan.method}.json",
         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False},
     )
@@ -79,9 +96,18 @@ def labels_of(model: onnx.ModelProto, frames: list[np.ndarray], input_name: str,
     return infer_in_batches(cpu_backend(model.SerializeToString()), input_name, np.stack(frames), batch)[LABELS]
 
 
-def score(model: onnx.ModelProto, info: ModelInfo, *, data: Path | None, held_out: list[np.ndarray], reference: np.ndarray,
-          batch: int, workdir: Path) -> dict:
-    """Label agreement (%) with the FP32 model on held-out frames, and mIoU on the data's val split when labels exist."""
+def score(
+    model: onnx.ModelProto,
+    info: ModelInfo,
+    *,
+    data: Path | None,
+    held_out: list[np.ndarray],
+    reference: np.ndarray,
+    batch: int,
+    workdir: Path,
+) -> dict:
+    """Label agreement (%) with the FP32 model on held-out frames, and mIoU on the data's val split when labels
+    exist."""
     from disseg.runtime.evaluate import evaluate_exported
 
     labels = labels_of(model, held_out, info.input_name, batch)
@@ -100,8 +126,18 @@ def drop_of(base: dict, candidate: dict) -> float:
     return round(100 - candidate["label_agreement"], 3)
 
 
-def calibrate(model: onnx.ModelProto, info: ModelInfo, calib: list[np.ndarray], held_out: list[np.ndarray], *, data: Path | None,
-              target: str, method: str, max_drop: float, search: bool = True) -> tuple[onnx.ModelProto, dict]:
+def calibrate(
+    model: onnx.ModelProto,
+    info: ModelInfo,
+    calib: list[np.ndarray],
+    held_out: list[np.ndarray],
+    *,
+    data: Path | None,
+    target: str,
+    method: str,
+    max_drop: float,
+    search: bool = True,
+) -> tuple[onnx.ModelProto, dict]:
     """Quantize; while the accuracy drop exceeds max_drop, keep in float the layer group whose float copy
     recovers the most (greedy sensitivity search). Returns (INT8 model with contract, report)."""
     batch = info.batch if isinstance(info.batch, int) else 1
@@ -130,10 +166,19 @@ def calibrate(model: onnx.ModelProto, info: ModelInfo, calib: list[np.ndarray], 
             plan = Plan(target, method, plan.keep_float + (group,))
             trials.append({"keep_float": list(plan.keep_float), **result, "drop": best_drop})
     report = {
-        "target": target, "method": method, "calibration_frames": len(calib), "held_out_frames": len(held_out),
-        "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric", "weights": "int8 symmetric per-channel",
-        "float_always": "refinement, heads, final logits", "keep_float": list(plan.keep_float), "fp32": base,
-        "int8": trials[-1], "trials": trials, "max_drop": max_drop, "within_max_drop": trials[-1]["drop"] <= max_drop,
+        "target": target,
+        "method": method,
+        "calibration_frames": len(calib),
+        "held_out_frames": len(held_out),
+        "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
+        "weights": "int8 symmetric per-channel",
+        "float_always": "refinement, heads, final logits",
+        "keep_float": list(plan.keep_float),
+        "fp32": base,
+        "int8": trials[-1],
+        "trials": trials,
+        "max_drop": max_drop,
+        "within_max_drop": trials[-1]["drop"] <= max_drop,
         "drop_unit": "mIoU points" if data is not None else "% of pixels relabelled",
     }
     out_info = info.replace(precision="int8", extra={**info.extra, "quantization": report})

@@ -1,5 +1,6 @@
 """Calibration data as a tiny protocol: an iterator of {input_name: array}, built with the runtime's own
 preprocessing (to_bgr8 + resize_to), from a data set, an image folder or a video."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ refinement, the heads and the final logits stay in float (FP16 export and INT8 c
 knows the modules (train/model.py names them, export/unroll.py holds the model) and writes each node's part
 as `PART_KEY` = "features/<layer group>" or "float"; this module only reads those marks.
 """
+
 from __future__ import annotations
 
 PART_KEY = "disseg.part"
@@ -26,4 +27,4 @@ def in_feature_extractor(node) -> bool:
 def layer_group(node) -> str | None:
     """The feature extractor's layer group a node belongs to (e.g. 'backbone.4'), None outside it."""
     part = node_part(node) or ""
-    return part[len(FEATURES):] if part.startswith(FEATURES) else None
+    return part[len(FEATURES) :] if part.startswith(FEATURES) else None

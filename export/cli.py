@@ -1,4 +1,5 @@
 """dis-export: checkpoint -> unrolled ONNX (parity-gated), and ONNX -> TensorRT engine on the target."""
+
 from __future__ import annotations
 
 import logging
@@ -29,9 +30,13 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return parts[0], parts[1]
 
 
-@click.command(help="Export a checkpoint as an unrolled, self-describing ONNX model; optionally build a TensorRT engine.")
+@click.command(
+    help="Export a checkpoint as an unrolled, self-describing ONNX model; optionally build a TensorRT engine."
+)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--iters", type=int, help="refinement steps unrolled into the graph [default: the checkpoint's iters_test]")
+@click.option(
+    "--iters", type=int, help="refinement steps unrolled into the graph [default: the checkpoint's iters_test]"
+)
 @click.option("--fp16", is_flag=True, help="FP16 feature extractor; refinement update and logits stay FP32")
 @click.option("--size", "size_text", help="input HxW [default: the training size]")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="static batch")
@@ -39,25 +44,43 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--outputs", default="labels", show_default=True, help="comma list of labels,scores,tags")
 @click.option("--engine", is_flag=True, help="also build a TensorRT engine (needs TensorRT and a GPU)")
 @click.option("--workspace-gib", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--dla-core", type=click.IntRange(0), help="build for this DLA core (Jetson; FP16/INT8 models), GPU fallback on")
-@click.option("--gpu-arch", help="build ahead of time for this compute capability (e.g. sm86), no GPU needed: TensorRT for RTX only")
-@click.option("--flavour", type=click.Choice(FLAVOURS), help="which TensorRT builds the engine [default: the one installed]")
-@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1), help="largest batch of a --dynamic-batch engine")
+@click.option(
+    "--dla-core", type=click.IntRange(0), help="build for this DLA core (Jetson; FP16/INT8 models), GPU fallback on"
+)
+@click.option(
+    "--gpu-arch",
+    help="build ahead of time for this compute capability (e.g. sm86), no GPU needed: TensorRT for RTX only",
+)
+@click.option(
+    "--flavour", type=click.Choice(FLAVOURS), help="which TensorRT builds the engine [default: the one installed]"
+)
+@click.option(
+    "--max-batch",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1),
+    help="largest batch of a --dynamic-batch engine",
+)
 @click.option("--parity/--no-parity", default=True, show_default=True, help="check against PyTorch before writing")
-@click.option("--min-agreement", type=click.FloatRange(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
+@click.option(
+    "--min-agreement", type=click.FloatRange(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]"
+)
 @click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="[default: beside the checkpoint, .onnx]")
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @handle_errors
-def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, workspace_gib, dla_core, gpu_arch,
-               flavour, max_batch, parity, min_agreement, parity_images, output, force) -> None:
+def export_cli(
+    model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, output, force, **rest
+) -> None:
     setup_logging()
-    engine_options = dict(workspace_gib=workspace_gib, dla_core=dla_core, gpu_arch=gpu_arch, flavour=flavour, max_batch=max_batch)
+    engine_options = {k: rest.pop(k) for k in ("workspace_gib", "dla_core", "gpu_arch", "flavour", "max_batch")}
     if not model.is_file():
         raise BadInput(f"{model}: no such file; pass a checkpoint (RUN/best.pt) or an exported .onnx")
     if model.suffix == ".onnx":
         if not engine:
-            raise BadInput(f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, or export a .pt checkpoint")
+            raise BadInput(
+                f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, or export a .pt checkpoint"
+            )
         _engine_from_onnx(model, output, force=force, options=engine_options)
         return
     if iters is not None and iters < 0:
@@ -68,8 +91,7 @@ def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, output
 
     from disseg.train.checkpoint import model_from_checkpoint
 
-    from .onnx_export import export_checkpoint, held_out_images, save
-    from .parity import parity_report
+    from .onnx_export import attach, export_checkpoint, save
 
     net, ckpt = model_from_checkpoint(model)
     iters = net.cfg.iters_test if iters is None else iters
@@ -78,32 +100,50 @@ def export_cli(model: Path, iters, fp16, size_text, batch, dynamic_batch, output
     out = output or model.with_suffix(".onnx" if not fp16 else ".fp16.onnx")
     if out.exists() and not force:
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
-    proto, info, seconds = export_checkpoint(net, model, iters=iters, height=height, width=width,
-                                             batch=None if dynamic_batch else batch, outputs=wanted, fp16=fp16)
+    batch = None if dynamic_batch else batch
+    proto, info, seconds = export_checkpoint(
+        net, model, iters=iters, height=height, width=width, batch=batch, outputs=wanted, fp16=fp16
+    )
     log.info("exported %s with %d refinement steps in %.1f s", info.precision, iters, seconds)
-    report = None
-    if parity:
-        step = 1 if dynamic_batch else batch
-        images, source = held_out_images(Path(ckpt["data"]) if ckpt.get("data") else None, height, width,
-                                         step * math.ceil(parity_images / step))
-        report = parity_report(net, proto, images, iters=iters, fp16=fp16, source=source, min_agreement=min_agreement)
-        for row in report["per_iteration"]:
-            log.info("parity t=%d: labels agree %.3f%%, max |score error| %.2e%s", row["iters"], row["label_agreement"],
-                     row["max_abs_score_error"], "" if row["finite"] else ", NaN/Inf!")
-        log.info("parity shipped model: labels agree %.3f%% (threshold %.1f%%) on %s",
-                 report["outputs"]["labels"]["label_agreement"], report["threshold_label_agreement"], source)
-        write_json(out.with_suffix(".parity.json"), report)
-        if not report["passed"]:
-            raise DisError(f"parity check failed: the ONNX model disagrees with PyTorch beyond the threshold; not writing {out} "
-                           f"(report: {out.with_suffix('.parity.json')})")
+    if rest["parity"]:
+        data = Path(ckpt["data"]) if ckpt.get("data") else None
+        size = (height, width)
+        report = _parity_gate(net, proto, out, data=data, size=size, batch=batch or 1, fp16=fp16, iters=iters, **rest)
         info = info.replace(extra={**info.extra, "parity": report})
-    from .onnx_export import attach
-
     save(attach(proto, info), out)
     size_mb = out.stat().st_size / 1e6
-    click.echo(f"wrote {out} ({info.precision}, {iters} refinement steps, {height}x{width}, {size_mb:.1f} MB, {seconds:.1f} s)")
+    click.echo(
+        f"wrote {out} ({info.precision}, {iters} refinement steps, {height}x{width}, {size_mb:.1f} MB, {seconds:.1f} s)"
+    )
     if engine:
         _engine_from_onnx(out, None, force=force, options=engine_options)
+
+
+def _parity_gate(net, proto, out: Path, *, data, size, batch, fp16, iters, parity_images, min_agreement, **_) -> dict:
+    """Compare PyTorch with the export on held-out images; write OUT.parity.json; refuse (DisError) below the bar."""
+    from .onnx_export import held_out_images
+    from .parity import parity_report
+
+    images, source = held_out_images(data, *size, batch * math.ceil(parity_images / batch))
+    report = parity_report(net, proto, images, iters=iters, fp16=fp16, source=source, min_agreement=min_agreement)
+    for row in report["per_iteration"]:
+        log.info(
+            "parity t=%d: labels agree %.3f%%, max |score error| %.2e%s",
+            row["iters"],
+            row["label_agreement"],
+            row["max_abs_score_error"],
+            "" if row["finite"] else ", NaN/Inf!",
+        )
+    agreement = report["outputs"][LABELS]["label_agreement"]
+    threshold = report["threshold_label_agreement"]
+    log.info("parity shipped model: labels agree %.3f%% (threshold %.1f%%) on %s", agreement, threshold, source)
+    write_json(out.with_suffix(".parity.json"), report)
+    if not report["passed"]:
+        raise DisError(
+            f"parity check failed: the ONNX model disagrees with PyTorch beyond the threshold; not writing {out} "
+            f"(report: {out.with_suffix('.parity.json')})"
+        )
+    return report
 
 
 def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, options: dict) -> None:
@@ -117,8 +157,10 @@ def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, opti
     try:
         import_trt(options["flavour"])
     except BadInput as err:
-        raise BadInput(f"--engine: {err}; {onnx_path} is written, build the engine where TensorRT is: "
-                       f"dis-export {onnx_path} --engine") from None
+        raise BadInput(
+            f"--engine: {err}; {onnx_path} is written, build the engine where TensorRT is: "
+            f"dis-export {onnx_path} --engine"
+        ) from None
     engine_path = output or onnx_path.with_suffix(".engine")
     if engine_path.exists() and not force:
         raise BadInput(f"{engine_path} exists; pass --force to rebuild it")
@@ -126,7 +168,9 @@ def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, opti
     facts = build_engine(onnx_path, engine_path, timing_cache=onnx_path.with_suffix(".timing.cache"), **options)
     built = facts.extra["engine"]
     where = built["gpu_name"] or f"any sm_{built['compute_capability']} GPU, built ahead of time"
-    click.echo(f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s) and "
-               f"{engine_path.name}.json ({built['flavour']} {built['tensorrt_version']}, {where})")
+    click.echo(
+        f"wrote {engine_path} ({engine_path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s) and "
+        f"{engine_path.name}.json ({built['flavour']} {built['tensorrt_version']}, {where})"
+    )
     for note in built["notes"]:
         log.warning("%s", note)

@@ -3,6 +3,7 @@
 synthetic data -> stage-1 and stage-2 training -> evaluation over refinement steps -> unrolled ONNX
 export (parity-gated) -> dis-run on a rendered video -> dis-bench -> OUT/report.md
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,22 @@ def demo_cli(out: Path, epochs1: int, epochs2: int, iters: int, frames: int, qui
     timings["stage1_s"] = _run("dis-train", "--data", data, "--out", s1, "--epochs", epochs1, *common)
     best = s1 / "best.pt"
     if epochs2:
-        timings["stage2_s"] = _run("dis-train", "--data", data, "--out", s2, "--stage", "2", "--init", best, "--epochs", epochs2,
-                                   "--lr", "0.002", *size)
+        timings["stage2_s"] = _run(
+            "dis-train",
+            "--data",
+            data,
+            "--out",
+            s2,
+            "--stage",
+            "2",
+            "--init",
+            best,
+            "--epochs",
+            epochs2,
+            "--lr",
+            "0.002",
+            *size,
+        )
     evals = {}
     for name, run in (("stage 1", s1), ("stage 2", s2)):
         if (run / "best.pt").exists():
@@ -66,27 +81,60 @@ def demo_cli(out: Path, epochs1: int, epochs2: int, iters: int, frames: int, qui
     _run("dis-eval", model, "--data", data, "--json", out / "eval_onnx.json")
     video = out / "scene.mp4"
     write_video(video, frames=frames, size=128 if quick else 256)
-    _run("dis-run", model, "--video", video, "--output", out / "overlay.mp4", "--no-display", "--stats", out / "stats.json",
-         "--view", "side-by-side")
+    _run(
+        "dis-run",
+        model,
+        "--video",
+        video,
+        "--output",
+        out / "overlay.mp4",
+        "--no-display",
+        "--stats",
+        out / "stats.json",
+        "--view",
+        "side-by-side",
+    )
     _run("dis-bench", model, "--runs", "30", "--json", out / "bench.json")
-    report = _report(out, evals, json.loads((out / "eval_onnx.json").read_text())["results"][0],
-                     json.loads((out / "stats.json").read_text()), json.loads((out / "bench.json").read_text())["results"][0],
-                     timings, iters)
+    report = _report(
+        out,
+        evals,
+        json.loads((out / "eval_onnx.json").read_text())["results"][0],
+        json.loads((out / "stats.json").read_text()),
+        json.loads((out / "bench.json").read_text())["results"][0],
+        timings,
+        iters,
+    )
     (out / "report.md").write_text(report)
     click.echo(report)
 
 
 def _report(out: Path, evals: dict, onnx_eval: dict, stats: dict, bench: dict, timings: dict, iters: int) -> str:
-    lines = ["# disseg demo report", "", "Validation mIoU (%) against test-time refinement steps t:", "",
-             "| model | " + " | ".join(f"t={r['iters']}" for r in next(iter(evals.values()))) + " |",
-             "|---|" + "---|" * len(next(iter(evals.values())))]
+    lines = [
+        "# disseg demo report",
+        "",
+        "Validation mIoU (%) against test-time refinement steps t:",
+        "",
+        "| model | " + " | ".join(f"t={r['iters']}" for r in next(iter(evals.values()))) + " |",
+        "|---|" + "---|" * len(next(iter(evals.values()))),
+    ]
     for name, rows in evals.items():
         lines.append(f"| {name} | " + " | ".join(f"{r['miou']:.2f}" for r in rows) + " |")
-    lines += ["", f"Exported ONNX (t={iters}, fp32) on ONNX Runtime: mIoU {onnx_eval['miou']:.2f}, pixel accuracy {onnx_eval['pixel_acc']:.2f}.",
-              "", f"dis-run on {stats['frames']} frames of scene.mp4: {stats['fps']:.1f} FPS end to end, "
-              f"latency p50 {stats['latency_ms']['total_ms']['p50']:.1f} ms (inference p50 {stats['latency_ms']['infer_ms']['p50']:.1f} ms).",
-              f"dis-bench ({bench['backend']}, batch {bench['batch']}): p50 {bench['p50_ms']:.1f} ms, p90 {bench['p90_ms']:.1f} ms, "
-              f"p99 {bench['p99_ms']:.1f} ms, {bench['throughput_fps']:.1f} FPS.", "",
-              "Step times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in timings.items()), "",
-              f"Files: {out}/overlay.mp4 (input | labels), {out}/stats.json, {out}/model.onnx (+ .parity.json), eval JSONs per run.", ""]
+    lines += [
+        "",
+        f"Exported ONNX (t={iters}, fp32) on ONNX Runtime: mIoU {onnx_eval['miou']:.2f}, pixel accuracy "
+        f"{onnx_eval['pixel_acc']:.2f}.",
+        "",
+        f"dis-run on {stats['frames']} frames of scene.mp4: {stats['fps']:.1f} FPS end to end, "
+        f"latency p50 {stats['latency_ms']['total_ms']['p50']:.1f} ms (inference p50 "
+        f"{stats['latency_ms']['infer_ms']['p50']:.1f} ms).",
+        f"dis-bench ({bench['backend']}, batch {bench['batch']}): p50 {bench['p50_ms']:.1f} ms, p90 "
+        f"{bench['p90_ms']:.1f} ms, "
+        f"p99 {bench['p99_ms']:.1f} ms, {bench['throughput_fps']:.1f} FPS.",
+        "",
+        "Step times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in timings.items()),
+        "",
+        f"Files: {out}/overlay.mp4 (input | labels), {out}/stats.json, {out}/model.onnx (+ .parity.json), eval JSONs "
+        "per run.",
+        "",
+    ]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Checkpoint -> unrolled, self-describing ONNX (FP32 or FP16), with a parity gate against PyTorch."""
+
 from __future__ import annotations
 
 import ast
@@ -21,15 +22,24 @@ OPSET = 18
 TORCH_SCOPES = "pkg.torch.onnx.name_scopes"  # the module scopes torch.onnx records per node
 
 
-def export_graph(model: DIS, iters: int, *, height: int, width: int, batch: int | None, outputs: tuple[str, ...],
-                 fp16: bool) -> onnx.ModelProto:
+def export_graph(
+    model: DIS, iters: int, *, height: int, width: int, batch: int | None, outputs: tuple[str, ...], fp16: bool
+) -> onnx.ModelProto:
     """Trace the unrolled module with torch.onnx (dynamo) and return the ONNX model; batch None = dynamic."""
     unrolled = UnrolledDIS(model, iters, outputs=outputs).eval()
     example = torch.zeros((batch or 2, height, width, 3), dtype=torch.uint8)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},) if batch is None else None
     with torch.no_grad():
-        program = torch.onnx.export(unrolled, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT],
-                                    output_names=list(unrolled.outputs), dynamic_shapes=dynamic, verbose=False)
+        program = torch.onnx.export(
+            unrolled,
+            (example,),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=list(unrolled.outputs),
+            dynamic_shapes=dynamic,
+            verbose=False,
+        )
     proto = mark_parts(program.model_proto)
     if fp16:
         proto = to_fp16(proto)
@@ -45,7 +55,9 @@ def mark_parts(proto: onnx.ModelProto) -> onnx.ModelProto:
         owner = next((s for s in scopes if s in features), None)
         part = FLOAT
         if owner is not None:
-            stage = next((s for s in scopes if s.startswith(owner + ".") and s.count(".") == owner.count(".") + 1), owner)
+            stage = next(
+                (s for s in scopes if s.startswith(owner + ".") and s.count(".") == owner.count(".") + 1), owner
+            )
             part = FEATURES + stage[len(UnrolledDIS.MODEL_SCOPE) + 1 :]
         del node.metadata_props[:]
         node.metadata_props.add(key=PART_KEY, value=part)
@@ -58,11 +70,15 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     in FP32, from FP32 weights and constants; inputs and outputs keep their types."""
     from onnxconverter_common import float16
 
-    originals = {t.name: onnx.TensorProto.FromString(t.SerializeToString()) for t in proto.graph.initializer
-                 if t.data_type == onnx.TensorProto.FLOAT}
+    originals = {
+        t.name: onnx.TensorProto.FromString(t.SerializeToString())
+        for t in proto.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT
+    }
     blocked = [n.name for n in proto.graph.node if not in_feature_extractor(n)]
-    converted = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=blocked,
-                                                 disable_shape_infer=False)
+    converted = float16.convert_float_to_float16(
+        proto, keep_io_types=True, node_block_list=blocked, disable_shape_infer=False
+    )
     return keep_float_between_float_nodes(restore_float_initializers(converted, originals))
 
 
@@ -78,7 +94,10 @@ def restore_float_initializers(proto: onnx.ModelProto, originals: dict[str, onnx
     value_info = {v.name: v for v in proto.graph.value_info}
     for i, tensor in enumerate(proto.graph.initializer):
         users = readers.get(tensor.name, [])
-        to_float = all(u.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in u.attribute) for u in users)
+        to_float = all(
+            u.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in u.attribute)
+            for u in users
+        )
         if tensor.data_type == onnx.TensorProto.FLOAT16 and tensor.name in originals and users and to_float:
             proto.graph.initializer[i].CopyFrom(originals[tensor.name])
             if tensor.name in value_info:
@@ -113,14 +132,34 @@ def keep_float_between_float_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def model_info(model: DIS, *, iters: int, height: int, width: int, batch: int | None, outputs: tuple[str, ...],
-               precision: str, checkpoint_sha256: str) -> ModelInfo:
+def model_info(
+    model: DIS,
+    *,
+    iters: int,
+    height: int,
+    width: int,
+    batch: int | None,
+    outputs: tuple[str, ...],
+    precision: str,
+    checkpoint_sha256: str,
+) -> ModelInfo:
     cfg = model.cfg
     return ModelInfo(
-        input_name=INPUT, input_height=height, input_width=width, batch=batch if batch else "dynamic",
-        class_names=cfg.class_names, palette=tuple(tuple(int(v) for v in c) for c in voc_palette(cfg.num_classes)),
-        iterations=iters, step_size=cfg.step_size, tag_weight=cfg.tag_weight, precision=precision, outputs=outputs,
-        mean=cfg.mean, std=cfg.std, checkpoint_sha256=checkpoint_sha256, config=cfg.to_dict(),
+        input_name=INPUT,
+        input_height=height,
+        input_width=width,
+        batch=batch if batch else "dynamic",
+        class_names=cfg.class_names,
+        palette=tuple(tuple(int(v) for v in c) for c in voc_palette(cfg.num_classes)),
+        iterations=iters,
+        step_size=cfg.step_size,
+        tag_weight=cfg.tag_weight,
+        precision=precision,
+        outputs=outputs,
+        mean=cfg.mean,
+        std=cfg.std,
+        checkpoint_sha256=checkpoint_sha256,
+        config=cfg.to_dict(),
     )
 
 
@@ -136,17 +175,36 @@ def save(proto: onnx.ModelProto, path: str | Path) -> None:
     atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
 
 
-def export_checkpoint(model: DIS, checkpoint: Path, *, iters: int, height: int, width: int, batch: int | None,
-                      outputs: tuple[str, ...], fp16: bool) -> tuple[onnx.ModelProto, ModelInfo, float]:
+def export_checkpoint(
+    model: DIS,
+    checkpoint: Path,
+    *,
+    iters: int,
+    height: int,
+    width: int,
+    batch: int | None,
+    outputs: tuple[str, ...],
+    fp16: bool,
+) -> tuple[onnx.ModelProto, ModelInfo, float]:
     """Return (ONNX model with metadata, its contract, export seconds)."""
     start = time.perf_counter()
     proto = export_graph(model, iters, height=height, width=width, batch=batch, outputs=outputs, fp16=fp16)
-    info = model_info(model, iters=iters, height=height, width=width, batch=batch, outputs=outputs,
-                      precision="fp16" if fp16 else "fp32", checkpoint_sha256=file_sha256(checkpoint))
+    info = model_info(
+        model,
+        iters=iters,
+        height=height,
+        width=width,
+        batch=batch,
+        outputs=outputs,
+        precision="fp16" if fp16 else "fp32",
+        checkpoint_sha256=file_sha256(checkpoint),
+    )
     return attach(proto, info), info, time.perf_counter() - start
 
 
-def held_out_images(data: Path | None, height: int, width: int, count: int, *, seed: int = 123) -> tuple[list[np.ndarray], str]:
+def held_out_images(
+    data: Path | None, height: int, width: int, count: int, *, seed: int = 123
+) -> tuple[list[np.ndarray], str]:
     """uint8 BGR images at the model size: the checkpoint's val split when it is on this machine, else generated."""
     from disseg.runtime.dataset import list_samples
     from disseg.runtime.errors import BadInput
@@ -164,5 +222,7 @@ def held_out_images(data: Path | None, height: int, width: int, count: int, *, s
 
     rng = np.random.default_rng(seed)
     styles = class_styles(len(SYNTH_CLASSES), rng)
-    images = [np.ascontiguousarray(render(max(height, width), styles, rng)[0][:height, :width, ::-1]) for _ in range(count)]
+    images = [
+        np.ascontiguousarray(render(max(height, width), styles, rng)[0][:height, :width, ::-1]) for _ in range(count)
+    ]
     return images, f"generated ({count} synthetic images)"

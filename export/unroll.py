@@ -1,4 +1,5 @@
 """The refinement loop unrolled into a fixed-iteration graph with preprocessing inside (uint8 BGR in, labels out)."""
+
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,6 @@ from torch import nn
 from disseg.runtime.contract import LABELS, OUTPUTS, SCORES, TAGS
 from disseg.train.model import DIS, upsampled_scores
 from disseg.train.refine import refine
-
 
 
 def label_map(scores: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -47,5 +47,9 @@ class UnrolledDIS(nn.Module):
         u1, v1 = refine(m, u1, v1, image_small, steps=self.iters, step_size=cfg.step_size)
         heads = m.heads(u1, v1)
         scores = upsampled_scores(cfg, heads, image.shape[1], image.shape[2])
-        result = {LABELS: label_map(scores, cfg.num_classes), SCORES: scores.float(), TAGS: torch.sigmoid(heads.v3).float()}
+        result = {
+            LABELS: label_map(scores, cfg.num_classes),
+            SCORES: scores.float(),
+            TAGS: torch.sigmoid(heads.v3).float(),
+        }
         return tuple(result[name] for name in self.outputs)

@@ -2,10 +2,20 @@
 
 `Segmenter` and `Result` load on first use (they need OpenCV), so the commands can say in one line
 what to install when OpenCV is missing."""
+
 from .contract import ModelInfo, read_model_info
 from .errors import BadInput, DisError, ModelFileError, SourceError
 
-__all__ = ["BadInput", "DisError", "ModelFileError", "ModelInfo", "Result", "Segmenter", "SourceError", "read_model_info"]
+__all__ = [
+    "BadInput",
+    "DisError",
+    "ModelFileError",
+    "ModelInfo",
+    "Result",
+    "Segmenter",
+    "SourceError",
+    "read_model_info",
+]
 
 
 def __getattr__(name: str):

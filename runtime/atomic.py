@@ -1,10 +1,11 @@
 """Atomic writes: a temp file in the same folder, fsync, then rename, so a crash never leaves half a file."""
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

@@ -1,6 +1,7 @@
 """Inference backends behind one small interface (Polygraphy's runner shape): `inputs`, `outputs`,
 `infer(dict[str, ndarray]) -> dict[str, ndarray]`, `close()`. The public `infer` checks names, dtypes
 and shapes once; each backend implements `_infer`. Heavy imports stay inside the backend that needs them."""
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,6 @@ from .deps import onnxruntime_conflict
 from .errors import BadInput, DisError, ModelFileError
 
 log = logging.getLogger("disseg.runtime")
-
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,20 @@ class Backend:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-_ORT_TYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
-              "tensor(int64)": np.int64}
+_ORT_TYPES = {
+    "tensor(uint8)": np.uint8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
@@ -71,9 +76,19 @@ def ort_providers(path: Path, available: list[str], *, precision: str) -> list:
     for name in (p for p in _PREFERRED if p in available):
         if name == "TensorrtExecutionProvider":
             cache = str(path.parent / f"{path.stem}.ort-trt-cache")
-            chosen.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
-                                  "trt_timing_cache_path": cache, "trt_int8_enable": precision == "int8",
-                                  "trt_fp16_enable": precision in ("fp16", "int8")}))
+            chosen.append(
+                (
+                    name,
+                    {
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": cache,
+                        "trt_timing_cache_enable": True,
+                        "trt_timing_cache_path": cache,
+                        "trt_int8_enable": precision == "int8",
+                        "trt_fp16_enable": precision in ("fp16", "int8"),
+                    },
+                )
+            )
         else:
             chosen.append(name)
     return chosen
@@ -85,7 +100,9 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, model: str | Path | bytes, *, providers: list | None = None, threads: int = 0, precision: str = "fp32") -> None:
+    def __init__(
+        self, model: str | Path | bytes, *, providers: list | None = None, threads: int = 0, precision: str = "fp32"
+    ) -> None:
         super().__init__()
         import onnxruntime as ort
 
@@ -101,8 +118,10 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = threads
         self.session = self._session(ort, model if isinstance(model, bytes) else str(path), path, options, chosen)
         self.providers = self.session.get_providers()
-        self.inputs = {i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
-                       for i in self.session.get_inputs()}
+        self.inputs = {
+            i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
+            for i in self.session.get_inputs()
+        }
         self.outputs = [o.name for o in self.session.get_outputs()]
         self._binding = self.session.io_binding() if self.providers[0] != "CPUExecutionProvider" else None
 
@@ -114,16 +133,24 @@ class OnnxRuntimeBackend(Backend):
             return ort.InferenceSession(model, options, providers=providers)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            gpu = [p if isinstance(p, str) else p[0] for p in providers if (p if isinstance(p, str) else p[0]) != "CPUExecutionProvider"]
+            gpu = [
+                p if isinstance(p, str) else p[0]
+                for p in providers
+                if (p if isinstance(p, str) else p[0]) != "CPUExecutionProvider"
+            ]
             if gpu:
                 try:
                     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
                 except Exception:
                     pass
                 else:
-                    log.warning("ONNX Runtime's %s failed on %s (%s); running on the CPU provider", gpu[0], path.name, first)
+                    log.warning(
+                        "ONNX Runtime's %s failed on %s (%s); running on the CPU provider", gpu[0], path.name, first
+                    )
                     return session
-            raise ModelFileError(f"{path}: ONNX Runtime cannot load it ({first}); re-export it with dis-export") from err
+            raise ModelFileError(
+                f"{path}: ONNX Runtime cannot load it ({first}); re-export it with dis-export"
+            ) from err
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -137,7 +164,9 @@ class OnnxRuntimeBackend(Backend):
             self.session.run_with_iobinding(self._binding)
             return dict(zip(self.outputs, self._binding.copy_outputs_to_cpu()))
         except Exception as err:
-            raise DisError(f"ONNX Runtime ({self.providers[0]}) failed to run the model: {str(err).splitlines()[0][:200]}") from err
+            raise DisError(
+                f"ONNX Runtime ({self.providers[0]}) failed to run the model: {str(err).splitlines()[0][:200]}"
+            ) from err
 
     def close(self) -> None:
         self.session = None
@@ -172,8 +201,14 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, *, flavour: str | None = None, dla_core: int | None = None,
-                 use_cuda_graph: bool = True) -> None:
+    def __init__(
+        self,
+        engine_path: str | Path,
+        *,
+        flavour: str | None = None,
+        dla_core: int | None = None,
+        use_cuda_graph: bool = True,
+    ) -> None:
         super().__init__()
         from cuda.bindings import runtime as cudart
 
@@ -189,7 +224,9 @@ class TensorRTBackend(Backend):
             self._runtime.DLA_core = int(dla_core)
         self.engine = self._runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
-            raise ModelFileError(f"{engine_path}: TensorRT could not deserialize it; rebuild: dis-export MODEL.onnx --engine")
+            raise ModelFileError(
+                f"{engine_path}: TensorRT could not deserialize it; rebuild: dis-export MODEL.onnx --engine"
+            )
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise DisError(f"{engine_path}: TensorRT could not create an execution context (out of GPU memory?)")
@@ -221,7 +258,9 @@ class TensorRTBackend(Backend):
     def _set_batch(self, batch: int) -> None:
         for name, spec in self.inputs.items():
             if not self.context.set_input_shape(name, (batch, *spec.shape[1:])):
-                raise DisError(f"TensorRT refused batch {batch} for input {name!r} (engine profile: 1..{self.max_batch})")
+                raise DisError(
+                    f"TensorRT refused batch {batch} for input {name!r} (engine profile: 1..{self.max_batch})"
+                )
         self._batch_set = batch
 
     def _allocate(self) -> None:
@@ -244,12 +283,16 @@ class TensorRTBackend(Backend):
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self.inputs:
             rows = self._host[name][:batch]
-            self._check(cudart.cudaMemcpyAsync(self._device[name], rows.ctypes.data, rows.nbytes, h2d, self.stream), "copy in")
+            self._check(
+                cudart.cudaMemcpyAsync(self._device[name], rows.ctypes.data, rows.nbytes, h2d, self.stream), "copy in"
+            )
         if not self.context.execute_async_v3(self.stream):
             raise DisError("TensorRT failed to run the engine (execute_async_v3 returned false; see its log above)")
         for name in self.outputs:
             rows = self._host[name][:batch]
-            self._check(cudart.cudaMemcpyAsync(rows.ctypes.data, self._device[name], rows.nbytes, d2h, self.stream), "copy out")
+            self._check(
+                cudart.cudaMemcpyAsync(rows.ctypes.data, self._device[name], rows.nbytes, d2h, self.stream), "copy out"
+            )
 
     def _capture(self, batch: int) -> None:
         """Record one run as a CUDA graph; where capture fails, log it and keep plain enqueue."""
@@ -257,8 +300,10 @@ class TensorRTBackend(Backend):
         self._enqueue(batch)  # the first run outside capture: TensorRT allocates lazily
         self._check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         try:
-            self._check(cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
-                        "cudaStreamBeginCapture")
+            self._check(
+                cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
+                "cudaStreamBeginCapture",
+            )
             try:
                 self._enqueue(batch)
             finally:
@@ -281,7 +326,10 @@ class TensorRTBackend(Backend):
         batch = len(next(iter(feeds.values())))
         if self.max_batch is not None:
             if batch > self.max_batch:
-                raise BadInput(f"batch {batch} is over this engine's maximum {self.max_batch}; rebuild it with a larger --max-batch")
+                raise BadInput(
+                    f"batch {batch} is over this engine's maximum {self.max_batch}; rebuild it with a larger "
+                    "--max-batch"
+                )
             if batch != self._batch_set:
                 self._set_batch(batch)
         for name, array in feeds.items():

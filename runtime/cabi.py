@@ -1,5 +1,6 @@
 """The C++ runtime's C ABI (runtime/cpp/include/disseg/disseg.h) from Python through ctypes: what another
 language's FFI sees, and how the tests and benchmarks hold libdisseg to the Python runtime."""
+
 from __future__ import annotations
 
 import ctypes
@@ -18,7 +19,9 @@ def load_library(path: str | Path) -> ctypes.CDLL:
     if path.is_dir():
         found = sorted(path.glob("libdisseg.so*"))
         if not found:
-            raise BadInput(f"{path}: no libdisseg.so here; build it: cmake -S runtime/cpp -B build && cmake --build build")
+            raise BadInput(
+                f"{path}: no libdisseg.so here; build it: cmake -S runtime/cpp -B build && cmake --build build"
+            )
         path = found[0]
     lib = ctypes.CDLL(str(path))
     signatures = {
@@ -40,11 +43,13 @@ def load_library(path: str | Path) -> ctypes.CDLL:
 class CSegmenter:
     """libdisseg's Segmenter behind its C ABI: labels (H x W uint8) and tags for 8-bit frames of any size.
 
-        with CSegmenter("build/cpp", "model.onnx") as seg:
-            labels, tags = seg.segment(frame)
+    with CSegmenter("build/cpp", "model.onnx") as seg:
+        labels, tags = seg.segment(frame)
     """
 
-    def __init__(self, library: str | Path | ctypes.CDLL, model: str | Path, *, backend: str = "auto", threads: int = 0) -> None:
+    def __init__(
+        self, library: str | Path | ctypes.CDLL, model: str | Path, *, backend: str = "auto", threads: int = 0
+    ) -> None:
         self.lib = library if isinstance(library, ctypes.CDLL) else load_library(library)
         handle = _P()
         status = self.lib.disseg_create(str(model).encode(), backend.encode(), threads, ctypes.byref(handle))
@@ -57,8 +62,10 @@ class CSegmenter:
 
     def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise BadInput(f"CSegmenter.segment: expected an 8-bit H x W (x C) image, got {image.dtype} {image.shape}; "
-                           "use disseg.runtime.image.to_bgr8 first")
+            raise BadInput(
+                f"CSegmenter.segment: expected an 8-bit H x W (x C) image, got {image.dtype} {image.shape}; "
+                "use disseg.runtime.image.to_bgr8 first"
+            )
         packed = image.strides[1:] == ((image.shape[2], 1) if image.ndim == 3 else (1,))
         if not packed:  # rows may be padded (row_stride); pixels within a row must be packed
             image = np.ascontiguousarray(image)
@@ -66,8 +73,9 @@ class CSegmenter:
         channels = 1 if image.ndim == 2 else image.shape[2]
         labels = np.empty((h, w), np.uint8)
         tags = np.empty(self.num_classes, np.float32)
-        status = self.lib.disseg_segment(self.handle, image.ctypes.data, h, w, channels, image.strides[0], labels.ctypes.data,
-                                         tags.ctypes.data)
+        status = self.lib.disseg_segment(
+            self.handle, image.ctypes.data, h, w, channels, image.strides[0], labels.ctypes.data, tags.ctypes.data
+        )
         if status != 0:
             raise BadInput(self.lib.disseg_last_error().decode())
         return labels, tags
@@ -77,7 +85,7 @@ class CSegmenter:
             self.lib.disseg_destroy(self.handle)
             self.handle = None
 
-    def __enter__(self) -> "CSegmenter":
+    def __enter__(self) -> CSegmenter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """dis-run and dis-bench: the runtime's commands (no torch)."""
+
 from __future__ import annotations
 
 import logging
@@ -8,25 +9,32 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .choices import BACKENDS, VIEWS
 from .cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from .errors import BadInput
-from .choices import BACKENDS, VIEWS
 
 log = logging.getLogger("disseg.run")
 
 
 def source_options(func):
     """One way to name a source (style.md habit 10: each part brings its own argument group)."""
-    for option in reversed([
-        click.option("--camera", type=click.IntRange(0), help="camera index (V4L2 /dev/videoN)"),
-        click.option("--video", help="video file, read frame by frame, nothing dropped"),
-        click.option("--images", help="image folder or glob, e.g. 'photos/*.jpg'"),
-        click.option("--rtsp", help="RTSP/HTTP stream URL (reconnects when it drops)"),
-        click.option("--gst", help="raw GStreamer pipeline ending in appsink"),
-        click.option("--csi", type=click.IntRange(0), help="Jetson CSI camera sensor id (nvarguscamerasrc)"),
-        click.option("--max-reconnects", default=10, show_default=True, type=click.IntRange(0),
-                     help="a live source that drops is reopened this many times in a row before giving up"),
-    ]):
+    for option in reversed(
+        [
+            click.option("--camera", type=click.IntRange(0), help="camera index (V4L2 /dev/videoN)"),
+            click.option("--video", help="video file, read frame by frame, nothing dropped"),
+            click.option("--images", help="image folder or glob, e.g. 'photos/*.jpg'"),
+            click.option("--rtsp", help="RTSP/HTTP stream URL (reconnects when it drops)"),
+            click.option("--gst", help="raw GStreamer pipeline ending in appsink"),
+            click.option("--csi", type=click.IntRange(0), help="Jetson CSI camera sensor id (nvarguscamerasrc)"),
+            click.option(
+                "--max-reconnects",
+                default=10,
+                show_default=True,
+                type=click.IntRange(0),
+                help="a live source that drops is reopened this many times in a row before giving up",
+            ),
+        ]
+    ):
         func = option(func)
     return func
 
@@ -37,60 +45,107 @@ def source_options(func):
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
 @click.option("--output", type=click.Path(path_type=Path), help="write the rendered view to this video file")
 @click.option("--masks", type=click.Path(path_type=Path), help="write one palette PNG of labels per frame here")
-@click.option("--stats", "stats_path", type=click.Path(path_type=Path), help="write latency/FPS/frame-age/class-area JSON here")
+@click.option(
+    "--stats", "stats_path", type=click.Path(path_type=Path), help="write latency/FPS/frame-age/class-area JSON here"
+)
 @click.option("--view", default="overlay", show_default=True, type=click.Choice(VIEWS))
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--legend/--no-legend", default=True, show_default=True)
 @click.option("--no-display", is_flag=True, help="no window (headless)")
 @click.option("--max-frames", type=click.IntRange(1), help="stop after this many frames")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
-              help="ONNX Runtime CPU threads (0: all cores); leave a core free for capture and rendering on small CPUs")
-@click.option("--loop", "loops", default=1, show_default=True, type=click.IntRange(1), help="play a video or image folder this many times")
+@click.option(
+    "--threads",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="ONNX Runtime CPU threads (0: all cores); leave a core free for capture and rendering on small CPUs",
+)
+@click.option(
+    "--loop",
+    "loops",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="play a video or image folder this many times",
+)
 @handle_errors
-def run_cli(model, camera, video, images, rtsp, gst, csi, max_reconnects, backend, output, masks, stats_path, view, alpha, legend, no_display,
-            max_frames, threads, loops) -> None:
+def run_cli(model, backend, output, masks, stats_path, no_display, threads, loops, **options) -> None:
     setup_logging()
     _quiet_opencv()
-    from .pipeline import Stats, run
     from .segmenter import Segmenter
-    from .sinks import MaskSink, VideoSink, WindowSink, display_available
     from .sources import Looped, open_source
 
-    if loops > 1 and video is None and images is None:
+    source = {k: options.pop(k) for k in ("camera", "video", "images", "rtsp", "gst", "csi", "max_reconnects")}
+    if loops > 1 and source["video"] is None and source["images"] is None:
         raise BadInput("--loop applies to --video and --images only")
-    window = None
-    if not no_display:
-        if display_available():
-            window = WindowSink(f"dis-run {model.name}")
-        else:
-            log.warning("no display here; running headless (pass --no-display to silence this)")
+    window = _window(model, no_display)
     if window is None and output is None and masks is None and stats_path is None:
-        raise BadInput("nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)")
-    src = open_source(camera=camera, video=video, images=images, rtsp=rtsp, gst=gst, csi=csi, max_reconnects=max_reconnects)
+        raise BadInput(
+            "nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)"
+        )
+    src = open_source(**source)
     with Segmenter(model, backend=backend, threads=threads) as seg:
-        log.info("%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s", model.name, seg.info.precision,
-                 seg.info.input_height, seg.info.input_width, seg.info.num_classes, seg.info.iterations,
-                 seg.backend.name, ", ".join(getattr(seg.backend, "providers", [seg.backend.name])))
+        _describe(model, seg)
         if loops > 1:
-            src = Looped(src, loops, lambda: open_source(video=video, images=images))
-        video_sink = VideoSink(output, getattr(src, "fps", 30.0) if video else 30.0) if output else None
-        mask_sink = MaskSink(masks, seg.info.palette) if masks else None
-        stats = Stats(seg.class_names)
-        interrupted = False
-        try:
-            run(seg, src, video=video_sink, masks=mask_sink, window=window, view=view, alpha=alpha, legend=legend,
-                max_frames=max_frames, stats=stats)
-        except KeyboardInterrupt:  # the sinks are already flushed; keep the stats of what was produced
-            interrupted = True
-        summary = stats.summary(model=str(model), backend=seg.backend.name, skipped=src.skipped, reconnects=src.reconnects,
-                                interrupted=interrupted)
+            src = Looped(src, loops, lambda: open_source(video=source["video"], images=source["images"]))
+        fps = getattr(src, "fps", 30.0) if source["video"] else 30.0
+        summary = _segment(seg, src, model, output=output, fps=fps, masks=masks, window=window, **options)
         if stats_path:
             write_json(stats_path, summary)
-    if interrupted:
+    if summary["interrupted"]:
         raise KeyboardInterrupt
     lat = summary["latency_ms"]["total_ms"]
-    click.echo(f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} FPS), latency p50 {lat.get('p50', 0):.1f} ms"
-               + (f", {src.skipped} skipped" if src.skipped else "") + (f", {src.reconnects} reconnects" if src.reconnects else ""))
+    click.echo(
+        f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} FPS), latency p50 "
+        f"{lat.get('p50', 0):.1f} ms"
+        + (f", {src.skipped} skipped" if src.skipped else "")
+        + (f", {src.reconnects} reconnects" if src.reconnects else "")
+    )
+
+
+def _window(model: Path, no_display: bool):
+    """A window where there is a display and it was not declined."""
+    from .sinks import WindowSink, display_available
+
+    if no_display:
+        return None
+    if display_available():
+        return WindowSink(f"dis-run {model.name}")
+    log.warning("no display here; running headless (pass --no-display to silence this)")
+    return None
+
+
+def _describe(model: Path, seg) -> None:
+    info = seg.info
+    providers = ", ".join(getattr(seg.backend, "providers", [seg.backend.name]))
+    log.info(
+        "%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s",
+        model.name,
+        info.precision,
+        info.input_height,
+        info.input_width,
+        info.num_classes,
+        info.iterations,
+        seg.backend.name,
+        providers,
+    )
+
+
+def _segment(seg, src, model: Path, *, output, fps: float, masks, window, **render) -> dict:
+    """Run the pipeline into the sinks; the stats summary of what was produced, Ctrl-C included."""
+    from .pipeline import Stats, run
+    from .sinks import MaskSink, VideoSink
+
+    video_sink = VideoSink(output, fps) if output else None
+    mask_sink = MaskSink(masks, seg.info.palette) if masks else None
+    stats = Stats(seg.class_names)
+    interrupted = False
+    try:
+        run(seg, src, video=video_sink, masks=mask_sink, window=window, stats=stats, **render)
+    except KeyboardInterrupt:  # the sinks are already flushed; keep the stats of what was produced
+        interrupted = True
+    facts = {"skipped": src.skipped, "reconnects": src.reconnects, "interrupted": interrupted}
+    return stats.summary(model=str(model), backend=seg.backend.name, **facts)
 
 
 def _quiet_opencv() -> None:
@@ -125,12 +180,22 @@ def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int,
             seg.backend.infer(feed)
             times.append((time.perf_counter() - t) * 1000)
         a = np.asarray(times)
-        return {"model": str(path), "backend": seg.backend.name, "providers": getattr(seg.backend, "providers", None),
-                "precision": seg.info.precision, "iterations_unrolled": seg.info.iterations, "batch": n,
-                "input": f"{seg.info.input_height}x{seg.info.input_width}",
-                "p50_ms": round(float(np.percentile(a, 50)), 3), "p90_ms": round(float(np.percentile(a, 90)), 3),
-                "p99_ms": round(float(np.percentile(a, 99)), 3), "mean_ms": round(float(a.mean()), 3),
-                "throughput_fps": round(float(n * 1000 / a.mean()), 2), "runs": iterations, "warmup": warmup}
+        return {
+            "model": str(path),
+            "backend": seg.backend.name,
+            "providers": getattr(seg.backend, "providers", None),
+            "precision": seg.info.precision,
+            "iterations_unrolled": seg.info.iterations,
+            "batch": n,
+            "input": f"{seg.info.input_height}x{seg.info.input_width}",
+            "p50_ms": round(float(np.percentile(a, 50)), 3),
+            "p90_ms": round(float(np.percentile(a, 90)), 3),
+            "p99_ms": round(float(np.percentile(a, 99)), 3),
+            "mean_ms": round(float(a.mean()), 3),
+            "throughput_fps": round(float(n * 1000 / a.mean()), 2),
+            "runs": iterations,
+            "warmup": warmup,
+        }
 
 
 @click.command(help="Latency (p50/p90/p99) and throughput per model, backend and batch.")
@@ -140,16 +205,26 @@ def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int,
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0))
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG: latency against refinement steps, per precision")
+@click.option(
+    "--plot", "plot_path", type=click.Path(path_type=Path), help="PNG: latency against refinement steps, per precision"
+)
 @handle_errors
 def bench_cli(models, backend, batches, runs, warmup, json_path, plot_path) -> None:
     setup_logging()
     batch_list = parse_int_list(batches, name="--batch") if batches else [None]
-    rows = [bench_model(m, backend=backend, batch=b, iterations=runs, warmup=warmup) for m in models for b in batch_list]
-    click.echo(f"{'model':40s} {'backend':12s} {'prec':5s} {'iters':>5s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'FPS':>8s}")
+    rows = [
+        bench_model(m, backend=backend, batch=b, iterations=runs, warmup=warmup) for m in models for b in batch_list
+    ]
+    click.echo(
+        f"{'model':40s} {'backend':12s} {'prec':5s} {'iters':>5s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} "
+        f"{'p99 ms':>8s} {'FPS':>8s}"
+    )
     for r in rows:
-        click.echo(f"{Path(r['model']).name[:40]:40s} {r['backend']:12s} {r['precision']:5s} {r['iterations_unrolled']:5d} {r['batch']:5d} "
-                   f"{r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} {r['throughput_fps']:8.1f}")
+        click.echo(
+            f"{Path(r['model']).name[:40]:40s} {r['backend']:12s} {r['precision']:5s} {r['iterations_unrolled']:5d} "
+            f"{r['batch']:5d} "
+            f"{r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} {r['throughput_fps']:8.1f}"
+        )
     if json_path:
         write_json(json_path, {"results": rows})
     if plot_path:

@@ -1,12 +1,14 @@
 """What every command shares: one-line errors with exit status 2, logging set-up, atomic JSON output."""
+
 from __future__ import annotations
 
 import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -49,7 +51,7 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def parse_int_list(text: str, *, name: str) -> list[int]:
-    """"0,1,3" -> [0, 1, 3]; raises BadInput for anything that is not non-negative integers."""
+    """ "0,1,3" -> [0, 1, 3]; raises BadInput for anything that is not non-negative integers."""
     try:
         values = [int(v) for v in text.split(",") if v.strip() != ""]
     except ValueError:

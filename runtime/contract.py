@@ -5,6 +5,7 @@ keys in a JSON sidecar `<engine>.json` so C++ can read them without Python. This
 the tensor names, the metadata's reading and writing (ONNX and sidecar), and the defaults a model falls
 back on. runtime/cpp/src/model_info.cpp is its C++ twin.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,48 +61,61 @@ class ModelInfo:
         return {PREFIX + k: json.dumps(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_metadata(cls, props: dict[str, str], *, source: str = "model") -> "ModelInfo":
+    def from_metadata(cls, props: dict[str, str], *, source: str = "model") -> ModelInfo:
         """Parse metadata written by `to_metadata`. Raises ModelFileError if it is not a disseg model."""
         if PREFIX + "schema" not in props:
             raise ModelFileError(
-                f"{source} is not a disseg model (no '{PREFIX}schema' metadata); export one with: dis-export CKPT --iters 3"
+                f"{source} is not a disseg model (no '{PREFIX}schema' metadata); export one with: dis-export CKPT "
+                "--iters 3"
             )
         try:
-            values = {k[len(PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
+            values = {k[len(PREFIX) :]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
         except json.JSONDecodeError as err:
             raise ModelFileError(f"{source} has corrupt disseg metadata ({err}); re-export it with dis-export") from err
         if values.get("schema") != SCHEMA:
             raise ModelFileError(
-                f"{source} uses model schema {values.get('schema')!r}, this runtime reads {SCHEMA!r}; re-export it with this version's dis-export"
+                f"{source} uses model schema {values.get('schema')!r}, this runtime reads {SCHEMA!r}; re-export it "
+                "with this version's dis-export"
             )
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in fields}
-        required = [f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = next((name for name in required if name not in values), None)
         if missing:
-            raise ModelFileError(f"{source}: disseg metadata lacks '{missing}'; re-export it with this version's dis-export")
+            raise ModelFileError(
+                f"{source}: disseg metadata lacks '{missing}'; re-export it with this version's dis-export"
+            )
         try:
             for key in ("class_names", "outputs", "mean", "std"):
                 values[key] = tuple(values[key]) if key in values else getattr(cls, key)
             values["palette"] = tuple(tuple(c) for c in values["palette"])
             info = cls(**values)
         except TypeError as err:
-            raise ModelFileError(f"{source}: disseg metadata has a value of the wrong type ({err}); re-export it with dis-export") from err
+            raise ModelFileError(
+                f"{source}: disseg metadata has a value of the wrong type ({err}); re-export it with dis-export"
+            ) from err
         info.check(source)
         return info
 
     def check(self, source: str = "model") -> None:
         """The consistency the runtime relies on (the C++ reader checks the same)."""
-        sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (self.input_height, self.input_width))
+        sizes_ok = all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (self.input_height, self.input_width)
+        )
         shapes_ok = isinstance(self.input_name, str) and isinstance(self.extra, dict) and isinstance(self.config, dict)
         if not sizes_ok or not shapes_ok or not self.class_names or len(self.palette) < len(self.class_names):
-            raise ModelFileError(f"{source}: disseg metadata is inconsistent (input name or size, classes, palette or extras); "
-                                 f"re-export it with dis-export")
+            raise ModelFileError(
+                f"{source}: disseg metadata is inconsistent (input name or size, classes, palette or extras); "
+                f"re-export it with dis-export"
+            )
         if LABELS not in self.outputs:
             raise ModelFileError(f"{source}: the model has no 'labels' output; re-export it with dis-export")
 
-    def replace(self, **changes: Any) -> "ModelInfo":
+    def replace(self, **changes: Any) -> ModelInfo:
         return dataclasses.replace(self, **changes)
 
 
@@ -121,19 +135,25 @@ def sidecar_path(engine: str | Path) -> Path:
 def write_sidecar(engine: str | Path, info: ModelInfo) -> Path:
     """Write `<engine>.json`: the contract's keys (unprefixed JSON), readable from C++ without Python."""
     path = sidecar_path(engine)
-    atomic_write_text(path, json.dumps({"disseg": {k[len(PREFIX):]: json.loads(v) for k, v in info.to_metadata().items()}}, indent=2))
+    atomic_write_text(
+        path, json.dumps({"disseg": {k[len(PREFIX) :]: json.loads(v) for k, v in info.to_metadata().items()}}, indent=2)
+    )
     return path
 
 
 def read_sidecar(engine: str | Path) -> ModelInfo:
     path = sidecar_path(engine)
     if not path.is_file():
-        raise ModelFileError(f"{engine}: no sidecar {path.name}; rebuild the engine with: dis-export MODEL.onnx --engine")
+        raise ModelFileError(
+            f"{engine}: no sidecar {path.name}; rebuild the engine with: dis-export MODEL.onnx --engine"
+        )
     try:
         data = json.loads(path.read_text())["disseg"]
         return ModelInfo.from_metadata({PREFIX + k: json.dumps(v) for k, v in data.items()}, source=str(path))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ModelFileError(f"{path}: corrupt engine sidecar ({type(err).__name__}); rebuild with: dis-export MODEL.onnx --engine") from err
+        raise ModelFileError(
+            f"{path}: corrupt engine sidecar ({type(err).__name__}); rebuild with: dis-export MODEL.onnx --engine"
+        ) from err
 
 
 def file_sha256(path: str | Path) -> str:

@@ -11,6 +11,7 @@ Torch-free, so exported models are scored on exactly the samples the trainer saw
           background is implicit.
   Class names: ROOT/classes.txt, one per line (index order); without it the 21 VOC classes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -119,7 +120,10 @@ def read_mask(path: Path, num_classes: int) -> np.ndarray:
         labels = np.array(im)
     bad = labels[(labels >= num_classes) & (labels != IGNORE_INDEX)]
     if bad.size:
-        raise BadInput(f"{path}: label value {int(bad[0])} is outside the {num_classes} classes (255 is void); fix the mask or classes.txt")
+        raise BadInput(
+            f"{path}: label value {int(bad[0])} is outside the {num_classes} classes (255 is void); fix the mask or "
+            "classes.txt"
+        )
     return labels.astype(np.uint8)
 
 

@@ -3,6 +3,7 @@
 Every probe runs on its own and, where it cannot, says why in one line; the command never fails on a
 probe. Exit 0 when MODEL (or, without one, a bundled tiny ONNX check) runs on some backend here, 1 if not.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,8 +14,9 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -25,7 +27,8 @@ from .deps import OPENCV_MISSING, installed, onnxruntime_conflict, opencv_wheels
 # checks ONNX Runtime without any model file. Made with onnx.helper; 7 everywhere in gives 7 out.
 TINY_ONNX = base64.b64decode(
     "CAgSBmRpc3NlZzqhAQobCgVpbWFnZRIBeCIEQ2FzdCoJCgJ0bxgBoAECCiIKAXgSAW0iCVJlZHVjZU1heCoPCghrZWVwZGltcxgAoAECChwKAW0SBmxhYmVs"
-    "cyIEQ2FzdCoJCgJ0bxgCoAECEg1kaXNzZWdfZG9jdG9yWh8KBWltYWdlEhYKFAgCEhAKAggBCgIIBAoCCAQKAggDYhAKBmxhYmVscxIGCgQIAhIAQgQKABAR")
+    "cyIEQ2FzdCoJCgJ0bxgCoAECEg1kaXNzZWdfZG9jdG9yWh8KBWltYWdlEhYKFAgCEhAKAggBCgIIBAoCCAQKAggDYhAKBmxhYmVscxIGCgQIAhIAQgQKABAR"
+)
 GST_ELEMENTS = ("nvarguscamerasrc", "nvv4l2decoder", "nvvidconv", "rtspsrc", "decodebin", "avdec_h264", "appsink")
 
 
@@ -45,8 +48,14 @@ def _read(path: str) -> str | None:
 
 
 def system_info() -> dict:
-    return {"python": sys.version.split()[0], "executable": sys.executable, "platform": platform.platform(),
-            "machine": platform.machine(), "disseg": installed("disseg"), "numpy": installed("numpy")}
+    return {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "disseg": installed("disseg"),
+        "numpy": installed("numpy"),
+    }
 
 
 def jetson_info() -> dict | None:
@@ -56,7 +65,9 @@ def jetson_info() -> dict | None:
         return None
     info = {"model": _read("/proc/device-tree/model"), "l4t": release.splitlines()[0]}
     if shutil.which("dpkg-query"):
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"], capture_output=True, text=True, timeout=10
+        )
         info["jetpack"] = out.stdout.strip() or "nvidia-jetpack not installed"
     return info
 
@@ -74,8 +85,10 @@ def opencv_info() -> dict:
     wheels = opencv_wheels()
     info = {"version": cv2.__version__, "file": getattr(cv2, "__file__", None), "build": flags, "pip_wheels": wheels}
     if wheels and jetson_info() is not None:
-        info["warning"] = (f"pip's {', '.join(wheels)} shadows JetPack's OpenCV (GStreamer, --csi); "
-                           f"pip uninstall -y {' '.join(wheels)}")
+        info["warning"] = (
+            f"pip's {', '.join(wheels)} shadows JetPack's OpenCV (GStreamer, --csi); "
+            f"pip uninstall -y {' '.join(wheels)}"
+        )
     return info
 
 
@@ -118,12 +131,21 @@ def gpu_info() -> dict:
             for i in range(count):
                 _, props = cudart.cudaGetDeviceProperties(i)
                 name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-                devices.append({"name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}",
-                                "memory_gib": round(props.totalGlobalMem / 2**30, 1)})
+                devices.append(
+                    {
+                        "name": name.strip("\x00 "),
+                        "compute_capability": f"{props.major}.{props.minor}",
+                        "memory_gib": round(props.totalGlobalMem / 2**30, 1),
+                    }
+                )
             return {"driver_cuda": f"{driver // 1000}.{driver % 1000 // 10}", "devices": devices}
     if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         rows = [r.split(", ") for r in out.stdout.strip().splitlines() if r]
         return {"devices": [{"name": r[0], "compute_capability": r[1], "driver": r[2]} for r in rows if len(r) == 3]}
     return {"devices": [], "note": "no CUDA GPU visible (no cuda-python device, no nvidia-smi)"}
@@ -135,7 +157,10 @@ def gstreamer_info() -> dict | None:
 
     opencv_has = probe(gstreamer_available)
     if shutil.which("gst-inspect-1.0") is None:
-        return {"opencv_has_gstreamer": opencv_has, "elements": "gst-inspect-1.0 not found (apt install gstreamer1.0-tools)"}
+        return {
+            "opencv_has_gstreamer": opencv_has,
+            "elements": "gst-inspect-1.0 not found (apt install gstreamer1.0-tools)",
+        }
     return {"opencv_has_gstreamer": opencv_has, "elements": {e: gstreamer_element(e) for e in GST_ELEMENTS}}
 
 
@@ -163,25 +188,32 @@ def check_tiny() -> dict:
 
     results = {}
     for provider in ort.get_available_providers():
+
         def run(p=provider):
             backend = OnnxRuntimeBackend(TINY_ONNX, providers=[p])
             out = backend.infer({INPUT: np.full((1, 4, 4, 3), 7, np.uint8)})[LABELS]
             if int(out) != 7 or backend.providers[0] != p:
                 raise RuntimeError(f"ran on {backend.providers[0]} and gave {int(out)}, expected 7")
             return "ok"
+
         results[provider] = probe(run)
     return results
 
 
 def check_model(path: Path) -> dict:
     """Which backends open MODEL here, and for TensorRT the engine (cache entry) and whether it fits."""
-    from .contract import read_model_info
-    from .contract import read_sidecar
+    from .contract import read_model_info, read_sidecar
     from .engine_cache import built_for, cached_engine_path, mismatch, this_machine
 
     info = read_model_info(path)
-    report: dict = {"model": str(path), "precision": info.precision, "iterations": info.iterations,
-                    "input": f"{info.input_height}x{info.input_width}", "classes": info.num_classes, "backends": {}}
+    report: dict = {
+        "model": str(path),
+        "precision": info.precision,
+        "iterations": info.iterations,
+        "input": f"{info.input_height}x{info.input_width}",
+        "classes": info.num_classes,
+        "backends": {},
+    }
     if path.suffix == ".onnx":
         report["backends"]["onnxruntime"] = probe(lambda: _open_ort(path, info.precision))
     here = probe(this_machine)
@@ -211,9 +243,17 @@ def _open_ort(path: Path, precision: str) -> str:
 
 
 def gather(model: Path | None) -> dict:
-    report = {"system": probe(system_info), "jetson": probe(jetson_info), "opencv": probe(opencv_info),
-              "onnxruntime": probe(onnxruntime_info), "tensorrt": probe(tensorrt_info), "gpu": probe(gpu_info),
-              "cameras": probe(cameras), "gstreamer": probe(gstreamer_info), "cpp": probe(cpp_info)}
+    report = {
+        "system": probe(system_info),
+        "jetson": probe(jetson_info),
+        "opencv": probe(opencv_info),
+        "onnxruntime": probe(onnxruntime_info),
+        "tensorrt": probe(tensorrt_info),
+        "gpu": probe(gpu_info),
+        "cameras": probe(cameras),
+        "gstreamer": probe(gstreamer_info),
+        "cpp": probe(cpp_info),
+    }
     report["check"] = probe(lambda: check_model(model)) if model else {"tiny_onnx": probe(check_tiny)}
     return report
 
@@ -237,19 +277,26 @@ def render(value: Any, indent: int = 0) -> list[str]:
                 lines.append(f"{pad}{key}: {item if item not in (None, {}, []) else '-'}")
         return lines
     if isinstance(value, list):
-        return [line for item in value for line in render(item, indent)] if any(isinstance(i, dict) for i in value) \
+        return (
+            [line for item in value for line in render(item, indent)]
+            if any(isinstance(i, dict) for i in value)
             else [f"{pad}{', '.join(map(str, value))}"]
+        )
     return [f"{pad}{value}"]
 
 
-@click.command(help="Report what this machine can run (Python, OpenCV, ONNX Runtime, TensorRT, GPU, cameras, GStreamer, C++), "
-                    "and whether MODEL runs here. Paste its output into bug reports.")
+@click.command(
+    help="Report what this machine can run (Python, OpenCV, ONNX Runtime, TensorRT, GPU, cameras, GStreamer, C++), "
+    "and whether MODEL runs here. Paste its output into bug reports."
+)
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 @handle_errors
 def doctor_cli(model: Path | None, as_json: bool) -> None:
     report = gather(model)
     ok = runnable(report)
-    report["verdict"] = ("runs here" if ok else "cannot run here") + (f": {model}" if model else " (bundled tiny ONNX check)")
+    report["verdict"] = ("runs here" if ok else "cannot run here") + (
+        f": {model}" if model else " (bundled tiny ONNX check)"
+    )
     click.echo(json.dumps(report, indent=2, default=str) if as_json else "\n".join(render(report)))
     sys.exit(0 if ok else 1)

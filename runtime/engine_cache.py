@@ -8,22 +8,24 @@ was built for, and a TensorRT engine only on the GPU model it was built on.
 The TensorRT modules are imported only inside the functions that need them; the sidecar, cache keys and
 mismatch rules run anywhere and are tested on any machine.
 """
+
 from __future__ import annotations
 
 import importlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_write, atomic_write_text
+from .atomic import atomic_write
 from .contract import ModelInfo, file_sha256, read_model_info, write_sidecar
 from .errors import BadInput, ModelFileError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 FLAVOUR_NAMES = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT for RTX"}
-INSTALL_HINT = ("pip install 'disseg[tensorrt-cu12]' or 'disseg[tensorrt-cu13]' (desktop/server), JetPack's python3-libnvinfer "
-                "(Jetson), or 'disseg[tensorrt-rtx]' (TensorRT for RTX)")
+INSTALL_HINT = (
+    "pip install 'disseg[tensorrt-cu12]' or 'disseg[tensorrt-cu13]' (desktop/server), JetPack's python3-libnvinfer "
+    "(Jetson), or 'disseg[tensorrt-rtx]' (TensorRT for RTX)"
+)
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,15 @@ def local_gpu() -> tuple[str, str]:
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
-        raise BadInput("cuda-python 12.8+ (module cuda.bindings) is not installed; it comes with the tensorrt extras: "
-                       + INSTALL_HINT) from None
+        raise BadInput(
+            "cuda-python 12.8+ (module cuda.bindings) is not installed; it comes with the tensorrt extras: "
+            + INSTALL_HINT
+        ) from None
     if cuda_device_count() == 0:
-        raise BadInput("no CUDA GPU is visible here; run on a GPU machine, or build ahead of time for a named GPU with "
-                       "TensorRT for RTX: dis-export MODEL.onnx --engine --gpu-arch sm86")
+        raise BadInput(
+            "no CUDA GPU is visible here; run on a GPU machine, or build ahead of time for a named GPU with "
+            "TensorRT for RTX: dis-export MODEL.onnx --engine --gpu-arch sm86"
+        )
     err, props = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
         raise BadInput(f"cannot read the GPU's properties ({err}); check the NVIDIA driver (nvidia-smi)")
@@ -103,8 +109,10 @@ def build_target(trt, gpu_arch: str | None) -> Target:
         name, cc = local_gpu()
         return Target(trt.__name__, version, cc, name)
     if trt.__name__ != "tensorrt_rtx":
-        raise BadInput("--gpu-arch builds ahead of time, which only TensorRT for RTX does (pip install 'disseg[tensorrt-rtx]'); "
-                       "TensorRT builds for the GPU it runs on: drop --gpu-arch and build on the target")
+        raise BadInput(
+            "--gpu-arch builds ahead of time, which only TensorRT for RTX does (pip install 'disseg[tensorrt-rtx]'); "
+            "TensorRT builds for the GPU it runs on: drop --gpu-arch and build on the target"
+        )
     cc = parse_gpu_arch(gpu_arch)
     known = sorted(n[2:] for n in dir(trt.ComputeCapability) if re.fullmatch(r"SM\d+", n))
     if cc not in known:
@@ -112,13 +120,27 @@ def build_target(trt, gpu_arch: str | None) -> Target:
     return Target(trt.__name__, version, cc, None)
 
 
-def engine_facts(info: ModelInfo, *, onnx_sha256: str, target: Target, dla_core: int | None = None, max_batch: int | None = None,
-                 notes: tuple[str, ...] = ()) -> ModelInfo:
+def engine_facts(
+    info: ModelInfo,
+    *,
+    onnx_sha256: str,
+    target: Target,
+    dla_core: int | None = None,
+    max_batch: int | None = None,
+    notes: tuple[str, ...] = (),
+) -> ModelInfo:
     """The ONNX model's contract plus what makes an engine valid only on one TensorRT and GPU."""
     extra = dict(info.extra)
-    extra["engine"] = {"flavour": target.flavour, "tensorrt_version": target.tensorrt_version, "gpu_name": target.gpu_name,
-                       "compute_capability": target.compute_capability, "ahead_of_time": target.gpu_name is None,
-                       "dla_core": dla_core, "max_batch": max_batch, "notes": list(notes)}
+    extra["engine"] = {
+        "flavour": target.flavour,
+        "tensorrt_version": target.tensorrt_version,
+        "gpu_name": target.gpu_name,
+        "compute_capability": target.compute_capability,
+        "ahead_of_time": target.gpu_name is None,
+        "dla_core": dla_core,
+        "max_batch": max_batch,
+        "notes": list(notes),
+    }
     return info.replace(onnx_sha256=onnx_sha256, extra=extra)
 
 
@@ -127,8 +149,12 @@ def built_for(info: ModelInfo) -> Target | None:
     facts = info.extra.get("engine")
     if not isinstance(facts, dict) or "tensorrt_version" not in facts or "compute_capability" not in facts:
         return None
-    return Target(str(facts.get("flavour", "tensorrt")), short_version(str(facts["tensorrt_version"])),
-                  str(facts["compute_capability"]), facts.get("gpu_name"))
+    return Target(
+        str(facts.get("flavour", "tensorrt")),
+        short_version(str(facts["tensorrt_version"])),
+        str(facts["compute_capability"]),
+        facts.get("gpu_name"),
+    )
 
 
 def mismatch(info: ModelInfo, here: Target, *, onnx_sha256: str | None = None) -> str | None:
@@ -139,8 +165,10 @@ def mismatch(info: ModelInfo, here: Target, *, onnx_sha256: str | None = None) -
     if built.flavour != here.flavour:
         return f"engine was built with {built.flavour}; this machine runs {here.flavour}"
     if built.tensorrt_version != here.tensorrt_version or built.compute_capability != here.compute_capability:
-        return (f"engine was built for TensorRT {built.tensorrt_version} on sm_{built.compute_capability}; "
-                f"this machine has {here.tensorrt_version} on sm_{here.compute_capability}")
+        return (
+            f"engine was built for TensorRT {built.tensorrt_version} on sm_{built.compute_capability}; "
+            f"this machine has {here.tensorrt_version} on sm_{here.compute_capability}"
+        )
     if built.gpu_name is not None and built.gpu_name != here.gpu_name:
         return f"engine was built on {built.gpu_name}, this GPU is {here.gpu_name}"
     if onnx_sha256 is not None and info.onnx_sha256 != onnx_sha256:
@@ -149,7 +177,8 @@ def mismatch(info: ModelInfo, here: Target, *, onnx_sha256: str | None = None) -
 
 
 def cached_engine_path(onnx_path: str | Path, target: Target, cache_dir: str | Path | None = None) -> Path:
-    """Where the engine for this ONNX and Target lives: `<stem>.trt10.3.0.sm87.engine` (`.rtx1.7.1.` for RTX) beside it."""
+    """Where the engine for this ONNX and Target lives: `<stem>.trt10.3.0.sm87.engine` (`.rtx1.7.1.` for RTX)
+    beside it."""
     onnx_path = Path(onnx_path)
     folder = Path(cache_dir) if cache_dir else onnx_path.parent
     tag = "rtx" if target.flavour == "tensorrt_rtx" else "trt"
@@ -161,10 +190,14 @@ def check_dla(info: ModelInfo, target: Target, dla_core: int | None) -> None:
     if dla_core is None:
         return
     if target.flavour != "tensorrt":
-        raise BadInput("--dla-core: DLA is a Jetson accelerator; TensorRT for RTX has none. Build on the Jetson with TensorRT")
+        raise BadInput(
+            "--dla-core: DLA is a Jetson accelerator; TensorRT for RTX has none. Build on the Jetson with TensorRT"
+        )
     if info.precision == "fp32":
-        raise BadInput("--dla-core: DLA runs only FP16 and INT8 layers, and this model is FP32 (strongly typed, it would run on "
-                       "the GPU); export with --fp16 or calibrate it with dis-calibrate --target tensorrt")
+        raise BadInput(
+            "--dla-core: DLA runs only FP16 and INT8 layers, and this model is FP32 (strongly typed, it would run on "
+            "the GPU); export with --fp16 or calibrate it with dis-calibrate --target tensorrt"
+        )
 
 
 def onnx_bytes_for_tensorrt(onnx_path: Path, info: ModelInfo) -> tuple[bytes, tuple[str, ...]]:
@@ -174,9 +207,11 @@ def onnx_bytes_for_tensorrt(onnx_path: Path, info: ModelInfo) -> tuple[bytes, tu
     if info.precision == "int8" and quantization.get("target") == "cpu":
         from .qdq import symmetric_int8
 
-        return symmetric_int8(onnx_path), ("asymmetric uint8 activations re-quantized to symmetric int8 over the same "
-                                            "calibrated ranges (TensorRT has no zero points); dis-calibrate --target tensorrt "
-                                            "calibrates for TensorRT directly",)
+        return symmetric_int8(onnx_path), (
+            "asymmetric uint8 activations re-quantized to symmetric int8 over the same "
+            "calibrated ranges (TensorRT has no zero points); dis-calibrate --target tensorrt "
+            "calibrates for TensorRT directly",
+        )
     return Path(onnx_path).read_bytes(), ()
 
 
@@ -190,13 +225,26 @@ def _network(trt, logger, data: bytes, onnx_path: Path):
     return builder, network, parser
 
 
-def _config(trt, builder, info: ModelInfo, target: Target, *, workspace_gib: float, dla_core: int | None, max_batch: int,
-            timing_cache: Path | None):
+def _config(
+    trt,
+    builder,
+    info: ModelInfo,
+    target: Target,
+    *,
+    workspace_gib: float,
+    dla_core: int | None,
+    max_batch: int,
+    timing_cache: Path | None,
+):
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     if target.flavour == "tensorrt_rtx":
         config.num_compute_capabilities = 1
-        cc = trt.ComputeCapability.CURRENT if target.gpu_name else getattr(trt.ComputeCapability, f"SM{target.compute_capability}")
+        cc = (
+            trt.ComputeCapability.CURRENT
+            if target.gpu_name
+            else getattr(trt.ComputeCapability, f"SM{target.compute_capability}")
+        )
         config.set_compute_capability(cc, 0)
     if dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
@@ -212,9 +260,17 @@ def _config(trt, builder, info: ModelInfo, target: Target, *, workspace_gib: flo
     return config
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, *, flavour: str | None = None, gpu_arch: str | None = None,
-                 workspace_gib: float = 2.0, timing_cache: str | Path | None = None, dla_core: int | None = None,
-                 max_batch: int = 8) -> ModelInfo:
+def build_engine(
+    onnx_path: str | Path,
+    engine_path: str | Path,
+    *,
+    flavour: str | None = None,
+    gpu_arch: str | None = None,
+    workspace_gib: float = 2.0,
+    timing_cache: str | Path | None = None,
+    dla_core: int | None = None,
+    max_batch: int = 8,
+) -> ModelInfo:
     """Build a serialized engine from one of our ONNX files as a strongly typed network (precision comes
     from the ONNX: FP32, FP16 casts or INT8 Q/DQ; no builder precision flags) and write it with its
     sidecar. Returns the sidecar's contract. What the engine is for (GPU, or `gpu_arch` ahead of time with
@@ -229,8 +285,16 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, flavour: str
     data, notes = onnx_bytes_for_tensorrt(onnx_path, info)
     logger = trt.Logger(trt.Logger.ERROR)
     builder, network, _parser = _network(trt, logger, data, onnx_path)
-    config = _config(trt, builder, info, target, workspace_gib=workspace_gib, dla_core=dla_core, max_batch=max_batch,
-                     timing_cache=timing_cache)
+    config = _config(
+        trt,
+        builder,
+        info,
+        target,
+        workspace_gib=workspace_gib,
+        dla_core=dla_core,
+        max_batch=max_batch,
+        timing_cache=timing_cache,
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelFileError(f"{onnx_path}: {trt.__name__} failed to build an engine (see its log above)")
@@ -238,7 +302,13 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, flavour: str
         cache = memoryview(config.get_timing_cache().serialize())
         atomic_write(timing_cache, lambda tmp: Path(tmp).write_bytes(cache))
     atomic_write(engine_path, lambda tmp: Path(tmp).write_bytes(memoryview(serialized)))
-    facts = engine_facts(info, onnx_sha256=file_sha256(onnx_path), target=target, dla_core=dla_core,
-                         max_batch=max_batch if info.batch == "dynamic" else None, notes=notes)
+    facts = engine_facts(
+        info,
+        onnx_sha256=file_sha256(onnx_path),
+        target=target,
+        dla_core=dla_core,
+        max_batch=max_batch if info.batch == "dynamic" else None,
+        notes=notes,
+    )
     write_sidecar(engine_path, facts)
     return facts

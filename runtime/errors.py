@@ -1,4 +1,5 @@
 """One exception hierarchy. The command-line layer turns a `BadInput` into one line and exit status 2."""
+
 from __future__ import annotations
 
 

@@ -1,8 +1,8 @@
 """Scoring exported models (ONNX, engines) with the same samples, resizing and metrics as training."""
+
 from __future__ import annotations
 
 from pathlib import Path
-
 
 from .dataset import list_samples, load_eval_item, scan
 from .errors import BadInput
@@ -11,22 +11,36 @@ from .metrics import ConfusionMatrix, TagF1, tags_from_labels
 from .segmenter import Segmenter
 
 
-def evaluate_exported(model: str | Path, data: str | Path, *, split: str = "val", iters: list[int] | None = None,
-                      backend: str = "auto", batch: int = 8) -> list[dict]:
+def evaluate_exported(
+    model: str | Path,
+    data: str | Path,
+    *,
+    split: str = "val",
+    iters: list[int] | None = None,
+    backend: str = "auto",
+    batch: int = 8,
+) -> list[dict]:
     """Return one result row (design.md section 5) for the model's own iteration count."""
     with Segmenter(model, backend=backend) as seg:
         info = seg.info
         if iters is not None and iters != [info.iterations]:
-            raise BadInput(f"{model} has {info.iterations} refinement steps built in; drop --iters or export with --iters {iters[0]}")
+            raise BadInput(
+                f"{model} has {info.iterations} refinement steps built in; drop --iters or export with --iters "
+                f"{iters[0]}"
+            )
         if split == "weak":
-            raise BadInput("--split weak needs the tags in the energy, which exported models do not take; score the .pt checkpoint")
+            raise BadInput(
+                "--split weak needs the tags in the energy, which exported models do not take; score the .pt checkpoint"
+            )
         names, samples = list_samples(data, split)
         if tuple(names) != info.class_names:
             raise BadInput(f"{data} has classes {list(names)}, the model {list(info.class_names)}")
         samples = scan(samples, info.num_classes)
         matrix, tags_f1 = ConfusionMatrix(info.num_classes), TagF1()
         for i in range(0, len(samples), batch):
-            items = [load_eval_item(s, info.num_classes, info.input_height, info.input_width) for s in samples[i : i + batch]]
+            items = [
+                load_eval_item(s, info.num_classes, info.input_height, info.input_width) for s in samples[i : i + batch]
+            ]
             for item, result in zip(items, seg.segment_batch([it["bgr"] for it in items])):
                 if item["mask"] is None:
                     continue

@@ -1,4 +1,5 @@
 """Reading images into the one format every backend takes (uint8 BGR, H x W x 3) and resizing to the model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ def to_bgr8(image: np.ndarray, *, source: str = "image") -> np.ndarray:
     elif image.dtype in (np.float32, np.float64):
         image = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise BadInput(f"{source}: expected uint8, uint16 or float pixels, got {image.dtype}; convert the image to 8-bit")
+        raise BadInput(
+            f"{source}: expected uint8, uint16 or float pixels, got {image.dtype}; convert the image to 8-bit"
+        )
     if image.ndim == 2 or image.shape[2] == 1:
         image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:

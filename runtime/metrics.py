@@ -1,4 +1,5 @@
 """Segmentation and tag metrics in NumPy, shared by training-time evaluation and exported models."""
+
 from __future__ import annotations
 
 import numpy as np

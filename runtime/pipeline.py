@@ -1,4 +1,5 @@
 """Capture, inference and writing overlapped in threads; stats that show whether anything grows or lags."""
+
 from __future__ import annotations
 
 import queue
@@ -39,7 +40,9 @@ class Stats:
     1000 frames' totals are kept apart, so a long run can show whether latency drifted."""
 
     class_names: tuple[str, ...]
-    stages: dict[str, deque] = field(default_factory=lambda: {k: _window() for k in ("preprocess_ms", "infer_ms", "postprocess_ms", "total_ms")})
+    stages: dict[str, deque] = field(
+        default_factory=lambda: {k: _window() for k in ("preprocess_ms", "infer_ms", "postprocess_ms", "total_ms")}
+    )
     frame_age_ms: deque = field(default_factory=_window)
     first_totals_ms: list[float] = field(default_factory=list)
     class_pixels: np.ndarray | None = None
@@ -68,18 +71,29 @@ class Stats:
             if not values:
                 return {}
             a = np.asarray(values)
-            return {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
-                    "p90": round(float(np.percentile(a, 90)), 3), "p99": round(float(np.percentile(a, 99)), 3)}
+            return {
+                "mean": round(float(a.mean()), 3),
+                "p50": round(float(np.percentile(a, 50)), 3),
+                "p90": round(float(np.percentile(a, 90)), 3),
+                "p99": round(float(np.percentile(a, 99)), 3),
+            }
 
         total = self.stages["total_ms"]
         area = self.class_pixels / max(1, self.class_pixels.sum()) if self.class_pixels is not None else []
         return {
-            "frames": self.frames, "wall_s": round(wall, 3), "fps": round(self.frames / wall, 3) if wall else None,
-            "latency_ms": {k: pct(v) for k, v in self.stages.items()}, "frame_age_ms": pct(self.frame_age_ms),
-            "first_1000_total_ms": pct(self.first_totals_ms), "last_1000_total_ms": pct(list(total)[-1000:]),
+            "frames": self.frames,
+            "wall_s": round(wall, 3),
+            "fps": round(self.frames / wall, 3) if wall else None,
+            "latency_ms": {k: pct(v) for k, v in self.stages.items()},
+            "frame_age_ms": pct(self.frame_age_ms),
+            "first_1000_total_ms": pct(self.first_totals_ms),
+            "last_1000_total_ms": pct(list(total)[-1000:]),
             "percentiles_over_last_frames": min(self.frames, WINDOW),
-            "rss_mb": {"start": round(self.rss_mb[0], 1) if self.rss_mb else None, "end": round(_rss_mb(), 1),
-                       "samples_every_1000_frames": [round(v, 1) for v in self.rss_mb]},
+            "rss_mb": {
+                "start": round(self.rss_mb[0], 1) if self.rss_mb else None,
+                "end": round(_rss_mb(), 1),
+                "samples_every_1000_frames": [round(v, 1) for v in self.rss_mb],
+            },
             "class_area": {n: round(float(a), 5) for n, a in zip(self.class_names, area)},
             "runtime": "python",
             **extra,
@@ -96,8 +110,19 @@ def _reader(source: Source, frames: queue.Queue, stop: threading.Event, max_fram
         frames.put(_END)
 
 
-def _writer(seg: Segmenter, outputs: queue.Queue, *, video: VideoSink | None, masks: MaskSink | None,
-            window: WindowSink | None, view: str, alpha: float, legend: bool, stop: threading.Event, errors: list) -> None:
+def _writer(
+    seg: Segmenter,
+    outputs: queue.Queue,
+    *,
+    video: VideoSink | None,
+    masks: MaskSink | None,
+    window: WindowSink | None,
+    view: str,
+    alpha: float,
+    legend: bool,
+    stop: threading.Event,
+    errors: list,
+) -> None:
     try:
         while (item := outputs.get()) is not _END:
             frame, result, fps = item
@@ -128,9 +153,19 @@ def _next(frames: queue.Queue, stop: threading.Event):
     return _END
 
 
-def run(seg: Segmenter, source: Source, *, video: VideoSink | None = None, masks: MaskSink | None = None,
-        window: WindowSink | None = None, view: str = "overlay", alpha: float = 0.5, legend: bool = True,
-        max_frames: int | None = None, stats: Stats | None = None) -> Stats:
+def run(
+    seg: Segmenter,
+    source: Source,
+    *,
+    video: VideoSink | None = None,
+    masks: MaskSink | None = None,
+    window: WindowSink | None = None,
+    view: str = "overlay",
+    alpha: float = 0.5,
+    legend: bool = True,
+    max_frames: int | None = None,
+    stats: Stats | None = None,
+) -> Stats:
     """Segment every frame of `source` into the sinks, adding to `stats` (pass one in to keep what was
     counted when Ctrl-C interrupts). Ctrl-C stops cleanly: the sinks are flushed and closed."""
     stats = stats if stats is not None else Stats(seg.class_names)
@@ -141,8 +176,14 @@ def run(seg: Segmenter, source: Source, *, video: VideoSink | None = None, masks
     outputs: queue.Queue = queue.Queue(maxsize=8)
     errors: list = []
     reader = threading.Thread(target=_reader, args=(source, frames, stop, max_frames), daemon=True)
-    writer = threading.Thread(target=_writer, args=(seg, outputs), daemon=True,
-                              kwargs=dict(video=video, masks=masks, window=window, view=view, alpha=alpha, legend=legend, stop=stop, errors=errors))
+    writer = threading.Thread(
+        target=_writer,
+        args=(seg, outputs),
+        daemon=True,
+        kwargs=dict(
+            video=video, masks=masks, window=window, view=view, alpha=alpha, legend=legend, stop=stop, errors=errors
+        ),
+    )
     # Ctrl-C only sets `stop`: a KeyboardInterrupt raised at an arbitrary point inside a queue operation can
     # leave a thread waiting forever (seen: 1 run in 10 under a stress test), so it is raised below, once the
     # threads have finished.

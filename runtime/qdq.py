@@ -1,4 +1,5 @@
 """Q/DQ rewrites a TensorRT build needs. Uses the `onnx` package (imported here only, on demand)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,10 @@ def symmetric_int8(onnx_path: str | Path) -> bytes:
         import onnx
         from onnx import numpy_helper
     except ImportError:
-        raise BadInput(f"{onnx_path} was calibrated for --target cpu (uint8 zero points, which TensorRT cannot build); "
-                       "pip install onnx to convert it here, or calibrate with dis-calibrate --target tensorrt") from None
+        raise BadInput(
+            f"{onnx_path} was calibrated for --target cpu (uint8 zero points, which TensorRT cannot build); "
+            "pip install onnx to convert it here, or calibrate with dis-calibrate --target tensorrt"
+        ) from None
     model = onnx.load(str(onnx_path))
     inits = {t.name: t for t in model.graph.initializer}
     made: dict[tuple[str, str], tuple[str, str]] = {}
@@ -36,10 +39,16 @@ def symmetric_int8(onnx_path: str | Path) -> bytes:
             scale = numpy_helper.to_array(inits[key[0]]).astype(np.float64)
             z = numpy_helper.to_array(zero).astype(np.float64)
             reach = np.maximum(np.abs(scale * (0 - z)), np.abs(scale * (255 - z)))
-            new_scale = np.maximum(reach / 127.0, np.finfo(np.float32).tiny).astype(numpy_helper.to_array(inits[key[0]]).dtype)
+            new_scale = np.maximum(reach / 127.0, np.finfo(np.float32).tiny).astype(
+                numpy_helper.to_array(inits[key[0]]).dtype
+            )
             names = (f"{key[0]}_sym", f"{key[1]}_sym")
-            model.graph.initializer.extend([numpy_helper.from_array(new_scale, names[0]),
-                                            numpy_helper.from_array(np.zeros(z.shape, np.int8), names[1])])
+            model.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(new_scale, names[0]),
+                    numpy_helper.from_array(np.zeros(z.shape, np.int8), names[1]),
+                ]
+            )
             made[key] = names
         node.input[1], node.input[2] = made[key]
     _relu_before_zero_point_q(model, inits, onnx)

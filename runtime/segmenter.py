@@ -1,4 +1,5 @@
 """`Segmenter`: an exported DIS model (ONNX or TensorRT engine) as a callable on BGR frames."""
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,15 @@ import numpy as np
 from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, infer_in_batches, tensorrt_available
 from .choices import BACKENDS
 from .contract import LABELS, SCORES, TAGS, ModelInfo, file_sha256, read_model_info, read_sidecar
-from .engine_cache import FLAVOUR_NAMES, build_engine, built_for, cached_engine_path, cuda_device_count, mismatch, this_machine
+from .engine_cache import (
+    FLAVOUR_NAMES,
+    build_engine,
+    built_for,
+    cached_engine_path,
+    cuda_device_count,
+    mismatch,
+    this_machine,
+)
 from .errors import BadInput, DisError, ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
@@ -40,7 +49,9 @@ def _engine_for_onnx(onnx_path: Path, cache_dir: Path | None) -> Path:
             return engine
         log.warning("rebuilding %s: %s", engine.name, why)
     else:
-        log.warning("building a TensorRT engine for %s on this GPU (first use; cached as %s)", onnx_path.name, engine.name)
+        log.warning(
+            "building a TensorRT engine for %s on this GPU (first use; cached as %s)", onnx_path.name, engine.name
+        )
     build_engine(onnx_path, engine, flavour=here.flavour)
     return engine
 
@@ -53,8 +64,10 @@ def _open_engine(path: Path, info: ModelInfo, backend: str) -> Backend:
     if built is None:
         raise ModelFileError(f"{path}: its sidecar has no engine facts. Rebuild: dis-export MODEL.onnx --engine")
     if not tensorrt_available(built.flavour):
-        raise BadInput(f"{path} is a {FLAVOUR_NAMES[built.flavour]} engine but {built.flavour} (with cuda-python) is not "
-                       f"installed here; run the .onnx with --backend onnxruntime")
+        raise BadInput(
+            f"{path} is a {FLAVOUR_NAMES[built.flavour]} engine but {built.flavour} (with cuda-python) is not "
+            f"installed here; run the .onnx with --backend onnxruntime"
+        )
     why = mismatch(info, this_machine(built.flavour))
     if why:
         raise ModelFileError(f"{why}. Rebuild: dis-export MODEL.onnx --engine")
@@ -62,8 +75,9 @@ def _open_engine(path: Path, info: ModelInfo, backend: str) -> Backend:
     return TensorRTBackend(path, flavour=built.flavour, dla_core=engine.get("dla_core"))
 
 
-def open_backend(path: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None,
-                 threads: int = 0) -> tuple[Backend, ModelInfo]:
+def open_backend(
+    path: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None, threads: int = 0
+) -> tuple[Backend, ModelInfo]:
     """Open a model with the chosen backend. "auto" takes TensorRT when it and a GPU are here, else ONNX Runtime.
     An ONNX file on TensorRT goes through the engine cache; a failure there falls back to ONNX Runtime
     (auto) or raises (tensorrt asked for explicitly)."""
@@ -93,7 +107,9 @@ class Segmenter:
     Everything (input size, classes, palette, iterations) comes from the model file.
     """
 
-    def __init__(self, model: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None, threads: int = 0) -> None:
+    def __init__(
+        self, model: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None, threads: int = 0
+    ) -> None:
         self.path = Path(model)
         self.backend, self.info = open_backend(self.path, backend=backend, cache_dir=cache_dir, threads=threads)
         spec = self.backend.inputs[self.info.input_name]
@@ -120,11 +136,19 @@ class Segmenter:
         results = []
         for i, frame in enumerate(frames):
             labels = resize_labels(merged[LABELS][i], frame.shape[0], frame.shape[1])
-            results.append(Result(labels, merged[TAGS][i] if TAGS in merged else None, merged[SCORES][i] if SCORES in merged else None))
+            results.append(
+                Result(
+                    labels, merged[TAGS][i] if TAGS in merged else None, merged[SCORES][i] if SCORES in merged else None
+                )
+            )
         t3 = time.perf_counter()
         per = 1000.0 / len(frames)
         for r in results:
-            r.timings = {"preprocess_ms": (t1 - t0) * per, "infer_ms": (t2 - t1) * per, "postprocess_ms": (t3 - t2) * per}
+            r.timings = {
+                "preprocess_ms": (t1 - t0) * per,
+                "infer_ms": (t2 - t1) * per,
+                "postprocess_ms": (t3 - t2) * per,
+            }
         return results
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
@@ -141,7 +165,7 @@ class Segmenter:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Segmenter":
+    def __enter__(self) -> Segmenter:
         return self
 
     def __exit__(self, *exc) -> None:

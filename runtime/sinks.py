@@ -1,4 +1,5 @@
 """Where results go: a window, a video file, palette mask PNGs. Files are written atomically."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,9 @@ from .segmenter import Result, Segmenter
 from .sources import Frame
 
 
-
-def render(seg: Segmenter, frame: Frame, result: Result, *, view: str, alpha: float, legend: bool, fps: float | None) -> np.ndarray:
+def render(
+    seg: Segmenter, frame: Frame, result: Result, *, view: str, alpha: float, legend: bool, fps: float | None
+) -> np.ndarray:
     """The picture a person sees: overlay, mask or both side by side, with a class legend and FPS."""
     if view not in VIEWS:
         raise BadInput(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
@@ -31,12 +33,34 @@ def render(seg: Segmenter, frame: Frame, result: Result, *, view: str, alpha: fl
         present = np.unique(result.labels)
         for row, c in enumerate(int(c) for c in present if c < seg.info.num_classes):
             y = int((10 + 22 * row) * scale)
-            cv2.rectangle(shown, (int(8 * scale), y), (int(26 * scale), y + int(16 * scale)), tuple(int(v) for v in seg.palette_bgr[c]), -1)
-            cv2.putText(shown, seg.class_names[c], (int(32 * scale), y + int(14 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
-                        (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.rectangle(
+                shown,
+                (int(8 * scale), y),
+                (int(26 * scale), y + int(16 * scale)),
+                tuple(int(v) for v in seg.palette_bgr[c]),
+                -1,
+            )
+            cv2.putText(
+                shown,
+                seg.class_names[c],
+                (int(32 * scale), y + int(14 * scale)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5 * scale,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
     if fps is not None:
-        cv2.putText(shown, f"{fps:.1f} FPS  {result.timings.get('infer_ms', 0):.1f} ms", (int(8 * scale), shown.shape[0] - int(10 * scale)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            shown,
+            f"{fps:.1f} FPS  {result.timings.get('infer_ms', 0):.1f} ms",
+            (int(8 * scale), shown.shape[0] - int(10 * scale)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.6 * scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return shown
 
 

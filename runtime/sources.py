@@ -1,14 +1,15 @@
 """Frame sources, one way to name them: camera index, video file, image folder or glob, RTSP URL, raw
 GStreamer pipeline, Jetson CSI camera. Files are read in order with nothing dropped; live sources are
 read in a thread that keeps only the newest frame (no growing lag) and reconnect with backoff."""
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -36,16 +37,20 @@ def gstreamer_available() -> bool:
 
 def csi_pipeline(sensor: int, *, width: int = 1280, height: int = 720, fps: int = 30) -> str:
     """The nvarguscamerasrc pipeline for a Jetson CSI camera, ending in BGR frames for OpenCV."""
-    return (f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM),width={width},height={height},"
-            f"framerate={fps}/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
-            f"appsink drop=true max-buffers=1")
+    return (
+        f"nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM),width={width},height={height},"
+        f"framerate={fps}/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
+        f"appsink drop=true max-buffers=1"
+    )
 
 
 def _require_gstreamer(what: str) -> None:
     if not gstreamer_available():
-        raise SourceError(f"{what} needs OpenCV built with GStreamer, and this one is not; on a Jetson use JetPack's "
-                          f"python3-opencv (pip uninstall opencv-python-headless opencv-python), elsewhere build OpenCV "
-                          f"with -DWITH_GSTREAMER=ON")
+        raise SourceError(
+            f"{what} needs OpenCV built with GStreamer, and this one is not; on a Jetson use JetPack's "
+            f"python3-opencv (pip uninstall opencv-python-headless opencv-python), elsewhere build OpenCV "
+            f"with -DWITH_GSTREAMER=ON"
+        )
 
 
 def redact(url: str) -> str:
@@ -80,12 +85,15 @@ def rtsp_pipeline(url: str, *, hardware_decoder: bool) -> str:
     """A GStreamer pipeline for an RTSP stream ending in BGR frames for OpenCV: Jetson's hardware H.264 decoder
     (nvv4l2decoder) where it exists, decodebin (avdec_h264, ...) elsewhere. Late frames are dropped at the sink."""
     source = f'rtspsrc location="{url}" latency=200 ! '
-    decode = ("rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! " if hardware_decoder
-              else "decodebin ! ")
+    decode = (
+        "rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! "
+        if hardware_decoder
+        else "decodebin ! "
+    )
     return source + decode + "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false"
 
 
-def open_stream(url: str, *, max_reconnects: int = 10) -> "LiveSource":
+def open_stream(url: str, *, max_reconnects: int = 10) -> LiveSource:
     """An RTSP/HTTP stream: through GStreamer when OpenCV has it, the URL is RTSP and GStreamer has rtspsrc and a
     decoder, else FFmpeg."""
     if not url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
@@ -93,10 +101,16 @@ def open_stream(url: str, *, max_reconnects: int = 10) -> "LiveSource":
     description = f"stream {redact(url)}"
     # Only where GStreamer can build the pipeline: OpenCV waits forever on one that lacks its source element.
     hardware = gstreamer_element("nvv4l2decoder")
-    if (url.startswith(("rtsp://", "rtsps://")) and gstreamer_available() and gstreamer_element("rtspsrc")
-            and (hardware or gstreamer_element("decodebin"))):
+    if (
+        url.startswith(("rtsp://", "rtsps://"))
+        and gstreamer_available()
+        and gstreamer_element("rtspsrc")
+        and (hardware or gstreamer_element("decodebin"))
+    ):
         pipeline = rtsp_pipeline(url, hardware_decoder=hardware)
-        return LiveSource(pipeline, api=cv2.CAP_GSTREAMER, description=description + " (GStreamer)", max_reconnects=max_reconnects)
+        return LiveSource(
+            pipeline, api=cv2.CAP_GSTREAMER, description=description + " (GStreamer)", max_reconnects=max_reconnects
+        )
     return LiveSource(url, api=cv2.CAP_FFMPEG, description=description, max_reconnects=max_reconnects)
 
 
@@ -168,12 +182,16 @@ class LiveSource(Source):
 
     live = True
 
-    def __init__(self, target: int | str, *, api: int = cv2.CAP_ANY, description: str, max_reconnects: int = 10) -> None:
+    def __init__(
+        self, target: int | str, *, api: int = cv2.CAP_ANY, description: str, max_reconnects: int = 10
+    ) -> None:
         self.target, self.api, self.description, self.max_reconnects = target, api, description, max_reconnects
         self.cap = self._open()
         if self.cap is None:
-            raise SourceError(f"{description}: cannot open it (no such device or unreachable); check the index or URL "
-                              f"(list cameras with: v4l2-ctl --list-devices)")
+            raise SourceError(
+                f"{description}: cannot open it (no such device or unreachable); check the index or URL "
+                f"(list cameras with: v4l2-ctl --list-devices)"
+            )
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
         self._latest: Frame | None = None
         self._cond = threading.Condition()
@@ -206,7 +224,9 @@ class LiveSource(Source):
             if failures > self.max_reconnects:
                 log.error("%s: gave up after %d failed reconnects", self.description, self.max_reconnects)
                 break
-            log.warning("%s dropped; reconnecting in %.1f s (reconnect %d)", self.description, backoff, self.reconnects + 1)
+            log.warning(
+                "%s dropped; reconnecting in %.1f s (reconnect %d)", self.description, backoff, self.reconnects + 1
+            )
             time.sleep(backoff)
             backoff = min(backoff * 2, 8.0)
             if self.cap is not None:
@@ -259,13 +279,34 @@ class Looped(Source):
         self.first.close()
 
 
-def open_source(*, camera: int | None = None, video: str | None = None, images: str | None = None, rtsp: str | None = None,
-                gst: str | None = None, csi: int | None = None, max_reconnects: int = 10) -> Source:
+def open_source(
+    *,
+    camera: int | None = None,
+    video: str | None = None,
+    images: str | None = None,
+    rtsp: str | None = None,
+    gst: str | None = None,
+    csi: int | None = None,
+    max_reconnects: int = 10,
+) -> Source:
     """Open exactly one source. Raises BadInput (SourceError) with how to fix it."""
-    given = [n for n, v in (("--camera", camera), ("--video", video), ("--images", images), ("--rtsp", rtsp), ("--gst", gst), ("--csi", csi)) if v is not None]
+    given = [
+        n
+        for n, v in (
+            ("--camera", camera),
+            ("--video", video),
+            ("--images", images),
+            ("--rtsp", rtsp),
+            ("--gst", gst),
+            ("--csi", csi),
+        )
+        if v is not None
+    ]
     if len(given) != 1:
-        raise BadInput(f"give exactly one source ({', '.join(given) or 'none'} given): --camera N, --video FILE, --images DIR, "
-                       f"--rtsp URL, --gst PIPELINE or --csi N")
+        raise BadInput(
+            f"give exactly one source ({', '.join(given) or 'none'} given): --camera N, --video FILE, --images DIR, "
+            f"--rtsp URL, --gst PIPELINE or --csi N"
+        )
     if images is not None:
         return ImageSource(images)
     if video is not None:
@@ -278,4 +319,6 @@ def open_source(*, camera: int | None = None, video: str | None = None, images: 
         _require_gstreamer("--gst")
         return LiveSource(gst, api=cv2.CAP_GSTREAMER, description="GStreamer pipeline", max_reconnects=max_reconnects)
     _require_gstreamer("--csi")
-    return LiveSource(csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}", max_reconnects=max_reconnects)
+    return LiveSource(
+        csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}", max_reconnects=max_reconnects
+    )

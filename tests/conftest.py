@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic data set, a tiny trained checkpoint and its ONNX export, all built
 here (nothing is downloaded). Without torch (the runtime-only CI environment) the ONNX model comes from
 $DISSEG_TEST_MODEL, which .ci/run exports beforehand with the full environment."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,7 +27,8 @@ STATS_KEYS = Path(__file__).with_name("stats_keys.json")
 
 
 def assert_stats_keys(stats: dict) -> None:
-    """The stats file of dis-run and dis_run_cpp alike: exactly tests/stats_keys.json's keys, so the two cannot drift."""
+    """The stats file of dis-run and dis_run_cpp alike: exactly tests/stats_keys.json's keys, so the two cannot
+    drift."""
     spec = json.loads(STATS_KEYS.read_text())
     assert sorted(stats) == sorted(spec["keys"]), set(stats) ^ set(spec["keys"])
     assert sorted(stats["latency_ms"]) == sorted(spec["latency_ms"])
@@ -43,7 +45,9 @@ def run_cmd(*args: str, check: bool = False, timeout: int = 600) -> subprocess.C
     return proc
 
 
-def interrupt_run(exe: str | Path, model: Path, video: Path, out: Path, stats: Path, *, after_s: float) -> tuple[int, str, dict, int]:
+def interrupt_run(
+    exe: str | Path, model: Path, video: Path, out: Path, stats: Path, *, after_s: float
+) -> tuple[int, str, dict, int]:
     """Run a dis-run-like command on `video` looped forever, send Ctrl-C after `after_s` seconds; return its exit
     status, stderr, the stats it wrote and how many frames the output video holds."""
     import json
@@ -52,8 +56,24 @@ def interrupt_run(exe: str | Path, model: Path, video: Path, out: Path, stats: P
 
     import cv2
 
-    proc = subprocess.Popen([str(exe), str(model), "--video", str(video), "--loop", "100000", "--no-display", "--output", str(out),
-                             "--stats", str(stats)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            str(model),
+            "--video",
+            str(video),
+            "--loop",
+            "100000",
+            "--no-display",
+            "--output",
+            str(out),
+            "--stats",
+            str(stats),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(after_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -76,8 +96,26 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """A stage-1 run (2 epochs, resnet18 cut after stage 2, 64 px)."""
     out = tmp_path_factory.mktemp("runs") / "s1"
-    run_cmd("dis-train", "--data", str(tiny_data), "--out", str(out), "--stages", "2", "--size", "64", "--epochs", "2",
-            "--batch", "4", "--optimizer", "adamw", "--step-size", "20", check=True)
+    run_cmd(
+        "dis-train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--stages",
+        "2",
+        "--size",
+        "64",
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--optimizer",
+        "adamw",
+        "--step-size",
+        "20",
+        check=True,
+    )
     return out
 
 

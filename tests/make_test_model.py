@@ -1,4 +1,5 @@
 """Export a tiny model for the runtime-only test environment: python tests/make_test_model.py OUT.onnx"""
+
 import subprocess
 import sys
 import tempfile
@@ -10,11 +11,33 @@ BIN = Path(sys.executable).parent
 def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data, run = Path(tmp) / "data", Path(tmp) / "run"
-        subprocess.run([BIN / "dis-data", "synth", data, "--num-train", "8", "--num-val", "4", "--num-weak", "0", "--size", "64"], check=True)
-        subprocess.run([BIN / "dis-train", "--data", data, "--out", run, "--stages", "2", "--size", "64", "--epochs", "1",
-                        "--batch", "4"], check=True)
+        subprocess.run(
+            [BIN / "dis-data", "synth", data, "--num-train", "8", "--num-val", "4", "--num-weak", "0", "--size", "64"],
+            check=True,
+        )
+        subprocess.run(
+            [
+                BIN / "dis-train",
+                "--data",
+                data,
+                "--out",
+                run,
+                "--stages",
+                "2",
+                "--size",
+                "64",
+                "--epochs",
+                "1",
+                "--batch",
+                "4",
+            ],
+            check=True,
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([BIN / "dis-export", run / "best.pt", "--iters", "3", "--outputs", "labels,tags", "-o", out, "--force"], check=True)
+        subprocess.run(
+            [BIN / "dis-export", run / "best.pt", "--iters", "3", "--outputs", "labels,tags", "-o", out, "--force"],
+            check=True,
+        )
 
 
 if __name__ == "__main__":

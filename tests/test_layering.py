@@ -1,5 +1,6 @@
 """The package's import graph (module level and inside functions alike): no cycles, and the runtime a leaf.
 Issue 14 found contract.py importing engine_cache inside a function while engine_cache imported contract."""
+
 from __future__ import annotations
 
 import ast
@@ -48,7 +49,7 @@ def test_there_are_no_import_cycles():
             if nxt.endswith("__init__") or nxt == "disseg.runtime" and node.startswith("disseg.runtime."):
                 continue  # a package's __init__ re-exporting its own modules lazily is not a cycle
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"

@@ -1,4 +1,5 @@
 """Checkpoints: weights, optimizer, scheduler, RNG states, epoch and the full config, written atomically."""
+
 from __future__ import annotations
 
 import pickle
@@ -33,11 +34,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFileError(f"{path}: not a loadable disseg checkpoint (corrupt, truncated or another program's file: {first[:120]})") from err
+        raise ModelFileError(
+            f"{path}: not a loadable disseg checkpoint (corrupt, truncated or another program's file: {first[:120]})"
+        ) from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a disseg checkpoint (no '{FORMAT}' marker); pass a RUN/best.pt written by dis-train")
+        raise ModelFileError(
+            f"{path}: not a disseg checkpoint (no '{FORMAT}' marker); pass a RUN/best.pt written by dis-train"
+        )
     if ckpt.get("version") != VERSION:
-        raise ModelFileError(f"{path}: checkpoint version {ckpt.get('version')}, this disseg reads {VERSION}; retrain or use the matching disseg")
+        raise ModelFileError(
+            f"{path}: checkpoint version {ckpt.get('version')}, this disseg reads {VERSION}; retrain or use the "
+            "matching disseg"
+        )
     return ckpt
 
 
@@ -49,5 +57,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[DIS, dict[str, Any]]:
         model = DIS(cfg)
         model.load_state_dict(ckpt["model"])
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
-        raise ModelFileError(f"{path}: checkpoint does not fit this version's DIS model ({str(err).splitlines()[0][:160]}); retrain it") from err
+        raise ModelFileError(
+            f"{path}: checkpoint does not fit this version's DIS model ({str(err).splitlines()[0][:160]}); retrain it"
+        ) from err
     return model.eval(), ckpt

@@ -1,18 +1,17 @@
 """dis-data, dis-train and dis-eval."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
+from disseg.runtime.choices import BACKENDS
 from disseg.runtime.cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from disseg.runtime.errors import BadInput
 
-from disseg.runtime.choices import BACKENDS
-
 from .config import BACKBONES, TAG_GATES
 from .synth_presets import PRESET_DEFAULTS, PRESETS
-
 
 
 @click.group(help="Make data sets for DIS.")
@@ -20,9 +19,12 @@ def data_cli() -> None:
     setup_logging()
 
 
-@data_cli.command("synth", help="Write a synthetic VOC-layout data set with a noisy tag-only (weak) split. Preset 'easy': "
-                  "7 classes, each its own colour and texture; 'hard': 21 classes in look-alike groups that only the scene "
-                  "tells apart, few labelled and 10x as many tag-only images (the paper's regime).")
+@data_cli.command(
+    "synth",
+    help="Write a synthetic VOC-layout data set with a noisy tag-only (weak) split. Preset 'easy': "
+    "7 classes, each its own colour and texture; 'hard': 21 classes in look-alike groups that only the scene "
+    "tells apart, few labelled and 10x as many tag-only images (the paper's regime).",
+)
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--preset", default="easy", show_default=True, type=click.Choice(PRESETS))
 @click.option("--num-train", type=click.IntRange(1), help="[default: easy 200, hard 42]")
@@ -30,8 +32,12 @@ def data_cli() -> None:
 @click.option("--num-weak", type=click.IntRange(0), help="[default: easy 400, hard 420]")
 @click.option("--size", type=click.IntRange(16), help="image side in pixels [default: easy 256, hard 128]")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--tag-drop", type=click.FloatRange(0, 1), help="chance a present tag is dropped [default: easy 0.2, hard 0.3]")
-@click.option("--tag-add", type=click.FloatRange(0, 1), help="chance an absent tag is added [default: easy 0.05, hard 0.03]")
+@click.option(
+    "--tag-drop", type=click.FloatRange(0, 1), help="chance a present tag is dropped [default: easy 0.2, hard 0.3]"
+)
+@click.option(
+    "--tag-add", type=click.FloatRange(0, 1), help="chance an absent tag is added [default: easy 0.05, hard 0.03]"
+)
 @handle_errors
 def synth(out: Path, preset, seed, **counts) -> None:
     from .synth import write_dataset
@@ -45,32 +51,76 @@ def synth(out: Path, preset, seed, **counts) -> None:
 
 @click.command(help="Train DIS: stage 1 on fully labelled images, stage 2 adds tag-only images.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="data set folder (VOC or folder layout)")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder: best.pt, last.pt, metrics.json")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="run folder: best.pt, last.pt, metrics.json"
+)
 @click.option("--stage", default=1, show_default=True, type=click.Choice(["1", "2"]))
-@click.option("--init", type=click.Path(path_type=Path), help="start from this checkpoint (its architecture; stage 2 from stage 1's best.pt)")
+@click.option(
+    "--init",
+    type=click.Path(path_type=Path),
+    help="start from this checkpoint (its architecture; stage 2 from stage 1's best.pt)",
+)
 @click.option("--backbone", default="resnet18", show_default=True, type=click.Choice(BACKBONES))
 @click.option("--stages", default=4, show_default=True, type=click.IntRange(2, 4), help="resnet stages kept")
 @click.option("--output-stride", default=8, show_default=True, type=click.Choice(["8", "16"]))
-@click.option("--pretrained", is_flag=False, flag_value="imagenet", default=None, metavar="[PATH_OR_URL]",
-              help="start the backbone from torchvision's ImageNet weights (downloaded once into torch's cache), "
-                   "or from a state dict file or URL")
+@click.option(
+    "--pretrained",
+    is_flag=False,
+    flag_value="imagenet",
+    default=None,
+    metavar="[PATH_OR_URL]",
+    help="start the backbone from torchvision's ImageNet weights (downloaded once into torch's cache), "
+    "or from a state dict file or URL",
+)
 @click.option("--size", default=256, show_default=True, type=click.IntRange(32), help="training crop (pixels)")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="global batch")
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adamw"]))
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="[default: 0.01 sgd, 0.001 adamw]")
-@click.option("--iters-train", default=5, show_default=True, type=click.IntRange(0), help="refinement steps for stage-2 pseudo labels")
-@click.option("--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt")
-@click.option("--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha")
-@click.option("--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy")
-@click.option("--tag-gate", default="none", show_default=True, type=click.Choice(TAG_GATES),
-              help="how tag probabilities gate the labelmap (multiply: the paper's u3*sigmoid(v3))")
-@click.option("--weak-weight", default=1.0, show_default=True, type=click.FloatRange(min=0), help="stage 2: weight of the weak images' loss")
-@click.option("--pseudo-threshold", default=0.0, show_default=True, type=click.FloatRange(0, 1),
-              help="stage 2: ignore pseudo-label pixels less confident than this")
+@click.option(
+    "--iters-train",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0),
+    help="refinement steps for stage-2 pseudo labels",
+)
+@click.option(
+    "--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt"
+)
+@click.option(
+    "--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha"
+)
+@click.option(
+    "--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy"
+)
+@click.option(
+    "--tag-gate",
+    default="none",
+    show_default=True,
+    type=click.Choice(TAG_GATES),
+    help="how tag probabilities gate the labelmap (multiply: the paper's u3*sigmoid(v3))",
+)
+@click.option(
+    "--weak-weight",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="stage 2: weight of the weak images' loss",
+)
+@click.option(
+    "--pseudo-threshold",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="stage 2: ignore pseudo-label pixels less confident than this",
+)
 @click.option("--eval-iters", default="", help="extra refinement step counts scored each epoch, e.g. 1,3")
 @click.option("--max-train", type=click.IntRange(1), help="use only the first N fully labelled images")
-@click.option("--steps-per-epoch", type=click.IntRange(1), help="optimizer steps per epoch [default: one pass over the larger set]")
+@click.option(
+    "--steps-per-epoch",
+    type=click.IntRange(1),
+    help="optimizer steps per epoch [default: one pass over the larger set]",
+)
 @click.option("--freeze-bn", is_flag=True, help="keep batch-norm statistics fixed")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -97,8 +147,13 @@ def train_cli(**options) -> None:
         raise BadInput(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if not data.is_dir():
         raise BadInput(f"{data}: no such data folder; make one with: dis-data synth {data}")
-    options.update(stage=int(options["stage"]), output_stride=int(options["output_stride"]), data=data, out=out,
-                   eval_iters=tuple(parse_int_list(options["eval_iters"], name="--eval-iters")) if options["eval_iters"] else ())
+    options.update(
+        stage=int(options["stage"]),
+        output_stride=int(options["output_stride"]),
+        data=data,
+        out=out,
+        eval_iters=tuple(parse_int_list(options["eval_iters"], name="--eval-iters")) if options["eval_iters"] else (),
+    )
     config_fields = {f.name for f in dataclasses.fields(DISConfig)}
     cfg = DISConfig(class_names=read_classes(data), **{k: v for k, v in options.items() if k in config_fields})
     try:
@@ -114,30 +169,50 @@ def train_cli(**options) -> None:
 @click.command(help="Score a model (.pt checkpoint, .onnx or TensorRT engine) on a data split.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path))
-@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "weak"]),
-              help="'weak' puts each image's (noisy) tags into the energy and reports input vs cleaned tag F1")
+@click.option(
+    "--split",
+    default="val",
+    show_default=True,
+    type=click.Choice(["train", "val", "weak"]),
+    help="'weak' puts each image's (noisy) tags into the energy and reports input vs cleaned tag F1",
+)
 @click.option("--iters", default=None, help="refinement step counts to score, e.g. 0,1,3 [default: the model's own]")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the results here")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="draw mIoU (and tag F1) against refinement steps (PNG)")
+@click.option(
+    "--plot", "plot_path", type=click.Path(path_type=Path), help="draw mIoU (and tag F1) against refinement steps (PNG)"
+)
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS),
-              help="for .onnx and engine files")
-@click.option("--step-size", type=click.FloatRange(min=0), help="override the checkpoint's refinement step size (tuning)")
-@click.option("--tag-weight", type=click.FloatRange(min=0), help="override the tag term's weight in the energy (tuning)")
+@click.option(
+    "--backend", default="auto", show_default=True, type=click.Choice(BACKENDS), help="for .onnx and engine files"
+)
+@click.option(
+    "--step-size", type=click.FloatRange(min=0), help="override the checkpoint's refinement step size (tuning)"
+)
+@click.option(
+    "--tag-weight", type=click.FloatRange(min=0), help="override the tag term's weight in the energy (tuning)"
+)
 @click.option("--tag-gate", type=click.Choice(TAG_GATES), help="override how tags gate the labelmap")
 @handle_errors
-def eval_cli(model: Path, data, split, iters, json_path, plot_path, batch, device, backend, step_size, tag_weight, tag_gate) -> None:
+def eval_cli(
+    model: Path, data, split, iters, json_path, plot_path, batch, device, backend, step_size, tag_weight, tag_gate
+) -> None:
     setup_logging()
     if not model.is_file():
         raise BadInput(f"{model}: no such model file")
     iters_list = parse_int_list(iters, name="--iters") if iters else None
     if model.suffix == ".pt":
-        overrides = {k: v for k, v in (("step_size", step_size), ("tag_weight", tag_weight), ("tag_gate", tag_gate)) if v is not None}
+        overrides = {
+            k: v
+            for k, v in (("step_size", step_size), ("tag_weight", tag_weight), ("tag_gate", tag_gate))
+            if v is not None
+        }
         results = _eval_checkpoint(model, data, split, iters_list, batch, device, overrides)
     else:
         if step_size is not None or tag_weight is not None or tag_gate is not None:
-            raise BadInput("--step-size, --tag-weight and --tag-gate apply to .pt checkpoints; an exported model has them built in")
+            raise BadInput(
+                "--step-size, --tag-weight and --tag-gate apply to .pt checkpoints; an exported model has them built in"
+            )
         from disseg.runtime.evaluate import evaluate_exported
 
         results = evaluate_exported(model, data, split=split, iters=iters_list, backend=backend)
@@ -160,7 +235,9 @@ def _plot_iters(path: Path, model: Path, split: str, results: list[dict]) -> Non
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BadInput("--plot needs matplotlib: pip install 'disseg[plot]' (the --json results hold the same numbers)") from None
+        raise BadInput(
+            "--plot needs matplotlib: pip install 'disseg[plot]' (the --json results hold the same numbers)"
+        ) from None
     from disseg.runtime.atomic import atomic_write
 
     steps = [r["iters"] for r in results]
@@ -176,8 +253,9 @@ def _plot_iters(path: Path, model: Path, split: str, results: list[dict]) -> Non
     click.echo(f"wrote {path}")
 
 
-def _eval_checkpoint(path: Path, data: Path, split: str, iters: list[int] | None, batch: int, device: str,
-                     overrides: dict) -> list[dict]:
+def _eval_checkpoint(
+    path: Path, data: Path, split: str, iters: list[int] | None, batch: int, device: str, overrides: dict
+) -> list[dict]:
     import torch
     from torch.utils.data import DataLoader
 
@@ -196,5 +274,10 @@ def _eval_checkpoint(path: Path, data: Path, split: str, iters: list[int] | None
     size = model.cfg.size
     loader = DataLoader(EvalSet(samples, model.cfg.num_classes, size, size), batch_size=batch, collate_fn=collate_eval)
     dev = torch.device(device)
-    return evaluate(model.to(dev), loader, iters=iters if iters is not None else [model.cfg.iters_test], device=dev,
-                    energy_tags=split == "weak")
+    return evaluate(
+        model.to(dev),
+        loader,
+        iters=iters if iters is not None else [model.cfg.iters_test],
+        device=dev,
+        energy_tags=split == "weak",
+    )

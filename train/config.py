@@ -1,4 +1,5 @@
 """Model and method configuration. Every choice the paper leaves open is a field here, saved in checkpoints."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,9 @@ class DISConfig:
     tag_weight: float = 0.3
     iters_train: int = 5  # refinement steps that make stage-2 pseudo labels
     iters_test: int = 0  # refinement steps at test time (the exported default)
-    tag_gate: str = "none"  # how tags gate the labelmap: multiply (y = u3 * sigmoid(v3)), log (u3 + log sigmoid(v3)), none
+    tag_gate: str = (
+        "none"  # how tags gate the labelmap: multiply (y = u3 * sigmoid(v3)), log (u3 + log sigmoid(v3)), none
+    )
     suppress_absent: bool = False  # at test time, sink classes whose tag probability < 0.5 (background kept)
 
     @property
@@ -41,7 +44,7 @@ class DISConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DISConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DISConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -49,13 +52,14 @@ class DISConfig:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**d)
 
-    def replace(self, **changes: Any) -> "DISConfig":
+    def replace(self, **changes: Any) -> DISConfig:
         return dataclasses.replace(self, **changes)
 
     @property
     def feature_stride(self) -> int:
         """The backbone's output stride: mobilenet_v3_large 16; a resnet cut after stage 2 is at 8 whatever is asked,
-        deeper ones at output_stride (the rest dilated). build_backbone builds exactly this (a test holds them equal)."""
+        deeper ones at output_stride (the rest dilated). build_backbone builds exactly this (a test holds them
+        equal)."""
         if self.backbone == "mobilenet_v3_large":
             return 16
         return 8 if self.stages == 2 else self.output_stride
@@ -68,9 +72,13 @@ class DISConfig:
         stride = self.feature_stride
         if height % stride or width % stride or height < 2 * stride or width < 2 * stride:
             near = max(2, round(height / stride)) * stride
-            where = f"{self.backbone}" + (f" cut after stage {self.stages}" if self.backbone != "mobilenet_v3_large" else "")
-            raise BadInput(f"input size {height}x{width} does not fit {where} at output stride {stride}; use multiples of "
-                           f"{stride} of at least {2 * stride} (e.g. --size {near})")
+            where = f"{self.backbone}" + (
+                f" cut after stage {self.stages}" if self.backbone != "mobilenet_v3_large" else ""
+            )
+            raise BadInput(
+                f"input size {height}x{width} does not fit {where} at output stride {stride}; use multiples of "
+                f"{stride} of at least {2 * stride} (e.g. --size {near})"
+            )
         return height // stride, width // stride
 
     def validate(self) -> None:

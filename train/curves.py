@@ -1,5 +1,6 @@
 """Training curves: RUN/metrics.csv (one row per epoch, rewritten atomically as training goes) and RUN/curves.png
 (loss terms and validation mIoU over epochs), drawn with matplotlib when it is installed."""
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,15 @@ def rows(history: list[dict], *, stage: int | str, iters_test: int) -> list[dict
     out = []
     for entry in history:
         own = next((v for v in entry["val"] if v["iters"] == iters_test), entry["val"][0])
-        row = {"stage": stage, "epoch": entry["epoch"], **{k: entry.get(k) for k in LOSS_COLUMNS}, "lr": entry.get("lr"),
-               "val_miou": own["miou"], "val_pixel_acc": own["pixel_acc"], "val_tag_f1": own["tag_f1"]}
+        row = {
+            "stage": stage,
+            "epoch": entry["epoch"],
+            **{k: entry.get(k) for k in LOSS_COLUMNS},
+            "lr": entry.get("lr"),
+            "val_miou": own["miou"],
+            "val_pixel_acc": own["pixel_acc"],
+            "val_tag_f1": own["tag_f1"],
+        }
         row.update({f"val_miou_t{v['iters']}": v["miou"] for v in entry["val"]})
         row["seconds"] = entry.get("seconds")
         out.append(row)
@@ -45,7 +53,11 @@ def write_curves(out: Path, history: list[dict], *, stage: int | str, iters_test
     except ImportError:
         global _warned
         if not _warned:
-            log.info("no curves.png: matplotlib is not installed (pip install 'disseg[plot]'); %s/metrics.csv has the numbers", out)
+            log.info(
+                "no curves.png: matplotlib is not installed (pip install 'disseg[plot]'); %s/metrics.csv has the "
+                "numbers",
+                out,
+            )
             _warned = True
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -57,7 +69,7 @@ def write_curves(out: Path, history: list[dict], *, stage: int | str, iters_test
     left.set(xlabel="epoch", ylabel="training loss", title=f"stage {stage}: losses")
     left.legend(fontsize=8)
     for key in [c for c in columns if c.startswith("val_miou_t")]:
-        right.plot(epochs, [r.get(key) for r in table], marker="o", label=f"t={key[len('val_miou_t'):]}")
+        right.plot(epochs, [r.get(key) for r in table], marker="o", label=f"t={key[len('val_miou_t') :]}")
     right.set(xlabel="epoch", ylabel="validation mIoU (%)", title="validation mIoU by refinement steps")
     right.legend(fontsize=8)
     fig.tight_layout()

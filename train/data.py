@@ -1,4 +1,6 @@
-"""PyTorch views of the data sets in disseg.runtime.dataset: joint augmentation for training, runtime-identical resizing for evaluation."""
+"""PyTorch views of the data sets in disseg.runtime.dataset: joint augmentation for training, runtime-identical
+resizing for evaluation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,15 +25,19 @@ class TrainSet(Dataset):
     distributed run sees exactly the crops a single uninterrupted run sees.
     """
 
-    def __init__(self, samples: list[Sample], num_classes: int, size: int, *, seed: int = 0, augment: bool = True) -> None:
+    def __init__(
+        self, samples: list[Sample], num_classes: int, size: int, *, seed: int = 0, augment: bool = True
+    ) -> None:
         self.samples, self.num_classes, self.size, self.seed, self.epoch = samples, num_classes, size, seed, 0
         if augment:
             fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: IGNORE_INDEX}
-            self.transform = v2.Compose([
-                v2.RandomResize(int(0.75 * size), int(1.5 * size)),
-                v2.RandomCrop(size, pad_if_needed=True, fill=fill),
-                v2.RandomHorizontalFlip(),
-            ])
+            self.transform = v2.Compose(
+                [
+                    v2.RandomResize(int(0.75 * size), int(1.5 * size)),
+                    v2.RandomCrop(size, pad_if_needed=True, fill=fill),
+                    v2.RandomHorizontalFlip(),
+                ]
+            )
         else:
             self.transform = v2.Resize((size, size), antialias=True)
 

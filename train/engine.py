@@ -1,4 +1,5 @@
 """Training and evaluation: `train_one_epoch`, `evaluate`, `fit` (design.md section 1, two stages)."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,8 @@ from disseg.runtime.metrics import ConfusionMatrix, TagF1, tags_from_labels
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DISConfig
-from .data import EvalSet, TrainSet, collate_eval
 from .curves import write_curves
+from .data import EvalSet, TrainSet, collate_eval
 from .model import DIS, Heads, upsampled_scores
 from .refine import refine
 
@@ -93,7 +94,16 @@ def evaluate(model: DIS, loader, *, iters: list[int], device: torch.device, ener
                     input_tags.update(given, true)
         done = 0
         for t in iters:
-            u1, v1 = refine(model, u1, v1, image_small, steps=t - done, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight)
+            u1, v1 = refine(
+                model,
+                u1,
+                v1,
+                image_small,
+                steps=t - done,
+                step_size=cfg.step_size,
+                tags=tags,
+                tag_weight=cfg.tag_weight,
+            )
             done = t
             labels, tag_prob = predict(cfg, model.heads(u1, v1), x.shape[2], x.shape[3])
             for i, mask in enumerate(batch["mask"]):
@@ -104,8 +114,12 @@ def evaluate(model: DIS, loader, *, iters: list[int], device: torch.device, ener
                 tag_scores[t].update(tag_prob[i].cpu().numpy(), truth[i])
     results = []
     for t in iters:
-        row = {"iters": t, **matrices[t].summary(cfg.class_names), "tag_f1": tag_scores[t].f1(),
-               "confusion": matrices[t].matrix.tolist()}  # rows: truth, columns: prediction (pixels)
+        row = {
+            "iters": t,
+            **matrices[t].summary(cfg.class_names),
+            "tag_f1": tag_scores[t].f1(),
+            "confusion": matrices[t].matrix.tolist(),
+        }  # rows: truth, columns: prediction (pixels)
         if energy_tags:
             row["input_tag_f1"] = input_tags.f1()
         results.append(row)
@@ -117,7 +131,6 @@ LOSS_TERMS = ("ce", "tag_bce", "image_mse")
 
 def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """The loss terms, unweighted, as one tensor (LOSS_TERMS order); `weighted` sums them."""
-    cfg = model.cfg
     u1, v1, image_small = model.features(model.normalize(x))
     h = model.heads(u1, v1)
     logits = F.interpolate(h.u3, size=labels.shape[-2:], mode="bilinear", align_corners=False)
@@ -125,7 +138,9 @@ def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tenso
     # mean of per-process means under DistributedDataParallel equals the single-process loss.
     ce = F.cross_entropy(logits, labels, ignore_index=255, reduction="none").flatten(1)
     valid = (labels != 255).flatten(1).sum(1).clamp(min=1)
-    return torch.stack([(ce.sum(1) / valid).mean(), F.binary_cross_entropy_with_logits(h.v3, tags), F.mse_loss(h.z3, image_small)])
+    return torch.stack(
+        [(ce.sum(1) / valid).mean(), F.binary_cross_entropy_with_logits(h.v3, tags), F.mse_loss(h.z3, image_small)]
+    )
 
 
 def weighted(cfg, terms: torch.Tensor) -> torch.Tensor:
@@ -143,7 +158,9 @@ def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch
     was_training = model.training
     model.eval()
     u1, v1, image_small = model.features(model.normalize(x))
-    u1, v1 = refine(model, u1, v1, image_small, steps=cfg.iters_train, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight)
+    u1, v1 = refine(
+        model, u1, v1, image_small, steps=cfg.iters_train, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight
+    )
     heads = model.heads(u1, v1)
     scores = upsampled_scores(cfg.replace(suppress_absent=False), heads, x.shape[2], x.shape[3])
     confidence, labels = torch.softmax(scores, 1).max(1)
@@ -175,8 +192,19 @@ class BatchStream:
 
 
 def train_one_epoch(
-    model: DIS, loss_fn: torch.nn.Module, optimizer, scheduler, device: torch.device, *, full: BatchStream,
-    weak: BatchStream | None, first_step: int, steps: int, freeze_bn: bool, clip_grad: float, show: bool,
+    model: DIS,
+    loss_fn: torch.nn.Module,
+    optimizer,
+    scheduler,
+    device: torch.device,
+    *,
+    full: BatchStream,
+    weak: BatchStream | None,
+    first_step: int,
+    steps: int,
+    freeze_bn: bool,
+    clip_grad: float,
+    show: bool,
 ) -> dict[str, float]:
     """`steps` optimizer steps on fully labelled batches (plus one weak batch each in stage 2). Returns mean losses."""
     model.train()
@@ -226,7 +254,9 @@ class LossModule(torch.nn.Module):
 
 def _distributed() -> tuple[int, int]:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("DISSEG_BACKEND") != "gloo" else "gloo")
+        dist.init_process_group(
+            "nccl" if torch.cuda.is_available() and os.environ.get("DISSEG_BACKEND") != "gloo" else "gloo"
+        )
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -254,17 +284,23 @@ def _checkpoints(cfg: DISConfig, opts: TrainOptions) -> tuple[DISConfig, dict | 
     if init is not None:
         init_cfg = DISConfig.from_dict(init["config"])
         if init_cfg.class_names != cfg.class_names:
-            raise BadInput(f"{opts.init} was trained on classes {list(init_cfg.class_names)}, the data has {list(cfg.class_names)}")
+            raise BadInput(
+                f"{opts.init} was trained on classes {list(init_cfg.class_names)}, the data has {list(cfg.class_names)}"
+            )
         cfg = cfg.replace(**{k: getattr(init_cfg, k) for k in ARCHITECTURE})
     cfg.feature_grid(cfg.size, cfg.size)  # the architecture may come from --init: check the crop against it
     return cfg, resume, init
 
 
-def _data(cfg: DISConfig, opts: TrainOptions, rank: int, world: int) -> tuple[BatchStream, BatchStream | None, int, DataLoader]:
+def _data(
+    cfg: DISConfig, opts: TrainOptions, rank: int, world: int
+) -> tuple[BatchStream, BatchStream | None, int, DataLoader]:
     """(fully labelled stream, weak stream in stage 2, steps per epoch, validation loader)."""
     names, train_samples = list_samples(opts.data, "train")
     if names != cfg.class_names:
-        raise BadInput(f"{opts.data} has classes {list(names)}, the model {list(cfg.class_names)}; use the same classes.txt")
+        raise BadInput(
+            f"{opts.data} has classes {list(names)}, the model {list(cfg.class_names)}; use the same classes.txt"
+        )
     train_samples = scan(train_samples, cfg.num_classes)[: opts.max_train]
     val_samples = scan(list_samples(opts.data, "val")[1], cfg.num_classes)
     train_set = TrainSet(train_samples, cfg.num_classes, cfg.size, seed=opts.seed)
@@ -277,7 +313,9 @@ def _data(cfg: DISConfig, opts: TrainOptions, rank: int, world: int) -> tuple[Ba
         weak = BatchStream(weak_set, opts.batch, rank=rank, world=world, seed=opts.seed + 1, what="weak")
     # An epoch is one pass over the larger of the two sets (stage 2 usually has many more weak images).
     steps = opts.steps_per_epoch or max(full.per_epoch, weak.per_epoch if weak else 0)
-    val_loader = DataLoader(EvalSet(val_samples, cfg.num_classes, cfg.size, cfg.size), batch_size=8, collate_fn=collate_eval, num_workers=0)
+    val_loader = DataLoader(
+        EvalSet(val_samples, cfg.num_classes, cfg.size, cfg.size), batch_size=8, collate_fn=collate_eval, num_workers=0
+    )
     return full, weak, steps, val_loader
 
 
@@ -285,7 +323,9 @@ def _optimization(model: DIS, opts: TrainOptions, steps: int, device: torch.devi
     """(loss module, DDP-wrapped across processes; optimizer; polynomial learning-rate schedule over the run)."""
     loss_fn: torch.nn.Module = LossModule(model)
     if world > 1:
-        loss_fn = torch.nn.parallel.DistributedDataParallel(loss_fn, device_ids=[device.index] if device.type == "cuda" else None)
+        loss_fn = torch.nn.parallel.DistributedDataParallel(
+            loss_fn, device_ids=[device.index] if device.type == "cuda" else None
+        )
     lr = opts.lr or (0.01 if opts.optimizer == "sgd" else 1e-3)
     if opts.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=opts.weight_decay)
@@ -321,15 +361,36 @@ class _Run:
     def end_epoch(self, epoch: int, losses: dict, lr: float, started: float) -> None:
         """Score on the validation split, then write last.pt (best.pt when better), metrics.json/.csv and curves."""
         cfg, opts, out = self.cfg, self.opts, self.opts.out
-        results = evaluate(self.model, self.val_loader, iters=sorted({0, cfg.iters_test, *opts.eval_iters}), device=self.device)
+        results = evaluate(
+            self.model, self.val_loader, iters=sorted({0, cfg.iters_test, *opts.eval_iters}), device=self.device
+        )
         score = next(r["miou"] for r in results if r["iters"] == cfg.iters_test)
-        self.history.append({"epoch": epoch, **losses, "lr": lr, "seconds": round(time.perf_counter() - started, 2),
-                             "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results]})
-        log.info("epoch %d loss %.4f val mIoU %s", epoch, losses["loss"], ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results))
+        self.history.append(
+            {
+                "epoch": epoch,
+                **losses,
+                "lr": lr,
+                "seconds": round(time.perf_counter() - started, 2),
+                "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results],
+            }
+        )
+        log.info(
+            "epoch %d loss %.4f val mIoU %s",
+            epoch,
+            losses["loss"],
+            ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results),
+        )
         state = {
-            "config": cfg.to_dict(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()}, "epoch": epoch,
-            "best_miou": max(self.best, score), "history": self.history, "stage": opts.stage, "data": str(opts.data.resolve()),
+            "config": cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "epoch": epoch,
+            "best_miou": max(self.best, score),
+            "history": self.history,
+            "stage": opts.stage,
+            "data": str(opts.data.resolve()),
         }
         if score > self.best:
             self.best = score
@@ -356,8 +417,20 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
     start = run.restore(resume) if resume is not None else 0
     for epoch in range(start, opts.epochs):
         started, lr = time.perf_counter(), scheduler.get_last_lr()[0]  # the rate the epoch starts at
-        losses = train_one_epoch(model, loss_fn, optimizer, scheduler, device, full=full, weak=weak, first_step=epoch * steps,
-                                 steps=steps, freeze_bn=opts.freeze_bn, clip_grad=opts.clip_grad, show=rank == 0)
+        losses = train_one_epoch(
+            model,
+            loss_fn,
+            optimizer,
+            scheduler,
+            device,
+            full=full,
+            weak=weak,
+            first_step=epoch * steps,
+            steps=steps,
+            freeze_bn=opts.freeze_bn,
+            clip_grad=opts.clip_grad,
+            show=rank == 0,
+        )
         if rank == 0:
             run.end_epoch(epoch, losses, lr, started)
         if world > 1:

@@ -1,4 +1,6 @@
-"""The DIS network (design.md section 1) on torchvision backbones. Tensors in, tensors out; no data-dependent control flow."""
+"""The DIS network (design.md section 1) on torchvision backbones. Tensors in, tensors out; no data-dependent
+control flow."""
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -4,13 +4,13 @@ E(u1, v1) = 1/2 ||z3(u1, v1) - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K w
 N = 3 h w per image. Plain ops only, so the unrolled loop exports to ONNX without autograd.
 Training, evaluation and export all call `energy_gradient`.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from .model import DIS, Heads
-
 
 VJP_CONVS = ("rec_c", "rec_b", "rec_a", "seg")  # the chain the gradient runs back through, output first
 

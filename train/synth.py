@@ -12,6 +12,7 @@ branch and the tags can.
 
 Tag-only images get noisy tags (dropped and spurious), like the IDW data set. Deterministic for a seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from disseg.runtime.palette import voc_palette
-
 from disseg.runtime.atomic import atomic_write_text
+from disseg.runtime.palette import voc_palette
 
 SYNTH_CLASSES = ("background", "ember", "leaf", "brick", "water", "sand", "plum", "steel")
 HARD_GROUPS = ("ember", "leaf", "brick", "water", "sand", "plum", "steel")
@@ -37,16 +37,20 @@ def class_styles(num_classes: int, rng: np.random.Generator) -> list[dict]:
         hue = (c - 1) / max(1, num_classes - 1)
         hsv = np.uint8([[[int(180 * hue) % 180, 170, 200]]])
         colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0] / 255.0
-        styles.append({
-            "colour": colour.astype(np.float32),
-            "freq": float(rng.uniform(0.15, 0.6)),
-            "angle": float(rng.uniform(0, math.pi)),
-            "shape": ("ellipse", "polygon", "rectangle")[c % 3],
-        })
+        styles.append(
+            {
+                "colour": colour.astype(np.float32),
+                "freq": float(rng.uniform(0.15, 0.6)),
+                "angle": float(rng.uniform(0, math.pi)),
+                "shape": ("ellipse", "polygon", "rectangle")[c % 3],
+            }
+        )
     return styles
 
 
-def _object_mask(shape: str, size: int, rng: np.random.Generator, rows: tuple[float, float] = (0.15, 0.85)) -> np.ndarray:
+def _object_mask(
+    shape: str, size: int, rng: np.random.Generator, rows: tuple[float, float] = (0.15, 0.85)
+) -> np.ndarray:
     """A filled shape centred anywhere across, and between `rows` (fractions of the height) down, the image."""
     mask = np.zeros((size, size), np.uint8)
     cx, cy = rng.uniform(0.15, 0.85) * size, rng.uniform(*rows) * size
@@ -138,7 +142,11 @@ def render_hard(size: int, styles: list[dict], rng: np.random.Generator) -> tupl
 def noisy_tags(labels: np.ndarray, num_classes: int, drop: float, add: float, rng: np.random.Generator) -> list[int]:
     """Tags present in `labels`, each dropped with probability `drop`; absent ones added with `add`."""
     present = set(int(c) for c in np.unique(labels) if 0 < c < num_classes)
-    tags = [c for c in range(1, num_classes) if (c in present and rng.random() >= drop) or (c not in present and rng.random() < add)]
+    tags = [
+        c
+        for c in range(1, num_classes)
+        if (c in present and rng.random() >= drop) or (c not in present and rng.random() < add)
+    ]
     return tags
 
 
@@ -172,7 +180,11 @@ def write_dataset(
         for i in range(count):
             image_id = f"{split}_{i:05d}"
             image, labels = draw(size, styles, rng)
-            cv2.imwrite(str(out / "JPEGImages" / f"{image_id}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(
+                str(out / "JPEGImages" / f"{image_id}.jpg"),
+                cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 95],
+            )
             mask = Image.fromarray(labels, mode="P")
             mask.putpalette(palette)
             # Weak images keep their true masks too, only to measure pseudo labels and tag cleaning.
@@ -187,8 +199,15 @@ def write_dataset(
     return splits
 
 
-def write_video(path: Path, *, frames: int = 120, size: int = 256, seed: int = 0, fps: float = 15.0,
-                class_names: tuple[str, ...] = SYNTH_CLASSES) -> None:
+def write_video(
+    path: Path,
+    *,
+    frames: int = 120,
+    size: int = 256,
+    seed: int = 0,
+    fps: float = 15.0,
+    class_names: tuple[str, ...] = SYNTH_CLASSES,
+) -> None:
     """A camera panning across a large synthetic scene drawn in the data set's class styles (same seed)."""
     rng = np.random.default_rng(seed)
     styles = class_styles(len(class_names), rng)

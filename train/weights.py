@@ -4,6 +4,7 @@ torchvision's hash check), or a state dict from a file or URL (e.g. a company mi
 Downloads go through torch.hub.load_state_dict_from_url: a temporary file that is renamed into the cache only
 when complete and (where the file name carries one) matching its hash, then loaded with weights_only=True.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,13 +34,17 @@ def _from_url(url: str) -> dict:
     target = cache_path(url)
     fix = f"copy the file to {target} (or pass --pretrained PATH), or train without --pretrained"
     try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=True, weights_only=True)
+        return torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", progress=True, check_hash=True, weights_only=True
+        )
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", None) or err
         raise BadInput(f"cannot download {url} ({reason}); {fix}") from None
     except RuntimeError as err:
         if "invalid hash value" in str(err):
-            raise BadInput(f"{url}: the download does not match the hash in its name (damaged or not that file); {fix}") from None
+            raise BadInput(
+                f"{url}: the download does not match the hash in its name (damaged or not that file); {fix}"
+            ) from None
         target.unlink(missing_ok=True)  # complete but unreadable: never leave it in the cache
         raise BadInput(f"{url}: not a readable state dict ({str(err).splitlines()[0][:120]}); {fix}") from None
     except Exception as err:  # unpickling refused by weights_only, truncated zip, ...
@@ -49,12 +54,16 @@ def _from_url(url: str) -> dict:
 
 def _from_file(path: str) -> dict:
     if not Path(path).is_file():
-        raise BadInput(f"--pretrained {path}: no such file; pass a state dict (.pth), a URL, or --pretrained alone for ImageNet")
+        raise BadInput(
+            f"--pretrained {path}: no such file; pass a state dict (.pth), a URL, or --pretrained alone for ImageNet"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise BadInput(f"--pretrained {path}: not a readable state dict ({type(err).__name__}); export one with "
-                       f"torch.save(model.state_dict(), path)") from None
+        raise BadInput(
+            f"--pretrained {path}: not a readable state dict ({type(err).__name__}); export one with "
+            f"torch.save(model.state_dict(), path)"
+        ) from None
 
 
 def state_dict(source: str, backbone: str) -> dict:

@@ -39,8 +39,20 @@ def test_video_frames_spread_and_bad_video(tmp_path):
 @pytest.mark.parametrize("target,activation", [("cpu", onnx.TensorProto.UINT8), ("tensorrt", onnx.TensorProto.INT8)])
 def test_int8_keeps_refinement_float_and_accuracy(tiny_onnx, tiny_data, tmp_path, target, activation):
     out = tmp_path / f"m.{target}.onnx"
-    proc = run_cmd("dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--target", target, "--samples", "8",
-                   "--max-drop", "100", "-o", str(out))
+    proc = run_cmd(
+        "dis-calibrate",
+        str(tiny_onnx),
+        "--data",
+        str(tiny_data),
+        "--target",
+        target,
+        "--samples",
+        "8",
+        "--max-drop",
+        "100",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     model = onnx.load(out)
     q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
@@ -63,7 +75,9 @@ def test_int8_keeps_refinement_float_and_accuracy(tiny_onnx, tiny_data, tmp_path
 
 def test_search_keeps_groups_in_float_when_over_budget(tiny_onnx, tiny_data, tmp_path):
     out = tmp_path / "m.onnx"
-    proc = run_cmd("dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--samples", "8", "--max-drop", "0", "-o", str(out))
+    proc = run_cmd(
+        "dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--samples", "8", "--max-drop", "0", "-o", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.with_suffix(".quant.json").read_text())
     drops = [t["drop"] for t in report["trials"]]
@@ -72,10 +86,17 @@ def test_search_keeps_groups_in_float_when_over_budget(tiny_onnx, tiny_data, tmp
         assert report["keep_float"] == report["trials"][-1]["keep_float"]
 
 
-@pytest.mark.parametrize("case,message", [
-    ("no_source", "exactly one"), ("already", "already quantized"), ("fp16", "fp16"), ("few", "need at least"),
-    ("video", "cannot open"), ("foreign", "not a disseg model"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("no_source", "exactly one"),
+        ("already", "already quantized"),
+        ("fp16", "fp16"),
+        ("few", "need at least"),
+        ("video", "cannot open"),
+        ("foreign", "not a disseg model"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tiny_run, tiny_data, tmp_path, case, message):
     model = str(tiny_onnx)
     args = ["--data", str(tiny_data), "--samples", "8", "-o", str(tmp_path / "o.onnx")]
@@ -85,7 +106,17 @@ def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tiny_run, tiny_data, tmp_pa
         run_cmd("dis-calibrate", model, *args, "--max-drop", "100", check=True)
         model, args = str(tmp_path / "o.onnx"), ["--data", str(tiny_data), "-o", str(tmp_path / "o2.onnx")]
     elif case == "fp16":
-        run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "0", "--fp16", "--no-parity", "-o", str(tmp_path / "h.onnx"), check=True)
+        run_cmd(
+            "dis-export",
+            str(tiny_run / "best.pt"),
+            "--iters",
+            "0",
+            "--fp16",
+            "--no-parity",
+            "-o",
+            str(tmp_path / "h.onnx"),
+            check=True,
+        )
         model = str(tmp_path / "h.onnx")
     elif case == "few":
         (tmp_path / "imgs").mkdir()
@@ -99,7 +130,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_onnx, tiny_run, tiny_data, tmp_pa
         model = str(tmp_path / "f.onnx")
     proc = run_cmd("dis-calibrate", model, *args)
     assert proc.returncode == 2, proc.stderr
-    lines = [l for l in proc.stderr.strip().splitlines() if "pre-processing" not in l]
+    lines = [line for line in proc.stderr.strip().splitlines() if "pre-processing" not in line]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr
 
 
@@ -112,10 +143,26 @@ def test_tensorrt_builds_the_qdq_model(tiny_onnx, tiny_data, tmp_path):
     from disseg.runtime.engine_cache import build_engine
 
     out = tmp_path / "m.int8-trt.onnx"
-    run_cmd("dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--target", "tensorrt", "--samples", "8",
-            "--max-drop", "100", "-o", str(out), check=True)
+    run_cmd(
+        "dis-calibrate",
+        str(tiny_onnx),
+        "--data",
+        str(tiny_data),
+        "--target",
+        "tensorrt",
+        "--samples",
+        "8",
+        "--max-drop",
+        "100",
+        "-o",
+        str(out),
+        check=True,
+    )
     facts = build_engine(out, tmp_path / "m.engine", flavour="tensorrt")
     assert facts.precision == "int8" and (tmp_path / "m.engine").stat().st_size > 0
     frame = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    with Segmenter(tmp_path / "m.engine", backend="tensorrt") as trt_seg, Segmenter(out, backend="onnxruntime") as ort_seg:
+    with (
+        Segmenter(tmp_path / "m.engine", backend="tensorrt") as trt_seg,
+        Segmenter(out, backend="onnxruntime") as ort_seg,
+    ):
         assert (trt_seg(frame).labels == ort_seg(frame).labels).mean() > 0.98

@@ -1,5 +1,6 @@
 """The C++ runtime under test: a build of runtime/cpp named by $DISSEG_CPP_BUILD (.ci/run builds one).
 Without it these tests skip, unless $DISSEG_REQUIRE_CPP=1 (CI), where a missing build fails them."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The C++ runtime (runtime/cpp) against the Python runtime on the same model and frames: labels equal,
 through the C ABI and through dis_run_cpp; its command's errors, loop and Ctrl-C behave as dis-run's."""
+
 from __future__ import annotations
 
 import json
@@ -26,25 +27,36 @@ def _scene(h: int, w: int, seed: int) -> np.ndarray:
 
 
 FRAMES = [  # the model's size, enlarged (bilinear), shrunk (area), odd sizes, gray, BGRA, a padded view
-    _scene(64, 64, 0), _scene(40, 52, 1), _scene(240, 180, 2), _scene(37, 301, 3),
-    cv2.cvtColor(_scene(90, 70, 4), cv2.COLOR_BGR2GRAY), cv2.cvtColor(_scene(64, 96, 5), cv2.COLOR_BGR2BGRA),
+    _scene(64, 64, 0),
+    _scene(40, 52, 1),
+    _scene(240, 180, 2),
+    _scene(37, 301, 3),
+    cv2.cvtColor(_scene(90, 70, 4), cv2.COLOR_BGR2GRAY),
+    cv2.cvtColor(_scene(64, 96, 5), cv2.COLOR_BGR2BGRA),
     _scene(100, 120, 6)[:, :100],
 ]
 
 
 def _run_cpp(build, *args, timeout=300):
-    return subprocess.run([str(build / "dis_run_cpp"), *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(build / "dis_run_cpp"), *map(str, args)], check=False, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_c_abi_labels_equal_python_runtime(cpp_build, tiny_onnx):
     classes_seen = set()
-    with Segmenter(tiny_onnx, backend="onnxruntime", threads=1) as py, CSegmenter(cpp_build, tiny_onnx, backend="onnxruntime", threads=1) as cpp:
+    with (
+        Segmenter(tiny_onnx, backend="onnxruntime", threads=1) as py,
+        CSegmenter(cpp_build, tiny_onnx, backend="onnxruntime", threads=1) as cpp,
+    ):
         assert cpp.class_names == py.class_names and cpp.backend == "onnxruntime"
         for i, frame in enumerate(FRAMES):
             expected = py(frame)
             labels, tags = cpp.segment(frame)
             assert labels.shape == frame.shape[:2]
-            assert np.array_equal(labels, expected.labels), f"frame {i}: {np.mean(labels != expected.labels):.4%} of labels differ"
+            assert np.array_equal(labels, expected.labels), (
+                f"frame {i}: {np.mean(labels != expected.labels):.4%} of labels differ"
+            )
             np.testing.assert_allclose(tags, expected.tags, rtol=1e-5, atol=1e-6)
             classes_seen |= set(np.unique(labels).tolist())
     assert len(classes_seen) >= 2  # the comparison covers more than one class
@@ -57,14 +69,41 @@ def test_cpp_labels_equal_python_for_every_export_kind(cpp_build, tiny_run, tiny
 
     model = tmp_path / f"{kind}.onnx"
     if kind == "fp16":
-        run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "3", "--fp16", "--outputs", "labels,tags", "-o", str(model), check=True)
+        run_cmd(
+            "dis-export",
+            str(tiny_run / "best.pt"),
+            "--iters",
+            "3",
+            "--fp16",
+            "--outputs",
+            "labels,tags",
+            "-o",
+            str(model),
+            check=True,
+        )
     elif kind == "int8-cpu":
-        run_cmd("dis-calibrate", str(tiny_onnx), "--data", str(tiny_data), "--target", "cpu", "--samples", "8", "--max-drop", "100",
-                "-o", str(model), check=True)
+        run_cmd(
+            "dis-calibrate",
+            str(tiny_onnx),
+            "--data",
+            str(tiny_data),
+            "--target",
+            "cpu",
+            "--samples",
+            "8",
+            "--max-drop",
+            "100",
+            "-o",
+            str(model),
+            check=True,
+        )
     else:
         batch = ["--batch", "3"] if kind == "batch-3" else ["--dynamic-batch"]
         run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "2", *batch, "-o", str(model), check=True)
-    with Segmenter(model, backend="onnxruntime", threads=1) as py, CSegmenter(load_library(cpp_build), model, threads=1) as cpp:
+    with (
+        Segmenter(model, backend="onnxruntime", threads=1) as py,
+        CSegmenter(load_library(cpp_build), model, threads=1) as cpp,
+    ):
         batched = py.segment_batch(FRAMES[:4])  # fixed batch 3: padded to 6 and split; dynamic: one call of 4
         for frame, expected in zip(FRAMES[:4], batched):
             labels, _ = cpp.segment(frame)
@@ -78,11 +117,34 @@ def test_dis_run_cpp_images_masks_equal_dis_run(cpp_build, tiny_onnx, tmp_path):
         cv2.imwrite(str(folder / f"img{i}.png"), frame)
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     (folder / "notes.txt").write_text("not an image")
-    proc = _run_cpp(cpp_build, tiny_onnx, "--images", folder, "--masks", tmp_path / "cpp", "--stats", tmp_path / "cpp.json",
-                    "--no-display", "--threads", "1")
+    proc = _run_cpp(
+        cpp_build,
+        tiny_onnx,
+        "--images",
+        folder,
+        "--masks",
+        tmp_path / "cpp",
+        "--stats",
+        tmp_path / "cpp.json",
+        "--no-display",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
-    run_cmd("dis-run", str(tiny_onnx), "--images", str(folder), "--masks", str(tmp_path / "py"), "--no-display", "--threads", "1",
-            "--backend", "onnxruntime", check=True)
+    run_cmd(
+        "dis-run",
+        str(tiny_onnx),
+        "--images",
+        str(folder),
+        "--masks",
+        str(tmp_path / "py"),
+        "--no-display",
+        "--threads",
+        "1",
+        "--backend",
+        "onnxruntime",
+        check=True,
+    )
     names = sorted(p.name for p in (tmp_path / "py").glob("*.png"))
     assert names == sorted(p.name for p in (tmp_path / "cpp").glob("*.png")) and len(names) == len(FRAMES)
     for name in names:
@@ -93,7 +155,9 @@ def test_dis_run_cpp_images_masks_equal_dis_run(cpp_build, tiny_onnx, tmp_path):
     assert stats["frames"] == len(FRAMES) and stats["skipped"] == 1 and stats["runtime"] == "c++"
     assert_stats_keys(stats)
     assert 0 <= stats["frame_age_ms"]["p50"] < 10_000
-    assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(
+        1.0, abs=1e-6
+    )
 
 
 def _video(path, frames=12, size=(96, 72)):
@@ -107,8 +171,21 @@ def _video(path, frames=12, size=(96, 72)):
 
 def test_dis_run_cpp_video_loop_output_and_masks(cpp_build, tiny_onnx, tmp_path):
     video = _video(tmp_path / "in.avi")
-    proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--loop", 2, "--output", tmp_path / "out.mp4", "--masks", tmp_path / "m",
-                    "--view", "side-by-side", "--no-display")
+    proc = _run_cpp(
+        cpp_build,
+        tiny_onnx,
+        "--video",
+        video,
+        "--loop",
+        2,
+        "--output",
+        tmp_path / "out.mp4",
+        "--masks",
+        tmp_path / "m",
+        "--view",
+        "side-by-side",
+        "--no-display",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("24 frames")
     out = cv2.VideoCapture(str(tmp_path / "out.mp4"))
@@ -128,24 +205,55 @@ def test_dis_run_cpp_video_loop_output_and_masks(cpp_build, tiny_onnx, tmp_path)
 
 def test_dis_run_cpp_max_frames_and_nothing_to_write(cpp_build, tiny_onnx, tmp_path):
     video = _video(tmp_path / "in.avi")
-    proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--max-frames", 5, "--masks", tmp_path / "m", "--stats", tmp_path / "s.json",
-                    "--no-display")
+    proc = _run_cpp(
+        cpp_build,
+        tiny_onnx,
+        "--video",
+        video,
+        "--max-frames",
+        5,
+        "--masks",
+        tmp_path / "m",
+        "--stats",
+        tmp_path / "s.json",
+        "--no-display",
+    )
     assert proc.returncode == 0, proc.stderr
-    assert len(list((tmp_path / "m").glob("*.png"))) == 5 and json.loads((tmp_path / "s.json").read_text())["frames"] == 5
+    assert (
+        len(list((tmp_path / "m").glob("*.png"))) == 5 and json.loads((tmp_path / "s.json").read_text())["frames"] == 5
+    )
     proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--no-display")
     assert proc.returncode == 2 and "nothing to show or write" in proc.stderr
     proc = _run_cpp(cpp_build, tiny_onnx, "--video", video, "--masks", "/proc/no/such/dir", "--no-display")
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: ") and "writable" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip().splitlines()[-1].startswith("error: ")
+        and "writable" in proc.stderr
+    )
 
 
-GST_TEST_STREAM = ("videotestsrc is-live=true num-buffers={n} pattern=ball ! video/x-raw,width=96,height=72,framerate=30/1 ! "
-                   "videoconvert ! video/x-raw,format=BGR ! appsink")
+GST_TEST_STREAM = (
+    "videotestsrc is-live=true num-buffers={n} pattern=ball ! video/x-raw,width=96,height=72,framerate=30/1 ! "
+    "videoconvert ! video/x-raw,format=BGR ! appsink"
+)
 
 
 def test_dis_run_cpp_live_stream_drops_are_reconnected_and_counted(cpp_build, tiny_onnx, tmp_path):
     """A real GStreamer stream that ends every 15 frames: the live source reconnects, counts, and goes on."""
-    proc = _run_cpp(cpp_build, tiny_onnx, "--gst", GST_TEST_STREAM.format(n=15), "--max-frames", 40, "--stats", tmp_path / "s.json",
-                    "--masks", tmp_path / "m", "--no-display", timeout=120)
+    proc = _run_cpp(
+        cpp_build,
+        tiny_onnx,
+        "--gst",
+        GST_TEST_STREAM.format(n=15),
+        "--max-frames",
+        40,
+        "--stats",
+        tmp_path / "s.json",
+        "--masks",
+        tmp_path / "m",
+        "--no-display",
+        timeout=120,
+    )
     if proc.returncode == 2 and "needs OpenCV built with GStreamer" in proc.stderr:
         pytest.skip("this OpenCV has no GStreamer")
     assert proc.returncode == 0, proc.stderr
@@ -156,21 +264,26 @@ def test_dis_run_cpp_live_stream_drops_are_reconnected_and_counted(cpp_build, ti
 
 
 def test_dis_run_cpp_broken_pipeline_exits_2(cpp_build, tiny_onnx, tmp_path):
-    proc = _run_cpp(cpp_build, tiny_onnx, "--gst", "nosuchelement ! appsink", "--stats", tmp_path / "s.json", "--no-display")
+    proc = _run_cpp(
+        cpp_build, tiny_onnx, "--gst", "nosuchelement ! appsink", "--stats", tmp_path / "s.json", "--no-display"
+    )
     assert proc.returncode == 2, proc.stderr
     assert "GStreamer pipeline: cannot open it" in proc.stderr or "needs OpenCV built with GStreamer" in proc.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--camera", "9"], "camera 9: cannot open it"),
-    (["--video", "missing.mp4"], "no such video file"),
-    ([], "give exactly one source (none given)"),
-    (["--camera", "0", "--video", "x.mp4"], "give exactly one source (--camera, --video given)"),
-    (["--rtsp", "localhost:554"], "expected a URL such as rtsp://"),
-    (["--images", "nowhere"], "no such image folder"),
-    (["--camera", "0", "--loop", "2"], "--loop applies to --video and --images only"),
-    (["--video", "x.mp4", "--view", "sideways"], "--view"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--camera", "9"], "camera 9: cannot open it"),
+        (["--video", "missing.mp4"], "no such video file"),
+        ([], "give exactly one source (none given)"),
+        (["--camera", "0", "--video", "x.mp4"], "give exactly one source (--camera, --video given)"),
+        (["--rtsp", "localhost:554"], "expected a URL such as rtsp://"),
+        (["--images", "nowhere"], "no such image folder"),
+        (["--camera", "0", "--loop", "2"], "--loop applies to --video and --images only"),
+        (["--video", "x.mp4", "--view", "sideways"], "--view"),
+    ],
+)
 def test_dis_run_cpp_bad_input_exits_2_with_one_line(cpp_build, tiny_onnx, tmp_path, args, message):
     proc = _run_cpp(cpp_build, tiny_onnx, *args, "--stats", tmp_path / "s.json", "--no-display")
     assert proc.returncode == 2, proc.stderr
@@ -190,13 +303,16 @@ def test_dis_run_cpp_bad_models_exit_2(cpp_build, tiny_onnx, tmp_path, kind):
         model.write_bytes(b"engine bytes")
     video = _video(tmp_path / "in.avi", frames=2)
     proc = _run_cpp(cpp_build, model, "--video", video, "--stats", tmp_path / "s.json", "--no-display")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, (
+        proc.stderr
+    )
 
 
 def test_dis_run_cpp_ctrl_c_flushes_video_and_stats(cpp_build, tiny_onnx, tmp_path):
     video = _video(tmp_path / "in.avi", frames=20)
-    code, err, summary, written = interrupt_run(cpp_build / "dis_run_cpp", tiny_onnx, video, tmp_path / "out.mp4", tmp_path / "s.json",
-                                                after_s=3)
+    code, err, summary, written = interrupt_run(
+        cpp_build / "dis_run_cpp", tiny_onnx, video, tmp_path / "out.mp4", tmp_path / "s.json", after_s=3
+    )
     assert code == 130, err
     assert summary["interrupted"] is True and summary["frames"] > 0
     assert written == summary["frames"]  # one thread: every segmented frame was written before the stop

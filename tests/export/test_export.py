@@ -22,7 +22,9 @@ def test_file_size_does_not_grow_with_iterations(net):
 
     def exported(t):
         proto = export_graph(net, t, height=64, width=64, batch=1, outputs=("labels",), fp16=False)
-        info = model_info(net, iters=t, height=64, width=64, batch=1, outputs=("labels",), precision="fp32", checkpoint_sha256="")
+        info = model_info(
+            net, iters=t, height=64, width=64, batch=1, outputs=("labels",), precision="fp32", checkpoint_sha256=""
+        )
         return attach(proto, info)
 
     # t = 0 prunes the image subnet (unused without refinement); from t = 1 on, every step reuses its weights.
@@ -56,7 +58,9 @@ def test_unrolled_module_matches_the_training_path(net):
 
 def test_export_writes_a_self_describing_parity_checked_model(tiny_run, tmp_path):
     out = tmp_path / "m.onnx"
-    proc = run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "2", "--outputs", "labels,scores,tags", "-o", str(out))
+    proc = run_cmd(
+        "dis-export", str(tiny_run / "best.pt"), "--iters", "2", "--outputs", "labels,scores,tags", "-o", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     info = read_model_info(out)
     assert info.iterations == 2 and info.precision == "fp32" and info.outputs == ("labels", "scores", "tags")
@@ -78,7 +82,9 @@ def test_fp16_keeps_refinement_and_logits_fp32(tiny_run, tmp_path):
     proc = run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "3", "--fp16", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     model = onnx.shape_inference.infer_shapes(onnx.load(out))
-    types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]}
+    types = {
+        v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
+    }
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert sum(types.get(n.output[0]) == onnx.TensorProto.FLOAT16 for n in convs) >= 10, "backbone should run in FP16"
     fp32_convs = [n for n in convs if types.get(n.output[0]) == onnx.TensorProto.FLOAT]
@@ -109,14 +115,26 @@ def test_fp16_keeps_the_refinement_weights_and_constants_exact(net):
         for name in node.input:
             readers.setdefault(name, []).append(node)
     halves = [n for n in fp16.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
-    assert all(any(in_feature_extractor(r) and r.op_type != "Cast" for r in readers.get(n.output[0], [])) for n in halves)
+    assert all(
+        any(in_feature_extractor(r) and r.op_type != "Cast" for r in readers.get(n.output[0], [])) for n in halves
+    )
 
 
 def test_exported_model_scores_like_the_checkpoint(tiny_run, tiny_data, tmp_path):
     out = tmp_path / "m.onnx"
     run_cmd("dis-export", str(tiny_run / "best.pt"), "--iters", "1", "-o", str(out), check=True)
     run_cmd("dis-eval", str(out), "--data", str(tiny_data), "--json", str(tmp_path / "onnx.json"), check=True)
-    run_cmd("dis-eval", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--iters", "1", "--json", str(tmp_path / "pt.json"), check=True)
+    run_cmd(
+        "dis-eval",
+        str(tiny_run / "best.pt"),
+        "--data",
+        str(tiny_data),
+        "--iters",
+        "1",
+        "--json",
+        str(tmp_path / "pt.json"),
+        check=True,
+    )
     a = json.loads((tmp_path / "onnx.json").read_text())["results"][0]
     b = json.loads((tmp_path / "pt.json").read_text())["results"][0]
     assert a["iters"] == b["iters"] == 1
@@ -144,11 +162,21 @@ def test_dynamic_batch_and_fixed_batch(tiny_run, tmp_path):
             assert np.array_equal(seg(f).labels, r.labels)
 
 
-@pytest.mark.parametrize("case,message", [
-    ("missing", "no such file"), ("corrupt", "not a loadable disseg checkpoint"), ("foreign", "not a disseg checkpoint"),
-    ("negative_iters", "0 or more"), ("bad_size", "multiples of 8"), ("exists", "--force"), ("bad_outputs", "--outputs"),
-    ("incompatible", "does not fit"), ("onnx_without_engine", "--engine"), ("engine_without_trt", "TensorRT"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing", "no such file"),
+        ("corrupt", "not a loadable disseg checkpoint"),
+        ("foreign", "not a disseg checkpoint"),
+        ("negative_iters", "0 or more"),
+        ("bad_size", "multiples of 8"),
+        ("exists", "--force"),
+        ("bad_outputs", "--outputs"),
+        ("incompatible", "does not fit"),
+        ("onnx_without_engine", "--engine"),
+        ("engine_without_trt", "TensorRT"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path, case, message):
     ckpt = str(tiny_run / "best.pt")
     out = str(tmp_path / "o.onnx")

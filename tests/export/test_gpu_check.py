@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py, the script a lent GPU machine runs, kept working: its --smoke run on the CPU
 trains, kills and resumes, compares reduced precision, and times eager PyTorch and ONNX Runtime with I/O binding."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,12 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 def test_gpu_check_smoke_on_cpu(tmp_path):
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--json", str(out)], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(out.read_text())
     training = report["training"]

@@ -5,6 +5,7 @@ engines ahead of time on a CPU, with TensorRT's type rules. Each kind is exporte
 `dis-calibrate` and built by the project's own builder, `dis-export MODEL.onnx --engine --gpu-arch sm86`.
 In CI (CI=true) a missing TensorRT for RTX fails these tests; elsewhere they skip.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,26 @@ CONTRACT_TYPES = {"labels": "UINT8", "scores": "FLOAT", "tags": "FLOAT"}
 @pytest.fixture(scope="module")
 def mobilenet_run(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "mobilenet"
-    run_cmd("dis-train", "--data", str(tiny_data), "--out", str(out), "--backbone", "mobilenet_v3_large", "--output-stride", "16",
-            "--size", "64", "--epochs", "1", "--batch", "4", "--steps-per-epoch", "2", check=True)
+    run_cmd(
+        "dis-train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--backbone",
+        "mobilenet_v3_large",
+        "--output-stride",
+        "16",
+        "--size",
+        "64",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--steps-per-epoch",
+        "2",
+        check=True,
+    )
     return out
 
 
@@ -59,8 +78,21 @@ def exported(tiny_run, mobilenet_run, tiny_data, tmp_path_factory):
         out = folder / f"{kind}.onnx"
         if flags[0] == "int8":
             source = get("t3_labels_scores_tags")
-            run_cmd("dis-calibrate", str(source), "--data", str(tiny_data), "--target", flags[1], "--samples", "8",
-                    "--max-drop", "100", "-o", str(out), check=True)
+            run_cmd(
+                "dis-calibrate",
+                str(source),
+                "--data",
+                str(tiny_data),
+                "--target",
+                flags[1],
+                "--samples",
+                "8",
+                "--max-drop",
+                "100",
+                "-o",
+                str(out),
+                check=True,
+            )
         else:
             ckpt = (tiny_run if run == "resnet" else mobilenet_run) / "best.pt"
             run_cmd("dis-export", str(ckpt), *flags, "-o", str(out), check=True)
@@ -165,7 +197,9 @@ def test_requantized_cpu_model_labels_like_a_tensorrt_calibration(exported, tiny
 
     path = exported("int8_cpu")
     data, notes = onnx_bytes_for_tensorrt(path, read_model_info(path))
-    assert notes and not any(i.data_type == onnx.TensorProto.UINT8 for i in onnx.load_from_string(data).graph.initializer)
+    assert notes and not any(
+        i.data_type == onnx.TensorProto.UINT8 for i in onnx.load_from_string(data).graph.initializer
+    )
     reference = labels(str(exported("t3_labels_scores_tags")))
     requantized = (labels(data) == reference).mean()
     calibrated = (labels(str(exported("int8_tensorrt"))) == reference).mean()
@@ -181,7 +215,9 @@ def test_engine_needs_a_gpu_to_run_and_says_so(exported, tmp_path):
     import numpy as np
 
     cv2.imwrite(str(tmp_path / "frame.png"), np.zeros((64, 64, 3), np.uint8))
-    proc = run_cmd("dis-run", str(engine), "--images", str(tmp_path), "--no-display", "--stats", str(tmp_path / "s.json"))
+    proc = run_cmd(
+        "dis-run", str(engine), "--images", str(tmp_path), "--no-display", "--stats", str(tmp_path / "s.json")
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no CUDA GPU is visible" in proc.stderr.strip().splitlines()[-1]
     doctor = run_cmd("dis-doctor", str(engine), "--json")
@@ -189,13 +225,16 @@ def test_engine_needs_a_gpu_to_run_and_says_so(exported, tmp_path):
     assert doctor.returncode == 1 and "no CUDA GPU is visible" in report["check"]["backends"]["tensorrt"]["error"]
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--flavour", "tensorrt"], "not installed"),
-    (["--gpu-arch", "ampere"], "compute capability"),
-    (["--gpu-arch", "sm70"], "builds for sm"),
-    (["--gpu-arch", "sm86", "--dla-core", "0"], "DLA"),
-    ([], "no CUDA GPU is visible"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--flavour", "tensorrt"], "not installed"),
+        (["--gpu-arch", "ampere"], "compute capability"),
+        (["--gpu-arch", "sm70"], "builds for sm"),
+        (["--gpu-arch", "sm86", "--dla-core", "0"], "DLA"),
+        ([], "no CUDA GPU is visible"),
+    ],
+)
 def test_engine_build_refusals_are_one_line(exported, tmp_path, flags, message):
     import importlib.util
 

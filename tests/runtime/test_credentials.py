@@ -1,6 +1,7 @@
 """Camera credentials never leave the process: every message, log line and stats file carries the URL with
 its password replaced (rtsp://admin:***@host/live). The stream is real: a video served once over HTTP on
 127.0.0.1 (what --rtsp also takes), so dis-run opens it, sees it drop, fails to reconnect and gives up."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,13 +10,16 @@ from disseg.runtime.sources import redact, rtsp_pipeline
 from tests.conftest import SECRET, closed_port, run_cmd
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("rtsp://admin:S3cretPass@cam.local/live", "rtsp://admin:***@cam.local/live"),
-    ("rtsp://admin:p@ss:w@rd@10.0.0.5:554/a/b?c=1", "rtsp://admin:***@10.0.0.5:554/a/b?c=1"),
-    ("rtsps://token@host", "rtsps://token:***@host"),
-    ("rtsp://host:554/live", "rtsp://host:554/live"),
-    ("http://user:pw@h/x@y", "http://user:***@h/x@y"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("rtsp://admin:S3cretPass@cam.local/live", "rtsp://admin:***@cam.local/live"),
+        ("rtsp://admin:p@ss:w@rd@10.0.0.5:554/a/b?c=1", "rtsp://admin:***@10.0.0.5:554/a/b?c=1"),
+        ("rtsps://token@host", "rtsps://token:***@host"),
+        ("rtsp://host:554/live", "rtsp://host:554/live"),
+        ("http://user:pw@h/x@y", "http://user:***@h/x@y"),
+    ],
+)
 def test_redact(url, shown):
     assert redact(url) == shown
 
@@ -30,20 +34,42 @@ def test_rtsp_pipelines_pick_the_decoder():
 
 def test_open_failure_hides_the_password(tiny_onnx, tmp_path):
     url = f"rtsp://admin:{SECRET}@127.0.0.1:{closed_port()}/live"
-    proc = run_cmd("dis-run", str(tiny_onnx), "--rtsp", url, "--no-display", "--stats", str(tmp_path / "s.json"), timeout=120)
+    proc = run_cmd(
+        "dis-run", str(tiny_onnx), "--rtsp", url, "--no-display", "--stats", str(tmp_path / "s.json"), timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
-    assert f"rtsp://admin:***@127.0.0.1" in proc.stderr and SECRET not in proc.stderr + proc.stdout
+    assert "rtsp://admin:***@127.0.0.1" in proc.stderr and SECRET not in proc.stderr + proc.stdout
 
 
 def test_bad_url_hides_the_password(tiny_onnx, tmp_path):
-    proc = run_cmd("dis-run", str(tiny_onnx), "--rtsp", f"ftp://admin:{SECRET}@host/x", "--no-display", "--stats", str(tmp_path / "s.json"))
+    proc = run_cmd(
+        "dis-run",
+        str(tiny_onnx),
+        "--rtsp",
+        f"ftp://admin:{SECRET}@host/x",
+        "--no-display",
+        "--stats",
+        str(tmp_path / "s.json"),
+    )
     assert proc.returncode == 2 and "ftp://admin:***@host/x" in proc.stderr and SECRET not in proc.stderr
 
 
 def test_reconnect_and_give_up_hide_the_password(tiny_onnx, http_stream, tmp_path):
     stats = tmp_path / "s.json"
-    proc = run_cmd("dis-run", str(tiny_onnx), "--rtsp", http_stream, "--max-reconnects", "2", "--no-display", "--stats",
-                   str(stats), "--masks", str(tmp_path / "masks"), timeout=120)
+    proc = run_cmd(
+        "dis-run",
+        str(tiny_onnx),
+        "--rtsp",
+        http_stream,
+        "--max-reconnects",
+        "2",
+        "--no-display",
+        "--stats",
+        str(stats),
+        "--masks",
+        str(tmp_path / "masks"),
+        timeout=120,
+    )
     output = proc.stdout + proc.stderr
     assert "dropped; reconnecting" in output and "gave up after 2 failed reconnects" in output, output
     assert "http://admin:***@127.0.0.1" in output and SECRET not in output

@@ -1,6 +1,7 @@
 """The runtime on another architecture gives what it gives on x86_64: labels equal, tags within float noise.
 $DISSEG_REFERENCE names an npz written by tests/cross_arch_reference.py on the reference machine (CI's aarch64
 leg sets it; elsewhere this skips)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """dis-doctor, the install profiles' one-line answers, and the two-ONNX-Runtimes warning, run for real."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,17 @@ BLOCK_CV2 = (
 
 
 def _doctor(*args, env=None) -> tuple[int, dict]:
-    proc = run_cmd("dis-doctor", *args, "--json") if env is None else subprocess.run(
-        [sys.executable, "-c", "from disseg.runtime.doctor import doctor_cli; doctor_cli()", *args, "--json"],
-        capture_output=True, text=True, env=env, timeout=120)
+    proc = (
+        run_cmd("dis-doctor", *args, "--json")
+        if env is None
+        else subprocess.run(
+            [sys.executable, "-c", "from disseg.runtime.doctor import doctor_cli; doctor_cli()", *args, "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
 
@@ -51,17 +60,29 @@ def test_doctor_on_a_damaged_model_exits_1_with_the_reason(tiny_onnx, tmp_path):
 
 
 def test_doctor_without_opencv_reports_it_and_still_checks(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", BLOCK_CV2 + "from disseg.runtime.doctor import doctor_cli\n"
-                           "sys.argv = ['dis-doctor', '--json']\ndoctor_cli()"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_CV2 + "from disseg.runtime.doctor import doctor_cli\n"
+            "sys.argv = ['dis-doctor', '--json']\ndoctor_cli()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["opencv"]["error"] == OPENCV_MISSING
     assert "error" in report["gstreamer"]
 
 
 def test_dis_run_without_opencv_is_one_line_with_each_profile(tiny_onnx, tmp_path):
-    code = BLOCK_CV2 + ("from disseg.runtime.cli import run_cli\n"
-                        f"sys.argv = ['dis-run', {str(tiny_onnx)!r}, '--images', {str(tmp_path)!r}, '--stats', 's.json', '--no-display']\n"
-                        "run_cli()")
+    code = BLOCK_CV2 + (
+        "from disseg.runtime.cli import run_cli\n"
+        f"sys.argv = ['dis-run', {str(tiny_onnx)!r}, '--images', {str(tmp_path)!r}, '--stats', 's.json', "
+        "'--no-display']\n"
+        "run_cli()"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {OPENCV_MISSING}"
     assert all(p in OPENCV_MISSING for p in ("disseg[runtime]", "disseg[gpu]", "disseg[jetson]", "python3-opencv"))
@@ -82,8 +103,22 @@ def test_both_onnxruntime_packages_get_a_one_line_warning(tiny_onnx, tmp_path):
 
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "a.png"), np.zeros((32, 32, 3), np.uint8))
-    proc = subprocess.run([sys.executable, "-c", "from disseg.runtime.cli import run_cli; run_cli()", str(tiny_onnx), "--images",
-                           str(tmp_path / "frames"), "--stats", str(tmp_path / "s.json"), "--no-display"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from disseg.runtime.cli import run_cli; run_cli()",
+            str(tiny_onnx),
+            "--images",
+            str(tmp_path / "frames"),
+            "--stats",
+            str(tmp_path / "s.json"),
+            "--no-display",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     warnings = [line for line in proc.stderr.splitlines() if "onnxruntime-gpu 1.31.1" in line]
     assert proc.returncode == 0 and len(warnings) == 1 and "overwrite each other" in warnings[0], proc.stderr

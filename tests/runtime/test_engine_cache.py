@@ -4,16 +4,33 @@ import pytest
 
 from disseg.runtime.backends import tensorrt_available
 from disseg.runtime.contract import ModelInfo, file_sha256, read_model_info, read_sidecar, write_sidecar
-from disseg.runtime.engine_cache import Target, cached_engine_path, engine_facts, mismatch, parse_gpu_arch, short_version
+from disseg.runtime.engine_cache import (
+    Target,
+    cached_engine_path,
+    engine_facts,
+    mismatch,
+    parse_gpu_arch,
+    short_version,
+)
 from disseg.runtime.errors import BadInput, ModelFileError
 
 ORIN = Target("tensorrt", "10.3.0", "87", "Orin")
 
 
 def _info() -> ModelInfo:
-    return ModelInfo(input_name="image", input_height=64, input_width=64, batch=1, class_names=("bg", "a"),
-                     palette=((0, 0, 0), (128, 0, 0)), iterations=3, step_size=30.0, tag_weight=0.3, precision="fp16",
-                     outputs=("labels",))
+    return ModelInfo(
+        input_name="image",
+        input_height=64,
+        input_width=64,
+        batch=1,
+        class_names=("bg", "a"),
+        palette=((0, 0, 0), (128, 0, 0)),
+        iterations=3,
+        step_size=30.0,
+        tag_weight=0.3,
+        precision="fp16",
+        outputs=("labels",),
+    )
 
 
 def test_sidecar_round_trip_carries_engine_facts(tmp_path):
@@ -66,7 +83,9 @@ def test_bad_gpu_arch_is_one_line(text):
 def test_cache_key_separates_versions_gpus_and_flavours(tmp_path):
     a = cached_engine_path(tmp_path / "m.onnx", ORIN)
     b = cached_engine_path(tmp_path / "m.onnx", Target("tensorrt", "10.8.0", "87", "Orin"))
-    c = cached_engine_path(tmp_path / "m.onnx", Target("tensorrt", "10.3.0", "90", "H100"), cache_dir=tmp_path / "cache")
+    c = cached_engine_path(
+        tmp_path / "m.onnx", Target("tensorrt", "10.3.0", "90", "H100"), cache_dir=tmp_path / "cache"
+    )
     d = cached_engine_path(tmp_path / "m.onnx", Target("tensorrt_rtx", "10.3.0", "87", "Orin"))
     assert len({a, b, c, d}) == 4 and c.parent == tmp_path / "cache" and a.parent == tmp_path
     assert a.name == "m.trt10.3.0.sm87.engine"
@@ -93,9 +112,10 @@ def test_sha256_changes_with_content(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not tensorrt_available("tensorrt"), reason="needs TensorRT and a CUDA GPU")
 def test_build_engine_from_exported_onnx(tiny_onnx, tmp_path):
+    import numpy as np
+
     from disseg.runtime.engine_cache import build_engine
     from disseg.runtime.segmenter import Segmenter
-    import numpy as np
 
     engine = tmp_path / "m.engine"
     facts = build_engine(tiny_onnx, engine, flavour="tensorrt", timing_cache=tmp_path / "t.cache")

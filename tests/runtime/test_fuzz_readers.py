@@ -2,6 +2,7 @@
 exception (a traceback from dis-run), a crash or a hang. The C++ reader has the same test (ctest
 Contract.FuzzedFilesOnlyRaiseModelFileError); issue 12 found `TypeError: ModelInfo.__init__() missing ...
 'input_name'` in 5 of 27,884 mutated files."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,20 @@ from disseg.runtime.errors import ModelFileError
 
 
 def _minimal() -> dict:
-    return {"schema": "disseg-model/1", "input_name": "image", "input_height": 64, "input_width": 96, "batch": 1,
-            "class_names": ["background", "cat"], "palette": [[0, 0, 0], [128, 0, 0]], "iterations": 3, "step_size": 30.0,
-            "tag_weight": 0.3, "precision": "fp32", "outputs": ["labels", "tags"]}
+    return {
+        "schema": "disseg-model/1",
+        "input_name": "image",
+        "input_height": 64,
+        "input_width": 96,
+        "batch": 1,
+        "class_names": ["background", "cat"],
+        "palette": [[0, 0, 0], [128, 0, 0]],
+        "iterations": 3,
+        "step_size": 30.0,
+        "tag_weight": 0.3,
+        "precision": "fp32",
+        "outputs": ["labels", "tags"],
+    }
 
 
 def test_mutated_and_truncated_onnx_files(tiny_onnx, tmp_path):
@@ -29,7 +41,7 @@ def test_mutated_and_truncated_onnx_files(tiny_onnx, tmp_path):
     for i in range(600):
         data = bytearray(model)
         if i % 10 == 9:
-            del data[rng.randrange(len(model)):]
+            del data[rng.randrange(len(model)) :]
         else:
             start = meta if i % 2 else 0
             for _ in range(rng.randint(1, 8)):

@@ -6,21 +6,31 @@ from disseg.runtime.errors import BadInput
 from disseg.runtime.image import read_image, resize_labels, resize_to, to_bgr8
 
 
-@pytest.mark.parametrize("image,expected_pixel", [
-    (np.full((4, 5), 7, np.uint8), [7, 7, 7]),  # grayscale
-    (np.full((4, 5, 1), 9, np.uint8), [9, 9, 9]),
-    (np.dstack([np.full((4, 5), v, np.uint8) for v in (1, 2, 3, 200)]), [1, 2, 3]),  # BGRA: alpha dropped
-    (np.full((4, 5, 3), 0x1234, np.uint16), [0x12, 0x12, 0x12]),  # 16-bit: high byte
-    (np.full((4, 5, 3), 0.5, np.float32), [128, 128, 128]),
-])
+@pytest.mark.parametrize(
+    "image,expected_pixel",
+    [
+        (np.full((4, 5), 7, np.uint8), [7, 7, 7]),  # grayscale
+        (np.full((4, 5, 1), 9, np.uint8), [9, 9, 9]),
+        (np.dstack([np.full((4, 5), v, np.uint8) for v in (1, 2, 3, 200)]), [1, 2, 3]),  # BGRA: alpha dropped
+        (np.full((4, 5, 3), 0x1234, np.uint16), [0x12, 0x12, 0x12]),  # 16-bit: high byte
+        (np.full((4, 5, 3), 0.5, np.float32), [128, 128, 128]),
+    ],
+)
 def test_to_bgr8_accepts_common_formats(image, expected_pixel):
     out = to_bgr8(image)
     assert out.shape == (4, 5, 3) and out.dtype == np.uint8
     assert out[0, 0].tolist() == expected_pixel
 
 
-@pytest.mark.parametrize("image", [np.zeros((0, 5, 3), np.uint8), np.zeros((4, 5, 2), np.uint8), np.zeros((4, 5, 3), np.int8),
-                                   np.zeros((2, 2, 2, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((0, 5, 3), np.uint8),
+        np.zeros((4, 5, 2), np.uint8),
+        np.zeros((4, 5, 3), np.int8),
+        np.zeros((2, 2, 2, 3), np.uint8),
+    ],
+)
 def test_to_bgr8_rejects_with_a_reason(image):
     with pytest.raises(BadInput, match="expected"):
         to_bgr8(image)

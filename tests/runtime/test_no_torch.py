@@ -13,7 +13,8 @@ BLOCK = (
 
 def test_runtime_imports_with_torch_blocked():
     code = BLOCK + (
-        "import disseg.runtime, disseg.runtime.cli, disseg.runtime.pipeline, disseg.runtime.evaluate, disseg.runtime.dataset\n"
+        "import disseg.runtime, disseg.runtime.cli, disseg.runtime.pipeline, disseg.runtime.evaluate, "
+        "disseg.runtime.dataset\n"
         "from disseg.runtime import Segmenter\n"
         "assert 'torch' not in sys.modules\n"
         "print('ok')\n"

@@ -20,8 +20,19 @@ def _video(path, frames=12, size=(96, 72)):
 
 def test_video_to_video_masks_and_stats(tiny_onnx, tmp_path):
     video = _video(tmp_path / "in.mp4")
-    proc = run_cmd("dis-run", str(tiny_onnx), "--video", str(video), "--output", str(tmp_path / "out.mp4"), "--no-display",
-                   "--masks", str(tmp_path / "masks"), "--stats", str(tmp_path / "stats.json"))
+    proc = run_cmd(
+        "dis-run",
+        str(tiny_onnx),
+        "--video",
+        str(video),
+        "--output",
+        str(tmp_path / "out.mp4"),
+        "--no-display",
+        "--masks",
+        str(tmp_path / "masks"),
+        "--stats",
+        str(tmp_path / "stats.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     out = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert int(out.get(cv2.CAP_PROP_FRAME_COUNT)) == 12  # nothing dropped from a file
@@ -35,7 +46,9 @@ def test_video_to_video_masks_and_stats(tiny_onnx, tmp_path):
     assert stats["frames"] == 12 and stats["fps"] > 0 and stats["runtime"] == "python"
     assert_stats_keys(stats)
     assert 0 <= stats["frame_age_ms"]["p50"] < 10_000
-    assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(
+        1.0, abs=1e-3
+    )
     assert not list(tmp_path.glob(".*partial*"))  # temp file renamed into place
 
 
@@ -56,21 +69,35 @@ def test_image_folder_skips_non_images_and_odd_formats(tiny_onnx, tmp_path):
 
 def test_max_frames_and_loop(tiny_onnx, tmp_path):
     video = _video(tmp_path / "in.mp4", frames=5)
-    proc = run_cmd("dis-run", str(tiny_onnx), "--video", str(video), "--loop", "3", "--max-frames", "11", "--no-display",
-                   "--stats", str(tmp_path / "s.json"))
+    proc = run_cmd(
+        "dis-run",
+        str(tiny_onnx),
+        "--video",
+        str(video),
+        "--loop",
+        "3",
+        "--max-frames",
+        "11",
+        "--no-display",
+        "--stats",
+        str(tmp_path / "s.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 11
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--video", "{tmp}/missing.mp4"], "no such video"),
-    (["--camera", "57"], "camera 57"),
-    (["--images", "{tmp}/no_dir"], "no such image folder"),
-    (["--rtsp", "not-a-url"], "expected a URL"),
-    (["--video", "{tmp}/empty.mp4"], "cannot read any frame"),
-    (["--csi", "0"], "GStreamer"),
-    ([], "exactly one source"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--video", "{tmp}/missing.mp4"], "no such video"),
+        (["--camera", "57"], "camera 57"),
+        (["--images", "{tmp}/no_dir"], "no such image folder"),
+        (["--rtsp", "not-a-url"], "expected a URL"),
+        (["--video", "{tmp}/empty.mp4"], "cannot read any frame"),
+        (["--csi", "0"], "GStreamer"),
+        ([], "exactly one source"),
+    ],
+)
 def test_bad_sources_exit_2_with_one_line(tiny_onnx, tmp_path, args, message):
     (tmp_path / "empty.mp4").write_bytes(b"")
     args = [a.format(tmp=tmp_path) for a in args]
@@ -89,7 +116,9 @@ def test_bad_models_exit_2(tiny_onnx, tmp_path, kind):
         model.write_bytes(tiny_onnx.read_bytes()[:3000])
     elif kind == "foreign":
         model.write_bytes(b"\x08\x07\x12\x04test")  # a valid protobuf with no disseg metadata
-    proc = run_cmd("dis-run", str(model), "--images", str(tmp_path), "--no-display", "--stats", str(tmp_path / "s.json"))
+    proc = run_cmd(
+        "dis-run", str(model), "--images", str(tmp_path), "--no-display", "--stats", str(tmp_path / "s.json")
+    )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
@@ -105,7 +134,9 @@ def test_ctrl_c_flushes_video_and_stats(tiny_onnx, tmp_path):
     from tests.conftest import BIN, interrupt_run
 
     video = _video(tmp_path / "in.mp4", frames=20)
-    code, err, summary, written = interrupt_run(BIN / "dis-run", tiny_onnx, video, tmp_path / "out.mp4", tmp_path / "s.json", after_s=4)
+    code, err, summary, written = interrupt_run(
+        BIN / "dis-run", tiny_onnx, video, tmp_path / "out.mp4", tmp_path / "s.json", after_s=4
+    )
     assert code == 130, err
     assert summary["interrupted"] is True and summary["frames"] > 0
     assert written > 0 and abs(written - summary["frames"]) <= 8
@@ -113,6 +144,8 @@ def test_ctrl_c_flushes_video_and_stats(tiny_onnx, tmp_path):
 
 def test_bench_plot_over_several_models(tiny_onnx, tmp_path):
     pytest.importorskip("matplotlib")
-    proc = run_cmd("dis-bench", str(tiny_onnx), str(tiny_onnx), "--runs", "3", "--warmup", "0", "--plot", str(tmp_path / "p.png"))
+    proc = run_cmd(
+        "dis-bench", str(tiny_onnx), str(tiny_onnx), "--runs", "3", "--warmup", "0", "--plot", str(tmp_path / "p.png")
+    )
     assert proc.returncode == 0, proc.stderr
     assert cv2.imread(str(tmp_path / "p.png")) is not None

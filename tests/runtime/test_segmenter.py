@@ -8,15 +8,26 @@ from disseg.runtime.errors import BadInput
 
 def test_model_describes_itself(tiny_onnx):
     info = read_model_info(tiny_onnx)
-    assert info.iterations == 3 and info.precision == "fp32" and info.input_dtype == "uint8" and info.color_order == "BGR"
+    assert (
+        info.iterations == 3 and info.precision == "fp32" and info.input_dtype == "uint8" and info.color_order == "BGR"
+    )
     assert info.class_names[0] == "background" and len(info.palette) == info.num_classes
     assert info.outputs == ("labels", "tags")
     assert info.extra["parity"]["passed"] is True
 
 
-@pytest.mark.parametrize("shape,dtype", [((64, 64, 3), np.uint8), ((37, 91, 3), np.uint8), ((1, 1, 3), np.uint8),
-                                         ((40, 30), np.uint8), ((40, 30, 4), np.uint8), ((33, 20, 3), np.uint16),
-                                         ((1500, 2100, 3), np.uint8)])
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((64, 64, 3), np.uint8),
+        ((37, 91, 3), np.uint8),
+        ((1, 1, 3), np.uint8),
+        ((40, 30), np.uint8),
+        ((40, 30, 4), np.uint8),
+        ((33, 20, 3), np.uint16),
+        ((1500, 2100, 3), np.uint8),
+    ],
+)
 def test_any_size_and_channel_count(tiny_onnx, shape, dtype):
     rng = np.random.default_rng(0)
     frame = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
@@ -65,7 +76,7 @@ def test_bad_model_files(tmp_path, tiny_onnx):
     with pytest.raises(ModelFileError, match="no such model"):
         Segmenter(tmp_path / "missing.onnx")
     truncated = tmp_path / "truncated.onnx"
-    truncated.write_bytes(tiny_onnx.read_bytes()[: 5000])
+    truncated.write_bytes(tiny_onnx.read_bytes()[:5000])
     with pytest.raises(ModelFileError):
         Segmenter(truncated)
     junk = tmp_path / "junk.onnx"
@@ -91,9 +102,12 @@ def test_foreign_onnx_is_refused(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     path = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph), path)
     with pytest.raises(ModelFileError, match="not a disseg model"):

@@ -42,7 +42,8 @@ def test_live_reader_keeps_only_the_newest_frame(tmp_path):
         threading.Event().wait(0.02)
     later = [f.index for f in source]
     source.close()
-    # one frame was pending, the last the reader read (the opening probe read takes one): the rest were dropped, not queued
+    # one frame was pending, the last the reader read (the opening probe read takes one): the rest were dropped,
+    # not queued
     assert len(later) == 1 and later[0] >= 57 and later[0] - first.index > 1
 
 

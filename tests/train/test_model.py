@@ -8,10 +8,17 @@ from disseg.train.model import DIS, labelmap_scores
 CLASSES = ("background", "a", "b")
 
 
-@pytest.mark.parametrize("backbone,stages,stride,expected", [
-    ("resnet18", 2, 8, (128, 8)), ("resnet18", 4, 8, (512, 8)), ("resnet34", 3, 16, (256, 16)),
-    ("resnet50", 4, 8, (2048, 8)), ("resnet101", 4, 16, (2048, 16)), ("mobilenet_v3_large", 4, 16, (960, 16)),
-])
+@pytest.mark.parametrize(
+    "backbone,stages,stride,expected",
+    [
+        ("resnet18", 2, 8, (128, 8)),
+        ("resnet18", 4, 8, (512, 8)),
+        ("resnet34", 3, 16, (256, 16)),
+        ("resnet50", 4, 8, (2048, 8)),
+        ("resnet101", 4, 16, (2048, 16)),
+        ("mobilenet_v3_large", 4, 16, (960, 16)),
+    ],
+)
 def test_backbones_give_the_stated_stride_and_channels(backbone, stages, stride, expected):
     model = DIS(DISConfig(class_names=CLASSES, backbone=backbone, stages=stages, output_stride=stride)).eval()
     with torch.no_grad():

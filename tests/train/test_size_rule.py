@@ -2,6 +2,7 @@
 boundaries, either takes a training step or is refused with BadInput before any work. The CLI asks the
 same rule: the case issue 12 found (`--stages 3 --output-stride 16 --size 264`, a traceback from the loss)
 is now one line and exit 2."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,13 @@ from disseg.train.model import DIS
 from tests.conftest import run_cmd
 
 CLASSES = ("background", "a", "b")
-COMBOS = [(b, s, o) for b in BACKBONES for s in (2, 3, 4) for o in (8, 16)
-          if b != "mobilenet_v3_large" or (o == 16 and s == 4)]
+COMBOS = [
+    (b, s, o)
+    for b in BACKBONES
+    for s in (2, 3, 4)
+    for o in (8, 16)
+    if b != "mobilenet_v3_large" or (o == 16 and s == 4)
+]
 
 
 @pytest.mark.parametrize("backbone, stages, stride", COMBOS)
@@ -43,7 +49,20 @@ def test_every_combination_trains_a_step_or_refuses(backbone, stages, stride):
 
 
 def test_issue_case_is_one_line_exit_2(tiny_data, tmp_path):
-    proc = run_cmd("dis-train", "--data", str(tiny_data), "--out", str(tmp_path / "o"), "--stages", "3", "--output-stride", "16",
-                   "--size", "264", "--epochs", "1")
+    proc = run_cmd(
+        "dis-train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "o"),
+        "--stages",
+        "3",
+        "--output-stride",
+        "16",
+        "--size",
+        "264",
+        "--epochs",
+        "1",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "does not fit resnet18 cut after stage 3 at output stride 16" in proc.stderr.strip().splitlines()[-1]

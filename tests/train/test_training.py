@@ -46,7 +46,9 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path):
     run_cmd("dis-train", *args, "--out", str(tmp_path / "straight"), check=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([str(BIN / "dis-train"), *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(BIN / "dis-train"), *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (killed / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -59,8 +61,12 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
     def untimed(run):  # wall-clock seconds are the one field a resumed run cannot repeat
-        return [{k: v for k, v in e.items() if k != "seconds"} for e in json.loads((run / "metrics.json").read_text())["epochs"]]
+        return [
+            {k: v for k, v in e.items() if k != "seconds"}
+            for e in json.loads((run / "metrics.json").read_text())["epochs"]
+        ]
 
     assert untimed(killed) == untimed(tmp_path / "straight")
     assert len((killed / "metrics.csv").read_text().splitlines()) == 4  # header + 3 epochs, the killed run's rows kept
@@ -68,8 +74,26 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path):
 
 def test_stage2_trains_on_tag_only_images(tiny_data, tiny_run, tmp_path):
     out = tmp_path / "s2"
-    run_cmd("dis-train", "--data", str(tiny_data), "--out", str(out), "--stage", "2", "--init", str(tiny_run / "best.pt"),
-            "--epochs", "1", "--batch", "4", "--iters-train", "2", "--pseudo-threshold", "0.5", check=True)
+    run_cmd(
+        "dis-train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--stage",
+        "2",
+        "--init",
+        str(tiny_run / "best.pt"),
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--iters-train",
+        "2",
+        "--pseudo-threshold",
+        "0.5",
+        check=True,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["stage"] == 2 and metrics["epochs"][0]["weak_loss"] > 0
     cfg = load_checkpoint(out / "best.pt")["config"]
@@ -77,23 +101,47 @@ def test_stage2_trains_on_tag_only_images(tiny_data, tiny_run, tmp_path):
 
 
 def test_eval_json_sweeps_iterations(tiny_data, tiny_run, tmp_path):
-    run_cmd("dis-eval", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--iters", "0,1,3", "--json", str(tmp_path / "e.json"), check=True)
+    run_cmd(
+        "dis-eval",
+        str(tiny_run / "best.pt"),
+        "--data",
+        str(tiny_data),
+        "--iters",
+        "0,1,3",
+        "--json",
+        str(tmp_path / "e.json"),
+        check=True,
+    )
     report = json.loads((tmp_path / "e.json").read_text())
     assert [r["iters"] for r in report["results"]] == [0, 1, 3]
     for r in report["results"]:
         assert 0 <= r["miou"] <= 100 and 0 <= r["pixel_acc"] <= 100 and set(r["per_class_iou"]) >= {"background"}
         assert r["tag_f1"] is None or 0 <= r["tag_f1"] <= 100
-    weak = run_cmd("dis-eval", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--split", "weak", "--iters", "0,2", check=True)
+    weak = run_cmd(
+        "dis-eval", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--split", "weak", "--iters", "0,2", check=True
+    )
     assert "input tags" in weak.stdout
 
 
 def test_eval_plot(tiny_data, tiny_run, tmp_path):
     plot = tmp_path / "iters.png"
-    run_cmd("dis-eval", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--iters", "0,2", "--plot", str(plot), check=True)
+    run_cmd(
+        "dis-eval",
+        str(tiny_run / "best.pt"),
+        "--data",
+        str(tiny_data),
+        "--iters",
+        "0,2",
+        "--plot",
+        str(plot),
+        check=True,
+    )
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
 
 
-@pytest.mark.parametrize("case", ["no_data", "stage2_no_init", "existing_run", "corrupt_init", "foreign_init", "bad_size"])
+@pytest.mark.parametrize(
+    "case", ["no_data", "stage2_no_init", "existing_run", "corrupt_init", "foreign_init", "bad_size"]
+)
 def test_bad_input_is_one_line_and_exit_2(tiny_data, tiny_run, tmp_path, case):
     base = ["--data", str(tiny_data), "--out", str(tmp_path / "o"), *TINY, "--epochs", "1"]
     if case == "no_data":

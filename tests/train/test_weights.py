@@ -1,6 +1,7 @@
 """--pretrained downloads, checks and caches weights; served from 127.0.0.1 (nothing here reaches the internet):
 download, cached second run without a request, hash mismatch, truncated transfer, unreachable host, a file, the
 wrong model's weights, and that the backbone really holds the served weights."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,16 +50,24 @@ def server(tmp_path):
     torch.save(net.state_dict(), buffer)
     body = buffer.getvalue()
     digest = hashlib.sha256(body).hexdigest()
-    _Weights.files = {f"resnet18-{digest[:10]}.pth": body, "resnet18-0123456789.pth": body, "plain.pth": body,
-                      "mobilenet.pth": body}
+    _Weights.files = {
+        f"resnet18-{digest[:10]}.pth": body,
+        "resnet18-0123456789.pth": body,
+        "plain.pth": body,
+        "mobilenet.pth": body,
+    }
     _Weights.requests = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Weights)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     hub = tmp_path / "torch-hub"
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(hub))
-    yield {"base": f"http://127.0.0.1:{httpd.server_address[1]}", "name": f"resnet18-{digest[:10]}.pth", "state": net.state_dict(),
-           "hub": hub}
+    yield {
+        "base": f"http://127.0.0.1:{httpd.server_address[1]}",
+        "name": f"resnet18-{digest[:10]}.pth",
+        "state": net.state_dict(),
+        "hub": hub,
+    }
     torch.hub.set_dir(old)
     httpd.shutdown()
 
@@ -111,12 +120,27 @@ def test_a_file_and_the_wrong_models_weights(server, tmp_path):
 def test_imagenet_is_torchvisions_url_and_cache():
     url = weights.imagenet_url("resnet18")
     assert url == torchvision.models.ResNet18_Weights.DEFAULT.url
-    assert weights.cache_path(url).name == url.rsplit("/", 1)[-1] and weights.cache_path(url).parent.name == "checkpoints"
+    assert (
+        weights.cache_path(url).name == url.rsplit("/", 1)[-1] and weights.cache_path(url).parent.name == "checkpoints"
+    )
 
 
 def test_cli_offline_is_one_line_exit_2(tiny_data, tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/resnet18-abc.pth"
-    proc = run_cmd("dis-train", "--data", str(tiny_data), "--out", str(tmp_path / "o"), "--stages", "2", "--size", "64",
-                   "--epochs", "1", "--pretrained", url)
+    proc = run_cmd(
+        "dis-train",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "o"),
+        "--stages",
+        "2",
+        "--size",
+        "64",
+        "--epochs",
+        "1",
+        "--pretrained",
+        url,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"cannot download {url}" in proc.stderr.strip().splitlines()[-1]

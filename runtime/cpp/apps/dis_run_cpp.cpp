@@ -45,13 +45,16 @@ int run(int argc, char** argv) {
   app.add_option("--rtsp", src.rtsp, "RTSP/HTTP stream URL (reconnects when it drops)");
   app.add_option("--gst", src.gst, "raw GStreamer pipeline ending in appsink");
   app.add_option("--csi", src.csi, "Jetson CSI camera sensor id (nvarguscamerasrc)")->check(CLI::NonNegativeNumber);
-  app.add_option("--max-reconnects", src.max_reconnects, "a live source that drops is reopened this many times in a row")
+  app.add_option("--max-reconnects", src.max_reconnects,
+                 "a live source that drops is reopened this many times in a row")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--backend", backend, "auto | onnxruntime | tensorrt")->check(CLI::IsMember({"auto", "onnxruntime", "tensorrt"}));
+  app.add_option("--backend", backend, "auto | onnxruntime | tensorrt")
+      ->check(CLI::IsMember({"auto", "onnxruntime", "tensorrt"}));
   app.add_option("--output", output, "write the rendered view to this video file");
   app.add_option("--masks", masks, "write one palette PNG of labels per frame here");
   app.add_option("--stats", stats_path, "write latency/FPS/class-area JSON here");
-  app.add_option("--view", opt.render.view, "overlay | mask | side-by-side")->check(CLI::IsMember({"overlay", "mask", "side-by-side"}));
+  app.add_option("--view", opt.render.view, "overlay | mask | side-by-side")
+      ->check(CLI::IsMember({"overlay", "mask", "side-by-side"}));
   app.add_option("--alpha", opt.render.alpha, "overlay opacity")->check(CLI::Range(0.0, 1.0));
   app.add_flag("--no-legend", no_legend, "no class legend");
   app.add_flag("--no-display", no_display, "no window (headless)");
@@ -71,13 +74,15 @@ int run(int argc, char** argv) {
   const bool window = !no_display && display_available();
   if (!no_display && !window) std::cerr << "no display here; running headless (pass --no-display to silence this)\n";
   if (!window && output.empty() && masks.empty() && stats_path.empty())
-    throw disseg::BadInput("nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)");
+    throw disseg::BadInput(
+        "nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)");
   if (opt.loops > 1 && !src.file()) throw disseg::BadInput("--loop applies to --video and --images only");
 
   disseg::Segmenter seg(model, {backend, threads});
   const auto& info = seg.info();
-  std::cerr << fs::path(model).filename().string() << ": " << info.precision << ", " << info.input_height << "x" << info.input_width << ", "
-            << info.num_classes() << " classes, " << info.iterations << " refinement steps, " << seg.backend_name() << "\n";
+  std::cerr << fs::path(model).filename().string() << ": " << info.precision << ", " << info.input_height << "x"
+            << info.input_width << ", " << info.num_classes() << " classes, " << info.iterations
+            << " refinement steps, " << seg.backend_name() << "\n";
   std::optional<disseg::VideoSink> video;
   if (!output.empty()) video.emplace(output, 30.0);  // a --video file's own rate replaces it (run_pipeline)
   std::optional<disseg::MaskSink> mask_sink;
@@ -92,8 +97,8 @@ int run(int argc, char** argv) {
   const disseg::RunFacts facts{model, seg.backend_name(), counts.skipped, counts.reconnects, interrupted.load()};
   if (!stats_path.empty()) stats.write(stats_path, facts);
   char line[200];
-  std::snprintf(line, sizeof line, "%d frames in %.1f s (%.1f FPS), latency p50 %.1f ms", stats.frames(), stats.wall_s(), stats.fps(),
-                stats.total_p50_ms());
+  std::snprintf(line, sizeof line, "%d frames in %.1f s (%.1f FPS), latency p50 %.1f ms", stats.frames(),
+                stats.wall_s(), stats.fps(), stats.total_p50_ms());
   std::cout << line << (counts.skipped ? ", " + std::to_string(counts.skipped) + " skipped" : "")
             << (counts.reconnects ? ", " + std::to_string(counts.reconnects) + " reconnects" : "") << std::endl;
   if (interrupted) {

@@ -14,15 +14,15 @@
 namespace disseg {
 
 struct BackendOutputs {
-  std::vector<cv::Mat> labels;            // per image: model height x width, CV_8U or CV_32S
-  std::vector<std::vector<float>> tags;   // per image, empty when the model has no tags output
+  std::vector<cv::Mat> labels;           // per image: model height x width, CV_8U or CV_32S
+  std::vector<std::vector<float>> tags;  // per image, empty when the model has no tags output
 };
 
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
-  virtual int batch() const = 0;  // the model's fixed batch, 0 when dynamic
+  virtual int batch() const = 0;               // the model's fixed batch, 0 when dynamic
   virtual int max_batch() const { return 0; }  // the largest batch a dynamic model takes, 0: no limit
   // `images`: n x height x width x 3 uint8 BGR, contiguous (n equal to batch() unless it is dynamic).
   virtual BackendOutputs infer(const std::uint8_t* images, int n) = 0;

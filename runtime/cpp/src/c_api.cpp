@@ -49,13 +49,13 @@ disseg_status disseg_create(const char* model_path, const char* backend, int thr
   });
 }
 
-disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width, int channels, size_t row_stride,
-                             uint8_t* labels, float* tags) {
+disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width, int channels,
+                             size_t row_stride, uint8_t* labels, float* tags) {
   return guarded([&] {
     if (!seg || !pixels || !labels) throw disseg::BadInput("disseg_segment: seg, pixels and labels must not be NULL");
     if (height <= 0 || width <= 0 || (channels != 1 && channels != 3 && channels != 4))
-      throw disseg::BadInput("disseg_segment: expected height, width > 0 and 1, 3 or 4 channels, got " + std::to_string(height) + "x" +
-                             std::to_string(width) + "x" + std::to_string(channels));
+      throw disseg::BadInput("disseg_segment: expected height, width > 0 and 1, 3 or 4 channels, got " +
+                             std::to_string(height) + "x" + std::to_string(width) + "x" + std::to_string(channels));
     if (row_stride < static_cast<size_t>(width) * channels)
       throw disseg::BadInput("disseg_segment: row_stride " + std::to_string(row_stride) + " is shorter than a row of " +
                              std::to_string(width * channels) + " bytes");

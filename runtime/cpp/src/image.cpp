@@ -21,22 +21,35 @@ cv::Mat high_byte(const cv::Mat& image) {  // v >> 8, as the Python runtime (con
 
 cv::Mat to_bgr8(const cv::Mat& image, const std::string& source) {
   if (image.empty() || image.dims != 2)
-    throw BadInput(source + ": expected an H x W (x C) image, got an empty or " + std::to_string(image.dims) + "-D array");
+    throw BadInput(source + ": expected an H x W (x C) image, got an empty or " + std::to_string(image.dims) +
+                   "-D array");
   cv::Mat bytes;
   switch (image.depth()) {
-    case CV_8U: bytes = image; break;
-    case CV_16U: bytes = high_byte(image); break;
+    case CV_8U:
+      bytes = image;
+      break;
+    case CV_16U:
+      bytes = high_byte(image);
+      break;
     case CV_32F:
-    case CV_64F: image.convertTo(bytes, CV_8U, 255.0, 0.0); break;  // saturating, rounded: clip(v*255 + 0.5)
+    case CV_64F:
+      image.convertTo(bytes, CV_8U, 255.0, 0.0);
+      break;  // saturating, rounded: clip(v*255 + 0.5)
     default:
-      throw BadInput(source + ": expected uint8, uint16 or float pixels, got OpenCV depth " + std::to_string(image.depth()) +
-                     "; convert the image to 8-bit");
+      throw BadInput(source + ": expected uint8, uint16 or float pixels, got OpenCV depth " +
+                     std::to_string(image.depth()) + "; convert the image to 8-bit");
   }
   cv::Mat bgr;
   switch (bytes.channels()) {
-    case 1: cv::cvtColor(bytes, bgr, cv::COLOR_GRAY2BGR); break;
-    case 3: bgr = bytes.isContinuous() ? bytes : bytes.clone(); break;
-    case 4: cv::cvtColor(bytes, bgr, cv::COLOR_BGRA2BGR); break;
+    case 1:
+      cv::cvtColor(bytes, bgr, cv::COLOR_GRAY2BGR);
+      break;
+    case 3:
+      bgr = bytes.isContinuous() ? bytes : bytes.clone();
+      break;
+    case 4:
+      cv::cvtColor(bytes, bgr, cv::COLOR_BGRA2BGR);
+      break;
     default:
       throw BadInput(source + ": expected 1, 3 or 4 channels, got " + std::to_string(bytes.channels()) +
                      "; save it as RGB or grayscale");

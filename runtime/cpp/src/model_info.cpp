@@ -42,8 +42,12 @@ class ProtoReader {
     f.varint = 0;
     f.bytes = {};
     switch (f.wire) {
-      case 0: f.varint = varint(); break;
-      case 1: skip(8); break;
+      case 0:
+        f.varint = varint();
+        break;
+      case 1:
+        skip(8);
+        break;
       case 2: {
         std::uint64_t n = varint();
         need(n);
@@ -51,8 +55,11 @@ class ProtoReader {
         pos_ += n;
         break;
       }
-      case 5: skip(4); break;
-      default: throw std::invalid_argument("unsupported protobuf wire type " + std::to_string(f.wire));
+      case 5:
+        skip(4);
+        break;
+      default:
+        throw std::invalid_argument("unsupported protobuf wire type " + std::to_string(f.wire));
     }
     return true;
   }
@@ -71,7 +78,10 @@ class ProtoReader {
   void need(std::uint64_t n) {
     if (n > buf_.size() - pos_) throw std::invalid_argument("truncated protobuf message");
   }
-  void skip(std::uint64_t n) { need(n); pos_ += n; }
+  void skip(std::uint64_t n) {
+    need(n);
+    pos_ += n;
+  }
   std::string_view buf_;
   std::size_t pos_ = 0;
 };
@@ -122,14 +132,16 @@ std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {
 
 ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& props, const std::string& source) {
   if (!props.count(std::string(kPrefix) + "schema"))
-    throw ModelFileError(source + " is not a disseg model (no 'disseg.schema' metadata); export one with: dis-export CKPT --iters 3");
+    throw ModelFileError(
+        source + " is not a disseg model (no 'disseg.schema' metadata); export one with: dis-export CKPT --iters 3");
   json v = json::object();
   for (const auto& [key, text] : props) {
     if (key.rfind(kPrefix, 0) != 0) continue;
     try {
       v[key.substr(std::char_traits<char>::length(kPrefix))] = json::parse(text);
     } catch (const json::parse_error& err) {
-      throw ModelFileError(source + " has corrupt disseg metadata (" + key + ": " + err.what() + "); re-export it with dis-export");
+      throw ModelFileError(source + " has corrupt disseg metadata (" + key + ": " + err.what() +
+                           "); re-export it with dis-export");
     }
   }
   ModelInfo info;
@@ -144,8 +156,10 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   info.batch = batch.is_number_integer() ? batch.get<int>() : 0;  // "dynamic"
   info.class_names = take<std::vector<std::string>>(v, "class_names", source);
   for (const auto& rgb : take<std::vector<std::vector<int>>>(v, "palette", source)) {
-    if (rgb.size() != 3) throw ModelFileError(source + ": palette entries must be [r, g, b]; re-export it with dis-export");
-    info.palette.push_back({static_cast<std::uint8_t>(rgb[0]), static_cast<std::uint8_t>(rgb[1]), static_cast<std::uint8_t>(rgb[2])});
+    if (rgb.size() != 3)
+      throw ModelFileError(source + ": palette entries must be [r, g, b]; re-export it with dis-export");
+    info.palette.push_back(
+        {static_cast<std::uint8_t>(rgb[0]), static_cast<std::uint8_t>(rgb[1]), static_cast<std::uint8_t>(rgb[2])});
   }
   info.iterations = take<int>(v, "iterations", source);
   info.step_size = take<double>(v, "step_size", source);
@@ -159,18 +173,21 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   info.color_order = take_or<std::string>(v, "color_order", "BGR", source);
   info.checkpoint_sha256 = take_or<std::string>(v, "checkpoint_sha256", "", source);
   info.onnx_sha256 = take_or<std::string>(v, "onnx_sha256", "", source);
-  if (v.contains("extra") && v["extra"].is_object() && v["extra"].contains("engine") && v["extra"]["engine"].is_object()) {
+  if (v.contains("extra") && v["extra"].is_object() && v["extra"].contains("engine") &&
+      v["extra"]["engine"].is_object()) {
     const json& e = v["extra"]["engine"];
     const bool ahead_of_time = e.contains("gpu_name") && e["gpu_name"].is_null();
     info.engine = EngineFacts{take<std::string>(e, "tensorrt_version", source),
                               ahead_of_time ? std::string() : take<std::string>(e, "gpu_name", source),
-                              take<std::string>(e, "compute_capability", source), take_or<std::string>(e, "flavour", "tensorrt", source),
-                              std::nullopt};
+                              take<std::string>(e, "compute_capability", source),
+                              take_or<std::string>(e, "flavour", "tensorrt", source), std::nullopt};
     if (e.contains("dla_core") && !e["dla_core"].is_null()) info.engine->dla_core = take<int>(e, "dla_core", source);
   }
-  if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 || info.input_width <= 0)
-    throw ModelFileError(source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
-  if (!info.has_output("labels"))
+  if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 ||
+      info.input_width <= 0)
+    throw ModelFileError(
+        source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
+  if (!info.has_output(kLabels))
     throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
   return info;
 }
@@ -216,11 +233,13 @@ std::string short_version(const std::string& version) {
 std::optional<std::string> engine_mismatch(const ModelInfo& info, const EngineFacts& here) {
   if (!info.engine) return std::string("its sidecar has no engine facts");
   const EngineFacts& built = *info.engine;
-  if (built.flavour != here.flavour) return "engine was built with " + built.flavour + "; this machine runs " + here.flavour;
-  const std::string built_version = short_version(built.tensorrt_version), here_version = short_version(here.tensorrt_version);
+  if (built.flavour != here.flavour)
+    return "engine was built with " + built.flavour + "; this machine runs " + here.flavour;
+  const std::string built_version = short_version(built.tensorrt_version),
+                    here_version = short_version(here.tensorrt_version);
   if (built_version != here_version || built.compute_capability != here.compute_capability)
-    return "engine was built for TensorRT " + built_version + " on sm_" + built.compute_capability + "; this machine has " +
-           here_version + " on sm_" + here.compute_capability;
+    return "engine was built for TensorRT " + built_version + " on sm_" + built.compute_capability +
+           "; this machine has " + here_version + " on sm_" + here.compute_capability;
   if (!built.gpu_name.empty() && built.gpu_name != here.gpu_name)
     return "engine was built on " + built.gpu_name + ", this GPU is " + here.gpu_name;
   return std::nullopt;

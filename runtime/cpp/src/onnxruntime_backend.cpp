@@ -24,7 +24,8 @@ class OnnxRuntimeBackend final : public Backend {
     try {
       session_ = std::make_unique<Ort::Session>(environment(), path.c_str(), options);
     } catch (const Ort::Exception& err) {
-      throw ModelFileError(path + ": ONNX Runtime cannot load it (" + first_line(err.what()) + "); re-export it with dis-export");
+      throw ModelFileError(path + ": ONNX Runtime cannot load it (" + first_line(err.what()) +
+                           "); re-export it with dis-export");
     }
     Ort::AllocatorWithDefaultOptions allocator;
     bool found = false;
@@ -37,15 +38,17 @@ class OnnxRuntimeBackend final : public Backend {
               shape_[1] == info.input_height && shape_[2] == info.input_width && shape_[3] == 3;
     }
     if (!found)
-      throw ModelFileError(path + ": its graph has no uint8 input '" + info.input_name + "' of N x " + std::to_string(info.input_height) +
-                           " x " + std::to_string(info.input_width) + " x 3 as its metadata says; re-export it with dis-export");
+      throw ModelFileError(path + ": its graph has no uint8 input '" + info.input_name + "' of N x " +
+                           std::to_string(info.input_height) + " x " + std::to_string(info.input_width) +
+                           " x 3 as its metadata says; re-export it with dis-export");
     for (std::size_t i = 0; i < session_->GetOutputCount(); ++i) {
       std::string name = session_->GetOutputNameAllocated(i, allocator).get();
-      const bool float_tags = name == "tags" && session_->GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType() ==
-                                                    ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-      if (name == "labels" || float_tags) output_names_.push_back(name);
+      const bool float_tags =
+          name == kTags && session_->GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType() ==
+                               ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      if (name == kLabels || float_tags) output_names_.push_back(name);
     }
-    if (std::find(output_names_.begin(), output_names_.end(), "labels") == output_names_.end())
+    if (std::find(output_names_.begin(), output_names_.end(), kLabels) == output_names_.end())
       throw ModelFileError(path + ": its graph has no 'labels' output; re-export it with dis-export");
   }
 
@@ -57,7 +60,8 @@ class OnnxRuntimeBackend final : public Backend {
     const std::size_t count = static_cast<std::size_t>(n) * info_.input_height * info_.input_width * 3;
     auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     // ONNX Runtime does not write inputs; its API takes a non-const pointer.
-    Ort::Value input = Ort::Value::CreateTensor<std::uint8_t>(memory, const_cast<std::uint8_t*>(images), count, shape.data(), shape.size());
+    Ort::Value input = Ort::Value::CreateTensor<std::uint8_t>(memory, const_cast<std::uint8_t*>(images), count,
+                                                              shape.data(), shape.size());
     const char* input_name = info_.input_name.c_str();
     std::vector<const char*> names;
     for (const auto& s : output_names_) names.push_back(s.c_str());
@@ -71,13 +75,14 @@ class OnnxRuntimeBackend final : public Backend {
     for (std::size_t k = 0; k < names.size(); ++k) {
       auto info = values[k].GetTensorTypeAndShapeInfo();
       auto dims = info.GetShape();
-      if (output_names_[k] == "labels") {
+      if (output_names_[k] == kLabels) {
         const int type = info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 ? CV_8U : CV_32S;
         const std::size_t plane = static_cast<std::size_t>(dims[1]) * dims[2] * (type == CV_8U ? 1 : 4);
         const auto* base = static_cast<const std::uint8_t*>(values[k].GetTensorRawData());
         for (int i = 0; i < n; ++i)
           out.labels.push_back(cv::Mat(static_cast<int>(dims[1]), static_cast<int>(dims[2]), type,
-                                       const_cast<std::uint8_t*>(base) + plane * i).clone());
+                                       const_cast<std::uint8_t*>(base) + plane * i)
+                                   .clone());
       } else {
         const float* base = values[k].GetTensorData<float>();
         const std::size_t classes = static_cast<std::size_t>(dims[1]);

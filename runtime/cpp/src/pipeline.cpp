@@ -62,8 +62,8 @@ struct Done {
 
 // Reads frames into `inbox` until the source ends, `max_frames` or `stop`; a looped file source is reopened at its
 // end and its frames numbered on (one numbering across the passes, as the Python runtime).
-void read_frames(std::unique_ptr<Source>& source, const SourceSpec& spec, const PipelineOptions& options, BoundedQueue<Frame>& inbox,
-                 Counters& counters, const std::atomic<bool>& stop) {
+void read_frames(std::unique_ptr<Source>& source, const SourceSpec& spec, const PipelineOptions& options,
+                 BoundedQueue<Frame>& inbox, Counters& counters, const std::atomic<bool>& stop) {
   int read = 0, loops = options.loops;
   Frame frame;
   while (!stop && (options.max_frames == 0 || read < options.max_frames)) {
@@ -85,7 +85,8 @@ void read_frames(std::unique_ptr<Source>& source, const SourceSpec& spec, const 
 }
 
 // Renders and writes what was segmented; sets `stop` when the window is closed.
-void write_frames(Segmenter& seg, const Sinks& sinks, const RenderOptions& options, BoundedQueue<Done>& outbox, std::atomic<bool>& stop) {
+void write_frames(Segmenter& seg, const Sinks& sinks, const RenderOptions& options, BoundedQueue<Done>& outbox,
+                  std::atomic<bool>& stop) {
   Done done;
   while (outbox.pop(done)) {
     if (sinks.masks) sinks.masks->write(done.frame.name, done.result.labels);
@@ -101,8 +102,8 @@ void write_frames(Segmenter& seg, const Sinks& sinks, const RenderOptions& optio
 
 }  // namespace
 
-Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options, Stats& stats,
-                      std::atomic<bool>& stop) {
+Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
+                      Stats& stats, std::atomic<bool>& stop) {
   std::unique_ptr<Source> source = open_source(spec, &stop);
   Counters counters;
   if (sinks.video && spec.video) sinks.video->set_fps(source->fps());  // a video file keeps its frame rate

@@ -31,13 +31,17 @@ std::unique_ptr<Backend> open_backend(const std::string& path, const ModelInfo& 
     throw BadInput("unknown backend '" + kind + "'; choose from auto, onnxruntime, tensorrt");
   const bool is_onnx = ends_with(path, ".onnx");
   if (!is_onnx) {  // an engine: it must fit this TensorRT and GPU exactly
-    if (kind == "onnxruntime") throw BadInput(path + " is a TensorRT engine; ONNX Runtime needs the .onnx it was built from");
+    if (kind == "onnxruntime")
+      throw BadInput(path + " is a TensorRT engine; ONNX Runtime needs the .onnx it was built from");
 #ifdef DISSEG_WITH_TENSORRT
-    if (auto why = engine_mismatch(info, tensorrt_facts())) throw ModelFileError(*why + ". Rebuild: dis-export MODEL.onnx --engine");
+    if (auto why = engine_mismatch(info, tensorrt_facts()))
+      throw ModelFileError(*why + ". Rebuild: dis-export MODEL.onnx --engine");
     return make_tensorrt_backend(path, info);
 #else
-    throw BadInput(path + " is a TensorRT engine but this libdisseg was built without TensorRT; rebuild it with -DTENSORRT_ROOT=... "
-                   "or run the .onnx on the onnxruntime backend");
+    throw BadInput(
+        path +
+        " is a TensorRT engine but this libdisseg was built without TensorRT; rebuild it with -DTENSORRT_ROOT=... "
+        "or run the .onnx on the onnxruntime backend");
 #endif
   }
   if (kind == "tensorrt")
@@ -47,7 +51,9 @@ std::unique_ptr<Backend> open_backend(const std::string& path, const ModelInfo& 
   return make_onnxruntime_backend(path, info, options.threads);
 #else
   (void)info;
-  throw BadInput(path + ": this libdisseg was built without ONNX Runtime; rebuild it with -DONNXRUNTIME_ROOT=... or pass a TensorRT engine");
+  throw BadInput(path +
+                 ": this libdisseg was built without ONNX Runtime; rebuild it with -DONNXRUNTIME_ROOT=... or pass a "
+                 "TensorRT engine");
 #endif
 }
 
@@ -90,7 +96,8 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames)
   std::vector<cv::Size> sizes;
   const int n = static_cast<int>(frames.size());
   const int fixed = backend_->batch(), most = backend_->max_batch();
-  const int step = fixed ? fixed : (most ? std::min(n, most) : n);  // a dynamic batch runs as given, in chunks of its maximum
+  const int step =
+      fixed ? fixed : (most ? std::min(n, most) : n);  // a dynamic batch runs as given, in chunks of its maximum
   const int padded = fixed ? (n + step - 1) / step * step : n;
   std::vector<std::uint8_t> batch(image_bytes * padded);
   for (int i = 0; i < n; ++i) {
@@ -116,8 +123,7 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames)
     if (!merged.tags.empty()) results[i].tags = merged.tags[i];
   }
   const auto t3 = Clock::now();
-  for (auto& r : results)
-    r.timings = {ms_between(t0, t1) / n, ms_between(t1, t2) / n, ms_between(t2, t3) / n};
+  for (auto& r : results) r.timings = {ms_between(t0, t1) / n, ms_between(t1, t2) / n, ms_between(t2, t3) / n};
   return results;
 }
 
@@ -141,8 +147,9 @@ cv::Mat Segmenter::colorize(const cv::Mat& labels) const {
 cv::Mat Segmenter::overlay(const cv::Mat& frame, const Result& result, double alpha) const {
   cv::Mat bgr = to_bgr8(frame);
   if (bgr.size() != result.labels.size())
-    throw BadInput("overlay: frame is " + std::to_string(bgr.cols) + "x" + std::to_string(bgr.rows) + " but the labels are " +
-                   std::to_string(result.labels.cols) + "x" + std::to_string(result.labels.rows) + "; pass the frame that was segmented");
+    throw BadInput("overlay: frame is " + std::to_string(bgr.cols) + "x" + std::to_string(bgr.rows) +
+                   " but the labels are " + std::to_string(result.labels.cols) + "x" +
+                   std::to_string(result.labels.rows) + "; pass the frame that was segmented");
   cv::Mat blended;
   cv::addWeighted(bgr, 1 - alpha, colorize(result.labels), alpha, 0, blended);
   cv::Mat shown = bgr.clone();

@@ -3,10 +3,10 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <png.h>
 #include <opencv2/highgui.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
-#include <png.h>
 
 #include "disseg/io.hpp"
 
@@ -26,7 +26,8 @@ VideoSink::VideoSink(const std::string& path_arg, double fps) : impl_(std::make_
   const fs::path path(path_arg);
   std::string ext = path.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-  if (ext != ".mp4" && ext != ".avi" && ext != ".mkv") throw BadInput("--output " + path_arg + ": expected a .mp4, .avi or .mkv file");
+  if (ext != ".mp4" && ext != ".avi" && ext != ".mkv")
+    throw BadInput("--output " + path_arg + ": expected a .mp4, .avi or .mkv file");
   if (path.has_parent_path()) fs::create_directories(path.parent_path());
   impl_->path = path;
   impl_->tmp = path.parent_path() / ("." + path.stem().string() + ".partial" + path.extension().string());
@@ -44,7 +45,8 @@ VideoSink::~VideoSink() {
 void VideoSink::write(const cv::Mat& image) {
   Impl& v = *impl_;
   if (!v.writer.isOpened()) {
-    const int fourcc = v.mp4 ? cv::VideoWriter::fourcc('m', 'p', '4', 'v') : cv::VideoWriter::fourcc('M', 'J', 'P', 'G');
+    const int fourcc =
+        v.mp4 ? cv::VideoWriter::fourcc('m', 'p', '4', 'v') : cv::VideoWriter::fourcc('M', 'J', 'P', 'G');
     if (!v.writer.open(v.tmp.string(), fourcc, v.fps, image.size()))
       throw BadInput("--output " + v.path.string() + ": OpenCV cannot write this video format here");
   }
@@ -73,8 +75,8 @@ bool write_palette_png(const fs::path& path, const cv::Mat& labels, const std::v
   bool ok = png && info && !setjmp(png_jmpbuf(png));
   if (ok) {
     png_init_io(png, file);
-    png_set_IHDR(png, info, labels.cols, labels.rows, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_IHDR(png, info, labels.cols, labels.rows, 8, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_set_PLTE(png, info, palette.data(), static_cast<int>(palette.size()));
     png_write_info(png, info);
     for (int y = 0; y < labels.rows; ++y) png_write_row(png, labels.ptr<png_byte>(y));
@@ -125,9 +127,10 @@ void draw_legend(cv::Mat& shown, const Segmenter& seg, const cv::Mat& labels, do
     if (!present[c]) continue;
     const int y = static_cast<int>((10 + 22 * row++) * scale);
     const auto& rgb = seg.info().palette[c];
-    cv::rectangle(shown, {int(8 * scale), y}, {int(26 * scale), y + int(16 * scale)}, cv::Scalar(rgb[2], rgb[1], rgb[0]), cv::FILLED);
-    cv::putText(shown, seg.class_names()[c], {int(32 * scale), y + int(14 * scale)}, cv::FONT_HERSHEY_SIMPLEX, 0.5 * scale,
-                {255, 255, 255}, 1, cv::LINE_AA);
+    cv::rectangle(shown, {int(8 * scale), y}, {int(26 * scale), y + int(16 * scale)},
+                  cv::Scalar(rgb[2], rgb[1], rgb[0]), cv::FILLED);
+    cv::putText(shown, seg.class_names()[c], {int(32 * scale), y + int(14 * scale)}, cv::FONT_HERSHEY_SIMPLEX,
+                0.5 * scale, {255, 255, 255}, 1, cv::LINE_AA);
   }
 }
 
@@ -146,8 +149,8 @@ cv::Mat render(const Segmenter& seg, const Frame& frame, const Result& r, const 
   if (options.legend) draw_legend(shown, seg, r.labels, scale);
   char text[64];
   std::snprintf(text, sizeof text, "%.1f FPS  %.1f ms", fps, r.timings.infer_ms);
-  cv::putText(shown, text, {int(8 * scale), shown.rows - int(10 * scale)}, cv::FONT_HERSHEY_SIMPLEX, 0.6 * scale, {255, 255, 255}, 1,
-              cv::LINE_AA);
+  cv::putText(shown, text, {int(8 * scale), shown.rows - int(10 * scale)}, cv::FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+              {255, 255, 255}, 1, cv::LINE_AA);
   return shown;
 }
 

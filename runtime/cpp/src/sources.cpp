@@ -32,11 +32,13 @@ class ImageSource final : public Source {
     } else {
       for (const auto& entry : fs::directory_iterator(spec)) found.push_back(entry.path().string());
     }
-    static const std::vector<std::string> suffixes{".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"};
+    static const std::vector<std::string> suffixes{".jpg",  ".jpeg", ".png", ".bmp", ".tif",
+                                                   ".tiff", ".webp", ".ppm", ".pgm"};
     for (const auto& p : found) {
       std::string ext = fs::path(p).extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-      if (fs::is_regular_file(p) && (glob || std::find(suffixes.begin(), suffixes.end(), ext) != suffixes.end())) paths_.push_back(p);
+      if (fs::is_regular_file(p) && (glob || std::find(suffixes.begin(), suffixes.end(), ext) != suffixes.end()))
+        paths_.push_back(p);
     }
     std::sort(paths_.begin(), paths_.end());
     if (paths_.empty()) throw BadInput(spec + ": no images found (looked for .jpg, .png, .bmp, .tif, .webp)");
@@ -98,7 +100,8 @@ class VideoSource final : public Source {
 // is reconnected with exponential backoff and counted, and given up after max_reconnects failures in a row.
 class LiveSource final : public Source {
  public:
-  LiveSource(std::string target, int camera, int api, std::string description, int max_reconnects, const std::atomic<bool>* stop)
+  LiveSource(std::string target, int camera, int api, std::string description, int max_reconnects,
+             const std::atomic<bool>* stop)
       : target_(std::move(target)),
         camera_(camera),
         api_(api),
@@ -106,8 +109,9 @@ class LiveSource final : public Source {
         max_reconnects_(max_reconnects),
         external_stop_(stop) {
     if (!open())
-      throw BadInput(description_ + ": cannot open it (no such device or unreachable); check the index or URL "
-                             "(list cameras with: v4l2-ctl --list-devices)");
+      throw BadInput(description_ +
+                     ": cannot open it (no such device or unreachable); check the index or URL "
+                     "(list cameras with: v4l2-ctl --list-devices)");
     fps_ = cap_.get(cv::CAP_PROP_FPS) > 0 ? cap_.get(cv::CAP_PROP_FPS) : 30.0;
     thread_ = std::thread([this] { read_loop(); });
   }
@@ -154,7 +158,8 @@ class LiveSource final : public Source {
         std::cerr << description_ << ": gave up after " << max_reconnects_ << " failed reconnects\n";
         break;
       }
-      std::cerr << description_ << " dropped; reconnecting in " << backoff << " s (reconnect " << reconnects + 1 << ")\n";
+      std::cerr << description_ << " dropped; reconnecting in " << backoff << " s (reconnect " << reconnects + 1
+                << ")\n";
       std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
       backoff = std::min(backoff * 2, 8.0);
       open();
@@ -183,11 +188,13 @@ class LiveSource final : public Source {
 
 void require_gstreamer(const std::string& what) {
   if (!gstreamer_available())
-    throw BadInput(what + " needs OpenCV built with GStreamer, and this one is not; on a Jetson link JetPack's OpenCV, "
-                           "elsewhere build OpenCV with -DWITH_GSTREAMER=ON");
+    throw BadInput(what +
+                   " needs OpenCV built with GStreamer, and this one is not; on a Jetson link JetPack's OpenCV, "
+                   "elsewhere build OpenCV with -DWITH_GSTREAMER=ON");
 }
 
-// Whether this machine's GStreamer has an element (gst-inspect-1.0 --exists, gstreamer1.0-tools); false without the tool.
+// Whether this machine's GStreamer has an element (gst-inspect-1.0 --exists, gstreamer1.0-tools); false without the
+// tool.
 bool gstreamer_element(const std::string& name) {
   const std::string command = "gst-inspect-1.0 --exists " + name + " > /dev/null 2>&1";
   return std::system(command.c_str()) == 0;
@@ -199,7 +206,8 @@ std::unique_ptr<Source> open_stream(const std::string& url, int max_reconnects, 
   const std::string description = "stream " + redact(url);
   // Only where GStreamer can build the pipeline: OpenCV 4.6 waits forever on one that lacks its source element.
   const bool hardware = gstreamer_element("nvv4l2decoder");
-  if (url.rfind("http", 0) != 0 && gstreamer_available() && gstreamer_element("rtspsrc") && (hardware || gstreamer_element("decodebin")))
+  if (url.rfind("http", 0) != 0 && gstreamer_available() && gstreamer_element("rtspsrc") &&
+      (hardware || gstreamer_element("decodebin")))
     return std::make_unique<LiveSource>(rtsp_pipeline(url, hardware), 0, cv::CAP_GSTREAMER,
                                         description + " (GStreamer)", max_reconnects, stop);
   return std::make_unique<LiveSource>(url, 0, cv::CAP_FFMPEG, description, max_reconnects, stop);
@@ -222,20 +230,24 @@ std::string redact(const std::string& url) {
   const auto at = authority.rfind('@');
   if (at == std::string::npos) return url;
   const std::string user = authority.substr(0, std::min(authority.find(':'), at));
-  return url.substr(0, start) + user + ":***@" + authority.substr(at + 1) + (slash == std::string::npos ? "" : url.substr(slash));
+  return url.substr(0, start) + user + ":***@" + authority.substr(at + 1) +
+         (slash == std::string::npos ? "" : url.substr(slash));
 }
 
 // RTSP through GStreamer: Jetson's hardware H.264 decoder where it exists, decodebin elsewhere (as dis-run).
 std::string rtsp_pipeline(const std::string& url, bool hardware_decoder) {
   return "rtspsrc location=\"" + url + "\" latency=200 ! " +
-         (hardware_decoder ? "rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! " : "decodebin ! ") +
+         (hardware_decoder ? "rtph264depay ! h264parse ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! "
+                           : "decodebin ! ") +
          "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false";
 }
 
 std::string csi_pipeline(int sensor, int width, int height, int fps) {
-  return "nvarguscamerasrc sensor-id=" + std::to_string(sensor) + " ! video/x-raw(memory:NVMM),width=" + std::to_string(width) +
-         ",height=" + std::to_string(height) + ",framerate=" + std::to_string(fps) +
-         "/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1";
+  return "nvarguscamerasrc sensor-id=" + std::to_string(sensor) +
+         " ! video/x-raw(memory:NVMM),width=" + std::to_string(width) + ",height=" + std::to_string(height) +
+         ",framerate=" + std::to_string(fps) +
+         "/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true "
+         "max-buffers=1";
 }
 
 std::unique_ptr<Source> open_source(const SourceSpec& a, const std::atomic<bool>* stop) {
@@ -250,20 +262,21 @@ std::unique_ptr<Source> open_source(const SourceSpec& a, const std::atomic<bool>
     std::string list;
     for (const auto& g : given) list += (list.empty() ? "" : ", ") + g;
     throw BadInput("give exactly one source (" + (list.empty() ? std::string("none") : list) +
-                           " given): --camera N, --video FILE, --images DIR, --rtsp URL, --gst PIPELINE or --csi N");
+                   " given): --camera N, --video FILE, --images DIR, --rtsp URL, --gst PIPELINE or --csi N");
   }
   if (a.images) return std::make_unique<ImageSource>(*a.images);
   if (a.video) return std::make_unique<VideoSource>(*a.video);
   if (a.camera)
-    return std::make_unique<LiveSource>("", *a.camera, cv::CAP_ANY, "camera " + std::to_string(*a.camera), a.max_reconnects, stop);
+    return std::make_unique<LiveSource>("", *a.camera, cv::CAP_ANY, "camera " + std::to_string(*a.camera),
+                                        a.max_reconnects, stop);
   if (a.rtsp) return open_stream(*a.rtsp, a.max_reconnects, stop);
   if (a.gst) {
     require_gstreamer("--gst");
     return std::make_unique<LiveSource>(*a.gst, 0, cv::CAP_GSTREAMER, "GStreamer pipeline", a.max_reconnects, stop);
   }
   require_gstreamer("--csi");
-  return std::make_unique<LiveSource>(csi_pipeline(*a.csi), 0, cv::CAP_GSTREAMER, "CSI camera " + std::to_string(*a.csi),
-                                      a.max_reconnects, stop);
+  return std::make_unique<LiveSource>(csi_pipeline(*a.csi), 0, cv::CAP_GSTREAMER,
+                                      "CSI camera " + std::to_string(*a.csi), a.max_reconnects, stop);
 }
 
 }  // namespace disseg

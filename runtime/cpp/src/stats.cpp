@@ -51,14 +51,29 @@ double rss_mb() {  // resident memory, from /proc (Linux, Jetson)
   return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1e6;
 }
 
-double ms_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
 
 }  // namespace
 
 const std::vector<std::string>& stats_keys() {
-  static const std::vector<std::string> keys{
-      "frames", "wall_s", "fps", "latency_ms", "frame_age_ms", "first_1000_total_ms", "last_1000_total_ms",
-      "percentiles_over_last_frames", "rss_mb", "class_area", "model", "backend", "runtime", "skipped", "reconnects", "interrupted"};
+  static const std::vector<std::string> keys{"frames",
+                                             "wall_s",
+                                             "fps",
+                                             "latency_ms",
+                                             "frame_age_ms",
+                                             "first_1000_total_ms",
+                                             "last_1000_total_ms",
+                                             "percentiles_over_last_frames",
+                                             "rss_mb",
+                                             "class_area",
+                                             "model",
+                                             "backend",
+                                             "runtime",
+                                             "skipped",
+                                             "reconnects",
+                                             "interrupted"};
   return keys;
 }
 
@@ -94,7 +109,8 @@ void Stats::add(const Frame& frame, const Result& r, Clock::time_point started) 
   const float* ranges[] = {range};
   cv::Mat hist;
   cv::calcHist(&r.labels, 1, nullptr, cv::Mat(), hist, 1, &bins, ranges);
-  for (std::size_t c = 0; c < s.class_pixels.size() && c < 256; ++c) s.class_pixels[c] += hist.at<float>(static_cast<int>(c));
+  for (std::size_t c = 0; c < s.class_pixels.size() && c < 256; ++c)
+    s.class_pixels[c] += hist.at<float>(static_cast<int>(c));
 }
 
 int Stats::frames() const { return impl_->frames; }
@@ -114,18 +130,32 @@ std::string Stats::json(const RunFacts& facts) const {
   double pixels = 0;
   for (double p : s.class_pixels) pixels += p;
   nlohmann::json area = nlohmann::json::object();
-  for (std::size_t c = 0; c < s.class_names.size(); ++c) area[s.class_names[c]] = pixels > 0 ? s.class_pixels[c] / pixels : 0.0;
+  for (std::size_t c = 0; c < s.class_names.size(); ++c)
+    area[s.class_names[c]] = pixels > 0 ? s.class_pixels[c] / pixels : 0.0;
   const nlohmann::json summary = {
-      {"frames", s.frames}, {"wall_s", wall}, {"fps", wall > 0 ? s.frames / wall : 0.0},
-      {"latency_ms", {{"preprocess_ms", percentiles(s.pre.values())}, {"infer_ms", percentiles(s.infer.values())},
-                      {"postprocess_ms", percentiles(s.post.values())}, {"total_ms", percentiles(s.total.values())}}},
+      {"frames", s.frames},
+      {"wall_s", wall},
+      {"fps", wall > 0 ? s.frames / wall : 0.0},
+      {"latency_ms",
+       {{"preprocess_ms", percentiles(s.pre.values())},
+        {"infer_ms", percentiles(s.infer.values())},
+        {"postprocess_ms", percentiles(s.post.values())},
+        {"total_ms", percentiles(s.total.values())}}},
       {"frame_age_ms", percentiles(s.frame_age.values())},
-      {"first_1000_total_ms", percentiles(s.first_totals)}, {"last_1000_total_ms", percentiles(s.total.last(1000))},
+      {"first_1000_total_ms", percentiles(s.first_totals)},
+      {"last_1000_total_ms", percentiles(s.total.last(1000))},
       {"percentiles_over_last_frames", std::min<std::size_t>(s.frames, window)},
-      {"rss_mb", {{"start", s.rss_samples.empty() ? nlohmann::json() : nlohmann::json(s.rss_samples.front())}, {"end", rss_mb()},
-                  {"samples_every_1000_frames", s.rss_samples}}},
-      {"class_area", area}, {"model", facts.model}, {"backend", facts.backend}, {"runtime", "c++"},
-      {"skipped", facts.skipped}, {"reconnects", facts.reconnects}, {"interrupted", facts.interrupted}};
+      {"rss_mb",
+       {{"start", s.rss_samples.empty() ? nlohmann::json() : nlohmann::json(s.rss_samples.front())},
+        {"end", rss_mb()},
+        {"samples_every_1000_frames", s.rss_samples}}},
+      {"class_area", area},
+      {"model", facts.model},
+      {"backend", facts.backend},
+      {"runtime", "c++"},
+      {"skipped", facts.skipped},
+      {"reconnects", facts.reconnects},
+      {"interrupted", facts.interrupted}};
   return summary.dump(2) + "\n";
 }
 

@@ -28,7 +28,9 @@ void check(cudaError_t status, const char* what) {
 struct DeviceBuffer {
   void* ptr = nullptr;
   std::size_t bytes = 0;
-  ~DeviceBuffer() { if (ptr) cudaFree(ptr); }
+  ~DeviceBuffer() {
+    if (ptr) cudaFree(ptr);
+  }
   void reserve(std::size_t n) {
     if (n <= bytes) return;
     if (ptr) cudaFree(ptr);
@@ -48,14 +50,17 @@ class TensorRTBackend final : public Backend {
     if (info.engine && info.engine->dla_core) runtime_->setDLACore(*info.engine->dla_core);  // before deserializing
 #endif
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
-    if (!engine_) throw ModelFileError(path + ": TensorRT cannot deserialize this engine; rebuild it with: dis-export MODEL.onnx --engine");
+    if (!engine_)
+      throw ModelFileError(
+          path + ": TensorRT cannot deserialize this engine; rebuild it with: dis-export MODEL.onnx --engine");
     context_.reset(engine_->createExecutionContext());
     if (!context_) throw Error(path + ": TensorRT could not create an execution context (out of GPU memory?)");
     check_types(path);
     const char* input = info.input_name.c_str();
     nvinfer1::Dims dims = engine_->getTensorShape(input);
     batch_ = dims.d[0] > 0 ? static_cast<int>(dims.d[0]) : 0;
-    max_batch_ = batch_ ? batch_ : static_cast<int>(engine_->getProfileShape(input, 0, nvinfer1::OptProfileSelector::kMAX).d[0]);
+    max_batch_ =
+        batch_ ? batch_ : static_cast<int>(engine_->getProfileShape(input, 0, nvinfer1::OptProfileSelector::kMAX).d[0]);
     check(cudaStreamCreate(&stream_), "cudaStreamCreate");
   }
   ~TensorRTBackend() override {
@@ -73,15 +78,18 @@ class TensorRTBackend final : public Backend {
     input_.reserve(in_bytes);
     labels_.reserve(label_bytes);
     if (has_tags_) tags_.reserve(sizeof(float) * n * k);
-    if (n > max_batch_) throw BadInput("batch " + std::to_string(n) + " is over this engine's maximum " + std::to_string(max_batch_));
+    if (n > max_batch_)
+      throw BadInput("batch " + std::to_string(n) + " is over this engine's maximum " + std::to_string(max_batch_));
     if (!batch_ && !context_->setInputShape(info_.input_name.c_str(), nvinfer1::Dims4{n, h, w, 3}))
-      throw Error("TensorRT refused batch " + std::to_string(n) + " (engine profile: 1.." + std::to_string(max_batch_) + ")");
+      throw Error("TensorRT refused batch " + std::to_string(n) + " (engine profile: 1.." + std::to_string(max_batch_) +
+                  ")");
     address(info_.input_name.c_str(), input_.ptr);
-    address("labels", labels_.ptr);
-    if (has_tags_) address("tags", tags_.ptr);
+    address(kLabels, labels_.ptr);
+    if (has_tags_) address(kTags, tags_.ptr);
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {  // outputs we do not read (scores) still need memory
       const char* name = engine_->getIOTensorName(i);
-      if (engine_->getTensorIOMode(name) != nvinfer1::TensorIOMode::kOUTPUT || !std::strcmp(name, "labels") || !std::strcmp(name, "tags"))
+      if (engine_->getTensorIOMode(name) != nvinfer1::TensorIOMode::kOUTPUT || !std::strcmp(name, kLabels) ||
+          !std::strcmp(name, kTags))
         continue;
       nvinfer1::Dims d = context_->getTensorShape(name);
       std::size_t count = 1;
@@ -95,7 +103,10 @@ class TensorRTBackend final : public Backend {
     std::vector<std::uint8_t> host(label_bytes);
     std::vector<float> host_tags(has_tags_ ? static_cast<std::size_t>(n) * k : 0);
     check(cudaMemcpyAsync(host.data(), labels_.ptr, label_bytes, cudaMemcpyDeviceToHost, stream_), "copy labels");
-    if (has_tags_) check(cudaMemcpyAsync(host_tags.data(), tags_.ptr, host_tags.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_), "copy tags");
+    if (has_tags_)
+      check(cudaMemcpyAsync(host_tags.data(), tags_.ptr, host_tags.size() * sizeof(float), cudaMemcpyDeviceToHost,
+                            stream_),
+            "copy tags");
     check(cudaStreamSynchronize(stream_), "synchronize");
     const std::size_t plane = label_bytes / n;
     for (int i = 0; i < n; ++i) {
@@ -111,19 +122,23 @@ class TensorRTBackend final : public Backend {
     using nvinfer1::DataType;
     const char* input = info_.input_name.c_str();
     if (engine_->getTensorShape(input).nbDims != 4 || engine_->getTensorDataType(input) != DataType::kUINT8)
-      throw ModelFileError(path + ": engine input '" + info_.input_name + "' is not N x H x W x 3 uint8; rebuild it from a dis-export ONNX");
-    const DataType labels = engine_->getTensorDataType("labels");
+      throw ModelFileError(path + ": engine input '" + info_.input_name +
+                           "' is not N x H x W x 3 uint8; rebuild it from a dis-export ONNX");
+    const DataType labels = engine_->getTensorDataType(kLabels);
     if (labels != DataType::kUINT8 && labels != DataType::kINT32)
-      throw ModelFileError(path + ": engine output 'labels' is not uint8 or int32; re-export the ONNX with this version's dis-export");
+      throw ModelFileError(
+          path + ": engine output 'labels' is not uint8 or int32; re-export the ONNX with this version's dis-export");
     labels_int32_ = labels == DataType::kINT32;
     for (int i = 0; i < engine_->getNbIOTensors(); ++i)
-      if (std::strcmp(engine_->getIOTensorName(i), "tags") == 0) has_tags_ = true;
-    if (has_tags_ && engine_->getTensorDataType("tags") != DataType::kFLOAT)
-      throw ModelFileError(path + ": engine output 'tags' is not float32; re-export the ONNX with this version's dis-export");
+      if (std::strcmp(engine_->getIOTensorName(i), kTags) == 0) has_tags_ = true;
+    if (has_tags_ && engine_->getTensorDataType(kTags) != DataType::kFLOAT)
+      throw ModelFileError(path +
+                           ": engine output 'tags' is not float32; re-export the ONNX with this version's dis-export");
   }
 
   void address(const char* name, void* ptr) {
-    if (!context_->setTensorAddress(name, ptr)) throw Error(std::string("TensorRT refused the device address of '") + name + "'");
+    if (!context_->setTensorAddress(name, ptr))
+      throw Error(std::string("TensorRT refused the device address of '") + name + "'");
   }
 
   ModelInfo info_;
@@ -147,8 +162,10 @@ EngineFacts tensorrt_facts() {
   // major.minor.patch of the library linked (getInferLibVersion: MAJOR * 10000 + MINOR * 100 + PATCH from 10.x on),
   // which is what engine_mismatch compares; Python's wheels add a build number that is not compared.
   const int v = getInferLibVersion();
-  const std::string version = std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
-  return {version, props.name, std::to_string(props.major) + std::to_string(props.minor), DISSEG_TENSORRT_FLAVOUR, std::nullopt};
+  const std::string version =
+      std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+  return {version, props.name, std::to_string(props.major) + std::to_string(props.minor), DISSEG_TENSORRT_FLAVOUR,
+          std::nullopt};
 }
 
 std::unique_ptr<Backend> make_tensorrt_backend(const std::string& path, const ModelInfo& info) {

@@ -30,7 +30,8 @@ TEST(CApi, SegmentMatchesTheCppApiOnStridedFrames) {
   cv::Mat view = padded(cv::Rect(0, 0, 90, 70));
   std::vector<std::uint8_t> labels(70 * 90);
   std::vector<float> tags(k);
-  ASSERT_EQ(disseg_segment(seg, view.data, 70, 90, 3, view.step, labels.data(), tags.data()), DISSEG_OK) << disseg_last_error();
+  ASSERT_EQ(disseg_segment(seg, view.data, 70, 90, 3, view.step, labels.data(), tags.data()), DISSEG_OK)
+      << disseg_last_error();
   disseg::Segmenter cpp(test_model(), {"onnxruntime", 1});
   disseg::Result r = cpp.segment(view);
   EXPECT_EQ(cv::countNonZero(cv::Mat(70, 90, CV_8U, labels.data()) != r.labels), 0);

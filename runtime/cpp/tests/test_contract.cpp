@@ -21,9 +21,18 @@ std::map<std::string, std::string> props(json values) {
 }
 
 json minimal() {
-  return {{"schema", "disseg-model/1"}, {"input_name", "image"}, {"input_height", 64}, {"input_width", 96}, {"batch", 1},
-          {"class_names", {"background", "cat", "dog"}}, {"palette", {{0, 0, 0}, {128, 0, 0}, {0, 128, 0}}}, {"iterations", 3},
-          {"step_size", 30.0}, {"tag_weight", 0.3}, {"precision", "fp32"}, {"outputs", {"labels", "tags"}}};
+  return {{"schema", "disseg-model/1"},
+          {"input_name", "image"},
+          {"input_height", 64},
+          {"input_width", 96},
+          {"batch", 1},
+          {"class_names", {"background", "cat", "dog"}},
+          {"palette", {{0, 0, 0}, {128, 0, 0}, {0, 128, 0}}},
+          {"iterations", 3},
+          {"step_size", 30.0},
+          {"tag_weight", 0.3},
+          {"precision", "fp32"},
+          {"outputs", {"labels", "tags"}}};
 }
 
 // A protobuf varint / length-delimited field, to build ONNX-like files by hand.
@@ -36,8 +45,12 @@ std::string varint(std::uint64_t v) {
   } while (v);
   return s;
 }
-std::string field(int number, const std::string& bytes) { return varint(std::uint64_t(number) << 3 | 2) + varint(bytes.size()) + bytes; }
-std::string entry(const std::string& key, const std::string& value) { return field(14, field(1, key) + field(2, value)); }
+std::string field(int number, const std::string& bytes) {
+  return varint(std::uint64_t(number) << 3 | 2) + varint(bytes.size()) + bytes;
+}
+std::string entry(const std::string& key, const std::string& value) {
+  return field(14, field(1, key) + field(2, value));
+}
 
 }  // namespace
 
@@ -112,13 +125,18 @@ TEST(Contract, EngineSidecar) {
   EXPECT_EQ(disseg::short_version("10.13.3.9"), "10.13.3");
   EXPECT_EQ(disseg::short_version("1.7"), "1.7");
   // An ahead-of-time TensorRT for RTX engine: any GPU of its compute capability, and its DLA-less facts.
-  v["extra"] = {{"engine", {{"tensorrt_version", "1.7.1"}, {"gpu_name", nullptr}, {"compute_capability", "86"},
-                            {"flavour", "tensorrt_rtx"}, {"dla_core", nullptr}}}};
+  v["extra"] = {{"engine",
+                 {{"tensorrt_version", "1.7.1"},
+                  {"gpu_name", nullptr},
+                  {"compute_capability", "86"},
+                  {"flavour", "tensorrt_rtx"},
+                  {"dla_core", nullptr}}}};
   write_bytes(dir / "m.engine.json", json{{"disseg", v}}.dump());
   auto rtx = disseg::read_model_info((dir / "m.engine").string());
   EXPECT_TRUE(rtx.engine->gpu_name.empty());
   EXPECT_FALSE(rtx.engine->dla_core.has_value());
-  EXPECT_FALSE(disseg::engine_mismatch(rtx, {"1.7.1.116", "NVIDIA GeForce RTX 3090", "86", "tensorrt_rtx"}).has_value());
+  EXPECT_FALSE(
+      disseg::engine_mismatch(rtx, {"1.7.1.116", "NVIDIA GeForce RTX 3090", "86", "tensorrt_rtx"}).has_value());
   EXPECT_TRUE(disseg::engine_mismatch(rtx, {"1.7.1", "NVIDIA GeForce RTX 4090", "89", "tensorrt_rtx"}).has_value());
   EXPECT_TRUE(disseg::engine_mismatch(rtx, {"1.7.1", "NVIDIA GeForce RTX 3090", "86"}).has_value());
   write_bytes(dir / "m.engine.json", "{\"disseg\": ");

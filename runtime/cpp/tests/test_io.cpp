@@ -68,7 +68,7 @@ TEST(IO, PipelineWritesMasksAndStatsWithTheSharedKeys) {
   const auto counts = disseg::run_pipeline(seg, spec, {nullptr, &masks, nullptr}, options, stats, stop);
   EXPECT_EQ(stats.frames(), 8);
   EXPECT_EQ(masks.count, 8);
-  EXPECT_EQ(counts.skipped, 2);  // broken.png, once per pass
+  EXPECT_EQ(counts.skipped, 2);                                                 // broken.png, once per pass
   EXPECT_TRUE(std::filesystem::is_regular_file(out / "masks" / "000007.png"));  // looped: one numbering
   stats.write((out / "stats.json").string(), {"m.onnx", seg.backend_name(), counts.skipped, counts.reconnects, false});
   const auto written = nlohmann::json::parse(std::ifstream(out / "stats.json"));
@@ -76,7 +76,8 @@ TEST(IO, PipelineWritesMasksAndStatsWithTheSharedKeys) {
   for (const auto& item : written.items()) keys.insert(item.key());
   EXPECT_EQ(keys, std::set<std::string>(disseg::stats_keys().begin(), disseg::stats_keys().end()));
   // The one list both test suites check (tests/stats_keys.json): C++ and Python cannot drift apart.
-  const auto shared = nlohmann::json::parse(std::ifstream(DISSEG_STATS_KEYS_FILE))["keys"].get<std::vector<std::string>>();
+  const auto shared =
+      nlohmann::json::parse(std::ifstream(DISSEG_STATS_KEYS_FILE))["keys"].get<std::vector<std::string>>();
   EXPECT_EQ(keys, std::set<std::string>(shared.begin(), shared.end()));
   EXPECT_EQ(written["frames"], 8);
   EXPECT_GE(written["frame_age_ms"]["p50"].get<double>(), 0.0);

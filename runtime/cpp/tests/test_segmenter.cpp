@@ -31,7 +31,8 @@ TEST(Segmenter, LabelsAtFrameSizeForAnyFrame) {
   REQUIRE_TEST_MODEL();
   disseg::Segmenter seg(test_model(), {"onnxruntime", 1});
   EXPECT_EQ(seg.backend_name(), "onnxruntime");
-  for (auto [h, w, type] : {std::tuple{64, 64, CV_8UC3}, {1, 1, CV_8UC3}, {123, 301, CV_8UC1}, {50, 40, CV_8UC4}, {90, 70, CV_16UC3}}) {
+  for (auto [h, w, type] :
+       {std::tuple{64, 64, CV_8UC3}, {1, 1, CV_8UC3}, {123, 301, CV_8UC1}, {50, 40, CV_8UC4}, {90, 70, CV_16UC3}}) {
     cv::Mat frame(h, w, type);
     cv::randu(frame, 0, type == CV_16UC3 ? 65536 : 256);
     disseg::Result r = seg.segment(frame);
@@ -69,14 +70,16 @@ TEST(Segmenter, OverlayKeepsBackgroundAndBlendsClasses) {
   EXPECT_EQ(shown.at<cv::Vec3b>(10, 50), frame.at<cv::Vec3b>(10, 50));
   EXPECT_THROW(seg.overlay(textured(10, 10, 5), r), disseg::BadInput);
   cv::Mat colour = seg.colorize(r.labels);
-  EXPECT_EQ(colour.at<cv::Vec3b>(0, 40), cv::Vec3b(seg.info().palette[0][2], seg.info().palette[0][1], seg.info().palette[0][0]));
+  EXPECT_EQ(colour.at<cv::Vec3b>(0, 40),
+            cv::Vec3b(seg.info().palette[0][2], seg.info().palette[0][1], seg.info().palette[0][0]));
 }
 
 TEST(Segmenter, EngineWithoutTensorRTIsRefusedClearly) {
   auto dir = temp_dir("engine");
   write_bytes(dir / "m.engine", "x");
-  write_bytes(dir / "m.engine.json",
-              R"({"disseg": {"schema": "disseg-model/1", "input_name": "image", "input_height": 8, "input_width": 8, "batch": 1,
+  write_bytes(
+      dir / "m.engine.json",
+      R"({"disseg": {"schema": "disseg-model/1", "input_name": "image", "input_height": 8, "input_width": 8, "batch": 1,
                  "class_names": ["bg"], "palette": [[0, 0, 0]], "iterations": 0, "step_size": 1, "tag_weight": 0,
                  "precision": "fp32", "outputs": ["labels"], "extra": {"engine": {"tensorrt_version": "0", "gpu_name": "none",
                  "compute_capability": "0"}}}})");

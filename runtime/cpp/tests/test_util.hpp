@@ -13,10 +13,10 @@ inline std::string test_model() {
   return path ? path : "";
 }
 
-#define REQUIRE_TEST_MODEL()                                                          \
-  do {                                                                                \
-    if (test_model().empty()) GTEST_SKIP() << "DISSEG_TEST_MODEL is not set";         \
-    if (!DISSEG_HAVE_ONNXRUNTIME) GTEST_SKIP() << "built without ONNX Runtime";       \
+#define REQUIRE_TEST_MODEL()                                                    \
+  do {                                                                          \
+    if (test_model().empty()) GTEST_SKIP() << "DISSEG_TEST_MODEL is not set";   \
+    if (!DISSEG_HAVE_ONNXRUNTIME) GTEST_SKIP() << "built without ONNX Runtime"; \
   } while (0)
 
 inline std::filesystem::path temp_dir(const std::string& name) {

@@ -24,18 +24,19 @@ typedef struct disseg_segmenter disseg_segmenter;
 
 typedef enum disseg_status {
   DISSEG_OK = 0,
-  DISSEG_ERROR = 1,      /* an unexpected failure inside a backend */
-  DISSEG_BAD_INPUT = 2,  /* an argument, frame or model file the runtime cannot take */
+  DISSEG_ERROR = 1,     /* an unexpected failure inside a backend */
+  DISSEG_BAD_INPUT = 2, /* an argument, frame or model file the runtime cannot take */
 } disseg_status;
 
 /* backend: "auto", "onnxruntime" or "tensorrt" (NULL: auto). threads: ONNX Runtime CPU threads, 0 = all. */
-DISSEG_API disseg_status disseg_create(const char* model_path, const char* backend, int threads, disseg_segmenter** out);
+DISSEG_API disseg_status disseg_create(const char* model_path, const char* backend, int threads,
+                                       disseg_segmenter** out);
 
 /* pixels: height rows of row_stride bytes, channels 1 (gray), 3 (BGR) or 4 (BGRA), 8-bit.
  * labels: height*width bytes, written with class indices at the frame's size.
  * tags: NULL, or room for disseg_num_classes() floats (zeros when the model has no tags output). */
-DISSEG_API disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width, int channels,
-                                        size_t row_stride, uint8_t* labels, float* tags);
+DISSEG_API disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width,
+                                        int channels, size_t row_stride, uint8_t* labels, float* tags);
 
 DISSEG_API int disseg_num_classes(const disseg_segmenter* seg);
 DISSEG_API const char* disseg_class_name(const disseg_segmenter* seg, int index); /* NULL when out of range */

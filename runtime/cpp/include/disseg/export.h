@@ -2,12 +2,12 @@
 #ifndef DISSEG_EXPORT_H
 #define DISSEG_EXPORT_H
 #if defined(_WIN32)
-#  ifdef DISSEG_BUILDING
-#    define DISSEG_API __declspec(dllexport)
-#  else
-#    define DISSEG_API __declspec(dllimport)
-#  endif
+#ifdef DISSEG_BUILDING
+#define DISSEG_API __declspec(dllexport)
 #else
-#  define DISSEG_API __attribute__((visibility("default")))
+#define DISSEG_API __declspec(dllimport)
+#endif
+#else
+#define DISSEG_API __attribute__((visibility("default")))
 #endif
 #endif

@@ -113,7 +113,8 @@ struct RenderOptions {
 };
 
 // The frame as shown: the view, a legend of the classes present and an FPS/latency line.
-DISSEG_API cv::Mat render(const Segmenter& seg, const Frame& frame, const Result& result, const RenderOptions& options, double fps);
+DISSEG_API cv::Mat render(const Segmenter& seg, const Frame& frame, const Result& result, const RenderOptions& options,
+                          double fps);
 
 // What a run adds to its stats file beside the figures.
 struct RunFacts {
@@ -132,10 +133,10 @@ class DISSEG_API Stats {
   Stats(Stats&&) noexcept;
   void add(const Frame& frame, const Result& result, Clock::time_point started);  // started: before segment()
   int frames() const;
-  double wall_s() const;        // seconds since construction
-  double fps() const;           // frames per second since construction
-  double total_p50_ms() const;  // median per-frame latency over the window
-  std::string json(const RunFacts& facts) const;                    // the stats file's text; keys: stats_keys()
+  double wall_s() const;                                             // seconds since construction
+  double fps() const;                                                // frames per second since construction
+  double total_p50_ms() const;                                       // median per-frame latency over the window
+  std::string json(const RunFacts& facts) const;                     // the stats file's text; keys: stats_keys()
   void write(const std::string& path, const RunFacts& facts) const;  // atomically
 
  private:
@@ -166,7 +167,7 @@ struct Counters {
 // threads; a live source waits at one frame and keeps the newest, a file source never runs more than 8 frames
 // ahead. Returns when the source ends, max_frames is reached, `stop` is set (set it from a SIGINT handler) or
 // the window closes; every frame counted is written before it returns. A source or sink error is rethrown.
-DISSEG_API Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
-                                 Stats& stats, std::atomic<bool>& stop);
+DISSEG_API Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks,
+                                 const PipelineOptions& options, Stats& stats, std::atomic<bool>& stop);
 
 }  // namespace disseg

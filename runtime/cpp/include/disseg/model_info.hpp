@@ -15,6 +15,11 @@
 namespace disseg {
 
 inline constexpr const char* kSchema = "disseg-model/1";
+// The tensor names of the contract (runtime/contract.py INPUT, LABELS, SCORES, TAGS).
+inline constexpr const char* kInput = "image";
+inline constexpr const char* kLabels = "labels";
+inline constexpr const char* kScores = "scores";
+inline constexpr const char* kTags = "tags";
 
 // Every failure the library reports is one of these, with a one-line message saying what was wrong,
 // what was expected and how to fix it (the Python runtime's wording).
@@ -31,12 +36,12 @@ class DISSEG_API BadInput : public Error {  // a frame, option or source the run
   using Error::Error;
 };
 
-struct EngineFacts {  // what makes a TensorRT engine valid on one TensorRT version and GPU only
-  std::string tensorrt_version;     // compared on major.minor.patch
-  std::string gpu_name;             // empty: built ahead of time (TensorRT for RTX) for any GPU of this compute capability
-  std::string compute_capability;   // "87" for sm_87
+struct EngineFacts {             // what makes a TensorRT engine valid on one TensorRT version and GPU only
+  std::string tensorrt_version;  // compared on major.minor.patch
+  std::string gpu_name;          // empty: built ahead of time (TensorRT for RTX) for any GPU of this compute capability
+  std::string compute_capability;    // "87" for sm_87
   std::string flavour = "tensorrt";  // or "tensorrt_rtx"
-  std::optional<int> dla_core;      // the DLA core the engine was built for (Jetson)
+  std::optional<int> dla_core;       // the DLA core the engine was built for (Jetson)
 };
 
 // "10.3.0.30" -> "10.3.0": Python's wheels and the C++ headers agree on major.minor.patch only.
