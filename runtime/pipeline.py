@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import resource
 import signal
@@ -117,11 +118,11 @@ def _writer(
     video: VideoSink | None,
     masks: MaskSink | None,
     window: WindowSink | None,
-    view: str,
-    alpha: float,
-    legend: bool,
     stop: threading.Event,
     errors: list,
+    view: str = "overlay",
+    alpha: float = 0.5,
+    legend: bool = True,
 ) -> None:
     try:
         while (item := outputs.get()) is not _END:
@@ -153,40 +154,11 @@ def _next(frames: queue.Queue, stop: threading.Event):
     return _END
 
 
-def run(
-    seg: Segmenter,
-    source: Source,
-    *,
-    video: VideoSink | None = None,
-    masks: MaskSink | None = None,
-    window: WindowSink | None = None,
-    view: str = "overlay",
-    alpha: float = 0.5,
-    legend: bool = True,
-    max_frames: int | None = None,
-    stats: Stats | None = None,
-) -> Stats:
-    """Segment every frame of `source` into the sinks, adding to `stats` (pass one in to keep what was
-    counted when Ctrl-C interrupts). Ctrl-C stops cleanly: the sinks are flushed and closed."""
-    stats = stats if stats is not None else Stats(seg.class_names)
-    stop = threading.Event()
-    # Bounded: a file never runs ahead of inference; a live source waits at one frame and keeps
-    # replacing it with the newest, so lag never grows.
-    frames: queue.Queue = queue.Queue(maxsize=1 if source.live else 8)
-    outputs: queue.Queue = queue.Queue(maxsize=8)
-    errors: list = []
-    reader = threading.Thread(target=_reader, args=(source, frames, stop, max_frames), daemon=True)
-    writer = threading.Thread(
-        target=_writer,
-        args=(seg, outputs),
-        daemon=True,
-        kwargs=dict(
-            video=video, masks=masks, window=window, view=view, alpha=alpha, legend=legend, stop=stop, errors=errors
-        ),
-    )
-    # Ctrl-C only sets `stop`: a KeyboardInterrupt raised at an arbitrary point inside a queue operation can
-    # leave a thread waiting forever (seen: 1 run in 10 under a stress test), so it is raised below, once the
-    # threads have finished.
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event):
+    """While inside, Ctrl-C only sets `stop` (and the yielded event): a KeyboardInterrupt raised at an arbitrary
+    point inside a queue operation can leave a thread waiting forever (seen: 1 run in 10 under a stress test), so
+    the caller raises it once its threads have finished."""
     interrupted = threading.Event()
 
     def on_sigint(signum, frame) -> None:
@@ -195,30 +167,68 @@ def run(
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-    reader.start()
-    writer.start()
     try:
-        while (frame := _next(frames, stop)) is not _END:
-            started = time.perf_counter()
-            result = seg(frame.image)
-            stats.add(frame, result, started)
-            elapsed = time.perf_counter() - stats.started
-            outputs.put((frame, result, stats.frames / elapsed if elapsed else None))
+        yield interrupted
     finally:
-        stop.set()
-        while reader.is_alive():  # unblock the reader if it waits on a full queue
-            try:
-                frames.get_nowait()
-            except queue.Empty:
-                reader.join(timeout=0.1)
-        outputs.put(_END)
-        writer.join()
-        for sink in (video, masks, window):
-            if sink is not None:
-                sink.close()
-        source.close()
         if in_main:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+def _drain(reader: threading.Thread, frames: queue.Queue) -> None:
+    """Unblock the reader if it waits on a full queue, until it has finished."""
+    while reader.is_alive():
+        try:
+            frames.get_nowait()
+        except queue.Empty:
+            reader.join(timeout=0.1)
+
+
+def run(
+    seg: Segmenter,
+    source: Source,
+    *,
+    video: VideoSink | None = None,
+    masks: MaskSink | None = None,
+    window: WindowSink | None = None,
+    max_frames: int | None = None,
+    stats: Stats | None = None,
+    **render,
+) -> Stats:
+    """Segment every frame of `source` into the sinks, adding to `stats` (pass one in to keep what was
+    counted when Ctrl-C interrupts); `render`: view, alpha, legend (sinks.render). Ctrl-C stops cleanly: the
+    sinks are flushed and closed."""
+    stats = stats if stats is not None else Stats(seg.class_names)
+    stop = threading.Event()
+    # Bounded: a file never runs ahead of inference; a live source waits at one frame and keeps
+    # replacing it with the newest, so lag never grows.
+    frames: queue.Queue = queue.Queue(maxsize=1 if source.live else 8)
+    outputs: queue.Queue = queue.Queue(maxsize=8)
+    errors: list = []
+    sinks = dict(video=video, masks=masks, window=window)
+    reader = threading.Thread(target=_reader, args=(source, frames, stop, max_frames), daemon=True)
+    writer = threading.Thread(
+        target=_writer, args=(seg, outputs), kwargs=dict(**sinks, **render, stop=stop, errors=errors)
+    )
+    writer.daemon = True
+    with _ctrl_c_sets(stop) as interrupted:
+        reader.start()
+        writer.start()
+        try:
+            while (frame := _next(frames, stop)) is not _END:
+                started = time.perf_counter()
+                result = seg(frame.image)
+                stats.add(frame, result, started)
+                elapsed = time.perf_counter() - stats.started
+                outputs.put((frame, result, stats.frames / elapsed if elapsed else None))
+        finally:
+            stop.set()
+            _drain(reader, frames)
+            outputs.put(_END)
+            writer.join()
+            for sink in (video, masks, window):
+                if sink is not None:
+                    sink.close()
+            source.close()
     if interrupted.is_set():
         raise KeyboardInterrupt
     if errors:
