@@ -88,6 +88,13 @@ def synth(out: Path, preset, seed, **counts) -> None:
     "--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt"
 )
 @click.option(
+    "--train-through",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="take the training loss after this many refinement steps, backpropagated through them",
+)
+@click.option(
     "--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha"
 )
 @click.option(

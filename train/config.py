@@ -30,6 +30,9 @@ class DISConfig:
     tag_weight: float = 0.3
     iters_train: int = 5  # refinement steps that make stage-2 pseudo labels
     iters_test: int = 0  # refinement steps at test time (the exported default)
+    # The training loss taken after this many refinement steps, backpropagated through them (0: on the backbone's
+    # features, as the paper). Trains the heads for the features they will see at t_test = train_through.
+    train_through: int = 0
     tag_gate: str = (
         "none"  # how tags gate the labelmap: multiply (y = u3 * sigmoid(v3)), log (u3 + log sigmoid(v3)), none
     )

@@ -132,6 +132,8 @@ LOSS_TERMS = ("ce", "tag_bce", "image_mse")
 def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """The loss terms, unweighted, as one tensor (LOSS_TERMS order); `weighted` sums them."""
     u1, v1, image_small = model.features(model.normalize(x))
+    if model.cfg.train_through:  # differentiable: refine is plain ops on the model's own weights
+        u1, v1 = refine(model, u1, v1, image_small, steps=model.cfg.train_through, step_size=model.cfg.step_size)
     h = model.heads(u1, v1)
     logits = F.interpolate(h.u3, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     # Per-image mean over valid pixels, then mean over images: every image weighs the same, and the
