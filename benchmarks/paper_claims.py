@@ -288,6 +288,24 @@ def plot(figures: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def samples(data: Path, path: Path, count: int = 6) -> None:
+    """A picture of the first labelled images of a data set, each beside its mask in the palette."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from disseg.runtime.palette import voc_palette
+
+    palette = voc_palette(256)[:, ::-1]  # BGR
+    tiles = []
+    for i in range(count):
+        image = cv2.imread(str(data / "JPEGImages" / f"train_{i:05d}.jpg"))
+        mask = np.array(Image.open(data / "SegmentationClass" / f"train_{i:05d}.png"))
+        tiles.append(np.hstack([image, palette[mask], np.full((image.shape[0], 4, 3), 255, np.uint8)]))
+    half = count // 2
+    cv2.imwrite(str(path), np.vstack([np.hstack(tiles[:half]), np.hstack(tiles[half:])]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("runs/paper"))
@@ -323,6 +341,7 @@ def main() -> None:
     )
     Path(f"{a.out}.md").write_text(markdown(figures, seeds, budget))
     plot(figures, Path(f"{a.out}.png"))
+    samples(dirs[0] / "data", Path(f"{a.out}_samples.png"))
     print(Path(f"{a.out}.md").read_text())
 
 

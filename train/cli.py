@@ -10,7 +10,7 @@ from disseg.runtime.choices import BACKENDS
 from disseg.runtime.cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from disseg.runtime.errors import BadInput
 
-from .config import BACKBONES, TAG_GATES
+from .config import BACKBONES, RULED_OUT, TAG_GATES
 from .synth_presets import PRESET_DEFAULTS, PRESETS
 
 
@@ -86,6 +86,13 @@ def synth(out: Path, preset, seed, **counts) -> None:
 )
 @click.option(
     "--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt"
+)
+@click.option(
+    "--pseudo-ruled-out",
+    default="ignore",
+    show_default=True,
+    type=click.Choice(RULED_OUT),
+    help="stage 2: a pixel whose class the cleaned tags rule out is ignored, or relabelled with the best allowed class",
 )
 @click.option(
     "--train-through",

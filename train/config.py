@@ -8,6 +8,7 @@ from typing import Any
 from disseg.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
 
 TAG_GATES = ("multiply", "log", "none")
+RULED_OUT = ("ignore", "relabel")  # what stage 2 does with a pseudo-label pixel whose class the cleaned tags rule out
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
 
 
@@ -25,6 +26,9 @@ class DISConfig:
     lambda_image: float = 1.0
     weak_weight: float = 1.0  # weight of the weak (tag-only) images' loss in stage 2
     pseudo_threshold: float = 0.0  # stage-2 pseudo-label pixels whose class probability is below this are ignored
+    # A pseudo-label pixel whose best class the cleaned tags rule out: ignored, or relabelled with the best class
+    # the tags allow (background always allowed): the tags then choose between look-alike classes.
+    pseudo_ruled_out: str = "ignore"
     # Refinement: E = 1/2 ||z3 - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K with tags), N = 3 h w
     step_size: float = 30.0
     tag_weight: float = 0.3
@@ -94,6 +98,8 @@ class DISConfig:
             raise ValueError("mobilenet_v3_large has output stride 16; pass --output-stride 16")
         if not 2 <= self.stages <= 4:
             raise ValueError(f"stages must be 2, 3 or 4, got {self.stages}")
+        if self.pseudo_ruled_out not in RULED_OUT:
+            raise ValueError(f"pseudo_ruled_out must be one of {', '.join(RULED_OUT)}, got {self.pseudo_ruled_out!r}")
         if self.tag_gate not in TAG_GATES:
             raise ValueError(f"tag_gate must be one of {', '.join(TAG_GATES)}, got {self.tag_gate!r}")
         if self.num_classes < 2:

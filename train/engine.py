@@ -153,9 +153,10 @@ def weighted(cfg, terms: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage-2 targets for tag-only images: (pseudo labelmap, cleaned tags) after iters_train refinement
-    steps with the noisy tags in the energy. Pixels whose class the cleaned tags rule out (background
-    excepted) are ignored rather than relabelled, and so are pixels less confident than pseudo_threshold.
-    Made by the current model in eval mode, so they never touch the batch-norm statistics."""
+    steps with the noisy tags in the energy. Pixels whose best class the cleaned tags rule out (background
+    excepted) are ignored, or with pseudo_ruled_out="relabel" take the best class the tags allow; pixels less
+    confident than pseudo_threshold are ignored. Made by the current model in eval mode, so they never touch
+    the batch-norm statistics."""
     cfg = model.cfg
     was_training = model.training
     model.eval()
@@ -165,10 +166,12 @@ def weak_targets(model: DIS, x: torch.Tensor, tags: torch.Tensor) -> tuple[torch
     )
     heads = model.heads(u1, v1)
     scores = upsampled_scores(cfg.replace(suppress_absent=False), heads, x.shape[2], x.shape[3])
-    confidence, labels = torch.softmax(scores, 1).max(1)
     cleaned = torch.sigmoid(heads.v3)
     present = cleaned >= 0.5
     present[:, 0] = True
+    if cfg.pseudo_ruled_out == "relabel":
+        scores = scores.masked_fill(~present[:, :, None, None], float("-inf"))
+    confidence, labels = torch.softmax(scores, 1).max(1)
     ruled_out = ~torch.gather(present, 1, labels.flatten(1)).view_as(labels)
     labels[ruled_out | (confidence < cfg.pseudo_threshold)] = 255
     model.train(was_training)

@@ -59,3 +59,19 @@ def test_train_through_takes_the_loss_after_the_steps_and_backpropagates_through
     through.zero_grad()
     terms2[0].backward()
     assert through.rec_a.weight.grad is not None and through.rec_a.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("rule,expected", [("ignore", 255), ("relabel", 1)])
+def test_a_pseudo_label_the_tags_rule_out_is_ignored_or_relabelled(rule, expected):
+    from disseg.train.engine import weak_targets
+
+    cfg = DISConfig(class_names=("bg", "ember_field", "ember_street"), stages=2, pseudo_ruled_out=rule, iters_train=0)
+    model = DIS(cfg)
+    with torch.no_grad():  # every pixel scores ember_street > ember_field > background; the tags allow ember_field
+        model.seg.weight.zero_()
+        model.seg.bias.copy_(torch.tensor([0.0, 40.0, 50.0]))
+        model.tag.weight.zero_()
+        model.tag.bias.copy_(torch.tensor([0.0, 20.0, -20.0]))
+    labels, cleaned = weak_targets(model, torch.rand(2, 3, 32, 32), torch.tensor([[0.0, 1.0, 0.0]] * 2))
+    assert cleaned[:, 1].min() > 0.99 and cleaned[:, 2].max() < 0.01
+    assert (labels == expected).all()
