@@ -200,23 +200,31 @@ def write_dataset(
 
 
 def write_video(
-    path: Path,
-    *,
-    frames: int = 120,
-    size: int = 256,
-    seed: int = 0,
-    fps: float = 15.0,
-    class_names: tuple[str, ...] = SYNTH_CLASSES,
-) -> None:
-    """A camera panning across a large synthetic scene drawn in the data set's class styles (same seed)."""
+    path: Path, *, frames: int = 120, size: int = 256, seed: int = 0, fps: float = 15.0, preset: str = "easy"
+):
+    """A synthetic clip in the data set's class styles (same seed): easy, a camera panning across a large scene;
+    hard, a camera drifting over one scene after another (each scene's horizon band stays at the top)."""
     rng = np.random.default_rng(seed)
-    styles = class_styles(len(class_names), rng)
     scene_rng = np.random.default_rng(seed + 10_000)
-    scene = np.vstack([np.hstack([render(size, styles, scene_rng)[0] for _ in range(2)]) for _ in range(2)])
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
-    for i in range(frames):
-        phase = i / max(1, frames - 1)
-        x = int(phase * size)
-        y = int((0.5 - 0.5 * math.cos(2 * math.pi * phase)) * size)
-        writer.write(cv2.cvtColor(np.ascontiguousarray(scene[y : y + size, x : x + size]), cv2.COLOR_RGB2BGR))
+    if preset == "hard":
+        styles = class_styles(len(HARD_GROUPS) + 1, rng)
+        shots = max(1, frames // 30)
+        scenes = [render_hard(size + size // 4, styles, scene_rng)[0] for _ in range(shots)]
+        for i in range(frames):
+            shot, phase = divmod(i * shots / max(1, frames), 1.0)
+            x = int(phase * (size // 4))
+            _write_rgb(writer, scenes[int(shot)][:size, x : x + size])
+    else:
+        styles = class_styles(len(SYNTH_CLASSES), rng)
+        scene = np.vstack([np.hstack([render(size, styles, scene_rng)[0] for _ in range(2)]) for _ in range(2)])
+        for i in range(frames):
+            phase = i / max(1, frames - 1)
+            x = int(phase * size)
+            y = int((0.5 - 0.5 * math.cos(2 * math.pi * phase)) * size)
+            _write_rgb(writer, scene[y : y + size, x : x + size])
     writer.release()
+
+
+def _write_rgb(writer: cv2.VideoWriter, rgb: np.ndarray) -> None:
+    writer.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))

@@ -1,0 +1,30 @@
+"""README's first command, `dis-demo`, end to end (its --quick sizes): a real subprocess of our command."""
+
+import json
+import re
+
+import cv2
+import pytest
+
+from tests.conftest import HAS_TORCH, run_cmd
+
+pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="dis-demo trains: needs torch")
+
+
+def test_quick_demo_trains_compares_exports_and_renders(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_cmd("dis-demo", str(out), "--quick", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (out / "report.md").read_text()
+    assert "dis-data synth --preset hard" in report
+    table = re.finditer(r"^\| (stage [^|]+?) \| (.+) \|$", report, re.M)
+    rows = {m.group(1): [float(v) for v in m.group(2).split(" | ")] for m in table}
+    assert list(rows) == ["stage 1", "stage 1 continued", "stage 2 (+ tag-only images)"]
+    assert all(len(v) == 4 and all(0 <= x <= 100 for x in v) for v in rows.values())  # t = 0, 1, 3, 5
+    delta = float(re.search(r"at t=0: ([+-][0-9.]+) points", report).group(1))
+    assert delta == pytest.approx(rows["stage 2 (+ tag-only images)"][0] - rows["stage 1 continued"][0], abs=0.011)
+    assert json.loads((out / "model.parity.json").read_text())["passed"]
+    video = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 30 and int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 2 * 64
+    assert json.loads((out / "stats.json").read_text())["frames"] == 30
+    assert re.search(r"total \d+", report)
