@@ -5,7 +5,7 @@
 
 Per seed: a data set, a stage-1 model, then from it the same number of steps of (a) stage 1 continued,
 (b) stage 1 continued with the loss taken after 3 refinement steps (--train-through 3: do heads trained on
-refined features make refinement pay?) and (c) stage 2 with pseudo labels made with t_train = 0, 1, 3, 5
+refined features make refinement pay?) and (c) stage 2 with pseudo labels made with t_train = 0, 1, 3, 5, 10
 refinement steps. Every model is scored on the
 validation split at t_test = 0, 1, 3, 5 (mIoU, tag F1, confusion), the stage-1 model also on the tag-only
 split with its noisy tags in the energy (tag cleaning), and the stage-2 model at several step sizes.
@@ -23,19 +23,26 @@ import sys
 import time
 from pathlib import Path
 
-T = (0, 1, 3, 5)
+T = (0, 1, 3, 5)  # t_test, and t on the tag-only split
+T_TRAIN = (0, 1, 3, 5, 10)  # refinement steps that make stage-2 pseudo labels
 STEP_SIZES = (10, 30, 100, 300)
 TRAIN_THROUGH = 3  # explanation 2: stage 1 continued with the loss taken after 3 refinement steps
-MODELS = ("s1", "s1c", f"s1c_through{TRAIN_THROUGH}", *(f"s2_t{t}" for t in T))
-DEFAULT_T_TRAIN = 5  # the stage-2 model the headline rows use: dis-train's --iters-train default
+MODELS = ("s1", "s1c", f"s1c_through{TRAIN_THROUGH}", *(f"s2_t{t}" for t in T_TRAIN))
+DEFAULT_T_TRAIN = 10  # the stage-2 model the headline rows use: dis-train's --iters-train default
 
 
 def run(cmd: list[str], done: Path, log: Path) -> None:
-    if done.exists():
+    """Run `cmd` unless it completed before (a `.complete` marker beside `done`); a training run that was killed
+    (its last.pt written, no marker) resumes exactly where it stopped."""
+    marker = done.with_name(done.name + ".complete")
+    if marker.exists():
         return
+    if cmd[0] == "dis-train" and done.exists():
+        cmd = [*cmd, "--resume"]
     started = time.time()
     with log.open("a") as f:
         subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+    marker.touch()
     print(f"{time.time() - started:7.1f} s  {' '.join(cmd[:3])} -> {done}", flush=True)
 
 
@@ -68,7 +75,7 @@ def train_seed(work: Path, seed: int, a: argparse.Namespace) -> Path:
         through / "last.pt",
         log,
     )
-    for t in T:
+    for t in T_TRAIN:
         run(
             ["dis-train", *more, "--stage", "2", "--iters-train", str(t), "--out", str(d / f"s2_t{t}")],
             d / f"s2_t{t}" / "last.pt",
@@ -231,7 +238,7 @@ def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
         "| t_train | " + " | ".join(f"t_test={t}" for t in T) + " |",
         "|---|" + "---|" * len(T),
     ]
-    for tt in T:
+    for tt in T_TRAIN:
         lines.append(f"| {tt} | " + " | ".join(cell(f[f"s2_t{tt}.t{t}.miou"]) for t in T) + " |")
     lines += [
         "",

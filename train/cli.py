@@ -10,7 +10,7 @@ from disseg.runtime.choices import BACKENDS
 from disseg.runtime.cli_util import handle_errors, parse_int_list, setup_logging, write_json
 from disseg.runtime.errors import BadInput
 
-from .config import BACKBONES, RULED_OUT, TAG_GATES
+from .config import BACKBONES, RULED_OUT, TAG_GATES, DISConfig
 from .synth_presets import PRESET_DEFAULTS, PRESETS
 
 
@@ -79,37 +79,49 @@ def synth(out: Path, preset, seed, **counts) -> None:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="[default: 0.01 sgd, 0.001 adamw]")
 @click.option(
     "--iters-train",
-    default=5,
+    default=DISConfig.iters_train,
     show_default=True,
     type=click.IntRange(0),
     help="refinement steps for stage-2 pseudo labels",
 )
 @click.option(
-    "--iters-test", default=0, show_default=True, type=click.IntRange(0), help="refinement steps scored for best.pt"
+    "--iters-test",
+    default=DISConfig.iters_test,
+    show_default=True,
+    type=click.IntRange(0),
+    help="refinement steps scored for best.pt",
 )
 @click.option(
     "--pseudo-ruled-out",
-    default="ignore",
+    default=DISConfig.pseudo_ruled_out,
     show_default=True,
     type=click.Choice(RULED_OUT),
     help="stage 2: a pixel whose class the cleaned tags rule out is ignored, or relabelled with the best allowed class",
 )
 @click.option(
     "--train-through",
-    default=0,
+    default=DISConfig.train_through,
     show_default=True,
     type=click.IntRange(0),
     help="take the training loss after this many refinement steps, backpropagated through them",
 )
 @click.option(
-    "--step-size", default=30.0, show_default=True, type=click.FloatRange(min=0), help="refinement step size alpha"
+    "--step-size",
+    default=DISConfig.step_size,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="refinement step size alpha",
 )
 @click.option(
-    "--tag-weight", default=0.3, show_default=True, type=click.FloatRange(min=0), help="tag term weight in the energy"
+    "--tag-weight",
+    default=DISConfig.tag_weight,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="tag term weight in the energy",
 )
 @click.option(
     "--tag-gate",
-    default="none",
+    default=DISConfig.tag_gate,
     show_default=True,
     type=click.Choice(TAG_GATES),
     help="how tag probabilities gate the labelmap (multiply: the paper's u3*sigmoid(v3))",
