@@ -53,7 +53,13 @@ QUICK = {
 )
 @click.option("--epochs1", type=click.IntRange(1), help="stage-1 epochs [hard 8 x 200 steps, easy 12]")
 @click.option("--epochs2", type=click.IntRange(0), help="epochs of stage 2 and of stage 1 continued [hard 2, easy 3]")
-@click.option("--iters", default=3, show_default=True, type=click.IntRange(0), help="refinement steps exported")
+@click.option(
+    "--iters",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="refinement steps unrolled into the export (0: test-time refinement scored no gain on either preset)",
+)
 @click.option("--frames", default=150, show_default=True, type=click.IntRange(1), help="frames of the rendered video")
 @click.option("--quick", is_flag=True, help="tiny sizes, for a smoke run in about a minute")
 @handle_errors
