@@ -154,7 +154,7 @@ def test_dis_run_cpp_images_masks_equal_dis_run(cpp_build, tiny_onnx, tmp_path):
     stats = json.loads((tmp_path / "cpp.json").read_text())
     assert stats["frames"] == len(FRAMES) and stats["skipped"] == 1 and stats["runtime"] == "c++"
     assert_stats_keys(stats)
-    assert 0 <= stats["frame_age_ms"]["p50"] < 10_000
+    assert 0 <= stats["frame_age_ms"]["p50"] <= stats["wall_s"] * 1000  # waited in the queue, within the run
     assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(
         1.0, abs=1e-6
     )

@@ -45,7 +45,7 @@ def test_video_to_video_masks_and_stats(tiny_onnx, tmp_path):
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["frames"] == 12 and stats["fps"] > 0 and stats["runtime"] == "python"
     assert_stats_keys(stats)
-    assert 0 <= stats["frame_age_ms"]["p50"] < 10_000
+    assert 0 <= stats["frame_age_ms"]["p50"] <= stats["wall_s"] * 1000  # waited in the queue, within the run
     assert stats["latency_ms"]["infer_ms"]["p50"] > 0 and sum(stats["class_area"].values()) == pytest.approx(
         1.0, abs=1e-3
     )
