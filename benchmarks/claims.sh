@@ -12,11 +12,11 @@ common=(--stages 2 --size 256)
 # Few labels (the DIS setting): 25 labelled images + 400 tag-only images.
 [ -f "$W/few_s1/best.pt" ] || dis-train --data "$D" --out "$W/few_s1" "${common[@]}" --max-train 25 --epochs 30 --steps-per-epoch 10
 [ -f "$W/few_s1c/best.pt" ] || dis-train --data "$D" --out "$W/few_s1c" --stage 1 --init "$W/few_s1/best.pt" --max-train 25 --epochs 4 --steps-per-epoch 50 --lr 0.002
-[ -f "$W/few_s2/best.pt" ] || dis-train --data "$D" --out "$W/few_s2" --stage 2 --init "$W/few_s1/best.pt" --max-train 25 --epochs 4 --steps-per-epoch 50 --lr 0.002
+[ -f "$W/few_s2/best.pt" ] || dis-train --data "$D" --out "$W/few_s2" --stage 2 --init "$W/few_s1/best.pt" --max-train 25 --epochs 4 --steps-per-epoch 50 --lr 0.002 --iters-train 5
 # All 200 labelled images + the same 400 tag-only images.
 [ -f "$W/full_s1/best.pt" ] || dis-train --data "$D" --out "$W/full_s1" "${common[@]}" --epochs 15
 [ -f "$W/full_s1c/best.pt" ] || dis-train --data "$D" --out "$W/full_s1c" --stage 1 --init "$W/full_s1/best.pt" --epochs 4 --steps-per-epoch 50 --lr 0.002
-[ -f "$W/full_s2/best.pt" ] || dis-train --data "$D" --out "$W/full_s2" --stage 2 --init "$W/full_s1/best.pt" --epochs 4 --steps-per-epoch 50 --lr 0.002
+[ -f "$W/full_s2/best.pt" ] || dis-train --data "$D" --out "$W/full_s2" --stage 2 --init "$W/full_s1/best.pt" --epochs 4 --steps-per-epoch 50 --lr 0.002 --iters-train 5
 
 for run in few_s1 few_s1c few_s2 full_s1 full_s1c full_s2; do
   dis-eval "$W/$run/best.pt" --data "$D" --iters 0,1,3,5 --json "$W/$run.val.json"
