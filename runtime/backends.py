@@ -4,7 +4,12 @@ and shapes once; each backend implements `_infer`. Heavy imports stay inside the
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import io
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +99,74 @@ def ort_providers(path: Path, available: list[str], *, precision: str) -> list:
     return chosen
 
 
+# ONNX Runtime's GPU providers live in shared libraries of their own, loaded when a session asks for them.
+_PROVIDER_LIBRARIES = {
+    "TensorrtExecutionProvider": "onnxruntime_providers_tensorrt",
+    "CUDAExecutionProvider": "onnxruntime_providers_cuda",
+}
+_SHORT = {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA"}
+
+
+def cuda_fix(why: str) -> str:
+    """What to do when ONNX Runtime's CUDA provider did not start for `why`: the driver when libcuda is missing,
+    JetPack's libraries on a Jetson, pip's CUDA and cuDNN elsewhere."""
+    if "libcuda.so" in why:
+        return (
+            "no NVIDIA driver here: install one (580+ for CUDA 13), or use 'disseg[runtime]' on a machine without a GPU"
+        )
+    if Path("/etc/nv_tegra_release").is_file():
+        return "JetPack's CUDA and cuDNN are missing: sudo apt install nvidia-jetpack; dis-doctor shows the rest"
+    if "cannot open shared object" in why:
+        return (
+            "pip install 'onnxruntime-gpu[cuda,cudnn]' brings CUDA 13 and cuDNN 9 (a driver older than 580, CUDA 12: "
+            "'onnxruntime-gpu[cuda,cudnn]<1.27')"
+        )
+    return "dis-doctor shows the GPU and driver"
+
+
+@functools.cache
+def preload_gpu_libraries() -> None:
+    """CUDA and cuDNN from pip (onnxruntime-gpu[cuda,cudnn]) live in site-packages/nvidia, where the dynamic loader
+    never looks; ONNX Runtime's preload_dlls loads them before a session needs them. Skipped where torch is
+    imported (it loaded its own) or no such folder sits beside onnxruntime (system CUDA, JetPack)."""
+    import onnxruntime as ort
+
+    nvidia = Path(ort.__file__).resolve().parent.parent / "nvidia"
+    if "torch" in sys.modules or not nvidia.is_dir() or not hasattr(ort, "preload_dlls"):
+        return
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line for each library it does not find
+        try:
+            ort.preload_dlls()
+        except Exception as err:  # a failed preload leaves the provider's own load to say what is missing
+            log.debug("onnxruntime.preload_dlls: %s", err)
+
+
+def provider_load_error(provider: str) -> str:
+    """Why ONNX Runtime's `provider` did not start here: the dynamic loader's words for the library it lacks, or,
+    when its library loads, the GPU or driver."""
+    import onnxruntime as ort
+
+    name = _PROVIDER_LIBRARIES.get(provider)
+    capi = Path(ort.__file__).resolve().parent / "capi"
+    library = next((p for p in (capi / f"lib{name}.so", capi / f"{name}.dll") if p.is_file()), None) if name else None
+    if library is None:
+        return "this ONNX Runtime build does not carry it"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as err:
+        return str(err).splitlines()[0][:200]
+    return "its libraries load, but it did not start: no usable GPU or driver here?"
+
+
+def _provider_name(provider) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime with the best providers this build has (TensorRT, CUDA, CPU, in that order). `model` is a
-    file or, for checks on a graph that was never saved (parity, calibration), its serialized bytes."""
+    file or, for checks on a graph that was never saved (parity, calibration), its serialized bytes. A GPU
+    provider that does not start is reported in one line (`provider_errors` holds why), not ONNX Runtime's
+    own multi-line fallback messages."""
 
     name = "onnxruntime"
 
@@ -118,6 +188,7 @@ class OnnxRuntimeBackend(Backend):
             options.intra_op_num_threads = threads
         self.session = self._session(ort, model if isinstance(model, bytes) else str(path), path, options, chosen)
         self.providers = self.session.get_providers()
+        self.provider_errors = self._report_missing([_provider_name(p) for p in chosen], self.providers)
         self.inputs = {
             i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
             for i in self.session.get_inputs()
@@ -129,15 +200,14 @@ class OnnxRuntimeBackend(Backend):
     def _session(ort, model: str | bytes, path: Path, options, providers: list):
         """A session on `providers`; when a GPU provider fails but the CPU one loads the model, the failure is
         the provider's: say so and run on the CPU. When the CPU cannot load it either, the file is at fault."""
+        gpu = [_provider_name(p) for p in providers if _provider_name(p) != "CPUExecutionProvider"]
         try:
-            return ort.InferenceSession(model, options, providers=providers)
+            if not gpu:
+                return ort.InferenceSession(model, options, providers=providers)
+            preload_gpu_libraries()
+            return _quietly(lambda: ort.InferenceSession(model, options, providers=providers), ort)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-            gpu = [
-                p if isinstance(p, str) else p[0]
-                for p in providers
-                if (p if isinstance(p, str) else p[0]) != "CPUExecutionProvider"
-            ]
             if gpu:
                 try:
                     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
@@ -151,6 +221,30 @@ class OnnxRuntimeBackend(Backend):
             raise ModelFileError(
                 f"{path}: ONNX Runtime cannot load it ({first}); re-export it with dis-export"
             ) from err
+
+    @staticmethod
+    def _report_missing(asked: list[str], running: list[str]) -> dict[str, str]:
+        """The GPU providers asked for that did not start, and why. Falling back to the CPU is one warning line
+        with the fix (CUDA's reason first: TensorRT runs on top of it); another GPU provider running the model
+        instead is a note (TensorRT is optional beside CUDA)."""
+        missing = {p: provider_load_error(p) for p in asked if p not in running and p != "CPUExecutionProvider"}
+        if missing and running[0] == "CPUExecutionProvider":
+            provider = "CUDAExecutionProvider" if "CUDAExecutionProvider" in missing else next(iter(missing))
+            fix = (
+                cuda_fix(missing[provider])
+                if provider == "CUDAExecutionProvider"
+                else "dis-doctor shows what this machine has"
+            )
+            log.warning(
+                "ONNX Runtime's %s provider did not start (%s): running on the CPU; %s",
+                _SHORT.get(provider, provider),
+                missing[provider],
+                fix,
+            )
+        elif missing:
+            for provider, why in missing.items():
+                log.info("ONNX Runtime's %s provider is not usable here (%s)", _SHORT.get(provider, provider), why)
+        return missing
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -170,6 +264,17 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+def _quietly(create, ort):
+    """Run `create` with ONNX Runtime's console output off: for each GPU provider it cannot start it logs errors and
+    prints a fallback block; the backend reports the outcome in one line instead."""
+    ort.set_default_logger_severity(4)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return create()
+    finally:
+        ort.set_default_logger_severity(2)
 
 
 def cpu_backend(model: str | Path | bytes, *, threads: int = 0) -> OnnxRuntimeBackend:

@@ -145,7 +145,13 @@ def _segment(seg, src, model: Path, *, output, fps: float, masks, window, **rend
     except KeyboardInterrupt:  # the sinks are already flushed; keep the stats of what was produced
         interrupted = True
     facts = {"skipped": src.skipped, "reconnects": src.reconnects, "interrupted": interrupted}
-    return stats.summary(model=str(model), backend=seg.backend.name, **facts)
+    return stats.summary(model=str(model), backend=_backend_label(seg.backend), **facts)
+
+
+def _backend_label(backend) -> str:
+    """The backend and, for ONNX Runtime, the provider that runs the model: "onnxruntime (CUDAExecutionProvider)"."""
+    providers = getattr(backend, "providers", None)
+    return f"{backend.name} ({providers[0]})" if providers else backend.name
 
 
 def _quiet_opencv() -> None:

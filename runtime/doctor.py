@@ -192,8 +192,10 @@ def check_tiny() -> dict:
         def run(p=provider):
             backend = OnnxRuntimeBackend(TINY_ONNX, providers=[p])
             out = backend.infer({INPUT: np.full((1, 4, 4, 3), 7, np.uint8)})[LABELS]
-            if int(out) != 7 or backend.providers[0] != p:
-                raise RuntimeError(f"ran on {backend.providers[0]} and gave {int(out)}, expected 7")
+            if backend.providers[0] != p:
+                raise RuntimeError(f"did not start: {backend.provider_errors.get(p, 'ran on ' + backend.providers[0])}")
+            if int(out) != 7:
+                raise RuntimeError(f"gave {int(out)}, expected 7")
             return "ok"
 
         results[provider] = probe(run)
