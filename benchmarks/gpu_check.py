@@ -7,12 +7,17 @@
    after its second epoch and resumed: final weights against an uninterrupted run, and steps/s.
 2. FP16 numerics: the unrolled module on the trained weights under FP16 autocast against FP32: label
    agreement, max score error, NaN/Inf.
-3. Latency, 512x512 (batch 1 and 8, t = 0 and 3, FP32 and FP16, resnet18 and resnet101, random weights):
+3. The product on this machine, as a user types it, on the trained checkpoint: dis-doctor --json, dis-export
+   (t = 3, FP32 and FP16; parity gate on), dis-eval of the checkpoint in PyTorch and of each export through the
+   runtime (the provider it picks), dis-run over the validation images (stats: provider, FPS) and dis-bench.
+4. Latency, 512x512 (batch 1 and 8, t = 0 and 3, FP32 and FP16, resnet18 and resnet101, random weights):
    PyTorch eager, PyTorch CUDA-graph replay, ONNX Runtime's CUDA provider with I/O binding (labels against
-   its CPU provider); TensorRT where it is installed.
-Each part runs on its own; one that cannot run records why. Works without installing disseg (it links
-the repository's folders into a temporary `disseg` package). Missing packages travel as wheels: on the
-lent GPU machines, onnxconverter-common (FP16 export) and onnxruntime-gpu 1.31.1 (CUDA provider).
+   its CPU provider); TensorRT where it is installed. Rows start while --budget-s lasts, batch 1 first; the
+   rest are listed as skipped.
+Each part runs on its own; one that cannot run records why; the JSON is rewritten after each part, so a run cut
+short keeps what it measured. Works without installing disseg (it links the repository's folders into a
+temporary `disseg` package). Missing packages travel as wheels (benchmarks/gpu_kit.sh): on the lent GPU
+machines, onnxconverter-common (FP16 export) and onnxruntime-gpu 1.31.1 (CUDA provider).
 """
 
 from __future__ import annotations
@@ -52,18 +57,49 @@ PKG_PATH = bootstrap()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+COMMANDS = {
+    "dis-data": ("disseg.train.cli", "data_cli"),
+    "dis-train": ("disseg.train.cli", "train_cli"),
+    "dis-eval": ("disseg.train.cli", "eval_cli"),
+    "dis-export": ("disseg.export.cli", "export_cli"),
+    "dis-run": ("disseg.runtime.cli", "run_cli"),
+    "dis-bench": ("disseg.runtime.cli", "bench_cli"),
+    "dis-doctor": ("disseg.runtime.doctor", "doctor_cli"),
+}
+
 
 def command(name: str, *args: str) -> list[str]:
     """One of our commands as a subprocess, installed or not."""
-    module, func = {"dis-data": ("disseg.train.cli", "data_cli"), "dis-train": ("disseg.train.cli", "train_cli")}[name]
+    module, func = COMMANDS[name]
     return [sys.executable, "-c", f"import sys; sys.argv[0] = {name!r}; from {module} import {func}; {func}()", *args]
 
 
+def nvidia_library_path() -> str:
+    """The CUDA and cuDNN libraries PyTorch's wheels brought (site-packages/nvidia/*/lib): our torch-free commands'
+    ONNX Runtime needs them on the loader's path, and the lent machines have no system CUDA there."""
+    nvidia = Path(torch.__file__).resolve().parent.parent / "nvidia"
+    found = [str(p) for p in sorted(nvidia.glob("*/lib")) if p.is_dir()]
+    return os.pathsep.join(p for p in (*found, os.environ.get("LD_LIBRARY_PATH", "")) if p)
+
+
 def env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (PKG_PATH, os.environ.get("PYTHONPATH", "")) if p)}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (PKG_PATH, os.environ.get("PYTHONPATH", "")) if p),
+        "LD_LIBRARY_PATH": nvidia_library_path(),
+    }
 
 
-def part(name: str, func, results: dict) -> None:
+def ours(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run one of our commands; a failure raises with its last words."""
+    proc = subprocess.run(command(name, *args), env=env(), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} exited {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}")
+    return proc
+
+
+def part(name: str, func, results: dict, path: Path) -> None:
+    """Run one part into `results` and rewrite the JSON file, so a run cut short keeps what it measured."""
     start = time.perf_counter()
     try:
         results[name] = func()
@@ -71,6 +107,14 @@ def part(name: str, func, results: dict) -> None:
         results[name] = {"error": f"{type(err).__name__}: {str(err)[:400]}"}
     results[name + "_seconds"] = round(time.perf_counter() - start, 1)
     print(f"{name}: {json.dumps(results[name])[:600]}", flush=True)
+    write(path, results)
+
+
+def write(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(results, indent=2))
+    partial.replace(path)
 
 
 # 1. training ------------------------------------------------------------------------------------------
@@ -123,36 +167,28 @@ def killed_and_resumed(data: Path, out: Path, cfg: argparse.Namespace) -> float:
         time.sleep(0.05)
     proc.wait()
     seconds = time.perf_counter() - start
-    subprocess.run(
-        command("dis-train", *train_args(data, out, cfg), "--resume"), env=env(), check=True, capture_output=True
-    )
+    ours("dis-train", *train_args(data, out, cfg), "--resume", timeout=900)
     return seconds
 
 
 def training(work: Path, cfg: argparse.Namespace) -> dict:
     data = work / "data"
-    subprocess.run(
-        command(
-            "dis-data",
-            "synth",
-            str(data),
-            "--num-train",
-            str(cfg.num_train),
-            "--num-val",
-            "16",
-            "--num-weak",
-            "0",
-            "--size",
-            str(cfg.train_size),
-        ),
-        env=env(),
-        check=True,
-        capture_output=True,
+    size = str(cfg.train_size)
+    ours(
+        "dis-data",
+        "synth",
+        str(data),
+        "--num-train",
+        str(cfg.num_train),
+        "--num-val",
+        "16",
+        "--num-weak",
+        "0",
+        "--size",
+        size,
     )
     start = time.perf_counter()
-    subprocess.run(
-        command("dis-train", *train_args(data, work / "full", cfg)), env=env(), check=True, capture_output=True
-    )
+    ours("dis-train", *train_args(data, work / "full", cfg), timeout=900)
     full_seconds = time.perf_counter() - start
     killed_seconds = killed_and_resumed(data, work / "resumed", cfg)
     a = torch.load(work / "full" / "last.pt", map_location="cpu", weights_only=True)["model"]
@@ -208,7 +244,74 @@ def fp16_numerics(work: Path, cfg: argparse.Namespace) -> dict:
     return {"size": size, "images": len(images), "rows": rows}
 
 
-# 3. latency -------------------------------------------------------------------------------------------
+# 3. the product's commands ----------------------------------------------------------------------------
+
+
+def doctor() -> dict:
+    proc = subprocess.run(command("dis-doctor", "--json"), env=env(), capture_output=True, text=True, timeout=300)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        report = {"unreadable": (proc.stdout + proc.stderr)[-400:]}
+    return {"exit": proc.returncode, "report": report}
+
+
+def miou(model: Path, data: Path, out: Path, *args: str) -> float:
+    ours("dis-eval", str(model), "--data", str(data), "--json", str(out), *args, timeout=600)
+    return json.loads(out.read_text())["results"][0]["miou"]
+
+
+def val_images(data: Path, folder: Path) -> Path:
+    """The validation images alone, linked into one folder for dis-run --images."""
+    from disseg.runtime.dataset import list_samples
+
+    if not folder.is_dir():
+        folder.mkdir()
+        for sample in list_samples(data, "val")[1]:
+            (folder / sample.image.name).symlink_to(sample.image)
+    return folder
+
+
+def exported(model: Path, data: Path, work: Path, cfg: argparse.Namespace) -> dict:
+    """dis-eval, dis-run and dis-bench on one exported model, on the provider the runtime picks here."""
+    images = val_images(data, work / "val_images")
+    stats_path = work / f"{model.stem}.stats.json"
+    run = ours(
+        "dis-run", str(model), "--images", str(images), "--no-display", "--masks", str(work / f"{model.stem}_masks"),
+        "--stats", str(stats_path), "--loop", str(cfg.loops),
+    )  # fmt: skip
+    stats = json.loads(stats_path.read_text())
+    bench_path = work / f"{model.stem}.bench.json"
+    ours("dis-bench", str(model), "--runs", str(cfg.runs), "--json", str(bench_path))
+    bench = json.loads(bench_path.read_text())["results"][0]
+    return {
+        "miou": miou(model, data, work / f"{model.stem}.eval.json"),
+        "run_backend": stats["backend"],
+        "run_frames": stats["frames"],
+        "run_fps": stats["fps"],
+        "run_total_ms_p50": stats["latency_ms"]["total_ms"]["p50"],
+        "run_said": [line for line in run.stderr.splitlines() if "provider" in line],
+        "bench_providers": bench.get("providers"),
+        "bench_p50_ms": bench["p50_ms"],
+    }
+
+
+def product(work: Path, cfg: argparse.Namespace) -> dict:
+    data, checkpoint = work / "data", work / "full" / "best.pt"
+    result = {"doctor": doctor()}
+    result["pytorch_miou_t3"] = miou(checkpoint, data, work / "pt.eval.json", "--iters", "3", "--device", cfg.device)
+    for precision in ("fp32", "fp16"):
+        model = work / f"model_t3_{precision}.onnx"
+        try:
+            ours("dis-export", str(checkpoint), "--iters", "3", *(["--fp16"] if precision == "fp16" else []),
+                 "-o", str(model), timeout=600)  # fmt: skip
+            result[precision] = exported(model, data, work, cfg)
+        except Exception as err:
+            result[precision] = {"error": f"{type(err).__name__}: {str(err)[:400]}"}
+    return result
+
+
+# 4. latency -------------------------------------------------------------------------------------------
 
 
 def timed(fn, runs: int, sync) -> float:
@@ -277,32 +380,43 @@ def ort_latency(net, t: int, batch: int, fp16: bool, x: np.ndarray, cfg, work: P
 
 
 def latency(work: Path, cfg: argparse.Namespace) -> list[dict]:
-    from disseg.export.unroll import UnrolledDIS
     from disseg.train.config import DISConfig
     from disseg.train.model import DIS
 
     rows = []
     classes = tuple(f"c{i}" for i in range(21))
     rng = np.random.default_rng(0)
-    for backbone in cfg.backbones:
-        net = DIS(DISConfig(class_names=classes, backbone=backbone, stages=4, size=cfg.latency_size)).eval()
-        for batch in cfg.batches:
-            x = rng.integers(0, 256, (batch, cfg.latency_size, cfg.latency_size, 3), dtype=np.uint8)
+    nets = {
+        b: DIS(DISConfig(class_names=classes, backbone=b, stages=4, size=cfg.latency_size)).eval()
+        for b in cfg.backbones
+    }
+    for batch in cfg.batches:  # batch 1 first: what a camera runs
+        x = rng.integers(0, 256, (batch, cfg.latency_size, cfg.latency_size, 3), dtype=np.uint8)
+        for backbone, net in nets.items():
             for t in (0, 3):
-                module = UnrolledDIS(net, t).to(cfg.device).eval()
-                xt = torch.from_numpy(x).to(cfg.device)
                 for fp16 in (False, True):
-                    low = (torch.float16 if cfg.device == "cuda" else torch.bfloat16) if fp16 else None
                     row = {"backbone": backbone, "batch": batch, "iters": t, "precision": "fp16" if fp16 else "fp32"}
-                    row.update(torch_latency(module, xt, cfg, low))
-                    try:
-                        row.update(ort_latency(net, t, batch, fp16, x, cfg, work))
-                    except Exception as err:
-                        row["ort_error"] = f"{type(err).__name__}: {str(err)[:200]}"
-                    net.cpu()
+                    if time.perf_counter() > cfg.deadline:
+                        rows.append({**row, "skipped": f"over --budget-s {cfg.budget_s:.0f}"})
+                        continue
+                    row.update(latency_row(net, t, batch, fp16, x, cfg, work))
                     rows.append(row)
                     print(row, flush=True)
     return rows
+
+
+def latency_row(net, t: int, batch: int, fp16: bool, x: np.ndarray, cfg: argparse.Namespace, work: Path) -> dict:
+    from disseg.export.unroll import UnrolledDIS
+
+    module = UnrolledDIS(net, t).to(cfg.device).eval()
+    low = (torch.float16 if cfg.device == "cuda" else torch.bfloat16) if fp16 else None
+    row = torch_latency(module, torch.from_numpy(x).to(cfg.device), cfg, low)
+    try:
+        row.update(ort_latency(net, t, batch, fp16, x, cfg, work))
+    except Exception as err:
+        row["ort_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    net.cpu()
+    return row
 
 
 def tensorrt_status() -> dict:
@@ -312,7 +426,11 @@ def tensorrt_status() -> dict:
             return {"installed": f"{name} {module.__version__}", "note": "engine timing not scripted yet"}
         except ImportError:
             continue
-    return {"installed": None, "note": "no TensorRT on this machine"}
+    return {
+        "installed": None,
+        "note": "no TensorRT here; TensorRT for RTX (the registries' TensorRT) builds for RTX GPUs (SM 7.5, 8.6, 8.9, "
+        "12.x), not for Hopper",
+    }
 
 
 def machine(cfg: argparse.Namespace) -> dict:
@@ -345,27 +463,29 @@ def main() -> None:
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script, measures nothing")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: training,fp16,latency")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: training,fp16,product,latency")
+    ap.add_argument("--budget-s", type=float, default=420, help="no latency row starts after this many seconds")
     cfg = ap.parse_args()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA GPU visible to PyTorch; run with --device cpu --smoke to check the script")
+    cfg.deadline = time.perf_counter() + cfg.budget_s
     big = not cfg.smoke
     cfg.num_train, cfg.train_size, cfg.epochs, cfg.steps, cfg.batch = (64, 256, 4, 75, 16) if big else (8, 64, 3, 2, 4)
-    cfg.latency_size, cfg.runs = (512, 30) if big else (64, 3)
+    cfg.latency_size, cfg.runs, cfg.loops = (512, 30, 5) if big else (64, 3, 1)
     cfg.backbones, cfg.batches = (("resnet18", "resnet101"), (1, 8)) if big else (("resnet18",), (1,))
     skip = set(cfg.skip.split(","))
-    results: dict = {"machine": machine(cfg), "smoke": cfg.smoke}
+    results: dict = {"machine": machine(cfg), "smoke": cfg.smoke, "tensorrt": tensorrt_status()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "training" not in skip:
-            part("training", lambda: training(work, cfg), results)
+            part("training", lambda: training(work, cfg), results, cfg.json)
             if "fp16" not in skip:
-                part("fp16_numerics", lambda: fp16_numerics(work, cfg), results)
+                part("fp16_numerics", lambda: fp16_numerics(work, cfg), results, cfg.json)
+            if "product" not in skip:
+                part("product", lambda: product(work, cfg), results, cfg.json)
         if "latency" not in skip:
-            part("latency", lambda: latency(work, cfg), results)
-    results["tensorrt"] = tensorrt_status()
-    cfg.json.parent.mkdir(parents=True, exist_ok=True)
-    cfg.json.write_text(json.dumps(results, indent=2))
+            part("latency", lambda: latency(work, cfg), results, cfg.json)
+    write(cfg.json, results)
     print(f"wrote {cfg.json}")
 
 
