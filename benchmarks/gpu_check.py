@@ -329,7 +329,8 @@ def timed(fn, runs: int, sync) -> float:
 
 def torch_latency(module, x, cfg, low) -> dict:
     sync = torch.cuda.synchronize if cfg.device == "cuda" else (lambda: None)
-    autocast = torch.autocast(cfg.device, dtype=low, enabled=low is not None)
+    # CUDA graphs need autocast's weight-cast cache off (PyTorch's CUDA-graph notes)
+    autocast = torch.autocast(cfg.device, dtype=low, enabled=low is not None, cache_enabled=False)
     with torch.no_grad():
 
         def eager():
@@ -337,19 +338,26 @@ def torch_latency(module, x, cfg, low) -> dict:
                 return module(x)
 
         result = {"eager_ms": timed(eager, cfg.runs, sync)}
-        if cfg.device != "cuda":
-            return result
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                eager()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            eager()
-        result["cuda_graph_ms"] = timed(graph.replay, cfg.runs, sync)
+        if cfg.device == "cuda":
+            try:
+                result["cuda_graph_ms"] = timed(captured(eager).replay, cfg.runs, sync)
+            except Exception as err:  # e.g. an op that syncs with the host cannot be captured
+                result["cuda_graph_error"] = f"{type(err).__name__}: {str(err)[:200]}"
     return result
+
+
+def captured(step) -> torch.cuda.CUDAGraph:
+    """`step` captured into a CUDA graph after warm-up on a side stream (PyTorch's recipe)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
 
 
 def ort_latency(net, t: int, batch: int, fp16: bool, x: np.ndarray, cfg, work: Path) -> dict:
