@@ -186,9 +186,11 @@ class OnnxRuntimeBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = self._session(ort, model if isinstance(model, bytes) else str(path), path, options, chosen)
+        self.session, raised = self._session(
+            ort, model if isinstance(model, bytes) else str(path), path, options, chosen
+        )
         self.providers = self.session.get_providers()
-        self.provider_errors = self._report_missing([_provider_name(p) for p in chosen], self.providers)
+        self.provider_errors = self._report_missing([_provider_name(p) for p in chosen], self.providers, raised)
         self.inputs = {
             i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
             for i in self.session.get_inputs()
@@ -198,36 +200,33 @@ class OnnxRuntimeBackend(Backend):
 
     @staticmethod
     def _session(ort, model: str | bytes, path: Path, options, providers: list):
-        """A session on `providers`; when a GPU provider fails but the CPU one loads the model, the failure is
-        the provider's: say so and run on the CPU. When the CPU cannot load it either, the file is at fault."""
+        """A session on `providers`, and None; when the GPU providers raise but the CPU one loads the model, the
+        failure is theirs: a CPU session and their error. When the CPU cannot load it either, the file is at fault."""
         gpu = [_provider_name(p) for p in providers if _provider_name(p) != "CPUExecutionProvider"]
         try:
             if not gpu:
-                return ort.InferenceSession(model, options, providers=providers)
+                return ort.InferenceSession(model, options, providers=providers), None
             preload_gpu_libraries()
-            return _quietly(lambda: ort.InferenceSession(model, options, providers=providers), ort)
+            return _quietly(lambda: ort.InferenceSession(model, options, providers=providers), ort), None
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             if gpu:
                 try:
-                    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+                    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]), first
                 except Exception:
                     pass
-                else:
-                    log.warning(
-                        "ONNX Runtime's %s failed on %s (%s); running on the CPU provider", gpu[0], path.name, first
-                    )
-                    return session
             raise ModelFileError(
                 f"{path}: ONNX Runtime cannot load it ({first}); re-export it with dis-export"
             ) from err
 
     @staticmethod
-    def _report_missing(asked: list[str], running: list[str]) -> dict[str, str]:
-        """The GPU providers asked for that did not start, and why. Falling back to the CPU is one warning line
-        with the fix (CUDA's reason first: TensorRT runs on top of it); another GPU provider running the model
-        instead is a note (TensorRT is optional beside CUDA)."""
-        missing = {p: provider_load_error(p) for p in asked if p not in running and p != "CPUExecutionProvider"}
+    def _report_missing(asked: list[str], running: list[str], raised: str | None) -> dict[str, str]:
+        """The GPU providers asked for that did not start, and why (the error they `raised`, else the loader's
+        reason). Falling back to the CPU is one warning line with the fix (CUDA's reason first: TensorRT runs on
+        top of it); another GPU provider running the model instead is a note (TensorRT is optional beside CUDA)."""
+        missing = {
+            p: raised or provider_load_error(p) for p in asked if p not in running and p != "CPUExecutionProvider"
+        }
         if missing and running[0] == "CPUExecutionProvider":
             provider = "CUDAExecutionProvider" if "CUDAExecutionProvider" in missing else next(iter(missing))
             fix = (
