@@ -103,6 +103,11 @@ def onnxruntime_info() -> dict:
         info["error"] = "ONNX Runtime is not installed: pip install 'disseg[runtime]' (CPU) or 'disseg[gpu]'"
         return info
     info["version"], info["providers"] = ort.__version__, ort.get_available_providers()
+    cuda = getattr(getattr(ort, "capi", None), "build_and_package_info", None)
+    if getattr(cuda, "cuda_version", None):  # a GPU build: which CUDA it needs, and whether pip brought one
+        nvidia = Path(ort.__file__).resolve().parent.parent / "nvidia"
+        info["built_for_cuda"] = cuda.cuda_version
+        info["pip_cuda_libraries"] = sorted(p.name for p in nvidia.iterdir()) if nvidia.is_dir() else None
     return info
 
 

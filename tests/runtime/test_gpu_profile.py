@@ -68,7 +68,10 @@ def test_dis_run_falls_back_to_the_cpu_in_one_line(tiny_onnx, tmp_path):
 def test_doctor_names_what_the_cuda_provider_lacks():
     proc = run_cmd("dis-doctor", "--json")
     report = json.loads(proc.stdout)
-    assert "CUDAExecutionProvider" in report["onnxruntime"]["providers"]
+    ort = report["onnxruntime"]
+    assert "CUDAExecutionProvider" in ort["providers"] and ort["built_for_cuda"], ort
+    if installed("nvidia-cudnn-cu13"):  # the profile's [cuda,cudnn] extras: pip's libraries beside onnxruntime
+        assert {"cu13", "cudnn"} <= set(ort["pip_cuda_libraries"]), ort
     checks = report["check"]["tiny_onnx"]
     assert checks["CPUExecutionProvider"] == "ok" and proc.returncode == 0  # the CPU still runs the tiny check
     if _gpu_visible():
