@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from disseg.runtime.cabi import CSegmenter
+from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.segmenter import Segmenter
 from disseg.runtime.sources import VideoSource
 from disseg.train.synth import write_video
@@ -166,7 +167,7 @@ def main() -> None:
             result["soak"] = soak(args.model, args.build, video, tmp, args.soak, len(frames))
             print(json.dumps(result["soak"]), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

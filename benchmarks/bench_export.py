@@ -22,6 +22,7 @@ from disseg.export.onnx_export import export_checkpoint, held_out_images, save
 from disseg.export.parity import parity_report
 from disseg.export.unroll import UnrolledDIS
 from disseg.runtime.backends import cpu_backend
+from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.contract import INPUT
 from disseg.runtime.evaluate import evaluate_exported
 from disseg.train.checkpoint import model_from_checkpoint
@@ -107,7 +108,7 @@ def main() -> None:
         }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from disseg.runtime.cli_util import write_json  # atomic
+
 BIN = Path(sys.executable).parent
 
 
@@ -61,7 +63,7 @@ def main() -> None:
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

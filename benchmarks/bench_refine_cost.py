@@ -18,6 +18,7 @@ import onnxruntime as ort
 import torch
 
 from disseg.export.onnx_export import export_graph
+from disseg.runtime.cli_util import write_json  # atomic
 from disseg.train.config import DISConfig
 from disseg.train.model import DIS
 from disseg.train.synth import SYNTH_CLASSES
@@ -69,7 +70,7 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"input": f"{args.size}x{args.size}", "results": rows}, indent=2))
+        write_json(args.json, {"input": f"{args.size}x{args.size}", "results": rows})
 
 
 if __name__ == "__main__":

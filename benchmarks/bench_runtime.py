@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.pipeline import run
 from disseg.runtime.segmenter import Segmenter
 from disseg.runtime.sinks import VideoSink
@@ -69,7 +70,7 @@ def main() -> None:
         seg.close()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

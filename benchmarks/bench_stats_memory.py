@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.pipeline import WINDOW, Stats, _rss_mb
 from disseg.runtime.segmenter import Result
 from disseg.runtime.sources import Frame
@@ -33,7 +34,7 @@ def main() -> None:
     out = {"window_frames": WINDOW, "rss_mb_by_frame": rss}
     print(json.dumps(out))
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ needed); the engines cannot be run here. Export and build are timed in this proc
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import tempfile
@@ -21,6 +20,7 @@ import onnx
 from disseg.calibration.quantize import calibrate
 from disseg.calibration.reader import frames_from_data
 from disseg.export.onnx_export import export_checkpoint, save
+from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.contract import read_model_info
 from disseg.runtime.engine_cache import build_engine, import_trt
 from disseg.train.checkpoint import model_from_checkpoint
@@ -136,7 +136,7 @@ def main() -> None:
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     print("| kind | precision | batch | export (s) | ONNX (MB) | builds | AOT build (s) | engine (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

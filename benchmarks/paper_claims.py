@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from disseg.runtime.atomic import atomic_write, atomic_write_text
+
 T = (0, 1, 3, 5)  # t_test, and t on the tag-only split
 T_TRAIN = (0, 1, 3, 5, 10)  # refinement steps that make stage-2 pseudo labels
 STEP_SIZES = (10, 30, 100, 300)
@@ -291,7 +293,7 @@ def plot(figures: dict, path: Path) -> None:
     right.bar(["input"] + [f"t={t}" for t in T], weak, color=["grey"] + ["tab:blue"] * len(T))
     right.set(ylabel="tag F1 (%)", title="tag cleaning on the tag-only split")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -310,7 +312,13 @@ def samples(data: Path, path: Path, count: int = 6) -> None:
         mask = np.array(Image.open(data / "SegmentationClass" / f"train_{i:05d}.png"))
         tiles.append(np.hstack([image, palette[mask], np.full((image.shape[0], 4, 3), 255, np.uint8)]))
     half = count // 2
-    cv2.imwrite(str(path), np.vstack([np.hstack(tiles[:half]), np.hstack(tiles[half:])]))
+    picture = np.vstack([np.hstack(tiles[:half]), np.hstack(tiles[half:])])
+
+    def write(tmp: str) -> None:
+        if not cv2.imwrite(tmp, picture):
+            raise OSError(f"OpenCV could not write {path.name}")
+
+    atomic_write(path, write)
 
 
 def main() -> None:
@@ -342,11 +350,12 @@ def main() -> None:
     }
     figures = collect(dirs)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{a.out}.json").write_text(
+    atomic_write_text(
+        f"{a.out}.json",
         json.dumps({"seeds": seeds, "budget": budget, "figures": {k: stats(v) for k, v in figures.items()}}, indent=1)
-        + "\n"
+        + "\n",
     )
-    Path(f"{a.out}.md").write_text(markdown(figures, seeds, budget))
+    atomic_write_text(f"{a.out}.md", markdown(figures, seeds, budget))
     plot(figures, Path(f"{a.out}.png"))
     samples(dirs[0] / "data", Path(f"{a.out}_samples.png"))
     print(Path(f"{a.out}.md").read_text())

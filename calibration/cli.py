@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from disseg.runtime.cli_util import handle_errors, setup_logging, write_json
+from disseg.runtime.atomic import check_output
+from disseg.runtime.cli_util import MAX_COUNT, Command, Finite, handle_errors, setup_logging, write_json
 from disseg.runtime.errors import BadInput
 
 from .quantize import METHODS, TARGETS
@@ -16,19 +17,23 @@ log = logging.getLogger("disseg.calibrate")
 MIN_FRAMES = 8
 
 
-@click.command(help="Quantize an exported FP32 model to INT8 (explicit Q/DQ), keeping the refinement in float.")
+@click.command(
+    cls=Command, help="Quantize an exported FP32 model to INT8 (explicit Q/DQ), keeping the refinement in float."
+)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="data set: calibrate on train images, score mIoU on val")
 @click.option("--images", help="image folder or glob to calibrate on (held-out label agreement only)")
 @click.option("--video", type=click.Path(path_type=Path), help="video to calibrate on (frames spread over it)")
 @click.option("--target", default="cpu", show_default=True, type=click.Choice(TARGETS))
 @click.option("--method", default="minmax", show_default=True, type=click.Choice(list(METHODS)))
-@click.option("--samples", default=64, show_default=True, type=click.IntRange(MIN_FRAMES), help="calibration frames")
+@click.option(
+    "--samples", default=64, show_default=True, type=click.IntRange(MIN_FRAMES, MAX_COUNT), help="calibration frames"
+)
 @click.option(
     "--max-drop",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Finite(0, 100),
     help="largest accepted mIoU drop (points; without labels: % of pixels relabelled)",
 )
 @click.option(
@@ -61,6 +66,7 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     out = output or model.with_name(model.stem + (".int8.onnx" if target == "cpu" else ".int8-trt.onnx"))
     if out.exists() and not force:
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
+    check_output(out, option="-o")
     h, w = info.input_height, info.input_width
     held = max(MIN_FRAMES, samples // 4)
     if data is not None:

@@ -8,7 +8,18 @@ from pathlib import Path
 
 import click
 
-from disseg.runtime.cli_util import handle_errors, setup_logging, write_json
+from disseg.runtime.atomic import check_output
+from disseg.runtime.cli_util import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_ITERS,
+    MAX_SIDE,
+    Command,
+    Finite,
+    handle_errors,
+    setup_logging,
+    write_json,
+)
 from disseg.runtime.contract import LABELS, OUTPUTS
 from disseg.runtime.engine_cache import FLAVOURS
 from disseg.runtime.errors import BadInput, DisError
@@ -25,27 +36,30 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
         parts = []
     if len(parts) == 1:
         parts *= 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise BadInput(f"--size {text!r}: expected HxW or one side in pixels, e.g. 512x512")
+    if len(parts) != 2 or min(parts) <= 0 or max(parts) > MAX_SIDE:
+        raise BadInput(f"--size {text!r}: expected HxW or one side, 1 to {MAX_SIDE} pixels, e.g. 512x512")
     return parts[0], parts[1]
 
 
 @click.command(
-    help="Export a checkpoint as an unrolled, self-describing ONNX model; optionally build a TensorRT engine."
+    cls=Command,
+    help="Export a checkpoint as an unrolled, self-describing ONNX model; optionally build a TensorRT engine.",
 )
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
-    "--iters", type=int, help="refinement steps unrolled into the graph [default: the checkpoint's iters_test]"
+    "--iters",
+    type=click.IntRange(0, MAX_ITERS),
+    help="refinement steps unrolled into the graph [default: the checkpoint's iters_test]",
 )
 @click.option("--fp16", is_flag=True, help="FP16 feature extractor; refinement update and logits stay FP32")
 @click.option("--size", "size_text", help="input HxW [default: the training size]")
-@click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="static batch")
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True, help="static batch")
 @click.option("--dynamic-batch", is_flag=True, help="dynamic batch dimension instead of --batch")
 @click.option("--outputs", default="labels", show_default=True, help="comma list of labels,scores,tags")
 @click.option("--engine", is_flag=True, help="also build a TensorRT engine (needs TensorRT and a GPU)")
-@click.option("--workspace-gib", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--workspace-gib", default=2.0, show_default=True, type=Finite(0, 1024, min_open=True))
 @click.option(
-    "--dla-core", type=click.IntRange(0), help="build for this DLA core (Jetson; FP16/INT8 models), GPU fallback on"
+    "--dla-core", type=click.IntRange(0, 15), help="build for this DLA core (Jetson; FP16/INT8 models), GPU fallback on"
 )
 @click.option(
     "--gpu-arch",
@@ -58,14 +72,12 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     "--max-batch",
     default=8,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_BATCH),
     help="largest batch of a --dynamic-batch engine",
 )
 @click.option("--parity/--no-parity", default=True, show_default=True, help="check against PyTorch before writing")
-@click.option(
-    "--min-agreement", type=click.FloatRange(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]"
-)
-@click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--min-agreement", type=Finite(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
+@click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1, MAX_COUNT))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="[default: beside the checkpoint, .onnx]")
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @handle_errors
@@ -83,8 +95,6 @@ def export_cli(
             )
         _engine_from_onnx(model, output, force=force, options=engine_options)
         return
-    if iters is not None and iters < 0:
-        raise BadInput(f"--iters {iters}: the number of refinement steps must be 0 or more")
     wanted = tuple(o.strip() for o in outputs.split(",") if o.strip())
     if LABELS not in wanted or set(wanted) - set(OUTPUTS):
         raise BadInput(f"--outputs {outputs!r}: choose from {','.join(OUTPUTS)} and include {LABELS}")
@@ -100,6 +110,7 @@ def export_cli(
     out = output or model.with_suffix(".onnx" if not fp16 else ".fp16.onnx")
     if out.exists() and not force:
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
+    check_output(out, option="-o")
     batch = None if dynamic_batch else batch
     proto, info, seconds = export_checkpoint(
         net, model, iters=iters, height=height, width=width, batch=batch, outputs=wanted, fp16=fp16
@@ -164,6 +175,7 @@ def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, opti
     engine_path = output or onnx_path.with_suffix(".engine")
     if engine_path.exists() and not force:
         raise BadInput(f"{engine_path} exists; pass --force to rebuild it")
+    check_output(engine_path, option="-o")
     start = time.perf_counter()
     facts = build_engine(onnx_path, engine_path, timing_cache=onnx_path.with_suffix(".timing.cache"), **options)
     built = facts.extra["engine"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from disseg.runtime.cli_util import handle_errors
+from disseg.runtime.atomic import atomic_write_text, check_output
+from disseg.runtime.cli_util import MAX_COUNT, MAX_ITERS, Command, handle_errors
 from disseg.runtime.errors import BadInput, DisError
 from disseg.train.synth_presets import PRESET_DEFAULTS, PRESETS
 
@@ -41,7 +42,7 @@ QUICK = {
 }
 
 
-@click.command(help="Run the whole DIS pipeline on synthetic data and write OUT/report.md.")
+@click.command(cls=Command, help="Run the whole DIS pipeline on synthetic data and write OUT/report.md.")
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_out"))
 @click.option(
     "--preset",
@@ -51,21 +52,26 @@ QUICK = {
     help="hard: 21 look-alike classes that only the scene tells apart, few labels, 10x as many tag-only images "
     "(where DIS helps); easy: 7 classes of their own colour",
 )
-@click.option("--epochs1", type=click.IntRange(1), help="stage-1 epochs [hard 8 x 200 steps, easy 12]")
-@click.option("--epochs2", type=click.IntRange(0), help="epochs of stage 2 and of stage 1 continued [hard 2, easy 3]")
+@click.option("--epochs1", type=click.IntRange(1, MAX_COUNT), help="stage-1 epochs [hard 8 x 200 steps, easy 12]")
+@click.option(
+    "--epochs2", type=click.IntRange(0, MAX_COUNT), help="epochs of stage 2 and of stage 1 continued [hard 2, easy 3]"
+)
 @click.option(
     "--iters",
     default=0,
     show_default=True,
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_ITERS),
     help="refinement steps unrolled into the export (0: test-time refinement scored no gain on either preset)",
 )
-@click.option("--frames", default=150, show_default=True, type=click.IntRange(1), help="frames of the rendered video")
+@click.option(
+    "--frames", default=150, show_default=True, type=click.IntRange(1, MAX_COUNT), help="frames of the rendered video"
+)
 @click.option("--quick", is_flag=True, help="tiny sizes, for a smoke run in about a minute")
 @handle_errors
 def demo_cli(out: Path, preset: str, epochs1, epochs2, iters: int, frames: int, quick: bool) -> None:
     from disseg.train.synth import write_video
 
+    check_output(out, option="OUT", kind="folder")
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} exists and is not empty; choose a new folder or remove it")
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +100,7 @@ def demo_cli(out: Path, preset: str, epochs1, epochs2, iters: int, frames: int, 
     read = lambda name: json.loads((out / name).read_text())  # noqa: E731
     onnx_eval, bench = read("eval_onnx.json")["results"][0], read("bench.json")["results"][0]
     report = _report(out, preset, evals, onnx_eval, read("stats.json"), bench, timings, iters)
-    (out / "report.md").write_text(report)
+    atomic_write_text(out / "report.md", report)
     click.echo(report)
 
 

@@ -35,6 +35,7 @@ class Backend:
     def __init__(self) -> None:
         self.inputs: dict[str, TensorSpec] = {}
         self.outputs: list[str] = []
+        self.output_specs: dict[str, TensorSpec] = {}  # where the backend knows them (checked against the metadata)
         self.max_batch: int | None = None  # the largest batch a dynamic-batch model takes, None: no limit
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -196,6 +197,10 @@ class OnnxRuntimeBackend(Backend):
             for i in self.session.get_inputs()
         }
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.output_specs = {
+            o.name: TensorSpec(o.name, tuple(o.shape), np.dtype(_ORT_TYPES.get(o.type, np.float32)))
+            for o in self.session.get_outputs()
+        }
         self._binding = self.session.io_binding() if self.providers[0] != "CPUExecutionProvider" else None
 
     @staticmethod
@@ -350,14 +355,17 @@ class TensorRTBackend(Backend):
         trt = self._trt
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             if self.engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
                 self.outputs.append(name)
+                dims = tuple(int(d) if d >= 0 else None for d in self.engine.get_tensor_shape(name))
+                self.output_specs[name] = TensorSpec(name, dims, dtype)
                 continue
             shape = tuple(self.engine.get_tensor_shape(name))
             if shape[0] == -1:
                 self.max_batch = int(self.engine.get_tensor_profile_shape(name, 0)[2][0])
                 shape = (None, *shape[1:])
-            self.inputs[name] = TensorSpec(name, shape, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))))
+            self.inputs[name] = TensorSpec(name, shape, dtype)
 
     def _set_batch(self, batch: int) -> None:
         for name, spec in self.inputs.items():

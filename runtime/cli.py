@@ -9,28 +9,40 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .atomic import atomic_write, check_output
 from .choices import BACKENDS, VIEWS
-from .cli_util import handle_errors, parse_int_list, setup_logging, write_json
+from .cli_util import (
+    MAX_BATCH,
+    MAX_COUNT,
+    Command,
+    Finite,
+    handle_errors,
+    parse_int_list,
+    setup_logging,
+    threads_option,
+    write_json,
+)
 from .errors import BadInput
 
 log = logging.getLogger("disseg.run")
+MAX_FRAMES = 2**31 - 1  # the C++ runtime counts frames in an int
 
 
 def source_options(func):
     """One way to name a source (style.md habit 10: each part brings its own argument group)."""
     for option in reversed(
         [
-            click.option("--camera", type=click.IntRange(0), help="camera index (V4L2 /dev/videoN)"),
+            click.option("--camera", type=click.IntRange(0, 1023), help="camera index (V4L2 /dev/videoN)"),
             click.option("--video", help="video file, read frame by frame, nothing dropped"),
             click.option("--images", help="image folder or glob, e.g. 'photos/*.jpg'"),
             click.option("--rtsp", help="RTSP/HTTP stream URL (reconnects when it drops)"),
             click.option("--gst", help="raw GStreamer pipeline ending in appsink"),
-            click.option("--csi", type=click.IntRange(0), help="Jetson CSI camera sensor id (nvarguscamerasrc)"),
+            click.option("--csi", type=click.IntRange(0, 15), help="Jetson CSI camera sensor id (nvarguscamerasrc)"),
             click.option(
                 "--max-reconnects",
                 default=10,
                 show_default=True,
-                type=click.IntRange(0),
+                type=click.IntRange(0, MAX_COUNT),
                 help="a live source that drops is reopened this many times in a row before giving up",
             ),
         ]
@@ -39,7 +51,7 @@ def source_options(func):
     return func
 
 
-@click.command(help="Segment a camera, video, image folder or stream with an exported DIS model.")
+@click.command(cls=Command, help="Segment a camera, video, image folder or stream with an exported DIS model.")
 @click.argument("model", type=click.Path(path_type=Path))
 @source_options
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
@@ -49,58 +61,70 @@ def source_options(func):
     "--stats", "stats_path", type=click.Path(path_type=Path), help="write latency/FPS/frame-age/class-area JSON here"
 )
 @click.option("--view", default="overlay", show_default=True, type=click.Choice(VIEWS))
-@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--alpha", default=0.5, show_default=True, type=Finite(0, 1))
 @click.option("--legend/--no-legend", default=True, show_default=True)
 @click.option("--no-display", is_flag=True, help="no window (headless)")
-@click.option("--max-frames", type=click.IntRange(1), help="stop after this many frames")
-@click.option(
-    "--threads",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0),
-    help="ONNX Runtime CPU threads (0: all cores); leave a core free for capture and rendering on small CPUs",
-)
+@click.option("--max-frames", type=click.IntRange(1, MAX_FRAMES), help="stop after this many frames")
+@threads_option("ONNX Runtime CPU threads; leave a core free for capture and rendering on small CPUs")
 @click.option(
     "--loop",
     "loops",
     default=1,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_COUNT),
     help="play a video or image folder this many times",
 )
 @handle_errors
 def run_cli(model, backend, output, masks, stats_path, no_display, threads, loops, **options) -> None:
     setup_logging()
     _quiet_opencv()
-    from .segmenter import Segmenter
-    from .sources import Looped, open_source
+    from .signals import StopOnSignals
 
     source = {k: options.pop(k) for k in ("camera", "video", "images", "rtsp", "gst", "csi", "max_reconnects")}
     if loops > 1 and source["video"] is None and source["images"] is None:
         raise BadInput("--loop applies to --video and --images only")
+    if stats_path is not None:
+        check_output(stats_path, option="--stats")
     window = _window(model, no_display)
     if window is None and output is None and masks is None and stats_path is None:
         raise BadInput(
             "nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)"
         )
+    # From here a stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run cleanly, even while the model loads.
+    with StopOnSignals() as signals:
+        summary, failure = _run_model(model, backend, threads, source, loops, output, masks, window, signals, options)
+        if stats_path:
+            write_json(stats_path, summary)
+    lat = summary["latency_ms"]["total_ms"]
+    click.echo(
+        f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps'] or 0:.1f} FPS), latency p50 "
+        f"{lat.get('p50', 0):.1f} ms"
+        + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
+        + (f", {summary['reconnects']} reconnects" if summary["reconnects"] else "")
+    )
+    if failure is not None:
+        raise failure
+    signals.raise_if_stopped()
+
+
+def _run_model(
+    model, backend, threads, source, loops, output, masks, window, signals, render
+) -> tuple[dict, Exception]:
+    """Open the source, the model and the sinks, run the pipeline; (stats summary, a write failure or None)."""
+    from .segmenter import Segmenter
+    from .sinks import MaskSink, VideoSink
+    from .sources import Looped, open_source
+
+    video = VideoSink(output) if output else None
     src = open_source(**source)
     with Segmenter(model, backend=backend, threads=threads) as seg:
         _describe(model, seg)
         if loops > 1:
             src = Looped(src, loops, lambda: open_source(video=source["video"], images=source["images"]))
-        fps = getattr(src, "fps", 30.0) if source["video"] else 30.0
-        summary = _segment(seg, src, model, output=output, fps=fps, masks=masks, window=window, **options)
-        if stats_path:
-            write_json(stats_path, summary)
-    if summary["interrupted"]:
-        raise KeyboardInterrupt
-    lat = summary["latency_ms"]["total_ms"]
-    click.echo(
-        f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps']:.1f} FPS), latency p50 "
-        f"{lat.get('p50', 0):.1f} ms"
-        + (f", {src.skipped} skipped" if src.skipped else "")
-        + (f", {src.reconnects} reconnects" if src.reconnects else "")
-    )
+        if video is not None and source["video"]:
+            video.fps = getattr(src, "fps", 30.0)  # a video file keeps its frame rate
+        mask_sink = MaskSink(masks, seg.info.palette) if masks else None
+        return _segment(seg, src, model, video=video, masks=mask_sink, window=window, signals=signals, **render)
 
 
 def _window(model: Path, no_display: bool):
@@ -131,21 +155,25 @@ def _describe(model: Path, seg) -> None:
     )
 
 
-def _segment(seg, src, model: Path, *, output, fps: float, masks, window, **render) -> dict:
-    """Run the pipeline into the sinks; the stats summary of what was produced, Ctrl-C included."""
+def _segment(seg, src, model: Path, *, video, masks, window, signals, **render) -> tuple[dict, Exception | None]:
+    """Run the pipeline into the sinks; the stats summary of what was produced (a stop signal or a failed write
+    included) and the write failure, if any, to raise once the stats are written."""
+    from .errors import WriteFailed
     from .pipeline import Stats, run
-    from .sinks import MaskSink, VideoSink
 
-    video_sink = VideoSink(output, fps) if output else None
-    mask_sink = MaskSink(masks, seg.info.palette) if masks else None
     stats = Stats(seg.class_names)
-    interrupted = False
+    failure = None
     try:
-        run(seg, src, video=video_sink, masks=mask_sink, window=window, stats=stats, **render)
-    except KeyboardInterrupt:  # the sinks are already flushed; keep the stats of what was produced
-        interrupted = True
-    facts = {"skipped": src.skipped, "reconnects": src.reconnects, "interrupted": interrupted}
-    return stats.summary(model=str(model), backend=_backend_label(seg.backend), **facts)
+        run(seg, src, video=video, masks=masks, window=window, stats=stats, stop=signals.event, **render)
+    except WriteFailed as err:  # the other sinks are closed and flushed; keep the stats of what was produced
+        failure = err
+    facts = {
+        "skipped": src.skipped,
+        "reconnects": src.reconnects,
+        "interrupted": signals.signum is not None,
+        "truncated": src.truncated,
+    }
+    return stats.summary(model=str(model), backend=_backend_label(seg.backend), **facts), failure
 
 
 def _backend_label(backend) -> str:
@@ -204,12 +232,12 @@ def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int,
         }
 
 
-@click.command(help="Latency (p50/p90/p99) and throughput per model, backend and batch.")
+@click.command(cls=Command, help="Latency (p50/p90/p99) and throughput per model, backend and batch.")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
 @click.option("--batch", "batches", default=None, help="comma list of batch sizes (dynamic-batch models), e.g. 1,4")
-@click.option("--runs", default=50, show_default=True, type=click.IntRange(1))
-@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0))
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1, MAX_COUNT))
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0, MAX_COUNT))
 @click.option("--json", "json_path", type=click.Path(path_type=Path))
 @click.option(
     "--plot", "plot_path", type=click.Path(path_type=Path), help="PNG: latency against refinement steps, per precision"
@@ -217,7 +245,10 @@ def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int,
 @handle_errors
 def bench_cli(models, backend, batches, runs, warmup, json_path, plot_path) -> None:
     setup_logging()
-    batch_list = parse_int_list(batches, name="--batch") if batches else [None]
+    for path, option in ((json_path, "--json"), (plot_path, "--plot")):
+        if path is not None:
+            check_output(path, option=option)
+    batch_list = parse_int_list(batches, name="--batch", low=1, high=MAX_BATCH) if batches else [None]
     rows = [
         bench_model(m, backend=backend, batch=b, iterations=runs, warmup=warmup) for m in models for b in batch_list
     ]
@@ -254,5 +285,5 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

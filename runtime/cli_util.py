@@ -1,10 +1,14 @@
-"""What every command shares: one-line errors with exit status 2, logging set-up, atomic JSON output."""
+"""What every command shares: one-line errors (exit 2 for bad input and usage, 1 for failures, 128 + N for signal
+N), numeric options with finite bounds, logging set-up, atomic JSON output."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,13 +16,26 @@ from typing import Any
 
 import click
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, os_reason
 from .deps import OPENCV_MISSING
 from .errors import BadInput, DisError
 
+# Ceilings of the numeric options: far above any real use, low enough that a typo fails at once instead of
+# allocating for minutes (an image side of 10^6 pixels, 10^9 images).
+MAX_SIDE = 8192  # pixels of an image or model input side
+MAX_ITERS = 100  # refinement steps
+MAX_BATCH = 1024
+MAX_COUNT = 1_000_000  # images, frames, runs, steps, epochs
+MAX_SEED = 2**32 - 1
+MAX_WEIGHT = 1e6  # loss weights, step sizes, gigabytes
+CORES = os.cpu_count() or 1
+# errno values of a write that the machine refused (not a bug of ours): one line, exit 1, never a traceback.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR}
+
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn BadInput into one line on stderr and exit 2, other DisErrors into exit 1, Ctrl-C into exit 130."""
+    """Turn BadInput into one line on stderr and exit 2, other DisErrors (and a write the machine refused) into
+    exit 1, a stop signal into exit 128 + its number (Ctrl-C: 130, SIGTERM: 143)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -30,16 +47,67 @@ def handle_errors(func: Callable) -> Callable:
         except DisError as err:
             click.echo(f"failed: {err}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as err:
+            click.echo(f"interrupted ({err.args[0] if err.args else 'SIGINT'})", err=True)
+            sys.exit(getattr(err, "exit_status", 130))
         except ModuleNotFoundError as err:
             if err.name != "cv2":
                 raise
             click.echo(f"error: {OPENCV_MISSING}", err=True)
             sys.exit(2)
+        except OSError as err:
+            if err.errno not in WRITE_ERRNOS:
+                raise
+            click.echo(f"failed: {err.filename or 'output'}: {os_reason(err)}", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+class _OneLineErrors:
+    """Click's usage errors as one line ("error: ... (see 'dis-run --help')"), exit 2, like every other bad input."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as err:
+            where = f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
+            click.echo(f"error: {err.format_message()}{where}", err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Command(_OneLineErrors, click.Command):
+    pass
+
+
+class Group(_OneLineErrors, click.Group):
+    pass
+
+
+class Finite(click.FloatRange):
+    """A float in [min, max] that is a number: FloatRange alone lets 'nan' through."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def threads_option(help_text: str):
+    return click.option(
+        "--threads",
+        default=0,
+        show_default=True,
+        type=click.IntRange(0, CORES),
+        help=f"{help_text} (0: all; at most this machine's {CORES} cores)",
+    )
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -50,12 +118,13 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def parse_int_list(text: str, *, name: str) -> list[int]:
-    """ "0,1,3" -> [0, 1, 3]; raises BadInput for anything that is not non-negative integers."""
+def parse_int_list(text: str, *, name: str, low: int = 0, high: int = MAX_ITERS) -> list[int]:
+    """ "0,1,3" -> [0, 1, 3]; raises BadInput for anything that is not integers in [low, high]."""
+    wanted = f"expected comma-separated integers from {low} to {high}, e.g. {low},{low + 1}"
     try:
         values = [int(v) for v in text.split(",") if v.strip() != ""]
     except ValueError:
-        raise BadInput(f"{name} {text!r}: expected comma-separated non-negative integers, e.g. 0,1,3") from None
-    if not values or min(values) < 0:
-        raise BadInput(f"{name} {text!r}: expected comma-separated non-negative integers, e.g. 0,1,3")
+        raise BadInput(f"{name} {text!r}: {wanted}") from None
+    if not values or min(values) < low or max(values) > high:
+        raise BadInput(f"{name} {text!r}: {wanted}")
     return values

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from .cli_util import handle_errors
+from .cli_util import Command, handle_errors
 from .deps import OPENCV_MISSING, installed, onnxruntime_conflict, opencv_wheels
 
 # uint8 image 1x4x4x3 -> Cast -> ReduceMax -> Cast -> uint8 "labels": a 180-byte ONNX model (opset 17) that
@@ -293,8 +293,9 @@ def render(value: Any, indent: int = 0) -> list[str]:
 
 
 @click.command(
+    cls=Command,
     help="Report what this machine can run (Python, OpenCV, ONNX Runtime, TensorRT, GPU, cameras, GStreamer, C++), "
-    "and whether MODEL runs here. Paste its output into bug reports."
+    "and whether MODEL runs here. Paste its output into bug reports.",
 )
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")

@@ -11,6 +11,11 @@ class BadInput(DisError):
     """The user gave something we cannot use (file, flag, image, camera). Exit status 2."""
 
 
+class WriteFailed(DisError):
+    """An output could not be written completely (full disk, read-only mount, permission). Exit status 1; the
+    temp file is removed and an existing file of that name is left as it was."""
+
+
 class ModelFileError(BadInput):
     """A model file is missing, corrupt, not ours, or does not fit this machine."""
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import BadInput
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -71,3 +72,26 @@ def list_images(folder: str | Path) -> list[Path]:
         base = Path(text).parent
         return sorted(p for p in base.glob(Path(text).name) if p.is_file())
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Output names (masks, per-frame files) for `paths`, one each, never two alike even on a file system that
+    ignores case. The rule (README "Outputs"): an image's stem (street.jpg -> street); when several images share a
+    stem, ignoring case, each keeps its extension (a.jpg -> a.jpg, a.png -> a.png); a name that still collides,
+    ignoring case, gets -2, -3, ... in sorted order (a.JPG, a.jpg -> a.JPG, a.jpg-2). Case is folded for ASCII
+    letters only, as the C++ runtime does."""
+    fold = lambda name: name.translate(_ASCII_LOWER)  # noqa: E731
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[fold(p.stem)] = stems.get(fold(p.stem), 0) + 1
+    taken: set[str] = set()
+    names = []
+    for p in paths:
+        name = p.name if stems[fold(p.stem)] > 1 else p.stem
+        candidate, n = name, 1
+        while fold(candidate) in taken:
+            n += 1
+            candidate = f"{name}-{n}"
+        taken.add(fold(candidate))
+        names.append(candidate)
+    return names

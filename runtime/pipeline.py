@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import resource
-import signal
 import threading
 import time
 from collections import deque
@@ -14,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .segmenter import Result, Segmenter
+from .signals import StopOnSignals
 from .sinks import MaskSink, VideoSink, WindowSink, render
 from .sources import Frame, Source
 
@@ -154,26 +153,6 @@ def _next(frames: queue.Queue, stop: threading.Event):
     return _END
 
 
-@contextlib.contextmanager
-def _ctrl_c_sets(stop: threading.Event):
-    """While inside, Ctrl-C only sets `stop` (and the yielded event): a KeyboardInterrupt raised at an arbitrary
-    point inside a queue operation can leave a thread waiting forever (seen: 1 run in 10 under a stress test), so
-    the caller raises it once its threads have finished."""
-    interrupted = threading.Event()
-
-    def on_sigint(signum, frame) -> None:
-        interrupted.set()
-        stop.set()
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-    try:
-        yield interrupted
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
 def _drain(reader: threading.Thread, frames: queue.Queue) -> None:
     """Unblock the reader if it waits on a full queue, until it has finished."""
     while reader.is_alive():
@@ -181,6 +160,17 @@ def _drain(reader: threading.Thread, frames: queue.Queue) -> None:
             frames.get_nowait()
         except queue.Empty:
             reader.join(timeout=0.1)
+
+
+def _close(sinks, errors: list) -> None:
+    """Close every sink, even after one fails (a full disk for the masks must not cost the video); keep errors."""
+    for sink in sinks:
+        if sink is None:
+            continue
+        try:
+            sink.close()
+        except Exception as err:  # noqa: BLE001 (surfaced by run() once all are closed)
+            errors.append(err)
 
 
 def run(
@@ -192,13 +182,21 @@ def run(
     window: WindowSink | None = None,
     max_frames: int | None = None,
     stats: Stats | None = None,
+    stop: threading.Event | None = None,
     **render,
 ) -> Stats:
-    """Segment every frame of `source` into the sinks, adding to `stats` (pass one in to keep what was
-    counted when Ctrl-C interrupts); `render`: view, alpha, legend (sinks.render). Ctrl-C stops cleanly: the
-    sinks are flushed and closed."""
+    """Segment every frame of `source` into the sinks, adding to `stats` (pass one in to keep what was counted
+    when the run is stopped); `render`: view, alpha, legend (sinks.render). `stop`: an event that ends the run
+    cleanly once set (a command sets it from its signal handlers, signals.StopOnSignals); without one, run()
+    takes SIGINT/SIGTERM/SIGHUP itself and raises signals.Stopped after finishing. Either way the sinks are
+    flushed and closed: every frame counted in `stats` is written. A sink's error (WriteFailed) is raised."""
+    if stop is None:
+        with StopOnSignals() as signals:
+            result = run(seg, source, video=video, masks=masks, window=window, max_frames=max_frames, stats=stats,
+                         stop=signals.event, **render)  # fmt: skip
+        signals.raise_if_stopped()
+        return result
     stats = stats if stats is not None else Stats(seg.class_names)
-    stop = threading.Event()
     # Bounded: a file never runs ahead of inference; a live source waits at one frame and keeps
     # replacing it with the newest, so lag never grows.
     frames: queue.Queue = queue.Queue(maxsize=1 if source.live else 8)
@@ -210,27 +208,22 @@ def run(
         target=_writer, args=(seg, outputs), kwargs=dict(**sinks, **render, stop=stop, errors=errors)
     )
     writer.daemon = True
-    with _ctrl_c_sets(stop) as interrupted:
-        reader.start()
-        writer.start()
-        try:
-            while (frame := _next(frames, stop)) is not _END:
-                started = time.perf_counter()
-                result = seg(frame.image)
-                stats.add(frame, result, started)
-                elapsed = time.perf_counter() - stats.started
-                outputs.put((frame, result, stats.frames / elapsed if elapsed else None))
-        finally:
-            stop.set()
-            _drain(reader, frames)
-            outputs.put(_END)
-            writer.join()
-            for sink in (video, masks, window):
-                if sink is not None:
-                    sink.close()
-            source.close()
-    if interrupted.is_set():
-        raise KeyboardInterrupt
+    reader.start()
+    writer.start()
+    try:
+        while (frame := _next(frames, stop)) is not _END:
+            started = time.perf_counter()
+            result = seg(frame.image)
+            stats.add(frame, result, started)
+            elapsed = time.perf_counter() - stats.started
+            outputs.put((frame, result, stats.frames / elapsed if elapsed else None))
+    finally:
+        stop.set()
+        _drain(reader, frames)
+        outputs.put(_END)
+        writer.join()
+        _close((video, masks, window), errors)
+        source.close()
     if errors:
         raise errors[0]
     return stats

@@ -97,6 +97,33 @@ def open_backend(
     return OnnxRuntimeBackend(path, threads=threads, precision=info.precision), info
 
 
+def check_outputs(backend: Backend, info: ModelInfo, path: Path) -> None:
+    """The graph's outputs agree with the metadata: labels present, uint8 (int32 past 256 classes) at the input
+    size; scores and tags with one entry per declared class. Raises ModelFileError (exit 2) naming the mismatch;
+    without this check a mask could hold labels outside the declared classes."""
+    k = info.num_classes
+    specs = backend.output_specs
+    fix = "re-export the model with dis-export, or correct the class list in its metadata"
+    if LABELS not in specs:
+        raise ModelFileError(f"{path}: the graph has no '{LABELS}' output (it has {', '.join(specs)}); {fix}")
+    labels = specs[LABELS]
+    wanted = (np.uint8, np.int32) if k <= 256 else (np.int32,)
+    if labels.dtype not in [np.dtype(t) for t in wanted]:
+        raise ModelFileError(
+            f"{path}: '{LABELS}' is {labels.dtype}, the contract wants {' or '.join(np.dtype(t).name for t in wanted)} "
+            f"for {k} classes; {fix}"
+        )
+    size = (info.input_height, info.input_width)
+    if len(labels.shape) != 3 or any(isinstance(d, int) and d != w for d, w in zip(labels.shape[1:], size)):
+        raise ModelFileError(f"{path}: '{LABELS}' has shape {labels.shape}, expected (N, {size[0]}, {size[1]}); {fix}")
+    for name, axis in ((SCORES, 1), (TAGS, -1)):
+        spec = specs.get(name)
+        if spec is not None and len(spec.shape) > 1 and isinstance(spec.shape[axis], int) and spec.shape[axis] != k:
+            raise ModelFileError(
+                f"{path}: the graph's '{name}' output has {spec.shape[axis]} classes, its metadata names {k}; {fix}"
+            )
+
+
 class Segmenter:
     """Run an exported DIS model on BGR frames of any size and channel count.
 
@@ -112,6 +139,11 @@ class Segmenter:
     ) -> None:
         self.path = Path(model)
         self.backend, self.info = open_backend(self.path, backend=backend, cache_dir=cache_dir, threads=threads)
+        try:
+            check_outputs(self.backend, self.info, self.path)
+        except ModelFileError:
+            self.backend.close()
+            raise
         spec = self.backend.inputs[self.info.input_name]
         self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None  # None: dynamic
         self.palette_bgr = np.array([c[::-1] for c in self.info.palette], np.uint8)

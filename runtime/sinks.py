@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import AtomicFile, atomic_write, check_output, disk_reason
 from .choices import VIEWS
 from .errors import BadInput
 from .segmenter import Result, Segmenter
@@ -65,40 +65,69 @@ def render(
 
 
 class VideoSink:
-    """An MP4 written to a temp file and renamed on close, so an interrupted run still leaves a playable file."""
+    """A video written to a temp file beside `path`; on close it is checked (every frame and the trailer readable),
+    fsynced and renamed onto `path`. A run stopped by a signal still leaves a playable file; a full disk or
+    read-only folder leaves an existing `path` untouched and raises WriteFailed."""
 
-    def __init__(self, path: str | Path, fps: float) -> None:
+    CHECK_SPACE_EVERY = 100  # frames: a disk that filled up mid-run stops the run instead of running on for nothing
+
+    def __init__(self, path: str | Path, fps: float = 30.0, *, option: str = "--output") -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".avi", ".mkv"):
-            raise BadInput(f"--output {path}: expected a .mp4, .avi or .mkv file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+            raise BadInput(f"{option} {path}: expected a .mp4, .avi or .mkv file")
+        check_output(self.path, option=option)
         self.fps = fps
         self.writer = None
+        self.file: AtomicFile | None = None
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
         if self.writer is None:
+            self.file = AtomicFile(self.path)
             fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
-            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (image.shape[1], image.shape[0]))
+            self.writer = cv2.VideoWriter(self.file.tmp, fourcc, self.fps, (image.shape[1], image.shape[0]))
             if not self.writer.isOpened():
-                raise BadInput(f"--output {self.path}: OpenCV cannot write this video format here")
+                self.file.abort()
+                raise BadInput(f"{self.path}: OpenCV cannot write this video format here")
         self.writer.write(image)
         self.frames += 1
+        if self.frames % self.CHECK_SPACE_EVERY == 0 and disk_reason(self.path.parent):
+            raise self.file.fail("")
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            os.replace(self.tmp, self.path)
-            self.writer = None
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        try:
+            self._check()
+        except BaseException:
+            self.file.abort()
+            raise
+        self.file.commit()
+
+    def _check(self) -> None:
+        """The finished temp file holds every frame written, the last one readable (a full disk cuts the trailer)."""
+        cap = cv2.VideoCapture(self.file.tmp)
+        try:
+            found = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            last_ok = False
+            if found == self.frames:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, self.frames - 1)
+                last_ok = cap.read()[0]
+        finally:
+            cap.release()
+        if found != self.frames or not last_ok:
+            raise self.file.fail(f"the finished video holds {found} of {self.frames} frames")
 
 
 class MaskSink:
-    """One palette PNG per frame (pixel value = class index, colours from the model's palette)."""
+    """One palette PNG per frame (pixel value = class index, colours from the model's palette), each written
+    atomically. Names come from the source, unique per run (sources.unique_names)."""
 
     def __init__(self, folder: str | Path, palette: tuple[tuple[int, int, int], ...]) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        check_output(self.folder, option="--masks", kind="folder")
         flat = [v for colour in palette for v in colour]
         self.palette = flat + [0] * (768 - len(flat))
         self.count = 0

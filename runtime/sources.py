@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from .errors import BadInput, SourceError
-from .image import list_images, read_image
+from .image import list_images, read_image, unique_names
 
 log = logging.getLogger("disseg.sources")
 
@@ -118,6 +118,7 @@ class Source:
     live = False
     reconnects = 0
     skipped = 0
+    truncated: dict | None = None  # a file that ended early: {"frames_read": n, "frames_declared": m}
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -136,32 +137,36 @@ class ImageSource(Source):
         self.paths = list_images(spec)
         if not self.paths:
             raise SourceError(f"{spec}: no images found (looked for .jpg, .png, .bmp, .tif, .webp)")
+        self.names = unique_names(self.paths)
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
-        for path in self.paths:
+        for path, name in zip(self.paths, self.names):
             try:
                 image = read_image(path)
             except BadInput as err:
                 self.skipped += 1
                 log.warning("skipped %s", err)
                 continue
-            yield Frame(index, image, path.stem, time.perf_counter())
+            yield Frame(index, image, name, time.perf_counter())
             index += 1
 
 
 class VideoSource(Source):
-    """A video file, every frame in order."""
+    """A video file, every frame in order. One that ends before the frame count its header declares (cut short,
+    damaged) is reported in one warning line and in `truncated`."""
 
     def __init__(self, path: str) -> None:
         if not Path(path).is_file():
             raise SourceError(f"{path}: no such video file")
+        self.path = path
         self.cap = cv2.VideoCapture(path)
         ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
         if not ok:
             raise SourceError(f"{path}: cannot read any frame (empty, corrupt or an unsupported codec)")
         self._first = first
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
+        self.declared = max(0, int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)))  # 0: the container does not say
 
     def __iter__(self) -> Iterator[Frame]:
         index, image = 0, self._first
@@ -171,6 +176,14 @@ class VideoSource(Source):
             ok, image = self.cap.read()
             if not ok:
                 image = None
+        if index < self.declared:
+            self.truncated = {"frames_read": index, "frames_declared": self.declared}
+            log.warning(
+                "%s ended early: %d of the %d frames its header declares were readable (cut short or damaged)",
+                self.path,
+                index,
+                self.declared,
+            )
 
     def close(self) -> None:
         self.cap.release()
@@ -273,6 +286,7 @@ class Looped(Source):
                 index += 1
                 yield frame
             self.skipped += src.skipped
+            self.truncated = src.truncated or self.truncated
             src.close()
 
     def close(self) -> None:

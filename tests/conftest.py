@@ -45,41 +45,75 @@ def run_cmd(*args: str, check: bool = False, timeout: int = 600) -> subprocess.C
     return proc
 
 
-def interrupt_run(
-    exe: str | Path, model: Path, video: Path, out: Path, stats: Path, *, after_s: float
-) -> tuple[int, str, dict, int]:
-    """Run a dis-run-like command on `video` looped forever, send Ctrl-C after `after_s` seconds; return its exit
-    status, stderr, the stats it wrote and how many frames the output video holds."""
-    import json
-    import signal
+def wait_for(condition, *, proc: subprocess.Popen | None = None, timeout: float = 300.0, what: str = "") -> None:
+    """Readiness, not a fixed sleep: poll `condition` until it holds; fail if `proc` ends first or time runs out."""
     import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def interrupt_run(
+    exe: str | Path, model: Path, video: Path, out: Path, stats: Path, *, sig: int | None = None
+) -> tuple[int, str, dict, int, int]:
+    """Run a dis-run-like command on `video` looped forever into a video, masks and stats; once its first mask is
+    written (it is running, its handlers installed), send `sig` (SIGINT by default). Return its exit status,
+    stderr, the stats it wrote, how many frames the output video holds and how many masks were written."""
+    import signal
 
     import cv2
 
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            str(model),
-            "--video",
-            str(video),
-            "--loop",
-            "100000",
-            "--no-display",
-            "--output",
-            str(out),
-            "--stats",
-            str(stats),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(after_s)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    masks = out.parent / f"{out.stem}-masks"
+    args = [str(exe), str(model), "--video", str(video), "--loop", "100000", "--no-display"]
+    args += ["--output", str(out), "--stats", str(stats), "--masks", str(masks)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: masks.is_dir() and any(masks.glob("*.png")), proc=proc, what="the first mask")
+    proc.send_signal(signal.SIGINT if sig is None else sig)
+    _, err = proc.communicate(timeout=120)
     summary = json.loads(stats.read_text()) if stats.is_file() else {}
     cap = cv2.VideoCapture(str(out))
-    return proc.returncode, err, summary, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
+    written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
+    return proc.returncode, err, summary, written, len(list(masks.glob("*.png")))
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """mount(size) -> a folder on a tmpfs of that size (a disk that fills up), or read-only with ro=True. Needs root
+    and a kernel that lets this process mount; skips with the reason otherwise. Unmounted afterwards."""
+    mounted = []
+
+    def mount(size: str = "256k", *, ro: bool = False, name: str | None = None) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("needs root to mount a small tmpfs (a full or read-only disk)")
+        folder = tmp_path / (name or f"disk{len(mounted)}")
+        folder.mkdir()
+        options = f"size={size}" + (",ro" if ro else "")
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def one_line(proc, status: int, *words: str) -> str:
+    """The command ended with `status` and exactly one stderr line holding `words` (beside info lines that the
+    run printed before it failed, which start with the model's name or 'no display'): that line."""
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith(("error:", "failed:"))]
+    assert proc.returncode == status, (proc.returncode, proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
 
 
 @pytest.fixture(scope="session")

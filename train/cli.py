@@ -6,15 +6,30 @@ from pathlib import Path
 
 import click
 
+from disseg.runtime.atomic import check_output
 from disseg.runtime.choices import BACKENDS
-from disseg.runtime.cli_util import handle_errors, parse_int_list, setup_logging, write_json
+from disseg.runtime.cli_util import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_ITERS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_WEIGHT,
+    Command,
+    Finite,
+    Group,
+    handle_errors,
+    parse_int_list,
+    setup_logging,
+    write_json,
+)
 from disseg.runtime.errors import BadInput
 
 from .config import BACKBONES, RULED_OUT, TAG_GATES, DISConfig
 from .synth_presets import PRESET_DEFAULTS, PRESETS
 
 
-@click.group(help="Make data sets for DIS.")
+@click.group(cls=Group, help="Make data sets for DIS.")
 def data_cli() -> None:
     setup_logging()
 
@@ -27,21 +42,18 @@ def data_cli() -> None:
 )
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--preset", default="easy", show_default=True, type=click.Choice(PRESETS))
-@click.option("--num-train", type=click.IntRange(1), help="[default: easy 200, hard 42]")
-@click.option("--num-val", type=click.IntRange(1), help="[default: easy 100, hard 105]")
-@click.option("--num-weak", type=click.IntRange(0), help="[default: easy 400, hard 420]")
-@click.option("--size", type=click.IntRange(16), help="image side in pixels [default: easy 256, hard 128]")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
-    "--tag-drop", type=click.FloatRange(0, 1), help="chance a present tag is dropped [default: easy 0.2, hard 0.3]"
-)
-@click.option(
-    "--tag-add", type=click.FloatRange(0, 1), help="chance an absent tag is added [default: easy 0.05, hard 0.03]"
-)
+@click.option("--num-train", type=click.IntRange(1, MAX_COUNT), help="[default: easy 200, hard 42]")
+@click.option("--num-val", type=click.IntRange(1, MAX_COUNT), help="[default: easy 100, hard 105]")
+@click.option("--num-weak", type=click.IntRange(0, MAX_COUNT), help="[default: easy 400, hard 420]")
+@click.option("--size", type=click.IntRange(16, MAX_SIDE), help="image side in pixels [default: easy 256, hard 128]")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED))
+@click.option("--tag-drop", type=Finite(0, 1), help="chance a present tag is dropped [default: easy 0.2, hard 0.3]")
+@click.option("--tag-add", type=Finite(0, 1), help="chance an absent tag is added [default: easy 0.05, hard 0.03]")
 @handle_errors
 def synth(out: Path, preset, seed, **counts) -> None:
     from .synth import write_dataset
 
+    check_output(out, option="dis-data synth OUT", kind="folder")
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} exists and is not empty; choose a new folder or remove it")
     given = {k: v for k, v in counts.items() if v is not None}
@@ -49,7 +61,7 @@ def synth(out: Path, preset, seed, **counts) -> None:
     click.echo(f"wrote {out} ({preset}): " + ", ".join(f"{n} {k}" for k, n in written.items()))
 
 
-@click.command(help="Train DIS: stage 1 on fully labelled images, stage 2 adds tag-only images.")
+@click.command(cls=Command, help="Train DIS: stage 1 on fully labelled images, stage 2 adds tag-only images.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="data set folder (VOC or folder layout)")
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="run folder: best.pt, last.pt, metrics.json"
@@ -72,23 +84,25 @@ def synth(out: Path, preset, seed, **counts) -> None:
     help="start the backbone from torchvision's ImageNet weights (downloaded once into torch's cache), "
     "or from a state dict file or URL",
 )
-@click.option("--size", default=256, show_default=True, type=click.IntRange(32), help="training crop (pixels)")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(1), help="global batch")
+@click.option(
+    "--size", default=256, show_default=True, type=click.IntRange(32, MAX_SIDE), help="training crop (pixels)"
+)
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1, MAX_COUNT))
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, MAX_BATCH), help="global batch")
 @click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adamw"]))
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="[default: 0.01 sgd, 0.001 adamw]")
+@click.option("--lr", type=Finite(0, 10, min_open=True), help="[default: 0.01 sgd, 0.001 adamw]")
 @click.option(
     "--iters-train",
     default=DISConfig.iters_train,
     show_default=True,
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_ITERS),
     help="refinement steps for stage-2 pseudo labels",
 )
 @click.option(
     "--iters-test",
     default=DISConfig.iters_test,
     show_default=True,
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_ITERS),
     help="refinement steps scored for best.pt",
 )
 @click.option(
@@ -102,21 +116,21 @@ def synth(out: Path, preset, seed, **counts) -> None:
     "--train-through",
     default=DISConfig.train_through,
     show_default=True,
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_ITERS),
     help="take the training loss after this many refinement steps, backpropagated through them",
 )
 @click.option(
     "--step-size",
     default=DISConfig.step_size,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Finite(0, MAX_WEIGHT),
     help="refinement step size alpha",
 )
 @click.option(
     "--tag-weight",
     default=DISConfig.tag_weight,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Finite(0, MAX_WEIGHT),
     help="tag term weight in the energy",
 )
 @click.option(
@@ -130,26 +144,26 @@ def synth(out: Path, preset, seed, **counts) -> None:
     "--weak-weight",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Finite(0, MAX_WEIGHT),
     help="stage 2: weight of the weak images' loss",
 )
 @click.option(
     "--pseudo-threshold",
     default=0.0,
     show_default=True,
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     help="stage 2: ignore pseudo-label pixels less confident than this",
 )
 @click.option("--eval-iters", default="", help="extra refinement step counts scored each epoch, e.g. 1,3")
-@click.option("--max-train", type=click.IntRange(1), help="use only the first N fully labelled images")
+@click.option("--max-train", type=click.IntRange(1, MAX_COUNT), help="use only the first N fully labelled images")
 @click.option(
     "--steps-per-epoch",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_COUNT),
     help="optimizer steps per epoch [default: one pass over the larger set]",
 )
 @click.option("--freeze-bn", is_flag=True, help="keep batch-norm statistics fixed")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED))
 @click.option("--resume", is_flag=True, help="continue RUN/last.pt exactly where it stopped")
 @handle_errors
 def train_cli(**options) -> None:
@@ -173,6 +187,7 @@ def train_cli(**options) -> None:
         raise BadInput(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if not data.is_dir():
         raise BadInput(f"{data}: no such data folder; make one with: dis-data synth {data}")
+    check_output(out, option="--out", kind="folder")
     options.update(
         stage=int(options["stage"]),
         output_stride=int(options["output_stride"]),
@@ -192,7 +207,7 @@ def train_cli(**options) -> None:
     click.echo(f"best val mIoU {result['best_val_miou']:.2f}; wrote {out}/best.pt, last.pt, metrics.json")
 
 
-@click.command(help="Score a model (.pt checkpoint, .onnx or TensorRT engine) on a data split.")
+@click.command(cls=Command, help="Score a model (.pt checkpoint, .onnx or TensorRT engine) on a data split.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -207,17 +222,13 @@ def train_cli(**options) -> None:
 @click.option(
     "--plot", "plot_path", type=click.Path(path_type=Path), help="draw mIoU (and tag F1) against refinement steps (PNG)"
 )
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, MAX_BATCH))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option(
     "--backend", default="auto", show_default=True, type=click.Choice(BACKENDS), help="for .onnx and engine files"
 )
-@click.option(
-    "--step-size", type=click.FloatRange(min=0), help="override the checkpoint's refinement step size (tuning)"
-)
-@click.option(
-    "--tag-weight", type=click.FloatRange(min=0), help="override the tag term's weight in the energy (tuning)"
-)
+@click.option("--step-size", type=Finite(0, MAX_WEIGHT), help="override the checkpoint's refinement step size (tuning)")
+@click.option("--tag-weight", type=Finite(0, MAX_WEIGHT), help="override the tag term's weight in the energy (tuning)")
 @click.option("--tag-gate", type=click.Choice(TAG_GATES), help="override how tags gate the labelmap")
 @handle_errors
 def eval_cli(
@@ -226,6 +237,9 @@ def eval_cli(
     setup_logging()
     if not model.is_file():
         raise BadInput(f"{model}: no such model file")
+    for path, option in ((json_path, "--json"), (plot_path, "--plot")):
+        if path is not None:
+            check_output(path, option=option)
     iters_list = parse_int_list(iters, name="--iters") if iters else None
     if model.suffix == ".pt":
         overrides = {

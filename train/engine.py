@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ from tqdm import tqdm
 
 from disseg.runtime.atomic import atomic_write_text
 from disseg.runtime.dataset import Sample, list_samples, scan
-from disseg.runtime.errors import BadInput
+from disseg.runtime.errors import BadInput, DisError
 from disseg.runtime.image import resize_labels
 from disseg.runtime.metrics import ConfusionMatrix, TagF1, tags_from_labels
+from disseg.runtime.signals import StopOnSignals
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DISConfig
@@ -196,6 +198,25 @@ class BatchStream:
         return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
+class Diverged(DisError):
+    """The loss or the weights stopped being finite. Exit status 1; the checkpoints keep the last good epoch."""
+
+
+def _finite_weights(model: torch.nn.Module) -> bool:
+    """One reduction over every parameter (NaN and Inf survive a sum), one device sync."""
+    return bool(torch.isfinite(torch.stack([p.detach().float().sum() for p in model.parameters()]).sum()))
+
+
+def _stop_agreed(stop: threading.Event | None, world: int, device: torch.device) -> bool:
+    """Whether to stop after this step; with several processes, all stop at the same step (one asked is enough)."""
+    asked = stop is not None and stop.is_set()
+    if world > 1:
+        flag = torch.tensor([float(asked)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        asked = bool(flag.item())
+    return asked
+
+
 def train_one_epoch(
     model: DIS,
     loss_fn: torch.nn.Module,
@@ -210,14 +231,20 @@ def train_one_epoch(
     freeze_bn: bool,
     clip_grad: float,
     show: bool,
-) -> dict[str, float]:
-    """`steps` optimizer steps on fully labelled batches (plus one weak batch each in stage 2). Returns mean losses."""
+    totals: dict[str, float] | None = None,
+    stop: threading.Event | None = None,
+    world: int = 1,
+) -> tuple[dict[str, float], int]:
+    """Up to `steps` optimizer steps on fully labelled batches (plus one weak batch each in stage 2), adding the
+    losses to `totals`; stops early once `stop` is set. Returns (loss sums, steps taken). Raises Diverged as soon as
+    the loss or the weights are not finite."""
     model.train()
     if freeze_bn:
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    totals = dict.fromkeys(("loss", *LOSS_TERMS, "weak_loss"), 0.0)
+    totals = dict(totals) if totals else dict.fromkeys(("loss", *LOSS_TERMS, "weak_loss"), 0.0)
+    done = 0
     for step in tqdm(range(first_step, first_step + steps), disable=not show, leave=False, desc="train"):
         batch = full.batch_at(step)
         x, labels, tags = batch["image"].to(device), batch["mask"].to(device), batch["tags"].to(device)
@@ -232,18 +259,23 @@ def train_one_epoch(
                 weak_loss = weighted(model.cfg, loss_fn(xw, pseudo, cleaned))
                 loss = loss + model.cfg.weak_weight * weak_loss
         if not torch.isfinite(loss):
-            raise FloatingPointError("training loss is not finite; lower --lr")
+            raise Diverged(f"the training loss is not finite at step {step}; lower --lr (or --step-size, --tag-weight)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
+        if not _finite_weights(model):
+            raise Diverged(f"the weights are not finite after step {step}; lower --lr")
         scheduler.step()
+        done += 1
         totals["loss"] += loss.item()
         totals["weak_loss"] += weak_loss.item()
         for name, value in zip(LOSS_TERMS, terms.detach().float().tolist()):
             totals[name] += value
-    return {k: v / max(steps, 1) for k, v in totals.items()}
+        if _stop_agreed(stop, world, device):
+            break
+    return totals, done
 
 
 class LossModule(torch.nn.Module):
@@ -354,16 +386,44 @@ class _Run:
     best: float = -math.inf
     history: list = field(default_factory=list)
 
+    partial: dict | None = None  # a started epoch: {"epoch", "done" (steps), "totals", "lr", "seconds"}
+
     def restore(self, resume: dict) -> int:
-        """Continue RUN/last.pt exactly: weights, optimizer, schedule, RNG and history. Returns the next epoch."""
+        """Continue RUN/last.pt exactly: weights, optimizer, schedule, RNG, history and, for a run stopped inside an
+        epoch, that epoch's steps taken and loss sums. Returns the epoch to continue."""
         self.model.load_state_dict(resume["model"])
         self.optimizer.load_state_dict(resume["optimizer"])
         self.scheduler.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["rng"]["torch"])
         self.best, self.history = resume["best_miou"], resume["history"]
+        self.partial = resume.get("partial_epoch")
         return resume["epoch"] + 1
 
-    def end_epoch(self, epoch: int, losses: dict, lr: float, started: float) -> None:
+    def _state(self, epoch: int) -> dict:
+        """Everything a resumed run needs; `epoch`: the last finished one."""
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "epoch": epoch,
+            "best_miou": self.best,
+            "history": self.history,
+            "stage": self.opts.stage,
+            "data": str(self.opts.data.resolve()),
+            "partial_epoch": self.partial,
+        }
+
+    def save_stopped(self, epoch: int, done: int, totals: dict, lr: float, seconds: float) -> None:
+        """A stop signal inside an epoch: RUN/last.pt records the steps taken, so --resume continues at the next step
+        exactly (best.pt and metrics are written at epoch ends only)."""
+        self.partial = {"epoch": epoch, "done": done, "totals": totals, "lr": lr, "seconds": seconds}
+        save_checkpoint(self.opts.out / "last.pt", self._state(epoch - 1))
+        log.info("stopped in epoch %d after %d steps; saved %s (continue with --resume)", epoch, done,
+                 self.opts.out / "last.pt")  # fmt: skip
+
+    def end_epoch(self, epoch: int, losses: dict, lr: float, seconds: float) -> None:
         """Score on the validation split, then write last.pt (best.pt when better), metrics.json/.csv and curves."""
         cfg, opts, out = self.cfg, self.opts, self.opts.out
         results = evaluate(
@@ -375,7 +435,7 @@ class _Run:
                 "epoch": epoch,
                 **losses,
                 "lr": lr,
-                "seconds": round(time.perf_counter() - started, 2),
+                "seconds": round(seconds, 2),
                 "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results],
             }
         )
@@ -385,20 +445,11 @@ class _Run:
             losses["loss"],
             ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results),
         )
-        state = {
-            "config": cfg.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-            "epoch": epoch,
-            "best_miou": max(self.best, score),
-            "history": self.history,
-            "stage": opts.stage,
-            "data": str(opts.data.resolve()),
-        }
-        if score > self.best:
-            self.best = score
+        self.partial = None
+        better = score > self.best
+        self.best = max(self.best, score)
+        state = self._state(epoch)
+        if better:
             save_checkpoint(out / "best.pt", state)
         save_checkpoint(out / "last.pt", state)
         metrics = {"stage": opts.stage, "config": cfg.to_dict(), "best_val_miou": self.best, "epochs": self.history}
@@ -408,7 +459,15 @@ class _Run:
 
 def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
     """Train stage `opts.stage`; write RUN/last.pt (each epoch), RUN/best.pt, RUN/metrics.json/.csv and curves.
-    Returns the metrics."""
+    Returns the metrics. A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run at the next step with a resumable
+    RUN/last.pt and raises signals.Stopped; a diverging run raises Diverged, its checkpoints as they were."""
+    with StopOnSignals() as signals:
+        result = _fit(cfg, opts, signals.event)
+    signals.raise_if_stopped()
+    return result
+
+
+def _fit(cfg: DISConfig, opts: TrainOptions, stop: threading.Event) -> dict:
     rank, world = _distributed()
     device = _device(opts, world)
     torch.manual_seed(opts.seed)
@@ -420,9 +479,14 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
     loss_fn, optimizer, scheduler = _optimization(model, opts, steps, device, world)
     run = _Run(cfg, opts, model, optimizer, scheduler, device, val_loader)
     start = run.restore(resume) if resume is not None else 0
-    for epoch in range(start, opts.epochs):
-        started, lr = time.perf_counter(), scheduler.get_last_lr()[0]  # the rate the epoch starts at
-        losses = train_one_epoch(
+    if rank == 0:  # also the line a supervisor (or a test) waits for before it may stop the run
+        log.info("training epochs %d to %d, %d steps each, on %s", start, opts.epochs - 1, steps, device)
+    for epoch in range(start, opts.epochs):  # a stop signal ends train_one_epoch after its next step
+        began = run.partial if run.partial and run.partial["epoch"] == epoch else None
+        done = began["done"] if began else 0
+        started = time.perf_counter() - (began["seconds"] if began else 0.0)
+        lr = began["lr"] if began else scheduler.get_last_lr()[0]  # the rate the epoch starts at
+        totals, taken = train_one_epoch(
             model,
             loss_fn,
             optimizer,
@@ -430,14 +494,22 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
             device,
             full=full,
             weak=weak,
-            first_step=epoch * steps,
-            steps=steps,
+            first_step=epoch * steps + done,
+            steps=steps - done,
             freeze_bn=opts.freeze_bn,
             clip_grad=opts.clip_grad,
             show=rank == 0,
+            totals=began["totals"] if began else None,
+            stop=stop,
+            world=world,
         )
+        done += taken
+        if done < steps:  # stopped by a signal inside the epoch
+            if rank == 0 and taken:
+                run.save_stopped(epoch, done, totals, lr, time.perf_counter() - started)
+            break
         if rank == 0:
-            run.end_epoch(epoch, losses, lr, started)
+            run.end_epoch(epoch, {k: v / steps for k, v in totals.items()}, lr, time.perf_counter() - started)
         if world > 1:
             dist.barrier()
     return {"best_val_miou": run.best, "epochs": run.history}

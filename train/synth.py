@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from disseg.runtime.atomic import atomic_write_text
+from disseg.runtime.atomic import atomic_write, atomic_write_text
 from disseg.runtime.palette import voc_palette
+from disseg.runtime.sinks import VideoSink
 
 SYNTH_CLASSES = ("background", "ember", "leaf", "brick", "water", "sand", "plum", "steel")
 HARD_GROUPS = ("ember", "leaf", "brick", "water", "sand", "plum", "steel")
@@ -180,15 +181,11 @@ def write_dataset(
         for i in range(count):
             image_id = f"{split}_{i:05d}"
             image, labels = draw(size, styles, rng)
-            cv2.imwrite(
-                str(out / "JPEGImages" / f"{image_id}.jpg"),
-                cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_JPEG_QUALITY, 95],
-            )
+            _write_jpeg(out / "JPEGImages" / f"{image_id}.jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
             mask = Image.fromarray(labels, mode="P")
             mask.putpalette(palette)
             # Weak images keep their true masks too, only to measure pseudo labels and tag cleaning.
-            mask.save(out / "SegmentationClass" / f"{image_id}.png")
+            atomic_write(out / "SegmentationClass" / f"{image_id}.png", lambda tmp, m=mask: m.save(tmp, format="PNG"))
             if split == "weak":
                 tags = noisy_tags(labels, len(class_names), tag_drop, tag_add, rng)
                 weak_lines.append(" ".join([image_id] + [class_names[c] for c in tags]))
@@ -199,6 +196,14 @@ def write_dataset(
     return splits
 
 
+def _write_jpeg(path: Path, bgr: np.ndarray) -> None:
+    def write(tmp: str) -> None:
+        if not cv2.imwrite(tmp, bgr, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+            raise OSError(f"OpenCV could not write {path.name}")
+
+    atomic_write(path, write)
+
+
 def write_video(
     path: Path, *, frames: int = 120, size: int = 256, seed: int = 0, fps: float = 15.0, preset: str = "easy"
 ):
@@ -206,7 +211,7 @@ def write_video(
     hard, a camera drifting over one scene after another (each scene's horizon band stays at the top)."""
     rng = np.random.default_rng(seed)
     scene_rng = np.random.default_rng(seed + 10_000)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    writer = VideoSink(path, fps, option="video")  # written atomically and checked
     if preset == "hard":
         styles = class_styles(len(HARD_GROUPS) + 1, rng)
         shots = max(1, frames // 30)
@@ -223,8 +228,8 @@ def write_video(
             x = int(phase * size)
             y = int((0.5 - 0.5 * math.cos(2 * math.pi * phase)) * size)
             _write_rgb(writer, scene[y : y + size, x : x + size])
-    writer.release()
+    writer.close()
 
 
-def _write_rgb(writer: cv2.VideoWriter, rgb: np.ndarray) -> None:
+def _write_rgb(writer: VideoSink, rgb: np.ndarray) -> None:
     writer.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))

@@ -168,7 +168,7 @@ def test_dynamic_batch_and_fixed_batch(tiny_run, tmp_path):
         ("missing", "no such file"),
         ("corrupt", "not a loadable disseg checkpoint"),
         ("foreign", "not a disseg checkpoint"),
-        ("negative_iters", "0 or more"),
+        ("negative_iters", "not in the range 0<=x<=100"),
         ("bad_size", "multiples of 8"),
         ("exists", "--force"),
         ("bad_outputs", "--outputs"),

@@ -18,6 +18,15 @@ struct BackendOutputs {
   std::vector<std::vector<float>> tags;  // per image, empty when the model has no tags output
 };
 
+// A graph output that disagrees with the model's metadata: one line naming both counts (runtime/segmenter.py
+// check_outputs words it the same way).
+inline ModelFileError class_count_mismatch(const std::string& path, const std::string& output, long long found,
+                                           int declared) {
+  return ModelFileError(path + ": the graph's '" + output + "' output has " + std::to_string(found) +
+                        " classes, its metadata names " + std::to_string(declared) +
+                        "; re-export the model with dis-export, or correct the class list in its metadata");
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;

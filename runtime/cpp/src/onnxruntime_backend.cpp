@@ -43,13 +43,27 @@ class OnnxRuntimeBackend final : public Backend {
                            " x 3 as its metadata says; re-export it with dis-export");
     for (std::size_t i = 0; i < session_->GetOutputCount(); ++i) {
       std::string name = session_->GetOutputNameAllocated(i, allocator).get();
-      const bool float_tags =
-          name == kTags && session_->GetOutputTypeInfo(i).GetTensorTypeAndShapeInfo().GetElementType() ==
-                               ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      Ort::TypeInfo type = session_->GetOutputTypeInfo(i);
+      auto tensor = type.GetTensorTypeAndShapeInfo();
+      check_output(path, info, name, tensor.GetElementType(), tensor.GetShape());
+      const bool float_tags = name == kTags && tensor.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
       if (name == kLabels || float_tags) output_names_.push_back(name);
     }
     if (std::find(output_names_.begin(), output_names_.end(), kLabels) == output_names_.end())
       throw ModelFileError(path + ": its graph has no 'labels' output; re-export it with dis-export");
+  }
+
+  // The graph agrees with the metadata: labels uint8 (int32 past 256 classes), one score/tag per declared class.
+  static void check_output(const std::string& path, const ModelInfo& info, const std::string& name,
+                           ONNXTensorElementDataType type, const std::vector<std::int64_t>& dims) {
+    const int k = info.num_classes();
+    if (name == kLabels && type != ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 &&
+        (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 || k > 256))
+      throw ModelFileError(path + ": 'labels' is not " + (k > 256 ? "int32" : "uint8 or int32") + " for " +
+                           std::to_string(k) + " classes; re-export the model with dis-export");
+    const std::size_t axis = name == kScores ? 1 : dims.size() - 1;
+    if ((name == kScores || name == kTags) && dims.size() > 1 && dims[axis] > 0 && dims[axis] != k)
+      throw class_count_mismatch(path, name, dims[axis], k);
   }
 
   std::string name() const override { return "onnxruntime"; }

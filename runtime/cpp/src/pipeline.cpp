@@ -68,6 +68,7 @@ void read_frames(std::unique_ptr<Source>& source, const SourceSpec& spec, const 
   Frame frame;
   while (!stop && (options.max_frames == 0 || read < options.max_frames)) {
     if (!source->next(frame)) {
+      if (source->truncated) counters.truncated = source->truncated;
       if (--loops < 1) break;
       counters.skipped += source->skipped;
       try {
@@ -104,8 +105,14 @@ void write_frames(Segmenter& seg, const Sinks& sinks, const RenderOptions& optio
 
 Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
                       Stats& stats, std::atomic<bool>& stop) {
-  std::unique_ptr<Source> source = open_source(spec, &stop);
   Counters counters;
+  run_pipeline(seg, spec, sinks, options, stats, stop, counters);
+  return counters;
+}
+
+void run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
+                  Stats& stats, std::atomic<bool>& stop, Counters& counters) {
+  std::unique_ptr<Source> source = open_source(spec, &stop);
   if (sinks.video && spec.video) sinks.video->set_fps(source->fps());  // a video file keeps its frame rate
   // A live source waits at one frame (it keeps replacing it with the newest); a file never runs far ahead.
   BoundedQueue<Frame> inbox(source->live() ? 1 : 8);
@@ -140,12 +147,19 @@ Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks
   reader.join();
   outbox.finish();  // the writer drains what was segmented, so every counted frame is written
   writer.join();
-  if (sinks.video) sinks.video->close();
-  if (reader_error) std::rethrow_exception(reader_error);
-  if (writer_error) std::rethrow_exception(writer_error);
   counters.skipped += source->skipped;
   counters.reconnects = source->reconnects;
-  return counters;
+  std::exception_ptr close_error;
+  if (sinks.video) {  // closed even after the masks failed: a full disk for one sink must not cost the other
+    try {
+      sinks.video->close();
+    } catch (...) {
+      close_error = std::current_exception();
+    }
+  }
+  if (reader_error) std::rethrow_exception(reader_error);
+  if (writer_error) std::rethrow_exception(writer_error);
+  if (close_error) std::rethrow_exception(close_error);
 }
 
 }  // namespace disseg

@@ -15,12 +15,17 @@ namespace fs = std::filesystem;
 namespace disseg {
 
 struct VideoSink::Impl {
-  fs::path path, tmp;
+  fs::path path;
   double fps = 30.0;
   bool mp4 = true;
+  std::unique_ptr<AtomicFile> file;
   cv::VideoWriter writer;
   int frames = 0;
 };
+
+namespace {
+constexpr int kCheckSpaceEvery = 100;  // frames: a disk that filled up mid-run stops the run instead of running on
+}
 
 VideoSink::VideoSink(const std::string& path_arg, double fps) : impl_(std::make_unique<Impl>()) {
   const fs::path path(path_arg);
@@ -28,9 +33,8 @@ VideoSink::VideoSink(const std::string& path_arg, double fps) : impl_(std::make_
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
   if (ext != ".mp4" && ext != ".avi" && ext != ".mkv")
     throw BadInput("--output " + path_arg + ": expected a .mp4, .avi or .mkv file");
-  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  check_output(path_arg, "--output");
   impl_->path = path;
-  impl_->tmp = path.parent_path() / ("." + path.stem().string() + ".partial" + path.extension().string());
   impl_->fps = fps;
   impl_->mp4 = ext == ".mp4";
 }
@@ -45,19 +49,40 @@ VideoSink::~VideoSink() {
 void VideoSink::write(const cv::Mat& image) {
   Impl& v = *impl_;
   if (!v.writer.isOpened()) {
+    v.file = std::make_unique<AtomicFile>(v.path.string());
     const int fourcc =
         v.mp4 ? cv::VideoWriter::fourcc('m', 'p', '4', 'v') : cv::VideoWriter::fourcc('M', 'J', 'P', 'G');
-    if (!v.writer.open(v.tmp.string(), fourcc, v.fps, image.size()))
+    if (!v.writer.open(v.file->tmp(), fourcc, v.fps, image.size())) {
+      v.file.reset();
       throw BadInput("--output " + v.path.string() + ": OpenCV cannot write this video format here");
+    }
   }
   v.writer.write(image);
   ++v.frames;
+  if (v.frames % kCheckSpaceEvery == 0 &&
+      !disk_reason(v.path.parent_path().empty() ? "." : v.path.parent_path().string()).empty())
+    throw v.file->fail("");
 }
 
 void VideoSink::close() {
-  if (!impl_->writer.isOpened()) return;
-  impl_->writer.release();
-  fs::rename(impl_->tmp, impl_->path);
+  Impl& v = *impl_;
+  if (!v.writer.isOpened()) return;
+  v.writer.release();
+  std::unique_ptr<AtomicFile> file = std::move(v.file);  // removed on any error below
+  // The finished file holds every frame written, the last one readable (a full disk cuts the trailer).
+  cv::VideoCapture check(file->tmp());
+  const int found = check.isOpened() ? static_cast<int>(check.get(cv::CAP_PROP_FRAME_COUNT)) : 0;
+  bool last_ok = false;
+  if (found == v.frames) {
+    check.set(cv::CAP_PROP_POS_FRAMES, v.frames - 1);
+    cv::Mat last;
+    last_ok = check.read(last);
+  }
+  check.release();
+  if (found != v.frames || !last_ok)
+    throw file->fail("the finished video holds " + std::to_string(found) + " of " + std::to_string(v.frames) +
+                     " frames");
+  file->commit();
 }
 
 int VideoSink::frames() const { return impl_->frames; }
@@ -66,7 +91,7 @@ void VideoSink::set_fps(double fps) { impl_->fps = fps; }
 
 namespace {
 
-// libpng, since OpenCV cannot write palette PNGs.
+// libpng, since OpenCV cannot write palette PNGs. False (errno set) when the file could not be written whole.
 bool write_palette_png(const fs::path& path, const cv::Mat& labels, const std::vector<png_color>& palette) {
   std::FILE* file = std::fopen(path.c_str(), "wb");
   if (!file) return false;
@@ -83,14 +108,18 @@ bool write_palette_png(const fs::path& path, const cv::Mat& labels, const std::v
     png_write_end(png, nullptr);
   }
   png_destroy_write_struct(png ? &png : nullptr, info ? &info : nullptr);
-  return std::fclose(file) == 0 && ok;
+  ok = std::fflush(file) == 0 && !std::ferror(file) && ok;
+  const int err = errno;
+  ok = std::fclose(file) == 0 && ok;
+  if (!ok && errno == 0) errno = err;
+  return ok;
 }
 
 }  // namespace
 
 MaskSink::MaskSink(const std::string& folder, const std::vector<std::array<std::uint8_t, 3>>& palette)
     : folder_(folder), palette_(palette) {
-  fs::create_directories(folder);
+  check_output(folder, "--masks", true);
   palette_.resize(256, {0, 0, 0});
 }
 
@@ -98,10 +127,8 @@ void MaskSink::write(const std::string& name, const cv::Mat& labels) {
   if (labels.type() != CV_8U) throw BadInput("--masks: palette PNGs hold up to 256 classes; this model has more");
   std::vector<png_color> palette;
   for (const auto& rgb : palette_) palette.push_back({rgb[0], rgb[1], rgb[2]});
-  const fs::path final_path = fs::path(folder_) / (name + ".png");
-  const fs::path tmp = fs::path(folder_) / ("." + name + ".tmp.png");
-  if (!write_palette_png(tmp, labels, palette)) throw BadInput("--masks " + folder_ + ": cannot write " + tmp.string());
-  fs::rename(tmp, final_path);
+  atomic_write((fs::path(folder_) / (name + ".png")).string(),
+               [&](const std::string& tmp) { return write_palette_png(tmp, labels, palette); });
   ++count;
 }
 

@@ -42,14 +42,16 @@ class ImageSource final : public Source {
     }
     std::sort(paths_.begin(), paths_.end());
     if (paths_.empty()) throw BadInput(spec + ": no images found (looked for .jpg, .png, .bmp, .tif, .webp)");
+    names_ = unique_names(paths_);
   }
   bool next(Frame& frame) override {
     while (pos_ < paths_.size()) {
+      const std::string& name = names_[pos_];
       const std::string& path = paths_[pos_++];
       cv::Mat image = cv::imread(path, cv::IMREAD_UNCHANGED);
       try {
         if (image.empty()) throw BadInput(path + ": not a decodable image (corrupt or unsupported format)");
-        frame = {index_++, to_bgr8(image, path), fs::path(path).stem().string(), Clock::now()};
+        frame = {index_++, to_bgr8(image, path), name, Clock::now()};
         return true;
       } catch (const BadInput& err) {
         ++skipped;
@@ -60,27 +62,35 @@ class ImageSource final : public Source {
   }
 
  private:
-  std::vector<std::string> paths_;
+  std::vector<std::string> paths_, names_;
   std::size_t pos_ = 0;
   int index_ = 0;
 };
 
-// A video file, every frame in order.
+// A video file, every frame in order. One that ends before the frame count its header declares is reported in one
+// warning line and in `truncated`.
 class VideoSource final : public Source {
  public:
-  explicit VideoSource(const std::string& path) {
+  explicit VideoSource(const std::string& path) : path_(path) {
     if (!fs::is_regular_file(path)) throw BadInput(path + ": no such video file");
     cap_.open(path);
     if (!cap_.isOpened() || !cap_.read(first_))
       throw BadInput(path + ": cannot read any frame (empty, corrupt or an unsupported codec)");
     fps_ = cap_.get(cv::CAP_PROP_FPS) > 0 ? cap_.get(cv::CAP_PROP_FPS) : 30.0;
+    declared_ = std::max(0, static_cast<int>(cap_.get(cv::CAP_PROP_FRAME_COUNT)));  // 0: the container does not say
   }
   bool next(Frame& frame) override {
     cv::Mat image;
     if (!first_.empty()) {
       image = first_;
       first_.release();
-    } else if (!cap_.read(image)) {
+    } else if (ended_ || !cap_.read(image)) {
+      if (!ended_ && index_ < declared_) {
+        truncated = Truncation{index_, declared_};
+        std::cerr << path_ << " ended early: " << index_ << " of the " << declared_
+                  << " frames its header declares were readable (cut short or damaged)\n";
+      }
+      ended_ = true;
       return false;
     }
     frame = {index_, image, frame_name(index_), Clock::now()};
@@ -90,10 +100,12 @@ class VideoSource final : public Source {
   double fps() const override { return fps_; }
 
  private:
+  std::string path_;
   cv::VideoCapture cap_;
   cv::Mat first_;
   double fps_ = 30.0;
-  int index_ = 0;
+  int index_ = 0, declared_ = 0;
+  bool ended_ = false;
 };
 
 // A camera or stream read in a thread that keeps only the newest frame (no growing lag); a dropped stream

@@ -73,7 +73,8 @@ const std::vector<std::string>& stats_keys() {
                                              "runtime",
                                              "skipped",
                                              "reconnects",
-                                             "interrupted"};
+                                             "interrupted",
+                                             "truncated"};
   return keys;
 }
 
@@ -155,20 +156,21 @@ std::string Stats::json(const RunFacts& facts) const {
       {"runtime", "c++"},
       {"skipped", facts.skipped},
       {"reconnects", facts.reconnects},
-      {"interrupted", facts.interrupted}};
+      {"interrupted", facts.interrupted},
+      {"truncated", facts.truncated ? nlohmann::json{{"frames_read", facts.truncated->frames_read},
+                                                     {"frames_declared", facts.truncated->frames_declared}}
+                                    : nlohmann::json(nullptr)}};
   return summary.dump(2) + "\n";
 }
 
-void Stats::write(const std::string& path_arg, const RunFacts& facts) const {
-  const fs::path path(path_arg);
-  if (path.has_parent_path()) fs::create_directories(path.parent_path());
-  const fs::path tmp = path.string() + ".tmp";
-  {
+void Stats::write(const std::string& path, const RunFacts& facts) const {
+  const std::string text = json(facts);
+  atomic_write(path, [&](const std::string& tmp) {
     std::ofstream out(tmp);
-    out << json(facts);
-    if (!out) throw BadInput(path.string() + ": cannot write the stats file here");
-  }
-  fs::rename(tmp, path);
+    out << text;
+    out.flush();
+    return static_cast<bool>(out);
+  });
 }
 
 }  // namespace disseg

@@ -134,6 +134,14 @@ class TensorRTBackend final : public Backend {
     if (has_tags_ && engine_->getTensorDataType(kTags) != DataType::kFLOAT)
       throw ModelFileError(path +
                            ": engine output 'tags' is not float32; re-export the ONNX with this version's dis-export");
+    if (!labels_int32_ && info_.num_classes() > 256)
+      throw ModelFileError(path + ": engine output 'labels' is uint8 but the model names " +
+                           std::to_string(info_.num_classes()) + " classes; re-export it with dis-export");
+    if (has_tags_) {  // the graph agrees with the metadata: one tag per declared class
+      const nvinfer1::Dims d = engine_->getTensorShape(kTags);
+      if (d.nbDims > 1 && d.d[d.nbDims - 1] > 0 && d.d[d.nbDims - 1] != info_.num_classes())
+        throw class_count_mismatch(path, kTags, d.d[d.nbDims - 1], info_.num_classes());
+    }
   }
 
   void address(const char* name, void* ptr) {

@@ -98,3 +98,42 @@ TEST(IO, PipelineStopsWhenAskedAndFlushesWhatItCounted) {
   EXPECT_EQ(masks.count, stats.frames());
   EXPECT_LT(stats.frames(), 2000);
 }
+
+TEST(IO, UniqueNamesFollowThePythonRule) {  // tests/test_faults.py holds the Python runtime to the same list
+  const std::vector<std::string> paths{"x/a.JPG", "x/a.jpg", "x/a.png", "x/b.png", "y/b.jpg.png", "y/c.png", "z/c.png"};
+  const std::vector<std::string> want{"a.JPG", "a.jpg-2", "a.png", "b", "b.jpg", "c.png", "c.png-2"};
+  EXPECT_EQ(disseg::unique_names(paths), want);
+  EXPECT_EQ(disseg::unique_names({"street.jpg", "Street.PNG"}), (std::vector<std::string>{"street.jpg", "Street.PNG"}));
+}
+
+TEST(IO, AFailedWriteLeavesTheOldFileAndNoTempFile) {
+  const auto dir = temp_dir("atomic");
+  const auto target = dir / "stats.json";
+  write_bytes(target, "old");
+  EXPECT_THROW(disseg::atomic_write(target.string(),
+                                    [](const std::string& tmp) {
+                                      std::ofstream(tmp) << "half";
+                                      errno = ENOSPC;  // as a full disk reports it
+                                      return false;
+                                    }),
+               disseg::WriteFailed);
+  std::ifstream in(target);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "old");
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) files += entry.path() != target;
+  EXPECT_EQ(files, 0);  // the temp file is gone
+  disseg::atomic_write(target.string(),
+                       [](const std::string& tmp) { return static_cast<bool>(std::ofstream(tmp) << "new"); });
+  std::ifstream again(target);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(again), {}), "new");
+}
+
+TEST(IO, UnusableOutputsAreRefusedUpFront) {
+  const auto dir = temp_dir("outputs");
+  write_bytes(dir / "a-file", "x");
+  EXPECT_THROW(disseg::check_output((dir / "a-file").string(), "--masks", true), disseg::BadInput);
+  EXPECT_THROW(disseg::check_output(dir.string(), "--stats"), disseg::BadInput);
+  EXPECT_THROW(disseg::check_output((dir / "a-file" / "s.json").string(), "--stats"), disseg::BadInput);
+  EXPECT_NO_THROW(disseg::check_output((dir / "new" / "deeper" / "s.json").string(), "--stats"));
+  EXPECT_NO_THROW(disseg::check_output((dir / "masks").string(), "--masks", true));
+}

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,11 +31,60 @@ namespace disseg {
 
 using Clock = std::chrono::steady_clock;
 
+// A write the machine refused (full disk, read-only mount, permission): the temp file was removed and an existing
+// file of that name left as it was. Not BadInput: the input was fine (dis_run_cpp exits 1).
+class DISSEG_API WriteFailed : public Error {
+ public:
+  using Error::Error;
+};
+
+// The one way libdisseg writes a file (runtime/atomic.py in C++): a temp file beside `path` with the same extension,
+// checked, fsynced and renamed onto `path` by commit(); removed by abort() or the destructor if not committed.
+class DISSEG_API AtomicFile {
+ public:
+  explicit AtomicFile(const std::string& path);  // makes missing folders; WriteFailed when it cannot
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  const std::string& tmp() const { return tmp_; }
+  const std::string& path() const { return path_; }
+  void commit();  // fsync, rename, fsync the folder; WriteFailed (temp removed) on error
+  void abort();
+  // The error for a write that did not complete: the disk's state (full, read-only) where it explains it, else
+  // `detail`. Call before abort(), while the temp file still holds its space.
+  WriteFailed fail(const std::string& detail) const;
+
+ private:
+  std::string path_, tmp_;
+  bool done_ = false;
+};
+
+// Write `path` atomically: `write(tmp)` returns false (errno set) or throws on failure -> WriteFailed naming the path
+// and the reason (ENOSPC, EROFS, EACCES); the temp file is removed and `path` untouched.
+DISSEG_API void atomic_write(const std::string& path, const std::function<bool(const std::string& tmp)>& write);
+
+// Refuse, before any work, an output that cannot be written: a folder where a file is expected (or the reverse with
+// `folder`), a file in the way of its folder, a folder that is read-only, not writable or on a full disk. Missing
+// folders are fine (made when written). Throws BadInput naming `option`.
+DISSEG_API void check_output(const std::string& path, const std::string& option, bool folder = false);
+
+// Why nothing more can be written into `folder` ("no space left on device (ENOSPC)", read-only), or "".
+DISSEG_API std::string disk_reason(const std::string& folder);
+
+// Output names for image files, one each, never two alike even where case is ignored: the stem; the whole file
+// name where stems collide (ignoring ASCII case); then -2, -3, ... (runtime/image.py unique_names, same rule).
+DISSEG_API std::vector<std::string> unique_names(const std::vector<std::string>& paths);
+
 struct Frame {
   int index = 0;
   cv::Mat image;
   std::string name;  // file stem or zero-padded frame number: the mask file's name
   Clock::time_point captured;
+};
+
+// A file that ended before the frame count its header declares (cut short or damaged).
+struct Truncation {
+  int frames_read = 0, frames_declared = 0;
 };
 
 // A source of frames. Live ones (camera, stream, pipeline) keep only the newest frame and reconnect.
@@ -44,8 +94,9 @@ class DISSEG_API Source {
   virtual bool next(Frame& frame) = 0;  // false at the end
   virtual double fps() const { return 30.0; }
   virtual bool live() const { return false; }
-  int skipped = 0;     // unreadable images skipped
-  int reconnects = 0;  // times a live source was reopened
+  int skipped = 0;                      // unreadable images skipped
+  int reconnects = 0;                   // times a live source was reopened
+  std::optional<Truncation> truncated;  // set at the end of a video file that ended early
 };
 
 // What the user asked to read: exactly one of the sources.
@@ -66,13 +117,15 @@ DISSEG_API bool gstreamer_available();  // OpenCV built with GStreamer
 DISSEG_API std::string rtsp_pipeline(const std::string& url, bool hardware_decoder);
 DISSEG_API std::string csi_pipeline(int sensor, int width = 1280, int height = 720, int fps = 30);
 
-// An MP4/AVI/MKV written to a hidden temp file and renamed on close: an interrupted run leaves a playable file.
+// An MP4/AVI/MKV written to a hidden temp file; close() checks that every frame and the trailer are readable, then
+// renames it onto the path: a stopped run leaves a playable file, a full disk leaves an existing file untouched
+// (WriteFailed). The constructor checks the path (BadInput).
 class DISSEG_API VideoSink {
  public:
   VideoSink(const std::string& path, double fps);
   ~VideoSink();
   void write(const cv::Mat& image);
-  void close();
+  void close();  // WriteFailed when the finished file is incomplete
   int frames() const;
   void set_fps(double fps);  // before the first write
 
@@ -121,6 +174,7 @@ struct RunFacts {
   std::string model, backend;
   int skipped = 0, reconnects = 0;
   bool interrupted = false;
+  std::optional<Truncation> truncated;
 };
 
 // Per-stage latency, frame age, class areas and memory, as runtime/pipeline.py's Stats: percentiles over the
@@ -161,6 +215,7 @@ struct PipelineOptions {
 
 struct Counters {
   int skipped = 0, reconnects = 0;
+  std::optional<Truncation> truncated;
 };
 
 // Read `spec`, segment every frame into `sinks`, add to `stats`. Capture, inference and writing overlap in three
@@ -169,5 +224,9 @@ struct Counters {
 // the window closes; every frame counted is written before it returns. A source or sink error is rethrown.
 DISSEG_API Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks,
                                  const PipelineOptions& options, Stats& stats, std::atomic<bool>& stop);
+// The same, filling `counters` as it goes, so a caller that catches a sink's WriteFailed still has them for its
+// stats file. Every sink is closed before an error is rethrown.
+DISSEG_API void run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
+                             Stats& stats, std::atomic<bool>& stop, Counters& counters);
 
 }  // namespace disseg

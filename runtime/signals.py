@@ -1,0 +1,61 @@
+"""Stopping on a signal: SIGINT (Ctrl-C), SIGTERM (systemd, docker stop, Kubernetes) and SIGHUP (a closed
+terminal) all ask a command to stop cleanly, finalize what it wrote and exit with 128 + the signal number."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)  # Windows has no SIGHUP
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived; what was produced is flushed. A KeyboardInterrupt, so code that handles Ctrl-C
+    handles every stop signal the same way."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class StopOnSignals:
+    """While inside, a stop signal only sets `event` (and records the first signal in `signum`): the work checks
+    the event at safe points, so no exception lands inside a queue operation or a half-written file. Installed
+    only in the main thread (elsewhere Python cannot take signals); `raise_if_stopped()` after the work.
+
+        with StopOnSignals() as stop:
+            while not stop.event.is_set():
+                ...
+        stop.raise_if_stopped()
+    """
+
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self.event = event if event is not None else threading.Event()
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def raise_if_stopped(self) -> None:
+        if self.signum is not None:
+            raise Stopped(self.signum)
