@@ -97,7 +97,7 @@ fs::path nearest_existing(fs::path path) {
 }  // namespace
 
 std::string disk_reason(const std::string& folder) {
-  struct statvfs st {};
+  struct statvfs st{};
   if (::statvfs(folder.c_str(), &st) != 0) return "";
   if (st.f_flag & ST_RDONLY) return os_reason(EROFS);
   if (st.f_blocks == 0) return "a virtual file system, not writable storage";  // /proc, /sys: no storage behind it
