@@ -28,10 +28,22 @@ log = logging.getLogger("disseg.run")
 MAX_FRAMES = 2**31 - 1  # the C++ runtime counts frames in an int
 
 
+SINGLE_SOURCES = ("camera", "video", "images", "rtsp", "gst", "csi")
+
+
 def source_options(func):
-    """One way to name a source (style.md habit 10: each part brings its own argument group)."""
+    """One way to name sources (style.md habit 10: each part brings its own argument group): --source URI, repeatable,
+    --streams FILE, and the one-source flags."""
     for option in reversed(
         [
+            click.option(
+                "--source",
+                "uris",
+                multiple=True,
+                help="a source URI, repeatable: 0, v4l2:///dev/video0, csi://0, rtsp://..., http(s)://..., a video "
+                "file, an image folder or glob, gst:PIPELINE",
+            ),
+            click.option("--streams", type=click.Path(path_type=Path), help="a file of source URIs, one a line"),
             click.option("--camera", type=click.IntRange(0, 1023), help="camera index (V4L2 /dev/videoN)"),
             click.option("--video", help="video file, read frame by frame, nothing dropped"),
             click.option("--images", help="image folder or glob, e.g. 'photos/*.jpg'"),
@@ -51,7 +63,11 @@ def source_options(func):
     return func
 
 
-@click.command(cls=Command, help="Segment a camera, video, image folder or stream with an exported DIS model.")
+@click.command(
+    cls=Command,
+    help="Segment cameras, videos, image folders or streams with an exported DIS model; several sources run as one "
+    "batch per round.",
+)
 @click.argument("model", type=click.Path(path_type=Path))
 @source_options
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
@@ -64,7 +80,7 @@ def source_options(func):
 @click.option("--alpha", default=0.5, show_default=True, type=Finite(0, 1))
 @click.option("--legend/--no-legend", default=True, show_default=True)
 @click.option("--no-display", is_flag=True, help="no window (headless)")
-@click.option("--max-frames", type=click.IntRange(1, MAX_FRAMES), help="stop after this many frames")
+@click.option("--max-frames", type=click.IntRange(1, MAX_FRAMES), help="stop each stream after this many frames")
 @threads_option("ONNX Runtime CPU threads; leave a core free for capture and rendering on small CPUs")
 @click.option(
     "--loop",
@@ -72,74 +88,114 @@ def source_options(func):
     default=1,
     show_default=True,
     type=click.IntRange(1, MAX_COUNT),
-    help="play a video or image folder this many times",
+    help="play each video or image folder this many times",
+)
+@click.option("--serve", "serve_at", metavar="HOST:PORT", help="serve a live web view here, e.g. 127.0.0.1:8080")
+@click.option(
+    "--serve-token",
+    envvar="DISSEG_SERVE_TOKEN",
+    help="token every web-view request must carry; required off loopback [env DISSEG_SERVE_TOKEN]",
 )
 @handle_errors
-def run_cli(model, backend, output, masks, stats_path, no_display, threads, loops, **options) -> None:
+def run_cli(model, backend, output, masks, stats_path, no_display, threads, loops, serve_at, serve_token, **options):
     setup_logging()
     _quiet_opencv()
     from .signals import StopOnSignals
 
-    source = {k: options.pop(k) for k in ("camera", "video", "images", "rtsp", "gst", "csi", "max_reconnects")}
-    if loops > 1 and source["video"] is None and source["images"] is None:
-        raise BadInput("--loop applies to --video and --images only")
+    specs = _source_specs(options)
+    if loops > 1 and not any("video" in s or "images" in s for s in specs):
+        raise BadInput("--loop applies to video files and image folders only")
     if stats_path is not None:
         check_output(stats_path, option="--stats")
-    window = _window(model, no_display)
-    if window is None and output is None and masks is None and stats_path is None:
+    if masks is not None:
+        check_output(masks, option="--masks", kind="folder")
+    if serve_at is not None:
+        from .serve import check_serve
+
+        check_serve(serve_at, serve_token)
+    window = not no_display and _display(no_display)
+    if not window and output is None and masks is None and stats_path is None and serve_at is None:
         raise BadInput(
-            "nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)"
+            "nothing to show or write: give --output FILE, --masks DIR, --stats FILE or --serve HOST:PORT "
+            "(or run with a display)"
         )
     # From here a stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run cleanly, even while the model loads.
     with StopOnSignals() as signals:
-        summary, failure = _run_model(model, backend, threads, source, loops, output, masks, window, signals, options)
+        outputs = {"output": output, "masks": masks, "window": window, "serve_at": serve_at, "token": serve_token}
+        summary, failure = _run_model(model, backend, threads, specs, loops, outputs, signals, options)
         if stats_path:
             write_json(stats_path, summary)
-    lat = summary["latency_ms"]["total_ms"]
-    click.echo(
-        f"{summary['frames']} frames in {summary['wall_s']:.1f} s ({summary['fps'] or 0:.1f} FPS), latency p50 "
-        f"{lat.get('p50', 0):.1f} ms"
-        + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
-        + (f", {summary['reconnects']} reconnects" if summary["reconnects"] else "")
-    )
+    click.echo(_summary_line(summary, output=output, masks=masks, stats=stats_path))
     if failure is not None:
         raise failure
     signals.raise_if_stopped()
 
 
-def _run_model(
-    model, backend, threads, source, loops, output, masks, window, signals, render
-) -> tuple[dict, Exception]:
-    """Open the source, the model and the sinks, run the pipeline; (stats summary, a write failure or None)."""
+def _source_specs(options: dict) -> list[dict]:
+    """Every source asked for, in order: --source URIs, the --streams file's, then the one-source flags; each an
+    open_source keyword dict. Pops the source options."""
+    from .sources import parse_uri, read_streams
+
+    uris = list(options.pop("uris"))
+    streams = options.pop("streams")
+    if streams is not None:
+        uris += read_streams(streams)
+    reconnects = options.pop("max_reconnects")
+    specs = [parse_uri(uri) for uri in uris]
+    specs += [{k: v} for k in SINGLE_SOURCES if (v := options.pop(k)) is not None]
+    if not specs:
+        raise BadInput(
+            "no source given: --source URI (repeatable), --streams FILE, or one of --camera N, --video FILE, "
+            "--images DIR, --rtsp URL, --gst PIPELINE, --csi N"
+        )
+    return [{**spec, "max_reconnects": reconnects} for spec in specs]
+
+
+def _stream_path(path: Path | None, index: int, count: int, *, folder: bool = False) -> Path | None:
+    """One stream's output: as given for one source; with several, out.mp4 -> out.s0.mp4 and masks/ -> masks/s0/."""
+    if path is None or count == 1:
+        return path
+    return path / f"s{index}" if folder else path.with_name(f"{path.stem}.s{index}{path.suffix}")
+
+
+def _run_model(model, backend, threads, specs, loops, outputs, signals, render) -> tuple[dict, Exception | None]:
+    """Open the sinks, the sources and the model, run the pipeline; (stats summary, a write failure or None)."""
+    from .pipeline import Stream
     from .segmenter import Segmenter
-    from .sinks import MaskSink, VideoSink
-    from .sources import Looped, open_source
+    from .sinks import MaskSink, VideoSink, WindowSink
+    from .sources import Looped, describe, open_source
 
-    video = VideoSink(output) if output else None
-    src = open_source(**source)
+    n = len(specs)
+    videos = [VideoSink(p) if (p := _stream_path(outputs["output"], i, n)) else None for i in range(n)]
+    streams = []
+    for spec, video in zip(specs, videos):
+        source = open_source(**spec)
+        if loops > 1 and ("video" in spec or "images" in spec):
+            source = Looped(source, loops, lambda spec=spec: open_source(**spec))
+        if video is not None and "video" in spec:
+            video.fps = getattr(source, "fps", 30.0)  # a video file keeps its frame rate
+        streams.append(Stream(source, name=describe(spec), video=video))
     with Segmenter(model, backend=backend, threads=threads) as seg:
-        _describe(model, seg)
-        if loops > 1:
-            src = Looped(src, loops, lambda: open_source(video=source["video"], images=source["images"]))
-        if video is not None and source["video"]:
-            video.fps = getattr(src, "fps", 30.0)  # a video file keeps its frame rate
-        mask_sink = MaskSink(masks, seg.info.palette) if masks else None
-        return _segment(seg, src, model, video=video, masks=mask_sink, window=window, signals=signals, **render)
+        _describe(model, seg, streams)
+        for i, stream in enumerate(streams):
+            if outputs["masks"] is not None:
+                stream.masks = MaskSink(_stream_path(outputs["masks"], i, n, folder=True), seg.info.palette)
+            if outputs["window"]:
+                stream.window = WindowSink(f"dis-run {model.name}" + (f" s{i}" if n > 1 else ""))
+        return _segment(seg, streams, model, signals=signals, serve=outputs, **render)
 
 
-def _window(model: Path, no_display: bool):
+def _display(no_display: bool) -> bool:
     """A window where there is a display and it was not declined."""
-    from .sinks import WindowSink, display_available
+    from .sinks import display_available
 
-    if no_display:
-        return None
     if display_available():
-        return WindowSink(f"dis-run {model.name}")
+        return True
     log.warning("no display here; running headless (pass --no-display to silence this)")
-    return None
+    return False
 
 
-def _describe(model: Path, seg) -> None:
+def _describe(model: Path, seg, streams) -> None:
     info = seg.info
     providers = ", ".join(getattr(seg.backend, "providers", [seg.backend.name]))
     log.info(
@@ -153,27 +209,56 @@ def _describe(model: Path, seg) -> None:
         seg.backend.name,
         providers,
     )
+    if len(streams) > 1:
+        for i, stream in enumerate(streams):
+            log.info("s%d: %s", i, stream.name)
 
 
-def _segment(seg, src, model: Path, *, video, masks, window, signals, **render) -> tuple[dict, Exception | None]:
-    """Run the pipeline into the sinks; the stats summary of what was produced (a stop signal or a failed write
-    included) and the write failure, if any, to raise once the stats are written."""
+def _segment(seg, streams, model: Path, *, signals, serve, **render) -> tuple[dict, Exception | None]:
+    """Run the pipeline into the sinks (and the web view); the stats summary of what was produced (a stop signal or
+    a failed write included) and the write failure, if any, to raise once the stats are written."""
     from .errors import WriteFailed
-    from .pipeline import Stats, run
+    from .pipeline import Stats, run_streams
 
     stats = Stats(seg.class_names)
+    stats.streams = streams
+    facts = lambda: {  # noqa: E731
+        "model": str(model),
+        "backend": _backend_label(seg.backend),
+        "skipped": sum(s.source.skipped for s in streams),
+        "reconnects": sum(s.source.reconnects for s in streams),
+        "interrupted": signals.signum is not None,
+        "truncated": next((s.source.truncated for s in streams if s.source.truncated), None),
+    }
+    viewer = None
+    if serve["serve_at"]:
+        from .serve import Viewer
+
+        names = [s.name for s in streams]
+        viewer = Viewer(serve["serve_at"], names=names, token=serve["token"], stats=lambda: stats.summary(**facts()))
     failure = None
     try:
-        run(seg, src, video=video, masks=masks, window=window, stats=stats, stop=signals.event, **render)
+        run_streams(seg, streams, stats=stats, stop=signals.event, viewer=viewer, **render)
     except WriteFailed as err:  # the other sinks are closed and flushed; keep the stats of what was produced
         failure = err
-    facts = {
-        "skipped": src.skipped,
-        "reconnects": src.reconnects,
-        "interrupted": signals.signum is not None,
-        "truncated": src.truncated,
-    }
-    return stats.summary(model=str(model), backend=_backend_label(seg.backend), **facts), failure
+    finally:
+        if viewer is not None:
+            viewer.close()
+    return stats.summary(**facts()), failure
+
+
+def _summary_line(summary: dict, **outputs) -> str:
+    lat = summary["latency_ms"]["total_ms"]
+    streams = len(summary["streams"])
+    line = (
+        f"{summary['frames']} frames"
+        + (f" from {streams} streams" if streams > 1 else "")
+        + f" in {summary['wall_s']:.1f} s ({summary['fps'] or 0:.1f} FPS), latency p50 {lat.get('p50', 0):.1f} ms"
+        + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
+        + (f", {summary['reconnects']} reconnects" if summary["reconnects"] else "")
+    )
+    wrote = [f"{k} {v}" for k, v in outputs.items() if v is not None]
+    return line + (f"; wrote {', '.join(wrote)}" if wrote else "")
 
 
 def _backend_label(backend) -> str:

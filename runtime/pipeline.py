@@ -1,12 +1,15 @@
-"""Capture, inference and writing overlapped in threads; stats that show whether anything grows or lags."""
+"""Capture, inference and writing overlapped in threads, for one stream or many: a reader thread per source, one
+inference loop that batches the next frame of every stream (the newest of a live one), one writer thread that
+renders into each stream's own sinks; stats that show whether anything grows or lags, in total and per stream."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import resource
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +20,7 @@ from .sinks import MaskSink, VideoSink, WindowSink, render
 from .sources import Frame, Source
 
 _END = object()
+log = logging.getLogger("disseg.run")
 
 
 def _rss_mb() -> float:
@@ -34,6 +38,52 @@ def _window() -> deque:
     return deque(maxlen=WINDOW)
 
 
+def _percentiles(values) -> dict:
+    if not values:
+        return {}
+    a = np.asarray(values)
+    return {
+        "mean": round(float(a.mean()), 3),
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p90": round(float(np.percentile(a, 90)), 3),
+        "p99": round(float(np.percentile(a, 99)), 3),
+    }
+
+
+@dataclass(eq=False)
+class Stream:
+    """One source and its own sinks, and what the run counted of it."""
+
+    source: Source
+    name: str = ""  # for logs and the stats file, credentials redacted
+    video: VideoSink | None = None
+    masks: MaskSink | None = None
+    window: WindowSink | None = None
+    frames: int = 0
+    frame_age_ms: deque = field(default_factory=_window)
+    ended: bool = False
+
+    def __post_init__(self) -> None:
+        # Bounded: a file never runs far ahead of inference; a live source waits at one frame and keeps replacing
+        # it with the newest, so lag never grows.
+        self.queue: queue.Queue = queue.Queue(maxsize=1 if self.source.live else 8)
+
+    def add(self, frame: Frame, started: float) -> None:
+        self.frames += 1
+        self.frame_age_ms.append((started - frame.captured) * 1000)
+
+    def summary(self, wall: float) -> dict:
+        return {
+            "source": self.name,
+            "frames": self.frames,
+            "fps": round(self.frames / wall, 3) if wall else None,
+            "skipped": self.source.skipped,
+            "reconnects": self.source.reconnects,
+            "frame_age_ms": _percentiles(self.frame_age_ms),
+            "truncated": self.source.truncated,
+        }
+
+
 @dataclass
 class Stats:
     """Per-stage latency, frame age and class areas. Percentiles cover the last WINDOW frames; the first
@@ -49,6 +99,8 @@ class Stats:
     rss_mb: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     frames: int = 0
+    batches: Counter = field(default_factory=Counter)  # batch size -> how many batches of it ran
+    streams: list = field(default_factory=list)  # the run's Streams, for their own figures
 
     def add(self, frame: Frame, result: Result, started: float) -> None:
         for k, v in result.timings.items():
@@ -66,28 +118,16 @@ class Stats:
 
     def summary(self, **extra) -> dict:
         wall = time.perf_counter() - self.started
-
-        def pct(values) -> dict:
-            if not values:
-                return {}
-            a = np.asarray(values)
-            return {
-                "mean": round(float(a.mean()), 3),
-                "p50": round(float(np.percentile(a, 50)), 3),
-                "p90": round(float(np.percentile(a, 90)), 3),
-                "p99": round(float(np.percentile(a, 99)), 3),
-            }
-
         total = self.stages["total_ms"]
         area = self.class_pixels / max(1, self.class_pixels.sum()) if self.class_pixels is not None else []
         return {
             "frames": self.frames,
             "wall_s": round(wall, 3),
             "fps": round(self.frames / wall, 3) if wall else None,
-            "latency_ms": {k: pct(v) for k, v in self.stages.items()},
-            "frame_age_ms": pct(self.frame_age_ms),
-            "first_1000_total_ms": pct(self.first_totals_ms),
-            "last_1000_total_ms": pct(list(total)[-1000:]),
+            "latency_ms": {k: _percentiles(v) for k, v in self.stages.items()},
+            "frame_age_ms": _percentiles(self.frame_age_ms),
+            "first_1000_total_ms": _percentiles(self.first_totals_ms),
+            "last_1000_total_ms": _percentiles(list(total)[-1000:]),
             "percentiles_over_last_frames": min(self.frames, WINDOW),
             "rss_mb": {
                 "start": round(self.rss_mb[0], 1) if self.rss_mb else None,
@@ -96,46 +136,53 @@ class Stats:
             },
             "class_area": {n: round(float(a), 5) for n, a in zip(self.class_names, area)},
             "runtime": "python",
+            "streams": [stream.summary(wall) for stream in self.streams],
+            "batches": {str(size): n for size, n in sorted(self.batches.items())},
             **extra,
         }
 
 
-def _reader(source: Source, frames: queue.Queue, stop: threading.Event, max_frames: int | None) -> None:
+def _reader(stream: Stream, stop: threading.Event, arrived: threading.Event, max_frames: int | None) -> None:
     try:
-        for n, frame in enumerate(source):
+        for n, frame in enumerate(stream.source):
             if stop.is_set() or (max_frames is not None and n >= max_frames):
                 break
-            frames.put(frame)
+            stream.queue.put(frame)
+            arrived.set()
     finally:
-        frames.put(_END)
+        stream.queue.put(_END)
+        arrived.set()
 
 
 def _writer(
     seg: Segmenter,
     outputs: queue.Queue,
     *,
-    video: VideoSink | None,
-    masks: MaskSink | None,
-    window: WindowSink | None,
     stop: threading.Event,
     errors: list,
+    viewer=None,
     view: str = "overlay",
     alpha: float = 0.5,
     legend: bool = True,
 ) -> None:
+    """Each segmented frame into its stream's sinks (and the web view); a window closed or a sink failing stops
+    the run."""
     try:
         while (item := outputs.get()) is not _END:
-            frame, result, fps = item
-            if masks is not None:
-                masks.write(frame.name, result.labels)
-            if video is not None or window is not None:
-                shown = render(seg, frame, result, view=view, alpha=alpha, legend=legend, fps=fps)
-                if video is not None:
-                    video.write(shown)
-                if window is not None:
-                    window.write(shown)
-                    if window.closed:
-                        stop.set()
+            index, stream, frame, result, fps = item
+            if stream.masks is not None:
+                stream.masks.write(frame.name, result.labels)
+            if stream.video is None and stream.window is None and viewer is None:
+                continue
+            shown = render(seg, frame, result, view=view, alpha=alpha, legend=legend, fps=fps)
+            if stream.video is not None:
+                stream.video.write(shown)
+            if viewer is not None:
+                viewer.publish(index, shown)
+            if stream.window is not None:
+                stream.window.write(shown)
+                if stream.window.closed:
+                    stop.set()
     except BaseException as err:  # surfaced in the main thread
         errors.append(err)
         stop.set()
@@ -143,14 +190,40 @@ def _writer(
             pass
 
 
-def _next(frames: queue.Queue, stop: threading.Event):
-    """The next frame, or _END once the source ends or `stop` is set (checked while a live source is silent)."""
+def _take(stream: Stream, stop: threading.Event):
+    """A file stream's next frame (waiting for it), a live stream's newest if one is there (None if not); _END
+    once the stream has ended; None once `stop` is set."""
+    if stream.source.live:
+        try:
+            return stream.queue.get_nowait()
+        except queue.Empty:
+            return None
     while not stop.is_set():
         try:
-            return frames.get(timeout=0.1)
+            return stream.queue.get(timeout=0.1)
         except queue.Empty:
             continue
-    return _END
+    return None
+
+
+def _gather(streams: list[Stream], stop: threading.Event, arrived: threading.Event) -> list[tuple[Stream, Frame]]:
+    """The next batch: a frame from every stream that has one; waits until there is at least one. Empty once every
+    stream has ended or `stop` is set."""
+    while not stop.is_set():
+        arrived.clear()
+        batch = []
+        for stream in streams:
+            if stream.ended:
+                continue
+            item = _take(stream, stop)
+            if item is _END:
+                stream.ended = True
+            elif item is not None:
+                batch.append((stream, item))
+        if batch or all(stream.ended for stream in streams):
+            return batch
+        arrived.wait(0.05)
+    return []
 
 
 def _drain(reader: threading.Thread, frames: queue.Queue) -> None:
@@ -180,50 +253,71 @@ def run(
     video: VideoSink | None = None,
     masks: MaskSink | None = None,
     window: WindowSink | None = None,
+    **options,
+) -> Stats:
+    """One source into its sinks: run_streams with one stream."""
+    return run_streams(seg, [Stream(source, video=video, masks=masks, window=window)], **options)
+
+
+def run_streams(
+    seg: Segmenter,
+    streams: list[Stream],
+    *,
     max_frames: int | None = None,
     stats: Stats | None = None,
     stop: threading.Event | None = None,
+    viewer=None,
     **render,
 ) -> Stats:
-    """Segment every frame of `source` into the sinks, adding to `stats` (pass one in to keep what was counted
-    when the run is stopped); `render`: view, alpha, legend (sinks.render). `stop`: an event that ends the run
-    cleanly once set (a command sets it from its signal handlers, signals.StopOnSignals); without one, run()
-    takes SIGINT/SIGTERM/SIGHUP itself and raises signals.Stopped after finishing. Either way the sinks are
-    flushed and closed: every frame counted in `stats` is written. A sink's error (WriteFailed) is raised."""
+    """Segment every frame of every stream into its sinks, adding to `stats` (pass one in to keep what was counted
+    when the run is stopped); `max_frames` is per stream; `render`: view, alpha, legend (sinks.render); `viewer`:
+    a serve.Viewer that gets each rendered frame. Each round batches the next frame of every file stream and the
+    newest of every live one (a fixed-batch model runs them one at a time); a stream that ends leaves the others
+    running, the run ends when all have. `stop`: an event that ends the run cleanly once set (a command sets it from
+    its signal handlers, signals.StopOnSignals); without one, the run takes SIGINT/SIGTERM/SIGHUP itself and raises
+    signals.Stopped after finishing. Either way the sinks are flushed and closed: every frame counted in `stats` is
+    written. A sink's error (WriteFailed) is raised."""
     if stop is None:
         with StopOnSignals() as signals:
-            result = run(seg, source, video=video, masks=masks, window=window, max_frames=max_frames, stats=stats,
-                         stop=signals.event, **render)  # fmt: skip
+            result = run_streams(seg, streams, max_frames=max_frames, stats=stats, stop=signals.event, viewer=viewer,
+                                 **render)  # fmt: skip
         signals.raise_if_stopped()
         return result
     stats = stats if stats is not None else Stats(seg.class_names)
-    # Bounded: a file never runs ahead of inference; a live source waits at one frame and keeps
-    # replacing it with the newest, so lag never grows.
-    frames: queue.Queue = queue.Queue(maxsize=1 if source.live else 8)
-    outputs: queue.Queue = queue.Queue(maxsize=8)
+    stats.streams = streams
+    if len(streams) > 1 and seg.batch == 1:
+        log.info("%s has a fixed batch of 1: the %d streams run one frame at a time (export with --dynamic-batch to "
+                 "batch them)", seg.path.name, len(streams))  # fmt: skip
+    outputs: queue.Queue = queue.Queue(maxsize=8 * len(streams))
     errors: list = []
-    sinks = dict(video=video, masks=masks, window=window)
-    reader = threading.Thread(target=_reader, args=(source, frames, stop, max_frames), daemon=True)
+    arrived = threading.Event()
+    readers = [threading.Thread(target=_reader, args=(s, stop, arrived, max_frames), daemon=True) for s in streams]
     writer = threading.Thread(
-        target=_writer, args=(seg, outputs), kwargs=dict(**sinks, **render, stop=stop, errors=errors)
+        target=_writer, args=(seg, outputs), kwargs=dict(**render, viewer=viewer, stop=stop, errors=errors), daemon=True
     )
-    writer.daemon = True
-    reader.start()
-    writer.start()
+    for thread in (*readers, writer):
+        thread.start()
     try:
-        while (frame := _next(frames, stop)) is not _END:
+        while batch := _gather(streams, stop, arrived):
             started = time.perf_counter()
-            result = seg(frame.image)
-            stats.add(frame, result, started)
-            elapsed = time.perf_counter() - stats.started
-            outputs.put((frame, result, stats.frames / elapsed if elapsed else None))
+            results = seg.segment_batch([frame.image for _, frame in batch])
+            stats.batches.update(seg.batch_plan(len(batch)))
+            for (stream, frame), result in zip(batch, results):
+                stats.add(frame, result, started)
+                stream.add(frame, started)
+                elapsed = time.perf_counter() - stats.started
+                outputs.put(
+                    (streams.index(stream), stream, frame, result, stream.frames / elapsed if elapsed else None)
+                )
     finally:
         stop.set()
-        _drain(reader, frames)
+        for reader, stream in zip(readers, streams):
+            _drain(reader, stream.queue)
         outputs.put(_END)
         writer.join()
-        _close((video, masks, window), errors)
-        source.close()
+        _close([sink for s in streams for sink in (s.video, s.masks, s.window)], errors)
+        for stream in streams:
+            stream.source.close()
     if errors:
         raise errors[0]
     return stats

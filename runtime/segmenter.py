@@ -162,7 +162,7 @@ class Segmenter:
         frames = [to_bgr8(f, source="frame") for f in frames]
         batch = np.stack([resize_to(f, h, w) for f in frames])
         t1 = time.perf_counter()
-        step = self.batch or min(len(batch), self.backend.max_batch or len(batch))
+        step = self.batch_plan(len(batch))[0]
         merged = infer_in_batches(self.backend, self.info.input_name, batch, step)
         t2 = time.perf_counter()
         results = []
@@ -182,6 +182,12 @@ class Segmenter:
                 "postprocess_ms": (t3 - t2) * per,
             }
         return results
+
+    def batch_plan(self, frames: int) -> list[int]:
+        """The batch sizes segment_batch runs for this many frames: chunks of a fixed batch (the last one padded), or
+        of a dynamic model's maximum."""
+        step = self.batch or min(frames, self.backend.max_batch or frames)
+        return [step if self.batch else min(step, frames - i) for i in range(0, frames, step)]
 
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """Labels -> BGR image in the model's palette."""

@@ -14,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .atomic import os_reason
 from .errors import BadInput, SourceError
-from .image import list_images, read_image, unique_names
+from .image import IMAGE_SUFFIXES, list_images, read_image, unique_names
 
 log = logging.getLogger("disseg.sources")
 
@@ -128,13 +129,15 @@ class Source:
 
 
 class ImageSource(Source):
-    """Image files from a folder or glob, in sorted order; unreadable ones are skipped with a warning and counted."""
+    """Image files from a folder, a glob or one image file, in sorted order; unreadable ones are skipped with a
+    warning and counted."""
 
     def __init__(self, spec: str) -> None:
         path = Path(spec)
-        if not any(ch in spec for ch in "*?[") and not path.is_dir():
+        single = path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        if not any(ch in spec for ch in "*?[") and not path.is_dir() and not single:
             raise SourceError(f"{spec}: no such image folder; pass a folder or a glob such as 'photos/*.jpg'")
-        self.paths = list_images(spec)
+        self.paths = [path] if single else list_images(spec)
         if not self.paths:
             raise SourceError(f"{spec}: no images found (looked for .jpg, .png, .bmp, .tif, .webp)")
         self.names = unique_names(self.paths)
@@ -336,3 +339,59 @@ def open_source(
     return LiveSource(
         csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}", max_reconnects=max_reconnects
     )
+
+
+URI_FORMS = (
+    "a camera (0, v4l2:///dev/video0), csi://0, rtsp://HOST/PATH, http(s)://HOST/PATH, a video file, an image "
+    "folder, glob or file, or gst:PIPELINE"
+)
+
+
+def parse_uri(uri: str) -> dict:
+    """One source named by a URI (the jetson-utils way) -> open_source's keyword arguments. Raises BadInput with the
+    accepted forms for anything else."""
+    text = uri.strip()
+    bad = BadInput(f"--source {redact(text)!r}: not a source this runtime knows; accepted: {URI_FORMS}")
+    if text.isdigit():
+        return {"camera": int(text)}
+    if text.startswith("v4l2://"):
+        device = text[len("v4l2://") :]
+        if not (device.startswith("/dev/video") and device[len("/dev/video") :].isdigit()):
+            raise bad
+        return {"camera": int(device[len("/dev/video") :])}
+    if text.startswith("csi://"):
+        if not text[len("csi://") :].isdigit():
+            raise bad
+        return {"csi": int(text[len("csi://") :])}
+    if text.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        return {"rtsp": text}
+    if text.startswith("gst:") and text[4:].strip():
+        return {"gst": text[4:].strip()}
+    path = text[len("file://") :] if text.startswith("file://") else text
+    if "://" in path or not path:
+        raise bad
+    if any(ch in path for ch in "*?[") or Path(path).is_dir() or Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        return {"images": path}
+    if Path(path).is_file():
+        return {"video": path}
+    raise SourceError(f"--source {redact(text)!r}: no such file, folder or device; accepted: {URI_FORMS}")
+
+
+def read_streams(path: str | Path) -> list[str]:
+    """A --streams file: one source URI a line; blank lines and lines starting with '#' are skipped."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        why = os_reason(err) if isinstance(err, OSError) else "not UTF-8 text"
+        raise BadInput(f"--streams {path}: cannot read it ({why}); pass a text file, one URI a line") from None
+    uris = [line.strip() for line in text.splitlines()]
+    uris = [u for u in uris if u and not u.startswith("#")]
+    if not uris:
+        raise BadInput(f"--streams {path}: no sources in it; write one URI a line ({URI_FORMS})")
+    return uris
+
+
+def describe(spec: dict) -> str:
+    """A source for logs and the stats file, credentials redacted: "video in.mp4", "stream rtsp://admin:***@cam"."""
+    kind, value = next((k, v) for k, v in spec.items() if k != "max_reconnects")
+    return f"{kind} {redact(str(value))}"

@@ -32,6 +32,9 @@ def assert_stats_keys(stats: dict) -> None:
     spec = json.loads(STATS_KEYS.read_text())
     assert sorted(stats) == sorted(spec["keys"]), set(stats) ^ set(spec["keys"])
     assert sorted(stats["latency_ms"]) == sorted(spec["latency_ms"])
+    assert stats["streams"] and all(sorted(s) == sorted(spec["stream_keys"]) for s in stats["streams"])
+    assert sum(s["frames"] for s in stats["streams"]) == stats["frames"]
+    assert all(int(size) > 0 and n > 0 for size, n in stats["batches"].items())
     for figures in (*stats["latency_ms"].values(), stats["frame_age_ms"], stats["first_1000_total_ms"]):
         assert sorted(figures) == sorted(spec["percentiles"])
 

@@ -20,6 +20,7 @@ struct VideoSink::Impl {
   bool mp4 = true;
   std::unique_ptr<AtomicFile> file;
   cv::VideoWriter writer;
+  cv::Size size;
   int frames = 0;
 };
 
@@ -56,8 +57,15 @@ void VideoSink::write(const cv::Mat& image) {
       v.file.reset();
       throw BadInput("--output " + v.path.string() + ": OpenCV cannot write this video format here");
     }
+    v.size = image.size();
   }
-  v.writer.write(image);
+  if (image.size() != v.size) {  // images of other sizes: a video has one (OpenCV would drop the others)
+    cv::Mat resized;
+    cv::resize(image, resized, v.size, 0, 0, cv::INTER_AREA);
+    v.writer.write(resized);
+  } else {
+    v.writer.write(image);
+  }
   ++v.frames;
   if (v.frames % kCheckSpaceEvery == 0 &&
       !disk_reason(v.path.parent_path().empty() ? "." : v.path.parent_path().string()).empty())
