@@ -27,6 +27,8 @@ def load_library(path: str | Path) -> ctypes.CDLL:
     signatures = {
         "disseg_create": ([ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_P)], ctypes.c_int),
         "disseg_segment": ([_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_size_t, _P, _P], ctypes.c_int),
+        "disseg_segment_batch": ([_P, ctypes.c_int, _P, _P, _P, _P, _P, _P, _P], ctypes.c_int),
+        "disseg_version": ([], ctypes.c_char_p),
         "disseg_num_classes": ([_P], ctypes.c_int),
         "disseg_class_name": ([_P, ctypes.c_int], ctypes.c_char_p),
         "disseg_iterations": ([_P], ctypes.c_int),
@@ -38,6 +40,17 @@ def load_library(path: str | Path) -> ctypes.CDLL:
         func = getattr(lib, name)
         func.argtypes, func.restype = args, result
     return lib
+
+
+def _packed(image: np.ndarray) -> np.ndarray:
+    """An 8-bit image whose rows may be padded (row_stride) but whose pixels within a row are packed."""
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise BadInput(
+            f"CSegmenter.segment: expected an 8-bit H x W (x C) image, got {image.dtype} {image.shape}; "
+            "use disseg.runtime.image.to_bgr8 first"
+        )
+    packed = image.strides[1:] == ((image.shape[2], 1) if image.ndim == 3 else (1,))
+    return image if packed else np.ascontiguousarray(image)
 
 
 class CSegmenter:
@@ -60,15 +73,12 @@ class CSegmenter:
         self.class_names = tuple(self.lib.disseg_class_name(handle, i).decode() for i in range(self.num_classes))
         self.backend = self.lib.disseg_backend_name(handle).decode()
 
+    @property
+    def version(self) -> str:
+        return self.lib.disseg_version().decode()
+
     def segment(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise BadInput(
-                f"CSegmenter.segment: expected an 8-bit H x W (x C) image, got {image.dtype} {image.shape}; "
-                "use disseg.runtime.image.to_bgr8 first"
-            )
-        packed = image.strides[1:] == ((image.shape[2], 1) if image.ndim == 3 else (1,))
-        if not packed:  # rows may be padded (row_stride); pixels within a row must be packed
-            image = np.ascontiguousarray(image)
+        image = _packed(image)
         h, w = image.shape[:2]
         channels = 1 if image.ndim == 2 else image.shape[2]
         labels = np.empty((h, w), np.uint8)
@@ -79,6 +89,29 @@ class CSegmenter:
         if status != 0:
             raise BadInput(self.lib.disseg_last_error().decode())
         return labels, tags
+
+    def segment_batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Several frames in one call (disseg_segment_batch): (labels, tags) per frame, as segment() gives them."""
+        images = [_packed(image) for image in images]
+        n = len(images)
+        labels = [np.empty(image.shape[:2], np.uint8) for image in images]
+        tags = [np.empty(self.num_classes, np.float32) for _ in images]
+        pointers = lambda arrays: (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])  # noqa: E731
+        ints = lambda values: (ctypes.c_int * n)(*values)  # noqa: E731
+        status = self.lib.disseg_segment_batch(
+            self.handle,
+            n,
+            pointers(images),
+            ints([i.shape[0] for i in images]),
+            ints([i.shape[1] for i in images]),
+            ints([1 if i.ndim == 2 else i.shape[2] for i in images]),
+            (ctypes.c_size_t * n)(*[i.strides[0] for i in images]),
+            pointers(labels),
+            pointers(tags),
+        )
+        if status != 0:
+            raise BadInput(self.lib.disseg_last_error().decode())
+        return list(zip(labels, tags))
 
     def close(self) -> None:
         if self.handle:

@@ -90,7 +90,10 @@ class VideoSink:
                 self.file.abort()
                 raise BadInput(f"{self.path}: OpenCV cannot write this video format here")
             self.size = (image.shape[1], image.shape[0])
-        if (image.shape[1], image.shape[0]) != self.size:  # images of other sizes: a video has one (OpenCV drops others)
+        if (
+            image.shape[1],
+            image.shape[0],
+        ) != self.size:  # images of other sizes: a video has one (OpenCV drops others)
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(image)
         self.frames += 1

@@ -45,7 +45,8 @@ const CLI::Validator kFinite(
 bool display_available() { return std::getenv("DISPLAY") || std::getenv("WAYLAND_DISPLAY"); }
 
 struct Args {
-  std::string model, backend = "auto", output, masks, stats_path;
+  std::string model, backend = "auto", output, masks, stats_path, streams_file;
+  std::vector<std::string> uris;
   disseg::SourceSpec src;
   disseg::PipelineOptions opt;
   bool no_legend = false, no_display = false;
@@ -56,6 +57,10 @@ struct Args {
 std::optional<int> parse(int argc, char** argv, Args& a) {
   CLI::App app{"Segment a camera, video, image folder or stream with an exported DIS model (C++ runtime)."};
   app.add_option("model", a.model, "model.onnx or model.engine (with its .json sidecar)")->required();
+  app.add_option("--source", a.uris,
+                 "a source URI, repeatable: 0, v4l2:///dev/video0, csi://0, rtsp://..., http(s)://..., a video file, "
+                 "an image folder or glob, gst:PIPELINE");
+  app.add_option("--streams", a.streams_file, "a file of source URIs, one a line");
   app.add_option("--camera", a.src.camera, "camera index (V4L2 /dev/videoN)")->check(CLI::Range(0, 1023));
   app.add_option("--video", a.src.video, "video file, read frame by frame, nothing dropped");
   app.add_option("--images", a.src.images, "image folder or glob, e.g. 'photos/*.jpg'");
@@ -94,22 +99,63 @@ std::optional<int> parse(int argc, char** argv, Args& a) {
   return std::nullopt;
 }
 
+// Every source asked for, in dis-run's order: --source URIs, the --streams file's, then the one-source flags.
+std::vector<disseg::SourceSpec> source_specs(const Args& a) {
+  std::vector<std::string> uris = a.uris;
+  if (!a.streams_file.empty())
+    for (auto& uri : disseg::read_streams(a.streams_file)) uris.push_back(uri);
+  std::vector<disseg::SourceSpec> specs;
+  for (const auto& uri : uris) specs.push_back(disseg::parse_source_uri(uri));
+  const disseg::SourceSpec& f = a.src;
+  auto one = [&](auto member, const auto& value) {
+    disseg::SourceSpec spec;
+    spec.*member = value;
+    specs.push_back(spec);
+  };
+  if (f.camera) one(&disseg::SourceSpec::camera, f.camera);
+  if (f.video) one(&disseg::SourceSpec::video, f.video);
+  if (f.images) one(&disseg::SourceSpec::images, f.images);
+  if (f.rtsp) one(&disseg::SourceSpec::rtsp, f.rtsp);
+  if (f.gst) one(&disseg::SourceSpec::gst, f.gst);
+  if (f.csi) one(&disseg::SourceSpec::csi, f.csi);
+  if (specs.empty())
+    throw disseg::BadInput(
+        "no source given: --source URI (repeatable), --streams FILE, or one of --camera N, --video FILE, --images "
+        "DIR, --rtsp URL, --gst PIPELINE, --csi N");
+  for (auto& spec : specs) spec.max_reconnects = a.src.max_reconnects;
+  return specs;
+}
+
+// One stream's output: as given for one source; with several, out.mp4 -> out.s0.mp4 and masks/ -> masks/s0 (dis-run's
+// rule).
+std::string stream_path(const std::string& path, std::size_t index, std::size_t count, bool folder) {
+  if (path.empty() || count == 1) return path;
+  const fs::path p(path);
+  const std::string tag = "s" + std::to_string(index);
+  return folder ? (p / tag).string()
+                : (p.parent_path() / (p.stem().string() + "." + tag + p.extension().string())).string();
+}
+
 // Runs the pipeline into the sinks and writes the stats, also after a failed write (rethrown afterwards).
-void segment(disseg::Segmenter& seg, const Args& a, const disseg::Sinks& sinks) {
+void segment(disseg::Segmenter& seg, const Args& a, const std::vector<disseg::Stream>& streams) {
   disseg::Stats stats(seg.info().class_names);
+  std::vector<std::string> names;
+  for (const auto& s : streams) names.push_back(disseg::describe(s.spec));
+  stats.set_streams(names);
   disseg::Counters counts;
   std::optional<disseg::WriteFailed> failure;
   try {
-    disseg::run_pipeline(seg, a.src, sinks, a.opt, stats, stopping, counts);
+    disseg::run_pipeline(seg, streams, a.opt, stats, stopping, counts);
   } catch (const disseg::WriteFailed& err) {  // the other sinks are closed; the stats of what was produced follow
     failure = err;
   }
-  const disseg::RunFacts facts{a.model,           seg.backend_name(), counts.skipped,
-                               counts.reconnects, stop_signal != 0,   counts.truncated};
+  const disseg::RunFacts facts{a.model,          seg.backend_name(), counts.skipped, counts.reconnects,
+                               stop_signal != 0, counts.truncated,   counts.streams};
   if (!a.stats_path.empty()) stats.write(a.stats_path, facts);
   char line[200];
-  std::snprintf(line, sizeof line, "%d frames in %.1f s (%.1f FPS), latency p50 %.1f ms", stats.frames(),
-                stats.wall_s(), stats.fps(), stats.total_p50_ms());
+  const std::string from = streams.size() > 1 ? " from " + std::to_string(streams.size()) + " streams" : "";
+  std::snprintf(line, sizeof line, "%d frames%s in %.1f s (%.1f FPS), latency p50 %.1f ms", stats.frames(),
+                from.c_str(), stats.wall_s(), stats.fps(), stats.total_p50_ms());
   std::cout << line << (counts.skipped ? ", " + std::to_string(counts.skipped) + " skipped" : "")
             << (counts.reconnects ? ", " + std::to_string(counts.reconnects) + " reconnects" : "") << std::endl;
   if (failure) throw *failure;
@@ -127,21 +173,33 @@ int run(int argc, char** argv) {
   if (!window && a.output.empty() && a.masks.empty() && a.stats_path.empty())
     throw disseg::BadInput(
         "nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)");
-  if (a.opt.loops > 1 && !a.src.file()) throw disseg::BadInput("--loop applies to --video and --images only");
+  const std::vector<disseg::SourceSpec> specs = source_specs(a);
+  const std::size_t n = specs.size();
+  if (a.opt.loops > 1 && std::none_of(specs.begin(), specs.end(), [](const auto& s) { return s.file(); }))
+    throw disseg::BadInput("--loop applies to video files and image folders only");
   if (!a.stats_path.empty()) disseg::check_output(a.stats_path, "--stats");
-  std::optional<disseg::VideoSink> video;
-  if (!a.output.empty()) video.emplace(a.output, 30.0);  // a --video file's own rate replaces it (run_pipeline)
+  if (!a.masks.empty()) disseg::check_output(a.masks, "--masks", true);
+  std::vector<std::unique_ptr<disseg::VideoSink>> videos(n);  // a --video file's own rate replaces 30 (run_pipeline)
+  for (std::size_t i = 0; i < n && !a.output.empty(); ++i)
+    videos[i] = std::make_unique<disseg::VideoSink>(stream_path(a.output, i, n, false), 30.0);
 
   disseg::Segmenter seg(a.model, {a.backend, a.threads});
   const auto& info = seg.info();
   std::cerr << fs::path(a.model).filename().string() << ": " << info.precision << ", " << info.input_height << "x"
             << info.input_width << ", " << info.num_classes() << " classes, " << info.iterations
             << " refinement steps, " << seg.backend_name() << "\n";
-  std::optional<disseg::MaskSink> mask_sink;
-  if (!a.masks.empty()) mask_sink.emplace(a.masks, info.palette);
-  std::optional<disseg::WindowSink> shown;
-  if (window) shown.emplace("dis_run_cpp " + fs::path(a.model).filename().string());
-  segment(seg, a, {video ? &*video : nullptr, mask_sink ? &*mask_sink : nullptr, shown ? &*shown : nullptr});
+  std::vector<std::unique_ptr<disseg::MaskSink>> masks(n);
+  std::vector<std::unique_ptr<disseg::WindowSink>> windows(n);
+  std::vector<disseg::Stream> streams;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!a.masks.empty()) masks[i] = std::make_unique<disseg::MaskSink>(stream_path(a.masks, i, n, true), info.palette);
+    if (window)
+      windows[i] = std::make_unique<disseg::WindowSink>("dis_run_cpp " + fs::path(a.model).filename().string() +
+                                                        (n > 1 ? " s" + std::to_string(i) : ""));
+    streams.push_back({specs[i], {videos[i].get(), masks[i].get(), windows[i].get()}});
+    if (n > 1) std::cerr << "s" << i << ": " << disseg::describe(specs[i]) << "\n";
+  }
+  segment(seg, a, streams);
   if (const int sig = stop_signal.load()) {
     std::cerr << "interrupted (" << (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP") << ")\n";
     return 128 + sig;

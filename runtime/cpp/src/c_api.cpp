@@ -32,6 +32,18 @@ disseg_status guarded(F&& body) {
   }
 }
 
+// One frame of a C caller's, checked: a view of its pixels (no copy).
+cv::Mat wrap(const uint8_t* pixels, int height, int width, int channels, size_t row_stride, const uint8_t* labels) {
+  if (!pixels || !labels) throw disseg::BadInput("disseg_segment: pixels and labels must not be NULL");
+  if (height <= 0 || width <= 0 || (channels != 1 && channels != 3 && channels != 4))
+    throw disseg::BadInput("disseg_segment: expected height, width > 0 and 1, 3 or 4 channels, got " +
+                           std::to_string(height) + "x" + std::to_string(width) + "x" + std::to_string(channels));
+  if (row_stride < static_cast<size_t>(width) * channels)
+    throw disseg::BadInput("disseg_segment: row_stride " + std::to_string(row_stride) + " is shorter than a row of " +
+                           std::to_string(width * channels) + " bytes");
+  return cv::Mat(height, width, CV_8UC(channels), const_cast<uint8_t*>(pixels), row_stride);
+}
+
 }  // namespace
 
 extern "C" {
@@ -51,26 +63,33 @@ disseg_status disseg_create(const char* model_path, const char* backend, int thr
 
 disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width, int channels,
                              size_t row_stride, uint8_t* labels, float* tags) {
+  return disseg_segment_batch(seg, 1, &pixels, &height, &width, &channels, &row_stride, &labels,
+                              tags ? &tags : nullptr);
+}
+
+disseg_status disseg_segment_batch(disseg_segmenter* seg, int count, const uint8_t* const* pixels, const int* heights,
+                                   const int* widths, const int* channels, size_t const* row_strides,
+                                   uint8_t* const* labels, float* const* tags) {
   return guarded([&] {
-    if (!seg || !pixels || !labels) throw disseg::BadInput("disseg_segment: seg, pixels and labels must not be NULL");
-    if (height <= 0 || width <= 0 || (channels != 1 && channels != 3 && channels != 4))
-      throw disseg::BadInput("disseg_segment: expected height, width > 0 and 1, 3 or 4 channels, got " +
-                             std::to_string(height) + "x" + std::to_string(width) + "x" + std::to_string(channels));
-    if (row_stride < static_cast<size_t>(width) * channels)
-      throw disseg::BadInput("disseg_segment: row_stride " + std::to_string(row_stride) + " is shorter than a row of " +
-                             std::to_string(width * channels) + " bytes");
+    if (!seg || count < 1 || !pixels || !heights || !widths || !channels || !row_strides || !labels)
+      throw disseg::BadInput("disseg_segment: seg, pixels, sizes and labels must not be NULL, count at least 1");
     if (seg->seg.info().num_classes() > 256)
       throw disseg::BadInput("disseg_segment: the model has more than 256 classes; use the C++ API (int32 labels)");
-    const cv::Mat frame(height, width, CV_8UC(channels), const_cast<uint8_t*>(pixels), row_stride);
-    disseg::Result r = seg->seg.segment(frame);
-    cv::Mat out(height, width, CV_8U, labels);
-    r.labels.copyTo(out);
-    if (tags) {
-      const int k = seg->seg.info().num_classes();
-      for (int c = 0; c < k; ++c) tags[c] = r.tags.empty() ? 0.0f : r.tags[c];
+    std::vector<cv::Mat> frames;
+    for (int i = 0; i < count; ++i)
+      frames.push_back(wrap(pixels[i], heights[i], widths[i], channels[i], row_strides[i], labels[i]));
+    std::vector<disseg::Result> results = seg->seg.segment_batch(frames);
+    const int k = seg->seg.info().num_classes();
+    for (int i = 0; i < count; ++i) {
+      cv::Mat out(heights[i], widths[i], CV_8U, labels[i]);
+      results[i].labels.copyTo(out);
+      if (tags && tags[i])
+        for (int c = 0; c < k; ++c) tags[i][c] = results[i].tags.empty() ? 0.0f : results[i].tags[c];
     }
   });
 }
+
+const char* disseg_version(void) { return DISSEG_VERSION; }
 
 int disseg_num_classes(const disseg_segmenter* seg) { return seg ? seg->seg.info().num_classes() : 0; }
 

@@ -127,6 +127,14 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames)
   return results;
 }
 
+std::vector<int> Segmenter::batch_plan(int frames) const {
+  const int fixed = backend_->batch(), most = backend_->max_batch();
+  const int step = fixed ? fixed : (most ? std::min(frames, most) : frames);
+  std::vector<int> sizes;
+  for (int i = 0; i < frames; i += step) sizes.push_back(fixed ? step : std::min(step, frames - i));
+  return sizes;
+}
+
 cv::Mat Segmenter::colorize(const cv::Mat& labels) const {
   CV_Assert(labels.type() == CV_8U || labels.type() == CV_32S);
   cv::Mat out(labels.size(), CV_8UC3);

@@ -1,9 +1,11 @@
 // Sources of frames for the I/O layer (include/disseg/io.hpp): runtime/sources.py in C++.
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -19,27 +21,32 @@ namespace fs = std::filesystem;
 namespace disseg {
 namespace {
 
+bool is_image_name(const std::string& path) {
+  static const std::vector<std::string> suffixes{".jpg", ".jpeg", ".png", ".bmp", ".tif",
+                                                 ".tiff", ".webp", ".ppm", ".pgm"};
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+  return std::find(suffixes.begin(), suffixes.end(), ext) != suffixes.end();
+}
+
 // Image files from a folder or glob, sorted; unreadable ones skipped with a warning and counted.
 class ImageSource final : public Source {
  public:
   explicit ImageSource(const std::string& spec) {
     const bool glob = spec.find_first_of("*?[") != std::string::npos;
-    if (!glob && !fs::is_directory(spec))
+    const bool single = fs::is_regular_file(spec) && is_image_name(spec);
+    if (!glob && !single && !fs::is_directory(spec))
       throw BadInput(spec + ": no such image folder; pass a folder or a glob such as 'photos/*.jpg'");
     std::vector<cv::String> found;
-    if (glob) {
+    if (single) {
+      found.push_back(spec);
+    } else if (glob) {
       cv::glob(spec, found, false);
     } else {
       for (const auto& entry : fs::directory_iterator(spec)) found.push_back(entry.path().string());
     }
-    static const std::vector<std::string> suffixes{".jpg",  ".jpeg", ".png", ".bmp", ".tif",
-                                                   ".tiff", ".webp", ".ppm", ".pgm"};
-    for (const auto& p : found) {
-      std::string ext = fs::path(p).extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
-      if (fs::is_regular_file(p) && (glob || std::find(suffixes.begin(), suffixes.end(), ext) != suffixes.end()))
-        paths_.push_back(p);
-    }
+    for (const auto& p : found)
+      if (fs::is_regular_file(p) && (glob || is_image_name(p))) paths_.push_back(p);
     std::sort(paths_.begin(), paths_.end());
     if (paths_.empty()) throw BadInput(spec + ": no images found (looked for .jpg, .png, .bmp, .tif, .webp)");
     names_ = unique_names(paths_);
@@ -289,6 +296,75 @@ std::unique_ptr<Source> open_source(const SourceSpec& a, const std::atomic<bool>
   require_gstreamer("--csi");
   return std::make_unique<LiveSource>(csi_pipeline(*a.csi), 0, cv::CAP_GSTREAMER,
                                       "CSI camera " + std::to_string(*a.csi), a.max_reconnects, stop);
+}
+
+namespace {
+const char* const kUriForms =
+    "a camera (0, v4l2:///dev/video0), csi://0, rtsp://HOST/PATH, http(s)://HOST/PATH, a video file, an image "
+    "folder, glob or file, or gst:PIPELINE";
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+}  // namespace
+
+SourceSpec parse_source_uri(const std::string& uri) {
+  const auto first = uri.find_first_not_of(" \t"), last = uri.find_last_not_of(" \t");
+  const std::string text = first == std::string::npos ? "" : uri.substr(first, last - first + 1);
+  const BadInput bad("--source '" + redact(text) + "': not a source this runtime knows; accepted: " + kUriForms);
+  SourceSpec spec;
+  if (all_digits(text) && text.size() < 6) {
+    spec.camera = std::stoi(text);
+  } else if (starts_with(text, "v4l2://")) {
+    const std::string device = text.substr(7);
+    if (!starts_with(device, "/dev/video") || !all_digits(device.substr(10)) || device.size() > 15) throw bad;
+    spec.camera = std::stoi(device.substr(10));
+  } else if (starts_with(text, "csi://")) {
+    if (!all_digits(text.substr(6)) || text.size() > 11) throw bad;
+    spec.csi = std::stoi(text.substr(6));
+  } else if (starts_with(text, "rtsp://") || starts_with(text, "rtsps://") || starts_with(text, "http://") ||
+             starts_with(text, "https://")) {
+    spec.rtsp = text;
+  } else if (starts_with(text, "gst:")) {
+    const auto body = text.find_first_not_of(' ', 4);
+    if (body == std::string::npos) throw bad;
+    spec.gst = text.substr(body);
+  } else {
+    const std::string path = starts_with(text, "file://") ? text.substr(7) : text;
+    if (path.empty() || path.find("://") != std::string::npos) throw bad;
+    if (path.find_first_of("*?[") != std::string::npos || fs::is_directory(path) || is_image_name(path))
+      spec.images = path;
+    else if (fs::is_regular_file(path))
+      spec.video = path;
+    else
+      throw BadInput("--source '" + redact(text) + "': no such file, folder or device; accepted: " + kUriForms);
+  }
+  return spec;
+}
+
+std::vector<std::string> read_streams(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw BadInput("--streams " + path + ": cannot read it; pass a text file, one URI a line");
+  std::vector<std::string> uris;
+  for (std::string line; std::getline(in, line);) {
+    const auto first = line.find_first_not_of(" \t\r"), last = line.find_last_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') continue;
+    uris.push_back(line.substr(first, last - first + 1));
+  }
+  if (uris.empty()) throw BadInput("--streams " + path + ": no sources in it; write one URI a line (" + kUriForms + ")");
+  return uris;
+}
+
+std::string describe(const SourceSpec& spec) {
+  if (spec.camera) return "camera " + std::to_string(*spec.camera);
+  if (spec.video) return "video " + *spec.video;
+  if (spec.images) return "images " + *spec.images;
+  if (spec.rtsp) return "rtsp " + redact(*spec.rtsp);
+  if (spec.gst) return "gst " + *spec.gst;
+  if (spec.csi) return "csi " + std::to_string(*spec.csi);
+  return "none";
 }
 
 }  // namespace disseg

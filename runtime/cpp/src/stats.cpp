@@ -3,6 +3,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <unistd.h>
 
@@ -55,6 +56,34 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+struct StreamStats {
+  std::string name;
+  int frames = 0;
+  Window frame_age;
+};
+
+nlohmann::json truncation(const std::optional<Truncation>& t) {
+  if (!t) return nullptr;
+  return {{"frames_read", t->frames_read}, {"frames_declared", t->frames_declared}};
+}
+
+// Per stream: the same keys as the Python runtime's (tests/stats_keys.json "stream_keys").
+nlohmann::json streams_json(const std::vector<StreamStats>& streams, const RunFacts& facts, double wall) {
+  nlohmann::json list = nlohmann::json::array();
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    const StreamFacts one{facts.skipped, facts.reconnects, facts.truncated};
+    const StreamFacts& f = i < facts.streams.size() ? facts.streams[i] : one;
+    list.push_back({{"source", streams[i].name},
+                    {"frames", streams[i].frames},
+                    {"fps", wall > 0 ? streams[i].frames / wall : 0.0},
+                    {"skipped", f.skipped},
+                    {"reconnects", f.reconnects},
+                    {"frame_age_ms", percentiles(streams[i].frame_age.values())},
+                    {"truncated", truncation(f.truncated)}});
+  }
+  return list;
+}
+
 }  // namespace
 
 const std::vector<std::string>& stats_keys() {
@@ -74,7 +103,9 @@ const std::vector<std::string>& stats_keys() {
                                              "skipped",
                                              "reconnects",
                                              "interrupted",
-                                             "truncated"};
+                                             "truncated",
+                                             "streams",
+                                             "batches"};
   return keys;
 }
 
@@ -84,6 +115,8 @@ struct Stats::Impl {
   std::vector<double> first_totals, rss_samples, class_pixels;
   Clock::time_point started = Clock::now();
   int frames = 0;
+  std::vector<StreamStats> streams = std::vector<StreamStats>(1);
+  std::map<int, int> batches;  // batch size -> how many ran
 };
 
 Stats::Stats(std::vector<std::string> class_names) : impl_(std::make_unique<Impl>()) {
@@ -93,12 +126,25 @@ Stats::Stats(std::vector<std::string> class_names) : impl_(std::make_unique<Impl
 Stats::~Stats() = default;
 Stats::Stats(Stats&&) noexcept = default;
 
-void Stats::add(const Frame& frame, const Result& r, Clock::time_point started) {
+void Stats::set_streams(std::vector<std::string> names) {
+  impl_->streams.assign(names.size(), {});
+  for (std::size_t i = 0; i < names.size(); ++i) impl_->streams[i].name = std::move(names[i]);
+}
+
+void Stats::add_batches(const std::vector<int>& sizes) {
+  for (int size : sizes) ++impl_->batches[size];
+}
+
+void Stats::add(const Frame& frame, const Result& r, Clock::time_point started, int stream) {
   Impl& s = *impl_;
   const double total_ms = ms_between(started, Clock::now());
   s.total.add(total_ms);
   if (s.first_totals.size() < 1000) s.first_totals.push_back(total_ms);
   s.frame_age.add(ms_between(frame.captured, started));
+  if (stream >= 0 && stream < static_cast<int>(s.streams.size())) {
+    ++s.streams[stream].frames;
+    s.streams[stream].frame_age.add(ms_between(frame.captured, started));
+  }
   if (s.frames % 1000 == 0) s.rss_samples.push_back(rss_mb());
   s.pre.add(r.timings.preprocess_ms);
   s.infer.add(r.timings.infer_ms);
@@ -133,6 +179,8 @@ std::string Stats::json(const RunFacts& facts) const {
   nlohmann::json area = nlohmann::json::object();
   for (std::size_t c = 0; c < s.class_names.size(); ++c)
     area[s.class_names[c]] = pixels > 0 ? s.class_pixels[c] / pixels : 0.0;
+  nlohmann::json batches = nlohmann::json::object();
+  for (const auto& [size, n] : s.batches) batches[std::to_string(size)] = n;
   const nlohmann::json summary = {
       {"frames", s.frames},
       {"wall_s", wall},
@@ -157,9 +205,9 @@ std::string Stats::json(const RunFacts& facts) const {
       {"skipped", facts.skipped},
       {"reconnects", facts.reconnects},
       {"interrupted", facts.interrupted},
-      {"truncated", facts.truncated ? nlohmann::json{{"frames_read", facts.truncated->frames_read},
-                                                     {"frames_declared", facts.truncated->frames_declared}}
-                                    : nlohmann::json(nullptr)}};
+      {"truncated", truncation(facts.truncated)},
+      {"streams", streams_json(s.streams, facts, wall)},
+      {"batches", batches}};
   return summary.dump(2) + "\n";
 }
 

@@ -5,6 +5,7 @@
  *   disseg_segment(seg, bgr, height, width, 3, width * 3, labels, NULL);   // labels: height*width bytes
  *   disseg_destroy(seg);
  *
+ * disseg_segment_batch runs several frames (several cameras) as one batch; disseg_version names the library.
  * Status codes match the commands' exit statuses (2: bad input or model file). Error text is per thread.
  * A segmenter serves one thread at a time; create one per thread for parallel streams.
  */
@@ -37,6 +38,17 @@ DISSEG_API disseg_status disseg_create(const char* model_path, const char* backe
  * tags: NULL, or room for disseg_num_classes() floats (zeros when the model has no tags output). */
 DISSEG_API disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width,
                                         int channels, size_t row_stride, uint8_t* labels, float* tags);
+
+/* Several frames in one call: one batch on a dynamic-batch model (split at its maximum), padded on a fixed one; the
+ * labels of each frame equal disseg_segment's. Each argument is an array of `count` (frames may differ in size and
+ * channels); labels[i]: heights[i]*widths[i] bytes; tags: NULL, or `count` pointers each NULL or room for
+ * disseg_num_classes() floats. */
+DISSEG_API disseg_status disseg_segment_batch(disseg_segmenter* seg, int count, const uint8_t* const* pixels,
+                                              const int* heights, const int* widths, const int* channels,
+                                              const size_t* row_strides, uint8_t* const* labels, float* const* tags);
+
+/* The library's version, "MAJOR.MINOR.PATCH" (the project's), for checking a loaded library against headers. */
+DISSEG_API const char* disseg_version(void);
 
 DISSEG_API int disseg_num_classes(const disseg_segmenter* seg);
 DISSEG_API const char* disseg_class_name(const disseg_segmenter* seg, int index); /* NULL when out of range */

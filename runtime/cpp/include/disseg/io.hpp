@@ -108,6 +108,14 @@ struct SourceSpec {
   bool file() const { return video || images; }
 };
 
+// One source named by a URI, as the Python runtime's --source: 0, v4l2:///dev/video0, csi://0, rtsp://..., http(s)://...,
+// a video file, an image folder, glob or file, gst:PIPELINE. BadInput (the accepted forms, credentials redacted).
+DISSEG_API SourceSpec parse_source_uri(const std::string& uri);
+// A --streams file: one URI a line; blank lines and lines starting with '#' skipped. BadInput when unreadable/empty.
+DISSEG_API std::vector<std::string> read_streams(const std::string& path);
+// "video in.mp4", "stream rtsp://admin:***@cam/live": a source for logs and the stats file.
+DISSEG_API std::string describe(const SourceSpec& spec);
+
 // The source `spec` names, or BadInput in one line. A live source stops waiting once `*stop` is set.
 DISSEG_API std::unique_ptr<Source> open_source(const SourceSpec& spec, const std::atomic<bool>* stop = nullptr);
 
@@ -169,12 +177,19 @@ struct RenderOptions {
 DISSEG_API cv::Mat render(const Segmenter& seg, const Frame& frame, const Result& result, const RenderOptions& options,
                           double fps);
 
+// What a run counted of one stream beside its frames.
+struct StreamFacts {
+  int skipped = 0, reconnects = 0;
+  std::optional<Truncation> truncated;
+};
+
 // What a run adds to its stats file beside the figures.
 struct RunFacts {
   std::string model, backend;
   int skipped = 0, reconnects = 0;
   bool interrupted = false;
   std::optional<Truncation> truncated;
+  std::vector<StreamFacts> streams;  // per stream, in order (empty: one stream, the totals above)
 };
 
 // Per-stage latency, frame age, class areas and memory, as runtime/pipeline.py's Stats: percentiles over the
@@ -185,7 +200,10 @@ class DISSEG_API Stats {
   explicit Stats(std::vector<std::string> class_names);
   ~Stats();
   Stats(Stats&&) noexcept;
-  void add(const Frame& frame, const Result& result, Clock::time_point started);  // started: before segment()
+  void add(const Frame& frame, const Result& result, Clock::time_point started,
+           int stream = 0);                      // started: before segment()
+  void set_streams(std::vector<std::string> names);  // the sources, described (default: one unnamed stream)
+  void add_batches(const std::vector<int>& sizes);   // the batch sizes one round ran (Segmenter::batch_plan)
   int frames() const;
   double wall_s() const;                                             // seconds since construction
   double fps() const;                                                // frames per second since construction
@@ -216,6 +234,13 @@ struct PipelineOptions {
 struct Counters {
   int skipped = 0, reconnects = 0;
   std::optional<Truncation> truncated;
+  std::vector<StreamFacts> streams;  // per stream, in order
+};
+
+// One source and its own sinks, for a run of several.
+struct Stream {
+  SourceSpec spec;
+  Sinks sinks;
 };
 
 // Read `spec`, segment every frame into `sinks`, add to `stats`. Capture, inference and writing overlap in three
@@ -227,6 +252,11 @@ DISSEG_API Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const S
 // The same, filling `counters` as it goes, so a caller that catches a sink's WriteFailed still has them for its
 // stats file. Every sink is closed before an error is rethrown.
 DISSEG_API void run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
+                             Stats& stats, std::atomic<bool>& stop, Counters& counters);
+// Several sources, each into its own sinks, as dis-run's: a reader thread per source; each round segments the next
+// frame of every file stream and the newest of every live one as one batch (split or padded to the model's batch);
+// a stream that ends leaves the others running; max_frames and loops are per stream.
+DISSEG_API void run_pipeline(Segmenter& seg, const std::vector<Stream>& streams, const PipelineOptions& options,
                              Stats& stats, std::atomic<bool>& stop, Counters& counters);
 
 }  // namespace disseg

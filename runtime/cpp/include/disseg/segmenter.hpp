@@ -50,6 +50,9 @@ class DISSEG_API Segmenter {
   Result segment(const cv::Mat& frame);
   // Several frames in one call, padded to the model's fixed batch or sent at once to a dynamic one.
   std::vector<Result> segment_batch(const std::vector<cv::Mat>& frames);
+  // The batch sizes segment_batch runs for this many frames: chunks of a fixed batch (the last padded), or of a
+  // dynamic model's maximum.
+  std::vector<int> batch_plan(int frames) const;
 
   cv::Mat colorize(const cv::Mat& labels) const;  // labels -> BGR in the model's palette
   // The frame with the labelmap blended over it (background left clear).
