@@ -9,7 +9,8 @@
    agreement, max score error, NaN/Inf.
 3. The product on this machine, as a user types it, on the trained checkpoint: dis-doctor --json, dis-export
    (t = 3, FP32 and FP16; parity gate on), dis-eval of the checkpoint in PyTorch and of each export through the
-   runtime (the provider it picks), dis-run over the validation images (stats: provider, FPS) and dis-bench.
+   runtime (the provider it picks), dis-run over the validation images (stats: provider, FPS) and dis-bench, and
+   1 against 4 streams through one dis-run on a dynamic-batch export (aggregate FPS, batch sizes run).
 4. Latency, 512x512 (batch 1 and 8, t = 0 and 3, FP32 and FP16, resnet18 and resnet101, random weights):
    PyTorch eager, PyTorch CUDA-graph replay, ONNX Runtime's CUDA provider with I/O binding (labels against
    its CPU provider); TensorRT where it is installed. Rows start while --budget-s lasts, batch 1 first; the
@@ -296,6 +297,23 @@ def exported(model: Path, data: Path, work: Path, cfg: argparse.Namespace) -> di
     }
 
 
+def streams(checkpoint: Path, data: Path, work: Path, cfg: argparse.Namespace) -> dict:
+    """Several streams through one dis-run on a dynamic-batch export: aggregate FPS of 1 and 4 streams of the
+    validation images and the batch sizes that ran (benchmarks/bench_streams.py measures the CPU)."""
+    model = work / "model_t3_dynamic.onnx"
+    ours("dis-export", str(checkpoint), "--iters", "3", "--dynamic-batch", "-o", str(model), timeout=600)
+    images = val_images(data, work / "val_images")
+    rows: dict = {}
+    for n in (1, 4):
+        stats_path = work / f"streams{n}.stats.json"
+        ours("dis-run", str(model), *["--source", str(images)] * n, "--loop", str(cfg.loops), "--no-display",
+             "--stats", str(stats_path))  # fmt: skip
+        stats = json.loads(stats_path.read_text())
+        rows[f"streams_{n}"] = {"fps": stats["fps"], "batches": stats["batches"], "backend": stats["backend"]}
+    rows["fps_4_over_1"] = round(rows["streams_4"]["fps"] / rows["streams_1"]["fps"], 3)
+    return rows
+
+
 def product(work: Path, cfg: argparse.Namespace) -> dict:
     data, checkpoint = work / "data", work / "full" / "best.pt"
     result = {"doctor": doctor()}
@@ -308,6 +326,10 @@ def product(work: Path, cfg: argparse.Namespace) -> dict:
             result[precision] = exported(model, data, work, cfg)
         except Exception as err:
             result[precision] = {"error": f"{type(err).__name__}: {str(err)[:400]}"}
+    try:
+        result["streams"] = streams(checkpoint, data, work, cfg)
+    except Exception as err:
+        result["streams"] = {"error": f"{type(err).__name__}: {str(err)[:400]}"}
     return result
 
 

@@ -276,11 +276,11 @@ def test_dis_run_cpp_broken_pipeline_exits_2(cpp_build, tiny_onnx, tmp_path):
     [
         (["--camera", "9"], "camera 9: cannot open it"),
         (["--video", "missing.mp4"], "no such video file"),
-        ([], "give exactly one source (none given)"),
-        (["--camera", "0", "--video", "x.mp4"], "give exactly one source (--camera, --video given)"),
+        ([], "no source given: --source URI (repeatable)"),
+        (["--camera", "0", "--video", "x.mp4"], "camera 0: cannot open it"),  # two sources; the first fails
         (["--rtsp", "localhost:554"], "expected a URL such as rtsp://"),
         (["--images", "nowhere"], "no such image folder"),
-        (["--camera", "0", "--loop", "2"], "--loop applies to --video and --images only"),
+        (["--camera", "0", "--loop", "2"], "--loop applies to video files and image folders only"),
         (["--video", "x.mp4", "--view", "sideways"], "--view"),
     ],
 )

@@ -33,6 +33,8 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
         assert row["run_frames"] == 16 and row["run_backend"] == "onnxruntime (CPUExecutionProvider)", row
         assert row["bench_p50_ms"] > 0 and row["run_said"] == [], row  # the CPU build asks for no GPU provider
     assert abs(product["fp32"]["miou"] - product["pytorch_miou_t3"]) < 0.5, product  # export = checkpoint
+    streams = product["streams"]  # 16 validation images: 4 streams of them ran as batches of 4
+    assert streams["streams_1"]["batches"] == {"1": 16} and streams["streams_4"]["batches"] == {"4": 16}, streams
     latency = report["latency"]
     assert len(latency) == 4 and all(r["eager_ms"] > 0 and r["ort_iobinding_ms"] > 0 for r in latency), latency
     assert all(r["ort_vs_cpu_provider_label_agreement"] == 100.0 for r in latency)

@@ -95,7 +95,7 @@ def test_max_frames_and_loop(tiny_onnx, tmp_path):
         (["--rtsp", "not-a-url"], "expected a URL"),
         (["--video", "{tmp}/empty.mp4"], "cannot read any frame"),
         (["--csi", "0"], "GStreamer"),
-        ([], "exactly one source"),
+        ([], "no source given"),
     ],
 )
 def test_bad_sources_exit_2_with_one_line(tiny_onnx, tmp_path, args, message):
