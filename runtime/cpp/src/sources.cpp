@@ -22,7 +22,7 @@ namespace disseg {
 namespace {
 
 bool is_image_name(const std::string& path) {
-  static const std::vector<std::string> suffixes{".jpg", ".jpeg", ".png", ".bmp", ".tif",
+  static const std::vector<std::string> suffixes{".jpg",  ".jpeg", ".png", ".bmp", ".tif",
                                                  ".tiff", ".webp", ".ppm", ".pgm"};
   std::string ext = fs::path(path).extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
@@ -353,7 +353,8 @@ std::vector<std::string> read_streams(const std::string& path) {
     if (first == std::string::npos || line[first] == '#') continue;
     uris.push_back(line.substr(first, last - first + 1));
   }
-  if (uris.empty()) throw BadInput("--streams " + path + ": no sources in it; write one URI a line (" + kUriForms + ")");
+  if (uris.empty())
+    throw BadInput("--streams " + path + ": no sources in it; write one URI a line (" + kUriForms + ")");
   return uris;
 }
 

@@ -108,8 +108,9 @@ struct SourceSpec {
   bool file() const { return video || images; }
 };
 
-// One source named by a URI, as the Python runtime's --source: 0, v4l2:///dev/video0, csi://0, rtsp://..., http(s)://...,
-// a video file, an image folder, glob or file, gst:PIPELINE. BadInput (the accepted forms, credentials redacted).
+// One source named by a URI, as the Python runtime's --source: 0, v4l2:///dev/video0, csi://0, rtsp://...,
+// http(s)://..., a video file, an image folder, glob or file, gst:PIPELINE. BadInput (the accepted forms, credentials
+// redacted).
 DISSEG_API SourceSpec parse_source_uri(const std::string& uri);
 // A --streams file: one URI a line; blank lines and lines starting with '#' skipped. BadInput when unreadable/empty.
 DISSEG_API std::vector<std::string> read_streams(const std::string& path);
@@ -201,7 +202,7 @@ class DISSEG_API Stats {
   ~Stats();
   Stats(Stats&&) noexcept;
   void add(const Frame& frame, const Result& result, Clock::time_point started,
-           int stream = 0);                      // started: before segment()
+           int stream = 0);                          // started: before segment()
   void set_streams(std::vector<std::string> names);  // the sources, described (default: one unnamed stream)
   void add_batches(const std::vector<int>& sizes);   // the batch sizes one round ran (Segmenter::batch_plan)
   int frames() const;
