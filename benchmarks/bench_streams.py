@@ -131,6 +131,14 @@ def frame_age(model: Path, video: Path, fps: float, frames: int, counts: list[in
     return rows
 
 
+def _facts(model: Path) -> str:
+    from disseg.runtime.contract import read_model_info
+
+    info = read_model_info(model)
+    backbone = info.config.get("backbone", "?")
+    return f"{backbone}, {info.precision}, {info.input_height}x{info.input_width}, {info.iterations} refinement steps"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -139,23 +147,34 @@ def main() -> None:
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--fps", type=float, default=15.0, help="frame rate of the paced (live) streams")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per process (0: all cores)")
+    ap.add_argument("--parts", default="throughput,live", help="which parts to measure (others kept from --json)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     from disseg.train.synth import write_video
 
     counts = [int(n) for n in args.streams.split(",")]
+    parts = set(args.parts.split(","))
+    kept = (
+        json.loads(args.json.read_text())
+        if args.json and args.json.is_file() and parts != {"throughput", "live"}
+        else {}
+    )
     result = {
+        **kept,
         "model": str(args.model),
         "machine": f"{platform.machine()}, {shutil.os.cpu_count()} cores, {platform.processor() or 'cpu'}",
+        "model_facts": _facts(args.model),
         "frames_per_stream": args.frames,
         "video": f"{args.size}x{args.size}",
     }
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "in.mp4"
         write_video(video, frames=args.frames, size=args.size)
-        result["throughput"] = throughput(args.model, video, args.frames, counts, args.threads, Path(tmp))
-        result["live_paced"] = frame_age(args.model, video, args.fps, args.frames, counts, args.threads)
+        if "throughput" in parts:
+            result["throughput"] = throughput(args.model, video, args.frames, counts, args.threads, Path(tmp))
+        if "live" in parts:
+            result["live_paced"] = frame_age(args.model, video, args.fps, args.frames, counts, args.threads)
     if args.json:
         write_json(args.json, result)
 

@@ -147,6 +147,11 @@ def _reader(stream: Stream, stop: threading.Event, arrived: threading.Event, max
         for n, frame in enumerate(stream.source):
             if stop.is_set() or (max_frames is not None and n >= max_frames):
                 break
+            if stream.source.live:  # keep only the newest: a live frame never waits behind an older one
+                try:
+                    stream.queue.get_nowait()
+                except queue.Empty:
+                    pass
             stream.queue.put(frame)
             arrived.set()
     finally:

@@ -33,6 +33,13 @@ class BoundedQueue {
     not_full_.notify_one();
     return true;
   }
+  void push_newest(T value) {  // never waits: an item still there is replaced (a live source's stale frame)
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (abandoned_) return;
+    if (items_.size() >= capacity_) items_.pop_front();
+    items_.push_back(std::move(value));
+    not_empty_.notify_one();
+  }
   // Without waiting: 1 an item was taken, 0 none there yet, -1 the producer has finished and all were taken.
   int try_pop(T& value) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -125,7 +132,10 @@ void read_frames(Running& r, const PipelineOptions& options, Arrivals& arrivals,
     }
     if (options.loops > 1) frame.name = frame_name(read);
     ++read;
-    r.inbox->push(std::move(frame));
+    if (r.source->live())  // keep only the newest: a live frame never waits behind an older one
+      r.inbox->push_newest(std::move(frame));
+    else
+      r.inbox->push(std::move(frame));
     arrivals.notify();
   }
 }
