@@ -157,7 +157,7 @@ def _nearest_existing(path: Path) -> Path:
 def check_output(path: str | Path, *, option: str, kind: str = "file") -> None:
     """Refuse, before any work, an output that cannot be written: a folder where a file is expected (kind="file")
     or the reverse (kind="folder"), a file in the way of its folder, a folder that is not writable. Missing
-    folders are fine: they are made when the output is written. Raises BadInput."""
+    folders are made here. Raises BadInput."""
     path = Path(path)
     if kind == "file" and path.is_dir():
         raise BadInput(f"{option} {path}: is a folder; expected a file name")
@@ -171,3 +171,11 @@ def check_output(path: str | Path, *, option: str, kind: str = "file") -> None:
         why = os_reason(OSError(errno.EACCES, ""))
     if why is not None:
         raise BadInput(f"{option} {path}: cannot write into {folder} ({why}); {_hint(why)}")
+    wanted = (path if kind == "folder" else path.parent).absolute()
+    try:  # the folders it needs are made now: a check that cannot be fooled by what a path looks like
+        wanted.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = os_reason(err)
+        raise BadInput(
+            f"{option} {path}: cannot make the folder {wanted} ({reason}); choose a writable location"
+        ) from None

@@ -188,6 +188,10 @@ void check_output(const std::string& path_arg, const std::string& option, bool f
   std::string why = disk_reason(existing.string());
   if (why.empty() && ::access(existing.c_str(), W_OK | X_OK) != 0) why = os_reason(EACCES);
   if (!why.empty()) throw BadInput(what + "cannot write into " + existing.string() + " (" + why + "); " + hint(why));
+  fs::create_directories(parent, ec);  // the folders it needs are made now: a check no path's looks can fool
+  if (ec)
+    throw BadInput(what + "cannot make the folder " + parent.string() + " (" + os_reason(ec.value()) +
+                   "); choose a writable location");
 }
 
 std::vector<std::string> unique_names(const std::vector<std::string>& paths) {

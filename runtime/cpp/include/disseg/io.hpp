@@ -65,7 +65,7 @@ DISSEG_API void atomic_write(const std::string& path, const std::function<bool(c
 
 // Refuse, before any work, an output that cannot be written: a folder where a file is expected (or the reverse with
 // `folder`), a file in the way of its folder, a folder that is read-only, not writable or on a full disk. Missing
-// folders are fine (made when written). Throws BadInput naming `option`.
+// folders are made here. Throws BadInput naming `option`.
 DISSEG_API void check_output(const std::string& path, const std::string& option, bool folder = false);
 
 // Why nothing more can be written into `folder` ("no space left on device (ENOSPC)", read-only), or "".
