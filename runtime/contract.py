@@ -208,14 +208,31 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     return props
 
 
+def _is_torch_checkpoint(path: Path) -> bool:
+    """torch.save's zip archive (entries such as NAME/data.pkl under one folder): what dis-train writes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") and (b"data.pkl" in head or b"/version" in head or b".data/" in head)
+
+
 def read_model_info(path: str | Path) -> ModelInfo:
     """The contract of an ONNX file (its metadata) or an engine (its `.json` sidecar).
 
     Raises ModelFileError when the file is missing, damaged, or not a disseg model.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder; pass a model file (MODEL.onnx, or MODEL.engine with its sidecar)")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
+    if path.suffix in (".pt", ".pth") or _is_torch_checkpoint(path):
+        raise ModelFileError(
+            f"{path}: is a PyTorch checkpoint, not an exported model; export it first: dis-export {path} "
+            f"(then pass {path.with_suffix('.onnx')})"
+        )
     if path.suffix != ".onnx":
         return read_sidecar(path)
     try:

@@ -316,3 +316,18 @@ def test_dis_run_cpp_ctrl_c_flushes_video_and_stats(cpp_build, tiny_onnx, tmp_pa
     assert code == 130, err
     assert summary["interrupted"] is True and summary["frames"] > 0
     assert written == masks == summary["frames"]  # every segmented frame was written before the stop
+
+
+@pytest.mark.parametrize("given", ["checkpoint", "folder"])
+def test_dis_run_cpp_names_the_wrong_kind_of_model(cpp_build, tmp_path, given):
+    from tests.runtime.test_run_cli import _checkpoint_like
+
+    model = _checkpoint_like(tmp_path / "last.pt") if given == "checkpoint" else tmp_path
+    proc = _run_cpp(cpp_build, model, "--video", "x.avi", "--stats", tmp_path / "s.json", "--no-display")
+    want = (
+        "is a folder; pass a model file"
+        if given == "folder"
+        else f"PyTorch checkpoint, not an exported model; export it first: dis-export {model}"
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and want in lines[0], proc.stderr

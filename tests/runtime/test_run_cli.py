@@ -149,3 +149,34 @@ def test_bench_plot_over_several_models(tiny_onnx, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert cv2.imread(str(tmp_path / "p.png")) is not None
+
+
+def _checkpoint_like(path):
+    """A zip laid out as torch.save writes one (RUN/last.pt), without torch."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("last/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("last/version", b"3\n")
+    return path
+
+
+@pytest.mark.parametrize("given", ["checkpoint", "checkpoint-renamed", "folder"])
+def test_the_wrong_kind_of_model_says_what_it_is_and_what_makes_the_right_one(tmp_path, given):
+    model = {
+        "checkpoint": lambda: _checkpoint_like(tmp_path / "last.pt"),
+        "checkpoint-renamed": lambda: _checkpoint_like(tmp_path / "model.bin"),
+        "folder": lambda: tmp_path,
+    }[given]()
+    video = _video(tmp_path / "in.mp4", frames=2)  # a source that opens: the model is what is wrong
+    for command in ("dis-run", "dis-bench"):
+        args = ["--video", str(video), "--stats", str(tmp_path / "s.json")] if command == "dis-run" else []
+        proc = run_cmd(command, str(model), *args)
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        want = (
+            "is a folder; pass a model file"
+            if given == "folder"
+            else f"PyTorch checkpoint, not an exported model; export it first: dis-export {model}"
+        )
+        assert len(lines) == 1 and want in lines[0], proc.stderr

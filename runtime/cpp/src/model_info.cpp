@@ -3,6 +3,7 @@
 #include "disseg/model_info.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -193,9 +194,19 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
 }
 
 ModelInfo read_model_info(const std::string& path) {
+  if (std::filesystem::is_directory(path))
+    throw ModelFileError(path + ": is a folder; pass a model file (MODEL.onnx, or MODEL.engine with its sidecar)");
   {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) throw ModelFileError(path + ": no such model file");
+    std::string head(512, '\0');
+    probe.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<std::size_t>(probe.gcount()));
+    const bool zip = head.rfind("PK\x03\x04", 0) == 0 &&
+                     (head.find("data.pkl") != std::string::npos || head.find("/version") != std::string::npos);
+    if (zip || ends_with(path, ".pt") || ends_with(path, ".pth"))  // torch.save's archive: what dis-train writes
+      throw ModelFileError(path + ": is a PyTorch checkpoint, not an exported model; export it first: dis-export " +
+                           path);
   }
   if (ends_with(path, ".onnx")) {
     std::map<std::string, std::string> props;
