@@ -113,7 +113,7 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
         from .serve import check_serve
 
         check_serve(serve_at, serve_token)
-    window = not no_display and _display(no_display)
+    window = not no_display and _display()
     if not window and output is None and masks is None and stats_path is None and serve_at is None:
         raise BadInput(
             "nothing to show or write: give --output FILE, --masks DIR, --stats FILE or --serve HOST:PORT "
@@ -185,8 +185,8 @@ def _run_model(model, backend, threads, specs, loops, outputs, signals, render) 
         return _segment(seg, streams, model, signals=signals, serve=outputs, **render)
 
 
-def _display(no_display: bool) -> bool:
-    """A window where there is a display and it was not declined."""
+def _display() -> bool:
+    """Whether there is a display for windows (said once when there is none)."""
     from .sinks import display_available
 
     if display_available():

@@ -1,13 +1,12 @@
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
 
 from disseg.train.checkpoint import load_checkpoint
-from tests.conftest import BIN, run_cmd
+from tests.conftest import BIN, run_cmd, wait_for
 
 TINY = ["--stages", "2", "--size", "64", "--batch", "4", "--optimizer", "adamw", "--step-size", "20"]
 
@@ -49,9 +48,7 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path):
     proc = subprocess.Popen(
         [str(BIN / "dis-train"), *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 300
-    while not (killed / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    wait_for(lambda: (killed / "last.pt").exists(), proc=proc, what="the first epoch's last.pt")  # ready: killed after
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert load_checkpoint(killed / "last.pt")["epoch"] < 2  # it really was stopped early
