@@ -10,7 +10,8 @@ import click
 import numpy as np
 
 from .atomic import atomic_write, check_output
-from .choices import BACKENDS, VIEWS
+from .backends import CHOICES
+from .choices import VIEWS
 from .cli_util import (
     MAX_BATCH,
     MAX_COUNT,
@@ -70,7 +71,7 @@ def source_options(func):
 )
 @click.argument("model", type=click.Path(path_type=Path))
 @source_options
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(CHOICES))
 @click.option("--output", type=click.Path(path_type=Path), help="write the rendered view to this video file")
 @click.option("--masks", type=click.Path(path_type=Path), help="write one palette PNG of labels per frame here")
 @click.option(
@@ -319,7 +320,7 @@ def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int,
 
 @click.command(cls=Command, help="Latency (p50/p90/p99) and throughput per model, backend and batch.")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--backend", default="auto", show_default=True, type=click.Choice(BACKENDS))
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(CHOICES))
 @click.option("--batch", "batches", default=None, help="comma list of batch sizes (dynamic-batch models), e.g. 1,4")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1, MAX_COUNT))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(0, MAX_COUNT))

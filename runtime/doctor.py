@@ -208,9 +208,9 @@ def check_tiny() -> dict:
 
 
 def check_model(path: Path) -> dict:
-    """Which backends open MODEL here, and for TensorRT the engine (cache entry) and whether it fits."""
-    from .contract import read_model_info, read_sidecar
-    from .engine_cache import built_for, cached_engine_path, mismatch, this_machine
+    """Which backends open MODEL here, each in its own words (`Kind.check`), e.g. TensorRT's cached engine."""
+    from .backends import KINDS
+    from .contract import read_model_info
 
     info = read_model_info(path)
     report: dict = {
@@ -221,32 +221,15 @@ def check_model(path: Path) -> dict:
         "classes": info.num_classes,
         "backends": {},
     }
-    if path.suffix == ".onnx":
-        report["backends"]["onnxruntime"] = probe(lambda: _open_ort(path, info.precision))
-    here = probe(this_machine)
-    if isinstance(here, dict):
-        report["backends"]["tensorrt"] = here
-        return report
-    if path.suffix == ".onnx":
-        engine = cached_engine_path(path, here)
-        report["engine_cache"] = {"path": str(engine), "exists": engine.is_file()}
-        if engine.is_file():
-            report["engine_cache"]["fits"] = probe(lambda: mismatch(read_sidecar(engine), here) or "yes")
-        report["backends"]["tensorrt"] = "builds the cached engine on first use" if not engine.is_file() else "ok"
-    else:
-        why = mismatch(info, here)
-        report["engine"] = {"built_for": built_for(info).__dict__ if built_for(info) else None, "fits": why or "yes"}
-        report["backends"]["tensorrt"] = "ok" if why is None else {"error": why}
+    for name, kind in KINDS.items():
+        said = probe(lambda kind=kind: kind.check(path, info))
+        if said is None:
+            continue
+        if "status" not in said:  # the probe failed: its error is the status
+            said = {"status": said}
+        report["backends"][name] = said.pop("status")
+        report.update(said)
     return report
-
-
-def _open_ort(path: Path, precision: str) -> str:
-    from .backends import OnnxRuntimeBackend
-
-    backend = OnnxRuntimeBackend(path, precision=precision)
-    providers = backend.providers
-    backend.close()
-    return f"ok ({providers[0]})"
 
 
 def gather(model: Path | None) -> dict:

@@ -10,19 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backends import Backend, OnnxRuntimeBackend, TensorRTBackend, infer_in_batches, tensorrt_available
-from .choices import BACKENDS
-from .contract import LABELS, SCORES, TAGS, ModelInfo, file_sha256, read_model_info, read_sidecar
-from .engine_cache import (
-    FLAVOUR_NAMES,
-    build_engine,
-    built_for,
-    cached_engine_path,
-    cuda_device_count,
-    mismatch,
-    this_machine,
-)
-from .errors import BadInput, DisError, ModelFileError
+from .backends import Backend, infer_in_batches, open_backend
+from .contract import LABELS, SCORES, TAGS, ModelInfo
+from .errors import ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
 log = logging.getLogger("disseg.runtime")
@@ -34,67 +24,6 @@ class Result:
     tags: np.ndarray | None = None  # per-class probabilities, when the model outputs them
     scores: np.ndarray | None = None  # K x h x w at the model size, when the model outputs them
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
-
-
-def _engine_for_onnx(onnx_path: Path, cache_dir: Path | None) -> Path:
-    """The cached engine for this ONNX on this TensorRT and GPU, built on first use (and rebuilt when stale)."""
-    here = this_machine()
-    engine = cached_engine_path(onnx_path, here, cache_dir=cache_dir)
-    if engine.is_file():
-        try:
-            why = mismatch(read_sidecar(engine), here, onnx_sha256=file_sha256(onnx_path))
-        except ModelFileError as err:
-            why = str(err)
-        if why is None:
-            return engine
-        log.warning("rebuilding %s: %s", engine.name, why)
-    else:
-        log.warning(
-            "building a TensorRT engine for %s on this GPU (first use; cached as %s)", onnx_path.name, engine.name
-        )
-    build_engine(onnx_path, engine, flavour=here.flavour)
-    return engine
-
-
-def _open_engine(path: Path, info: ModelInfo, backend: str) -> Backend:
-    """A serialized engine: it must fit this machine's TensorRT flavour, version and GPU exactly."""
-    if backend == "onnxruntime":
-        raise BadInput(f"{path} is a TensorRT engine; ONNX Runtime needs the .onnx it was built from")
-    built = built_for(info)
-    if built is None:
-        raise ModelFileError(f"{path}: its sidecar has no engine facts. Rebuild: dis-export MODEL.onnx --engine")
-    if not tensorrt_available(built.flavour):
-        raise BadInput(
-            f"{path} is a {FLAVOUR_NAMES[built.flavour]} engine but {built.flavour} (with cuda-python) is not "
-            f"installed here; run the .onnx with --backend onnxruntime"
-        )
-    why = mismatch(info, this_machine(built.flavour))
-    if why:
-        raise ModelFileError(f"{why}. Rebuild: dis-export MODEL.onnx --engine")
-    engine = info.extra["engine"]
-    return TensorRTBackend(path, flavour=built.flavour, dla_core=engine.get("dla_core"))
-
-
-def open_backend(
-    path: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None, threads: int = 0
-) -> tuple[Backend, ModelInfo]:
-    """Open a model with the chosen backend. "auto" takes TensorRT when it and a GPU are here, else ONNX Runtime.
-    An ONNX file on TensorRT goes through the engine cache; a failure there falls back to ONNX Runtime
-    (auto) or raises (tensorrt asked for explicitly)."""
-    path = Path(path)
-    if backend not in BACKENDS:
-        raise BadInput(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    info = read_model_info(path)
-    if path.suffix != ".onnx":
-        return _open_engine(path, info, backend), info
-    if backend == "tensorrt" or (backend == "auto" and tensorrt_available() and cuda_device_count() > 0):
-        try:
-            return TensorRTBackend(_engine_for_onnx(path, Path(cache_dir) if cache_dir else None)), info
-        except DisError as err:
-            if backend == "tensorrt":
-                raise
-            log.warning("TensorRT unavailable (%s); falling back to ONNX Runtime", err)
-    return OnnxRuntimeBackend(path, threads=threads, precision=info.precision), info
 
 
 def check_outputs(backend: Backend, info: ModelInfo, path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from disseg.runtime.atomic import check_output
-from disseg.runtime.choices import BACKENDS
+from disseg.runtime.backends import CHOICES
 from disseg.runtime.cli_util import (
     MAX_BATCH,
     MAX_COUNT,
@@ -225,7 +225,7 @@ def train_cli(**options) -> None:
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, MAX_BATCH))
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option(
-    "--backend", default="auto", show_default=True, type=click.Choice(BACKENDS), help="for .onnx and engine files"
+    "--backend", default="auto", show_default=True, type=click.Choice(CHOICES), help="for .onnx and engine files"
 )
 @click.option("--step-size", type=Finite(0, MAX_WEIGHT), help="override the checkpoint's refinement step size (tuning)")
 @click.option("--tag-weight", type=Finite(0, MAX_WEIGHT), help="override the tag term's weight in the energy (tuning)")
