@@ -1,4 +1,4 @@
-"""The paper's claims measured on `dis-data synth --preset hard`, over seeds (issue 13).
+"""The paper's claims measured on `dis-data synth --preset hard`, over seeds.
 
     python benchmarks/paper_claims.py [--work runs/paper] [--seeds 0,1,2]
         -> benchmarks/results/paper_claims.{json,md,png}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInput, ModelFileError
+from .errors import EXIT_BAD_INPUT, EXIT_DONE, BadInput, DisError, ModelFileError
 
 _P = ctypes.c_void_p
 
@@ -66,12 +66,19 @@ class CSegmenter:
         self.lib = library if isinstance(library, ctypes.CDLL) else load_library(library)
         handle = _P()
         status = self.lib.disseg_create(str(model).encode(), backend.encode(), threads, ctypes.byref(handle))
-        if status != 0:
-            raise ModelFileError(self.lib.disseg_last_error().decode())
+        self._check(status, ModelFileError)
         self.handle = handle
         self.num_classes = self.lib.disseg_num_classes(handle)
         self.class_names = tuple(self.lib.disseg_class_name(handle, i).decode() for i in range(self.num_classes))
         self.backend = self.lib.disseg_backend_name(handle).decode()
+
+    def _check(self, status: int, bad_input: type[BadInput]) -> None:
+        """A disseg_status as our exceptions: DISSEG_BAD_INPUT (the exit status for bad input) as `bad_input`, any
+        other failure as DisError."""
+        if status == EXIT_DONE:
+            return
+        why = self.lib.disseg_last_error().decode()
+        raise bad_input(why) if status == EXIT_BAD_INPUT else DisError(why)
 
     @property
     def version(self) -> str:
@@ -86,8 +93,7 @@ class CSegmenter:
         status = self.lib.disseg_segment(
             self.handle, image.ctypes.data, h, w, channels, image.strides[0], labels.ctypes.data, tags.ctypes.data
         )
-        if status != 0:
-            raise BadInput(self.lib.disseg_last_error().decode())
+        self._check(status, BadInput)
         return labels, tags
 
     def segment_batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -109,8 +115,7 @@ class CSegmenter:
             pointers(labels),
             pointers(tags),
         )
-        if status != 0:
-            raise BadInput(self.lib.disseg_last_error().decode())
+        self._check(status, BadInput)
         return list(zip(labels, tags))
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ SINGLE_SOURCES = ("camera", "video", "images", "rtsp", "gst", "csi")
 
 
 def source_options(func):
-    """One way to name sources (style.md habit 10: each part brings its own argument group): --source URI, repeatable,
+    """One way to name sources, as one group of options the source layer brings: --source URI, repeatable,
     --streams FILE, and the one-source flags."""
     for option in reversed(
         [

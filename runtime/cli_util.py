@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import click
 
 from .atomic import atomic_write_text, os_reason
 from .deps import OPENCV_MISSING
-from .errors import BadInput, DisError
+from .errors import EXIT_BAD_INPUT, EXIT_DONE, EXIT_FAILED, EXIT_SIGNAL_BASE, BadInput, DisError
 
 # Ceilings of the numeric options: far above any real use, low enough that a typo fails at once instead of
 # allocating for minutes (an image side of 10^6 pixels, 10^9 images).
@@ -43,23 +44,23 @@ def handle_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except BadInput as err:
             click.echo(f"error: {err}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
         except DisError as err:
             click.echo(f"failed: {err}", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_FAILED)
         except KeyboardInterrupt as err:
             click.echo(f"interrupted ({err.args[0] if err.args else 'SIGINT'})", err=True)
-            sys.exit(getattr(err, "exit_status", 130))
+            sys.exit(getattr(err, "exit_status", EXIT_SIGNAL_BASE + signal.SIGINT))
         except ModuleNotFoundError as err:
             if err.name != "cv2":
                 raise
             click.echo(f"error: {OPENCV_MISSING}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_BAD_INPUT)
         except OSError as err:
             if err.errno not in WRITE_ERRNOS:
                 raise
             click.echo(f"failed: {err.filename or 'output'}: {os_reason(err)}", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_FAILED)
 
     return wrapper
 
@@ -78,8 +79,8 @@ class _OneLineErrors:
             sys.exit(err.exit_code)
         except click.Abort:
             click.echo("aborted", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+            sys.exit(EXIT_FAILED)
+        sys.exit(rv if isinstance(rv, int) else EXIT_DONE)
 
 
 class Command(_OneLineErrors, click.Command):

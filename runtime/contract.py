@@ -1,4 +1,4 @@
-"""The model-file contract (design.md section 4): what an exported model says about itself.
+"""The model-file contract (docs/contract.md): what an exported model says about itself.
 
 An ONNX file carries these keys in `metadata_props` (JSON values); a TensorRT engine carries the same
 keys in a JSON sidecar `<engine>.json` so C++ can read them without Python. This module owns the contract:
@@ -22,6 +22,7 @@ PREFIX = "disseg."
 INPUT = "image"  # uint8 N x H x W x 3, BGR
 LABELS, SCORES, TAGS = "labels", "scores", "tags"
 OUTPUTS = (LABELS, SCORES, TAGS)  # labels always; scores and tags when exported with --outputs
+INPUT_LAYOUT, INPUT_DTYPE, COLOR_ORDER = "NHWC", "uint8", "BGR"  # the one input form both runtimes feed
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB normalisation of torchvision's backbones
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -43,9 +44,9 @@ class ModelInfo:
     outputs: tuple[str, ...]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    input_layout: str = "NHWC"
-    input_dtype: str = "uint8"
-    color_order: str = "BGR"
+    input_layout: str = INPUT_LAYOUT
+    input_dtype: str = INPUT_DTYPE
+    color_order: str = COLOR_ORDER
     schema: str = SCHEMA
     checkpoint_sha256: str = ""
     onnx_sha256: str = ""

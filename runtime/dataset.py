@@ -1,6 +1,6 @@
 """Data sets on disk: VOC2012 (+ SBD SegmentationClassAug), a plain folder format, and tag-only (weak) images.
 
-Torch-free, so exported models are scored on exactly the samples the trainer saw. Layouts (design.md section 6):
+Torch-free, so exported models are scored on exactly the samples the trainer saw. Layouts (docs/training.md):
 
   VOC:    ROOT/JPEGImages/ID.jpg, ROOT/SegmentationClass/ID.png (palette PNG, 255 = void),
           ROOT/ImageSets/Segmentation/{train,val}.txt; with SBD, ROOT/SegmentationClassAug/ID.png and

@@ -1,6 +1,14 @@
-"""One exception hierarchy. The command-line layer turns a `BadInput` into one line and exit status 2."""
+"""One exception hierarchy and the exit statuses it maps to: the command-line layer turns a `BadInput` into one line
+and exit status 2, any other `DisError` into exit status 1."""
 
 from __future__ import annotations
+
+# The exit statuses of every command, Python and C++ (disseg::kExit* in model_info.hpp); the C ABI's disseg_status
+# has the same numbers. tests/test_twins.py holds the two languages equal.
+EXIT_DONE = 0
+EXIT_FAILED = 1  # a DisError that is not BadInput: a parity gate, a backend at run time, a write that failed
+EXIT_BAD_INPUT = 2  # BadInput: found before any work; nothing written
+EXIT_SIGNAL_BASE = 128  # stopped by signal N: 128 + N; everything produced so far finalized
 
 
 class DisError(Exception):

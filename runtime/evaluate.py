@@ -20,7 +20,7 @@ def evaluate_exported(
     backend: str = "auto",
     batch: int = 8,
 ) -> list[dict]:
-    """Return one result row (design.md section 5) for the model's own iteration count."""
+    """Return one result row (`dis-eval --json`, docs/training.md) for the model's own iteration count."""
     with Segmenter(model, backend=backend) as seg:
         info = seg.info
         if iters is not None and iters != [info.iterations]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 import threading
 
+from .errors import EXIT_SIGNAL_BASE
+
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )  # Windows has no SIGHUP
@@ -21,7 +23,7 @@ class Stopped(KeyboardInterrupt):
 
     @property
     def exit_status(self) -> int:
-        return 128 + self.signum
+        return EXIT_SIGNAL_BASE + self.signum
 
 
 class StopOnSignals:

@@ -25,7 +25,7 @@ from disseg.runtime.cli_util import (
 )
 from disseg.runtime.errors import BadInput
 
-from .config import BACKBONES, RULED_OUT, TAG_GATES, DISConfig
+from .config import BACKBONES, RULED_OUT, TAG_GATES, DISConfig, TrainOptions
 from .synth_presets import PRESET_DEFAULTS, PRESETS
 
 
@@ -66,15 +66,19 @@ def synth(out: Path, preset, seed, **counts) -> None:
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="run folder: best.pt, last.pt, metrics.json"
 )
-@click.option("--stage", default=1, show_default=True, type=click.Choice(["1", "2"]))
+@click.option("--stage", default=str(TrainOptions.stage), show_default=True, type=click.Choice(["1", "2"]))
 @click.option(
     "--init",
     type=click.Path(path_type=Path),
     help="start from this checkpoint (its architecture; stage 2 from stage 1's best.pt)",
 )
-@click.option("--backbone", default="resnet18", show_default=True, type=click.Choice(BACKBONES))
-@click.option("--stages", default=4, show_default=True, type=click.IntRange(2, 4), help="resnet stages kept")
-@click.option("--output-stride", default=8, show_default=True, type=click.Choice(["8", "16"]))
+@click.option("--backbone", default=DISConfig.backbone, show_default=True, type=click.Choice(BACKBONES))
+@click.option(
+    "--stages", default=DISConfig.stages, show_default=True, type=click.IntRange(2, 4), help="resnet stages kept"
+)
+@click.option(
+    "--output-stride", default=str(DISConfig.output_stride), show_default=True, type=click.Choice(["8", "16"])
+)
 @click.option(
     "--pretrained",
     is_flag=False,
@@ -85,11 +89,17 @@ def synth(out: Path, preset, seed, **counts) -> None:
     "or from a state dict file or URL",
 )
 @click.option(
-    "--size", default=256, show_default=True, type=click.IntRange(32, MAX_SIDE), help="training crop (pixels)"
+    "--size",
+    default=DISConfig.size,
+    show_default=True,
+    type=click.IntRange(32, MAX_SIDE),
+    help="training crop (pixels)",
 )
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1, MAX_COUNT))
-@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, MAX_BATCH), help="global batch")
-@click.option("--optimizer", default="sgd", show_default=True, type=click.Choice(["sgd", "adamw"]))
+@click.option("--epochs", default=TrainOptions.epochs, show_default=True, type=click.IntRange(1, MAX_COUNT))
+@click.option(
+    "--batch", default=TrainOptions.batch, show_default=True, type=click.IntRange(1, MAX_BATCH), help="global batch"
+)
+@click.option("--optimizer", default=TrainOptions.optimizer, show_default=True, type=click.Choice(["sgd", "adamw"]))
 @click.option("--lr", type=Finite(0, 10, min_open=True), help="[default: 0.01 sgd, 0.001 adamw]")
 @click.option(
     "--iters-train",
@@ -142,14 +152,14 @@ def synth(out: Path, preset, seed, **counts) -> None:
 )
 @click.option(
     "--weak-weight",
-    default=1.0,
+    default=DISConfig.weak_weight,
     show_default=True,
     type=Finite(0, MAX_WEIGHT),
     help="stage 2: weight of the weak images' loss",
 )
 @click.option(
     "--pseudo-threshold",
-    default=0.0,
+    default=DISConfig.pseudo_threshold,
     show_default=True,
     type=Finite(0, 1),
     help="stage 2: ignore pseudo-label pixels less confident than this",
@@ -162,8 +172,15 @@ def synth(out: Path, preset, seed, **counts) -> None:
     help="optimizer steps per epoch [default: one pass over the larger set]",
 )
 @click.option("--freeze-bn", is_flag=True, help="keep batch-norm statistics fixed")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED))
+@click.option("--device", default=TrainOptions.device, show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--seed", default=TrainOptions.seed, show_default=True, type=click.IntRange(0, MAX_SEED))
+@click.option(
+    "--dist-backend",
+    default=TrainOptions.dist_backend,
+    show_default=True,
+    type=click.Choice(["auto", "nccl", "gloo"]),
+    help="torch.distributed backend under torchrun (auto: NCCL where CUDA is, else gloo)",
+)
 @click.option("--resume", is_flag=True, help="continue RUN/last.pt exactly where it stopped")
 @handle_errors
 def train_cli(**options) -> None:
@@ -172,14 +189,10 @@ def train_cli(**options) -> None:
     setup_logging()
     import dataclasses
 
-    import torch
-
     from disseg.runtime.dataset import read_classes
 
-    from .config import DISConfig
-    from .engine import TrainOptions, fit
+    from .engine import fit
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data, out = Path(options["data"]), Path(options["out"])
     if options["stage"] == "2" and options["init"] is None and not options["resume"]:
         raise BadInput("--stage 2 needs --init CKPT (the stage-1 best.pt) or --resume")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from disseg.runtime.contract import IMAGENET_MEAN, IMAGENET_STD
@@ -21,7 +23,7 @@ class DISConfig:
     size: int = 256  # training crop and default export size (pixels, square)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    # Losses (design.md section 1): CE(u3, L) + lambda_tags BCE(v3, T) + lambda_image ||z3 - I_small||^2
+    # Losses (docs/method.md): CE(u3, L) + lambda_tags BCE(v3, T) + lambda_image ||z3 - I_small||^2
     lambda_tags: float = 1.0
     lambda_image: float = 1.0
     weak_weight: float = 1.0  # weight of the weak (tag-only) images' loss in stage 2
@@ -105,3 +107,29 @@ class DISConfig:
             raise ValueError(f"tag_gate must be one of {', '.join(TAG_GATES)}, got {self.tag_gate!r}")
         if self.num_classes < 2:
             raise ValueError("need at least 2 classes (background and one more)")
+
+
+@dataclass
+class TrainOptions:
+    """How one run trains (not saved with the model). dis-train's options take their defaults from here and from
+    DISConfig (a test holds them equal)."""
+
+    data: Path
+    out: Path
+    stage: int = 1
+    init: Path | None = None
+    epochs: int = 10
+    batch: int = 8
+    optimizer: str = "sgd"
+    lr: float | None = None  # default: 0.01 (SGD, DeepLab) or 1e-3 (AdamW)
+    weight_decay: float = 1e-4
+    device: str = "cpu"
+    seed: int = 0
+    resume: bool = False
+    pretrained: str | None = None  # train/weights.py: 'imagenet', a file or a URL
+    eval_iters: tuple[int, ...] = field(default_factory=tuple)  # extra t values scored each epoch
+    max_train: int | None = None  # use only the first N fully labelled images (for label-budget studies)
+    freeze_bn: bool = False  # keep batch-norm statistics fixed (small batches, fine-tuning)
+    steps_per_epoch: int | None = None  # default: one pass over the larger training set
+    dist_backend: str = "auto"  # under torchrun: nccl, gloo, or auto (NCCL where CUDA is)
+    clip_grad: float = 5.0  # max gradient norm (0: off); SGD at DeepLab's lr diverges from scratch without it

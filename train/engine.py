@@ -1,4 +1,4 @@
-"""Training and evaluation: `train_one_epoch`, `evaluate`, `fit` (design.md section 1, two stages)."""
+"""Training and evaluation: `train_one_epoch`, `evaluate`, `fit` (docs/method.md, two stages)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from disseg.runtime.metrics import ConfusionMatrix, TagF1, tags_from_labels
 from disseg.runtime.signals import StopOnSignals
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import DISConfig
+from .config import DISConfig, TrainOptions
 from .curves import write_curves
 from .data import EvalSet, TrainSet, collate_eval
 from .model import DIS, Heads, upsampled_scores
@@ -35,28 +34,6 @@ from .refine import refine
 
 log = logging.getLogger("disseg.train")
 ARCHITECTURE = ("class_names", "backbone", "output_stride", "stages", "mean", "std")
-
-
-@dataclass
-class TrainOptions:
-    data: Path
-    out: Path
-    stage: int = 1
-    init: Path | None = None
-    epochs: int = 10
-    batch: int = 8
-    optimizer: str = "sgd"
-    lr: float | None = None  # default: 0.01 (SGD, DeepLab) or 1e-3 (AdamW)
-    weight_decay: float = 1e-4
-    device: str = "cpu"
-    seed: int = 0
-    resume: bool = False
-    pretrained: str | None = None  # train/weights.py: 'imagenet', a file or a URL
-    eval_iters: tuple[int, ...] = field(default_factory=tuple)  # extra t values scored each epoch
-    max_train: int | None = None  # use only the first N fully labelled images (for label-budget studies)
-    freeze_bn: bool = False  # keep batch-norm statistics fixed (small batches, fine-tuning)
-    steps_per_epoch: int | None = None  # default: one pass over the larger training set
-    clip_grad: float = 5.0  # max gradient norm (0: off); SGD at DeepLab's lr diverges from scratch without it
 
 
 def predict(cfg: DISConfig, heads: Heads, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,11 +266,12 @@ class LossModule(torch.nn.Module):
         return _losses(self.model, x, labels, tags)
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(backend: str) -> tuple[int, int]:
+    """(rank, world size): under torchrun, join its process group (`auto`: NCCL where CUDA is, else gloo)."""
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group(
-            "nccl" if torch.cuda.is_available() and os.environ.get("DISSEG_BACKEND") != "gloo" else "gloo"
-        )
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -468,7 +446,7 @@ def fit(cfg: DISConfig, opts: TrainOptions) -> dict:
 
 
 def _fit(cfg: DISConfig, opts: TrainOptions, stop: threading.Event) -> dict:
-    rank, world = _distributed()
+    rank, world = _distributed(opts.dist_backend)
     device = _device(opts, world)
     torch.manual_seed(opts.seed)
     cfg, resume, init = _checkpoints(cfg, opts)

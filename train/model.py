@@ -1,4 +1,4 @@
-"""The DIS network (design.md section 1) on torchvision backbones. Tensors in, tensors out; no data-dependent
+"""The DIS network (docs/method.md) on torchvision backbones. Tensors in, tensors out; no data-dependent
 control flow."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def build_backbone(cfg: DISConfig, *, pretrained: str | None = None) -> tuple[nn
 
 
 class DIS(nn.Module):
-    """u1 = backbone(I); v1 = linear(avgpool(u1)); labelmap, image and tag subnets as design.md section 1."""
+    """u1 = backbone(I); v1 = linear(avgpool(u1)); labelmap, image and tag subnets as docs/method.md."""
 
     FEATURE_MODULES = ("backbone", "image_fc")  # what `features` runs: the part reduced precision may touch
 

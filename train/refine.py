@@ -1,4 +1,4 @@
-"""Test-time feature refinement with the energy's gradient written out (design.md section 1).
+"""Test-time feature refinement with the energy's gradient written out (docs/method.md).
 
 E(u1, v1) = 1/2 ||z3(u1, v1) - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K when tags are given),
 N = 3 h w per image. Plain ops only, so the unrolled loop exports to ONNX without autograd.

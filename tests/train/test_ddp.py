@@ -27,7 +27,7 @@ def test_two_gloo_processes_match_one(tiny_data, tmp_path):
         "3",
     ]
     run_cmd("dis-train", *args, "--out", str(tmp_path / "single"), check=True)
-    env = {**os.environ, "DISSEG_BACKEND": "gloo", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
             str(BIN / "torchrun"),
@@ -36,6 +36,8 @@ def test_two_gloo_processes_match_one(tiny_data, tmp_path):
             "2",
             str(BIN / "dis-train"),
             *args,
+            "--dist-backend",
+            "gloo",
             "--out",
             str(tmp_path / "ddp"),
         ],

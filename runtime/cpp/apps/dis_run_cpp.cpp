@@ -93,7 +93,7 @@ std::optional<int> parse(int argc, char** argv, Args& a) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "error: " << e.what() << " (see dis_run_cpp --help)\n";
-    return 2;
+    return disseg::kExitBadInput;
   }
   a.opt.render.legend = !a.no_legend;
   return std::nullopt;
@@ -202,9 +202,9 @@ int run(int argc, char** argv) {
   segment(seg, a, streams);
   if (const int sig = stop_signal.load()) {
     std::cerr << "interrupted (" << (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP") << ")\n";
-    return 128 + sig;
+    return disseg::kExitSignalBase + sig;
   }
-  return 0;
+  return disseg::kExitDone;
 }
 
 }  // namespace
@@ -212,17 +212,14 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
-  } catch (const disseg::BadInput& err) {  // bad input or model file: one line, exit 2 (as dis-run)
+  } catch (const disseg::BadInput& err) {  // bad input or model file (a ModelFileError): one line, exit 2 (as dis-run)
     std::cerr << "error: " << err.what() << "\n";
-    return 2;
-  } catch (const disseg::ModelFileError& err) {
-    std::cerr << "error: " << err.what() << "\n";
-    return 2;
+    return disseg::kExitBadInput;
   } catch (const fs::filesystem_error& err) {  // a write the machine refused that no check caught first
     std::cerr << "failed: " << err.what() << "\n";
-    return 1;
+    return disseg::kExitFailed;
   } catch (const std::exception& err) {
     std::cerr << "failed: " << err.what() << "\n";
-    return 1;
+    return disseg::kExitFailed;
   }
 }

@@ -20,10 +20,7 @@ disseg_status guarded(F&& body) {
     body();
     last_error.clear();
     return DISSEG_OK;
-  } catch (const disseg::BadInput& err) {  // bad input or model file: the caller can fix it
-    last_error = err.what();
-    return DISSEG_BAD_INPUT;
-  } catch (const disseg::ModelFileError& err) {
+  } catch (const disseg::BadInput& err) {  // bad input or model file (ModelFileError is one): the caller can fix it
     last_error = err.what();
     return DISSEG_BAD_INPUT;
   } catch (const std::exception& err) {  // a backend or device failing at run time (disseg::Error and the rest)

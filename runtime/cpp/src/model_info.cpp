@@ -15,7 +15,6 @@
 namespace disseg {
 namespace {
 
-constexpr const char* kPrefix = "disseg.";
 using json = nlohmann::json;
 
 std::string read_file(const std::string& path) {
@@ -167,11 +166,11 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   info.tag_weight = take<double>(v, "tag_weight", source);
   info.precision = take<std::string>(v, "precision", source);
   info.outputs = take<std::vector<std::string>>(v, "outputs", source);
-  info.mean = take_or<std::array<double, 3>>(v, "mean", {0.485, 0.456, 0.406}, source);
-  info.std = take_or<std::array<double, 3>>(v, "std", {0.229, 0.224, 0.225}, source);
-  info.input_layout = take_or<std::string>(v, "input_layout", "NHWC", source);
-  info.input_dtype = take_or<std::string>(v, "input_dtype", "uint8", source);
-  info.color_order = take_or<std::string>(v, "color_order", "BGR", source);
+  info.mean = take_or<std::array<double, 3>>(v, "mean", kImagenetMean, source);
+  info.std = take_or<std::array<double, 3>>(v, "std", kImagenetStd, source);
+  info.input_layout = take_or<std::string>(v, "input_layout", kInputLayout, source);
+  info.input_dtype = take_or<std::string>(v, "input_dtype", kInputDtype, source);
+  info.color_order = take_or<std::string>(v, "color_order", kColorOrder, source);
   info.checkpoint_sha256 = take_or<std::string>(v, "checkpoint_sha256", "", source);
   info.onnx_sha256 = take_or<std::string>(v, "onnx_sha256", "", source);
   if (v.contains("extra") && v["extra"].is_object() && v["extra"].contains("engine") &&

@@ -20,7 +20,7 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 }
 
 void check_runnable(const ModelInfo& info, const std::string& path) {
-  if (info.input_layout != "NHWC" || info.input_dtype != "uint8" || info.color_order != "BGR")
+  if (info.input_layout != kInputLayout || info.input_dtype != kInputDtype || info.color_order != kColorOrder)
     throw ModelFileError(path + ": input is " + info.input_layout + " " + info.input_dtype + " " + info.color_order +
                          ", this runtime feeds NHWC uint8 BGR; re-export it with dis-export");
 }

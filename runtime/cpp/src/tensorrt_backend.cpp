@@ -117,7 +117,7 @@ class TensorRTBackend final : public Backend {
   }
 
  private:
-  // The contract's types (design.md 4): uint8 in; labels uint8 or int32, tags float32, in every precision.
+  // The contract's types (docs/contract.md): uint8 in; labels uint8 or int32, tags float32, in every precision.
   void check_types(const std::string& path) {
     using nvinfer1::DataType;
     const char* input = info_.input_name.c_str();

@@ -3,11 +3,15 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
 #include "disseg/model_info.hpp"
 #include "test_util.hpp"
+
+static_assert(std::is_base_of_v<disseg::BadInput, disseg::ModelFileError>,
+              "a model file the runtime cannot take is bad input (exit 2), as in Python");
 
 using disseg::ModelFileError;
 using json = nlohmann::json;

@@ -1,4 +1,4 @@
-// The model-file contract (design.md section 4), read from an ONNX file's metadata_props or an engine's
+// The model-file contract (docs/contract.md), read from an ONNX file's metadata_props or an engine's
 // `<engine>.json` sidecar: the same keys, parsed with the same rules, as runtime/contract.py.
 #pragma once
 
@@ -14,12 +14,24 @@
 
 namespace disseg {
 
+// The contract's constants, each as runtime/contract.py defines it (tests/test_twins.py holds them equal).
 inline constexpr const char* kSchema = "disseg-model/1";
-// The tensor names of the contract (runtime/contract.py INPUT, LABELS, SCORES, TAGS).
-inline constexpr const char* kInput = "image";
+inline constexpr const char* kPrefix = "disseg.";  // of every metadata key
+inline constexpr const char* kInput = "image";     // the tensor names
 inline constexpr const char* kLabels = "labels";
 inline constexpr const char* kScores = "scores";
 inline constexpr const char* kTags = "tags";
+inline constexpr const char* kInputLayout = "NHWC";  // the one input form both runtimes feed
+inline constexpr const char* kInputDtype = "uint8";
+inline constexpr const char* kColorOrder = "BGR";
+inline constexpr std::array<double, 3> kImagenetMean{0.485, 0.456, 0.406};  // a model without mean/std metadata
+inline constexpr std::array<double, 3> kImagenetStd{0.229, 0.224, 0.225};
+
+// The exit statuses of dis_run_cpp, as runtime/errors.py's EXIT_* (the C ABI's disseg_status: the same numbers).
+inline constexpr int kExitDone = 0;
+inline constexpr int kExitFailed = 1;        // a disseg::Error that is not BadInput, e.g. a write that failed
+inline constexpr int kExitBadInput = 2;      // BadInput (ModelFileError included): found before any work
+inline constexpr int kExitSignalBase = 128;  // stopped by signal N: 128 + N
 
 // Every failure the library reports is one of these, with a one-line message saying what was wrong,
 // what was expected and how to fix it (the Python runtime's wording).
@@ -27,13 +39,13 @@ class DISSEG_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
-class DISSEG_API ModelFileError : public Error {  // missing, damaged, foreign or mismatched model file
+class DISSEG_API BadInput : public Error {  // a frame, option, source or model file the runtime cannot take (exit 2)
  public:
   using Error::Error;
 };
-class DISSEG_API BadInput : public Error {  // a frame, option or source the runtime cannot take
+class DISSEG_API ModelFileError : public BadInput {  // missing, damaged, foreign or mismatched model file
  public:
-  using Error::Error;
+  using BadInput::BadInput;
 };
 
 struct EngineFacts {             // what makes a TensorRT engine valid on one TensorRT version and GPU only

@@ -1,0 +1,85 @@
+"""Facts both runtimes state, each defined once per language (runtime/*.py and runtime/cpp): read from the C++
+sources and held equal to the Python constants, so neither language can drift alone."""
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from disseg.runtime import contract, errors, pipeline
+from disseg.runtime.atomic import LOW_SPACE
+from disseg.runtime.cli_util import MAX_COUNT
+from disseg.runtime.sinks import VideoSink
+
+CPP = Path(__file__).resolve().parents[1] / "runtime" / "cpp"
+
+
+def _cpp_constants(path: Path) -> dict[str, object]:
+    """`constexpr` constants of one C++ file: strings, integer expressions (64 * 1024) and 3-number arrays."""
+    text = path.read_text()
+    found: dict[str, object] = {}
+    for name, value in re.findall(r"constexpr [^=;{]*?\b(k\w+|window)\s*=\s*([^;]+);", text):
+        value = value.strip()
+        if value.startswith('"'):
+            found[name] = value.strip('"')
+        else:
+            assert re.fullmatch(r"[\d\s*]+", value), f"{path.name}: {name} = {value} is not an integer product"
+            found[name] = math.prod(int(factor) for factor in value.split("*"))
+    for name, numbers in re.findall(r"constexpr std::array<double, 3> (k\w+)\{([^}]*)\};", text):
+        found[name] = tuple(float(x) for x in numbers.split(","))
+    return found
+
+
+HEADER = _cpp_constants(CPP / "include" / "disseg" / "model_info.hpp")
+
+PAIRS = [
+    ("kSchema", contract.SCHEMA),
+    ("kPrefix", contract.PREFIX),
+    ("kInput", contract.INPUT),
+    ("kLabels", contract.LABELS),
+    ("kScores", contract.SCORES),
+    ("kTags", contract.TAGS),
+    ("kInputLayout", contract.INPUT_LAYOUT),
+    ("kInputDtype", contract.INPUT_DTYPE),
+    ("kColorOrder", contract.COLOR_ORDER),
+    ("kImagenetMean", contract.IMAGENET_MEAN),
+    ("kImagenetStd", contract.IMAGENET_STD),
+    ("kExitDone", errors.EXIT_DONE),
+    ("kExitFailed", errors.EXIT_FAILED),
+    ("kExitBadInput", errors.EXIT_BAD_INPUT),
+    ("kExitSignalBase", errors.EXIT_SIGNAL_BASE),
+]
+
+
+@pytest.mark.parametrize(("name", "python"), PAIRS, ids=[name for name, _ in PAIRS])
+def test_contract_constant_is_the_same_in_cpp(name, python):
+    assert name in HEADER, f"model_info.hpp no longer defines {name}"
+    assert HEADER[name] == python, f"C++ {name} = {HEADER[name]!r}, Python {python!r}"
+
+
+def test_every_contract_constant_of_the_header_is_checked():
+    assert set(HEADER) == {name for name, _ in PAIRS}, "a constant was added to model_info.hpp: pair it here"
+
+
+def test_runtime_constants_are_the_same_in_cpp():
+    assert _cpp_constants(CPP / "src" / "atomic.cpp")["kLowSpace"] == LOW_SPACE
+    assert _cpp_constants(CPP / "src" / "sinks.cpp")["kCheckSpaceEvery"] == VideoSink.CHECK_SPACE_EVERY
+    assert _cpp_constants(CPP / "apps" / "dis_run_cpp.cpp")["kMaxCount"] == MAX_COUNT
+    assert _cpp_constants(CPP / "include" / "disseg" / "io.hpp")["window"] == pipeline.WINDOW
+
+
+def test_c_abi_statuses_are_the_exit_statuses():
+    header = (CPP / "include" / "disseg" / "disseg.h").read_text()
+    statuses = {name: int(value) for name, value in re.findall(r"(DISSEG_\w+) = (\d+)", header)}
+    assert statuses == {
+        "DISSEG_OK": errors.EXIT_DONE,
+        "DISSEG_ERROR": errors.EXIT_FAILED,
+        "DISSEG_BAD_INPUT": errors.EXIT_BAD_INPUT,
+    }
+
+
+def test_model_file_error_is_bad_input_in_both_languages():
+    assert issubclass(errors.ModelFileError, errors.BadInput)
+    header = (CPP / "include" / "disseg" / "model_info.hpp").read_text()
+    assert re.search(r"class DISSEG_API ModelFileError : public BadInput\b", header)
