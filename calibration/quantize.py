@@ -19,6 +19,7 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from disseg.runtime.backends import cpu_backend, infer_in_batches
+from disseg.runtime.cli_util import third_party_output
 from disseg.runtime.contract import LABELS, ModelInfo, attach_metadata
 from disseg.runtime.errors import BadInput
 
@@ -74,6 +75,12 @@ def quantize(
     if not src.exists():
         onnx.save_model(model, src)
     symmetric = plan.target == "tensorrt"
+    with third_party_output():
+        _quantize_static(src, dst, frames, input_name, batch, plan, exclude, symmetric, workdir)
+    return onnx.load(dst)
+
+
+def _quantize_static(src, dst, frames, input_name, batch, plan, exclude, symmetric, workdir) -> None:
     quantize_static(
         src,
         dst,
@@ -88,7 +95,6 @@ def quantize(
         calibration_cache_path=workdir / f"ranges.{plan.method}.json",
         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False},
     )
-    return onnx.load(dst)
 
 
 def labels_of(model: onnx.ModelProto, frames: list[np.ndarray], input_name: str, batch: int) -> np.ndarray:

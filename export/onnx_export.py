@@ -12,6 +12,7 @@ import torch
 
 from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY, in_feature_extractor
 from disseg.runtime.atomic import atomic_write
+from disseg.runtime.cli_util import third_party_output
 from disseg.runtime.contract import INPUT, ModelInfo, attach_metadata, file_sha256
 from disseg.runtime.palette import voc_palette
 from disseg.train.model import DIS
@@ -29,7 +30,7 @@ def export_graph(
     unrolled = UnrolledDIS(model, iters, outputs=outputs).eval()
     example = torch.zeros((batch or 2, height, width, 3), dtype=torch.uint8)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},) if batch is None else None
-    with torch.no_grad():
+    with torch.no_grad(), third_party_output():  # torch.onnx and onnxscript's optimizer print as they go
         program = torch.onnx.export(
             unrolled,
             (example,),
@@ -42,7 +43,8 @@ def export_graph(
         )
     proto = mark_parts(program.model_proto)
     if fp16:
-        proto = to_fp16(proto)
+        with third_party_output():
+            proto = to_fp16(proto)
     return proto
 
 

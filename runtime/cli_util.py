@@ -3,8 +3,10 @@ N), numeric options with finite bounds, logging set-up, atomic JSON output."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import io
 import json
 import logging
 import math
@@ -41,14 +43,19 @@ def handle_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            _save_captured(failed=False)
+            return result
         except BadInput as err:
+            _save_captured(failed=True)
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except DisError as err:
+            _save_captured(failed=True)
             click.echo(f"failed: {err}", err=True)
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt as err:
+            _save_captured(failed=False)
             click.echo(f"interrupted ({err.args[0] if err.args else 'SIGINT'})", err=True)
             sys.exit(getattr(err, "exit_status", EXIT_SIGNAL_BASE + signal.SIGINT))
         except ModuleNotFoundError as err:
@@ -59,6 +66,7 @@ def handle_errors(func: Callable) -> Callable:
         except OSError as err:
             if err.errno not in WRITE_ERRNOS:
                 raise
+            _save_captured(failed=True)
             click.echo(f"failed: {err.filename or 'output'}: {os_reason(err)}", err=True)
             sys.exit(EXIT_FAILED)
 
@@ -83,12 +91,37 @@ class _OneLineErrors:
         sys.exit(rv if isinstance(rv, int) else EXIT_DONE)
 
 
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    global VERBOSE
+    VERBOSE = VERBOSE or value
+
+
+VERBOSE = False  # set by any command's --verbose, read by setup_logging
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(
+        ["--verbose"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_verbose,
+        help="show the libraries' own messages (torch.onnx, onnxscript, ONNX Runtime, ...) instead of logging them",
+    )
+
+
 class Command(_OneLineErrors, click.Command):
-    pass
+    """Every command: one-line usage errors, and --verbose."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(_verbose_option())
 
 
 class Group(_OneLineErrors, click.Group):
-    pass
+    """A command with subcommands (dis-data): one-line usage errors; --verbose on each subcommand."""
+
+    command_class = Command
 
 
 class Finite(click.FloatRange):
@@ -111,8 +144,95 @@ def threads_option(help_text: str):
     )
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+class _Captured(logging.Handler):
+    """What third-party code says (its loggers, its warnings, what it prints inside `third_party_output`), kept for
+    the command's log file instead of the terminal."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.add(f"{record.name}: {record.getMessage()}")
+        except Exception:  # a library's bad format string must not end the command
+            self.handleError(record)
+
+    def add(self, text: str) -> None:
+        self.lines.extend(line.rstrip() for line in text.splitlines() if line.strip())
+
+
+class _Lines(io.TextIOBase):
+    """A text stream that hands what is written to it to the capture."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        CAPTURED.add(text)
+        return len(text)
+
+
+CAPTURED = _Captured()
+FAILURE_TAIL = 5  # a failing command shows this many of the last third-party lines
+
+
+def setup_logging(verbose: bool | None = None) -> None:
+    """Our loggers ("disseg.*") print their message alone on stderr; every other logger and every Python warning is
+    captured for the log file (`handle_errors` names it), or with `verbose` (--verbose) printed with its logger's
+    name."""
+    verbose = VERBOSE if verbose is None else verbose
+    ours = logging.getLogger("disseg")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ours.handlers[:] = [handler]
+    ours.setLevel(logging.DEBUG if verbose else logging.INFO)
+    ours.propagate = False
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    if verbose:
+        loud = logging.StreamHandler(sys.stderr)
+        loud.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        root.handlers[:] = [loud]
+        root.setLevel(logging.DEBUG)
+    else:
+        root.handlers[:] = [CAPTURED]
+        root.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def third_party_output():
+    """What third-party code prints on stdout/stderr inside (onnxscript's optimizer, onnxconverter-common) goes to the
+    capture, unless the run is verbose."""
+    if logging.getLogger().handlers[:1] != [CAPTURED]:
+        yield
+        return
+    with contextlib.redirect_stdout(_Lines()), contextlib.redirect_stderr(_Lines()):
+        yield
+
+
+def _log_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("DISSEG_LOG_DIR") or Path(cache) / "disseg" / "logs")
+
+
+def _save_captured(*, failed: bool) -> None:
+    """Write what third-party code said to the command's log file, named in one line; on a failure show its last
+    lines too. Nothing when it said nothing."""
+    lines, CAPTURED.lines = CAPTURED.lines, []
+    if not lines:
+        return
+    if failed:
+        for line in lines[-FAILURE_TAIL:]:
+            click.echo(f"  | {line[:200]}", err=True)
+    path = _log_dir() / f"{Path(sys.argv[0]).name or 'disseg'}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "\n".join(lines) + "\n")
+    except (OSError, DisError) as err:
+        click.echo(f"{len(lines)} lines of third-party messages not saved ({err}); --verbose shows them", err=True)
+        return
+    click.echo(f"third-party messages ({len(lines)} lines): {path}", err=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

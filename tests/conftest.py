@@ -119,6 +119,14 @@ def one_line(proc, status: int, *words: str) -> str:
     return lines[0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def log_dir(tmp_path_factory) -> Path:
+    """Our commands' third-party log files go here during the tests, not into the user's cache."""
+    folder = tmp_path_factory.mktemp("logs")
+    os.environ["DISSEG_LOG_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     pytest.importorskip("torch")

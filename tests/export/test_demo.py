@@ -16,7 +16,11 @@ def test_quick_demo_trains_compares_exports_and_renders(tmp_path):
     proc = run_cmd("dis-demo", str(out), "--quick", timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = (out / "report.md").read_text()
+    first_lines = report.splitlines()[:3]
+    assert first_lines[0].endswith("(smoke run)") and "not meaningful" in first_lines[2], first_lines
     assert "dis-data synth --preset hard" in report
+    estimate = re.search(r"the rest should take about ([0-9.]+) min at this pace", proc.stderr)
+    assert estimate and float(estimate.group(1)) > 0, proc.stderr[-2000:]
     table = re.finditer(r"^\| (stage [^|]+?) \| (.+) \|$", report, re.M)
     rows = {m.group(1): [float(v) for v in m.group(2).split(" | ")] for m in table}
     assert list(rows) == ["stage 1", "stage 1 continued", "stage 2 (+ tag-only images)"]
