@@ -52,7 +52,7 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     import onnx
 
     from disseg.runtime.atomic import atomic_write
-    from disseg.runtime.contract import read_model_info
+    from disseg.runtime.contract import model_kind, read_model_info, wrong_kind
 
     from .quantize import calibrate, check_quantizable
     from .reader import frames_from_data, frames_from_images, frames_from_video
@@ -60,6 +60,13 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     sources = [s for s in (data, images, video) if s is not None]
     if len(sources) != 1:
         raise BadInput("give exactly one of --data DIR, --images DIR or --video FILE to calibrate on")
+    if model_kind(model) == "engine":
+        raise wrong_kind(
+            model,
+            "engine",
+            wanted="the FP32 .onnx an engine is built from",
+            fix="calibrate that .onnx, then build the engine from the INT8 model: dis-export MODEL.int8.onnx --engine",
+        )
     info = read_model_info(model)
     proto = onnx.load(str(model))
     check_quantizable(proto, info, model)

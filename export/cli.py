@@ -20,7 +20,7 @@ from disseg.runtime.cli_util import (
     setup_logging,
     write_json,
 )
-from disseg.runtime.contract import LABELS, OUTPUTS
+from disseg.runtime.contract import LABELS, OUTPUTS, model_kind, wrong_kind
 from disseg.runtime.engine_cache import FLAVOURS
 from disseg.runtime.errors import BadInput, DisError
 
@@ -86,9 +86,15 @@ def export_cli(
 ) -> None:
     setup_logging()
     engine_options = {k: rest.pop(k) for k in ("workspace_gib", "dla_core", "gpu_arch", "flavour", "max_batch")}
-    if not model.is_file():
-        raise BadInput(f"{model}: no such file; pass a checkpoint (RUN/best.pt) or an exported .onnx")
-    if model.suffix == ".onnx":
+    kind = model_kind(model)
+    if kind not in ("checkpoint", "onnx"):
+        raise wrong_kind(
+            model,
+            kind,
+            wanted="a checkpoint (RUN/best.pt) or an exported .onnx",
+            fix="dis-export takes the checkpoint or the .onnx the engine was built from",
+        )
+    if kind == "onnx":
         if not engine:
             raise BadInput(
                 f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, or export a .pt checkpoint"

@@ -219,22 +219,69 @@ def _is_torch_checkpoint(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") and (b"data.pkl" in head or b"/version" in head or b".data/" in head)
 
 
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+_KIND_WORDS = {
+    "checkpoint": "a PyTorch checkpoint (what dis-train writes)",
+    "onnx": "an ONNX model",
+    "engine": "a TensorRT engine",
+}
+
+
+def model_kind(path: str | Path) -> str:
+    """What a path given as a model is: "missing", "folder", "checkpoint", "onnx", "engine" (by its suffix or its
+    .json sidecar) or "other". Read from the file's name and first bytes only."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    if not path.is_file():
+        return "missing"
+    if path.suffix in (".pt", ".pth") or _is_torch_checkpoint(path):
+        return "checkpoint"
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.suffix in ENGINE_SUFFIXES or sidecar_path(path).is_file():
+        return "engine"
+    return "other"
+
+
+def _inside(folder: Path) -> str:
+    """What a folder given as a model holds that could be meant: a run's best.pt, or an exported model."""
+    found = [folder / "best.pt"] if (folder / "best.pt").is_file() else []
+    found += sorted(folder.glob("*.onnx"))[:2]
+    return f" (it holds {', '.join(str(f) for f in found)})" if found else ""
+
+
+def wrong_kind(path: str | Path, kind: str, *, wanted: str, fix: str) -> ModelFileError:
+    """One line for a model of the wrong kind: what `path` is, what the command wanted, and the command that makes
+    the right one (`fix`)."""
+    path = Path(path)
+    if kind == "missing":
+        return ModelFileError(f"{path}: no such file; pass {wanted}")
+    if kind == "folder":
+        return ModelFileError(f"{path}: is a folder{_inside(path)}; pass {wanted}")
+    if kind not in _KIND_WORDS:
+        return ModelFileError(f"{path}: is not a model file disseg reads; pass {wanted}")
+    return ModelFileError(f"{path}: is {_KIND_WORDS[kind]}, not {wanted}; {fix}")
+
+
+EXPORTED = "an exported model (MODEL.onnx, or MODEL.engine with its .json sidecar)"
+
+
 def read_model_info(path: str | Path) -> ModelInfo:
     """The contract of an ONNX file (its metadata) or an engine (its `.json` sidecar).
 
-    Raises ModelFileError when the file is missing, damaged, or not a disseg model.
+    Raises ModelFileError when the file is missing, damaged, of another kind, or not a disseg model.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder; pass a model file (MODEL.onnx, or MODEL.engine with its sidecar)")
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such model file")
-    if path.suffix in (".pt", ".pth") or _is_torch_checkpoint(path):
+    kind = model_kind(path)
+    if kind == "checkpoint":
         raise ModelFileError(
             f"{path}: is a PyTorch checkpoint, not an exported model; export it first: dis-export {path} "
             f"(then pass {path.with_suffix('.onnx')})"
         )
-    if path.suffix != ".onnx":
+    if kind not in ("onnx", "engine"):
+        raise wrong_kind(path, kind, wanted=EXPORTED, fix="export a checkpoint with: dis-export CKPT")
+    if kind == "engine":
         return read_sidecar(path)
     try:
         props = read_onnx_metadata(path)

@@ -248,13 +248,16 @@ def eval_cli(
     model: Path, data, split, iters, json_path, plot_path, batch, device, backend, step_size, tag_weight, tag_gate
 ) -> None:
     setup_logging()
-    if not model.is_file():
-        raise BadInput(f"{model}: no such model file")
+    from disseg.runtime.contract import EXPORTED, model_kind, wrong_kind
+
+    kind = model_kind(model)
+    if kind not in ("checkpoint", "onnx", "engine"):
+        raise wrong_kind(model, kind, wanted=f"a checkpoint or {EXPORTED}", fix="dis-eval scores those")
     for path, option in ((json_path, "--json"), (plot_path, "--plot")):
         if path is not None:
             check_output(path, option=option)
     iters_list = parse_int_list(iters, name="--iters") if iters else None
-    if model.suffix == ".pt":
+    if kind == "checkpoint":
         overrides = {
             k: v
             for k, v in (("step_size", step_size), ("tag_weight", tag_weight), ("tag_gate", tag_gate))

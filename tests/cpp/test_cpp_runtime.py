@@ -318,15 +318,16 @@ def test_dis_run_cpp_ctrl_c_flushes_video_and_stats(cpp_build, tiny_onnx, tmp_pa
     assert written == masks == summary["frames"]  # every segmented frame was written before the stop
 
 
-@pytest.mark.parametrize("given", ["checkpoint", "folder"])
+@pytest.mark.parametrize("given", ["checkpoint", "folder", "image"])
 def test_dis_run_cpp_names_the_wrong_kind_of_model(cpp_build, tmp_path, given):
-    from tests.runtime.test_run_cli import _checkpoint_like
+    from tests.runtime.test_run_cli import WANT, _checkpoint_like, _image
 
-    model = _checkpoint_like(tmp_path / "last.pt") if given == "checkpoint" else tmp_path
+    model = {"checkpoint": _checkpoint_like(tmp_path / "last.pt"), "folder": tmp_path, "image": None}[given]
+    model = _image(tmp_path / "street.jpg") if given == "image" else model
     proc = _run_cpp(cpp_build, model, "--video", "x.avi", "--stats", tmp_path / "s.json", "--no-display")
     want = (
-        "is a folder; pass a model file"
-        if given == "folder"
+        WANT[given]
+        if given in WANT
         else f"PyTorch checkpoint, not an exported model; export it first: dis-export {model}"
     )
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

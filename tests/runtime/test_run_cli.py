@@ -151,6 +151,11 @@ def test_bench_plot_over_several_models(tiny_onnx, tmp_path):
     assert cv2.imread(str(tmp_path / "p.png")) is not None
 
 
+def _image(path):
+    cv2.imwrite(str(path), np.full((8, 8, 3), 200, np.uint8))
+    return path
+
+
 def _checkpoint_like(path):
     """A zip laid out as torch.save writes one (RUN/last.pt), without torch."""
     import zipfile
@@ -161,12 +166,17 @@ def _checkpoint_like(path):
     return path
 
 
-@pytest.mark.parametrize("given", ["checkpoint", "checkpoint-renamed", "folder"])
+EXPORTED = "pass an exported model (MODEL.onnx, or MODEL.engine with its .json sidecar)"
+WANT = {"folder": f"is a folder; {EXPORTED}", "image": f"is not a model file disseg reads; {EXPORTED}"}
+
+
+@pytest.mark.parametrize("given", ["checkpoint", "checkpoint-renamed", "folder", "image"])
 def test_the_wrong_kind_of_model_says_what_it_is_and_what_makes_the_right_one(tmp_path, given):
     model = {
         "checkpoint": lambda: _checkpoint_like(tmp_path / "last.pt"),
         "checkpoint-renamed": lambda: _checkpoint_like(tmp_path / "model.bin"),
         "folder": lambda: tmp_path,
+        "image": lambda: _image(tmp_path / "street.jpg"),
     }[given]()
     video = _video(tmp_path / "in.mp4", frames=2)  # a source that opens: the model is what is wrong
     for command in ("dis-run", "dis-bench"):
@@ -175,8 +185,8 @@ def test_the_wrong_kind_of_model_says_what_it_is_and_what_makes_the_right_one(tm
         assert proc.returncode == 2, proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         want = (
-            "is a folder; pass a model file"
-            if given == "folder"
+            WANT[given]
+            if given in WANT
             else f"PyTorch checkpoint, not an exported model; export it first: dis-export {model}"
         )
         assert len(lines) == 1 and want in lines[0], proc.stderr

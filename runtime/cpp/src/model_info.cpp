@@ -194,7 +194,7 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
 
 ModelInfo read_model_info(const std::string& path) {
   if (std::filesystem::is_directory(path))
-    throw ModelFileError(path + ": is a folder; pass a model file (MODEL.onnx, or MODEL.engine with its sidecar)");
+    throw ModelFileError(path + ": is a folder; pass an exported model (MODEL.onnx, or MODEL.engine with its .json sidecar)");
   {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) throw ModelFileError(path + ": no such model file");
@@ -218,6 +218,11 @@ ModelInfo read_model_info(const std::string& path) {
   }
   const std::string sidecar = path + ".json";
   std::ifstream in(sidecar);
+  const bool engine_name = ends_with(path, ".engine") || ends_with(path, ".plan") || ends_with(path, ".trt");
+  if (!in && !engine_name)  // as runtime/contract.py model_kind: neither ONNX, engine nor checkpoint
+    throw ModelFileError(path +
+                         ": is not a model file disseg reads; pass an exported model (MODEL.onnx, or MODEL.engine "
+                         "with its .json sidecar)");
   if (!in)
     throw ModelFileError(path + ": no sidecar " + sidecar.substr(sidecar.find_last_of('/') + 1) +
                          "; rebuild the engine with: dis-export MODEL.onnx --engine");
