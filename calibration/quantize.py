@@ -19,7 +19,7 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from disseg.runtime.backends import cpu_backend, infer_in_batches
-from disseg.runtime.cli_util import third_party_output
+from disseg.runtime.cli_util import progress, third_party_output
 from disseg.runtime.contract import LABELS, ModelInfo, attach_metadata
 from disseg.runtime.errors import BadInput
 
@@ -160,9 +160,9 @@ def calibrate(
         candidates = groups(model)
         while search and trials[-1]["drop"] > max_drop and len(plan.keep_float) < len(candidates):
             options = []
-            for group in candidates:
-                if group in plan.keep_float:
-                    continue
+            for group in progress(
+                [g for g in candidates if g not in plan.keep_float], desc="sensitivity", unit="group"
+            ):
                 trial = Plan(target, method, plan.keep_float + (group,))
                 q = quantize(model, calib, trial, input_name=info.input_name, batch=batch, workdir=workdir)
                 r = score(q, info, data=data, held_out=held_out, reference=reference, batch=batch, workdir=workdir)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from disseg.runtime.cli_util import progress
 from disseg.runtime.dataset import list_samples
 from disseg.runtime.errors import BadInput, SourceError
 from disseg.runtime.image import list_images, read_image, resize_to, to_bgr8
@@ -17,15 +18,18 @@ from disseg.runtime.image import list_images, read_image, resize_to, to_bgr8
 class FrameReader(CalibrationDataReader):
     """Feeds uint8 BGR frames (already at the model size) one batch at a time."""
 
-    def __init__(self, frames: list[np.ndarray], input_name: str, batch: int = 1) -> None:
+    def __init__(self, frames: list[np.ndarray], input_name: str, batch: int = 1, *, desc: str = "calibrate") -> None:
         self.frames, self.input_name, self.batch = frames, input_name, batch
         self._next = 0
+        self._bar = progress(desc=desc, total=len(self), unit="batch")
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._next + self.batch > len(self.frames):
+            self._bar.close()
             return None
         chunk = np.stack(self.frames[self._next : self._next + self.batch])
         self._next += self.batch
+        self._bar.update()
         return {self.input_name: chunk}
 
     def rewind(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import click
@@ -85,6 +86,7 @@ def export_cli(
     model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, output, force, **rest
 ) -> None:
     setup_logging()
+    started = time.perf_counter()
     engine_options = {k: rest.pop(k) for k in ("workspace_gib", "dla_core", "gpu_arch", "flavour", "max_batch")}
     kind = model_kind(model)
     if kind not in ("checkpoint", "onnx"):
@@ -118,10 +120,11 @@ def export_cli(
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
     check_output(out, option="-o")
     batch = None if dynamic_batch else batch
+    log.info("exporting %d refinement step%s at %dx%d with torch.onnx", iters, "s" * (iters != 1), height, width)
     proto, info, seconds = export_checkpoint(
         net, model, iters=iters, height=height, width=width, batch=batch, outputs=wanted, fp16=fp16
     )
-    log.info("exported %s with %d refinement steps in %.1f s", info.precision, iters, seconds)
+    log.info("exported %s in %.1f s", info.precision, seconds)
     if rest["parity"]:
         data = Path(ckpt["data"]) if ckpt.get("data") else None
         size = (height, width)
@@ -129,8 +132,10 @@ def export_cli(
         info = info.replace(extra={**info.extra, "parity": report})
     save(attach(proto, info), out)
     size_mb = out.stat().st_size / 1e6
+    total = time.perf_counter() - started
     click.echo(
-        f"wrote {out} ({info.precision}, {iters} refinement steps, {height}x{width}, {size_mb:.1f} MB, {seconds:.1f} s)"
+        f"wrote {out} ({info.precision}, {iters} refinement step{'s' * (iters != 1)}, {height}x{width}, {size_mb:.1f} "
+        f"MB) in {total:.1f} s"
     )
     if engine:
         _engine_from_onnx(out, None, force=force, options=engine_options)

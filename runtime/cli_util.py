@@ -235,6 +235,17 @@ def _save_captured(*, failed: bool) -> None:
     click.echo(f"third-party messages ({len(lines)} lines): {path}", err=True)
 
 
+def progress(iterable=None, *, desc: str, total: int | None = None, unit: str = "it"):
+    """A tqdm bar for long work (rate and time left), on stderr; off where stderr is not a terminal (logs, pipes,
+    tests), so what a command writes there stays a few lines."""
+    from tqdm import tqdm
+
+    terminal = sys.__stderr__ or sys.stderr  # not a third_party_output redirection around the work it measures
+    return tqdm(
+        iterable, desc=desc, total=total, unit=unit, leave=False, disable=None, dynamic_ncols=True, file=terminal
+    )
+
+
 def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 

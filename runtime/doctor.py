@@ -37,7 +37,8 @@ def probe(func: Callable[[], Any]) -> Any:
     try:
         return func()
     except Exception as err:  # a probe reports, it never stops the report
-        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}".strip()}
+        said = str(err).splitlines()[0][:200] if str(err).strip() else ""
+        return {"error": said or f"failed without a message ({type(err).__name__})"}
 
 
 def _read(path: str) -> str | None:

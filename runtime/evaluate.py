@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .cli_util import progress
 from .dataset import list_samples, load_eval_item, scan
 from .errors import BadInput
 from .image import resize_labels
@@ -37,7 +38,7 @@ def evaluate_exported(
             raise BadInput(f"{data} has classes {list(names)}, the model {list(info.class_names)}")
         samples = scan(samples, info.num_classes)
         matrix, tags_f1 = ConfusionMatrix(info.num_classes), TagF1()
-        for i in range(0, len(samples), batch):
+        for i in progress(range(0, len(samples), batch), desc="eval", unit="batch"):
             items = [
                 load_eval_item(s, info.num_classes, info.input_height, info.input_width) for s in samples[i : i + batch]
             ]

@@ -296,12 +296,15 @@ def _plot_iters(path: Path, model: Path, split: str, results: list[dict]) -> Non
         ) from None
     from disseg.runtime.atomic import atomic_write
 
+    from .curves import readable_axes
+
     steps = [r["iters"] for r in results]
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(steps, [r["miou"] for r in results], marker="o", label="mIoU")
     if any(r.get("tag_f1") is not None for r in results):
         ax.plot(steps, [r.get("tag_f1") for r in results], marker="s", label="tag F1")
-    ax.set(xlabel="refinement steps t", ylabel="%", title=f"{model.name} on {split}", xticks=steps)
+    ax.set(xlabel="refinement steps t", ylabel="%", title=f"{model.name} on {split}")
+    readable_axes(ax, steps, percent=True)
     ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

@@ -67,13 +67,27 @@ def write_curves(out: Path, history: list[dict], *, stage: int | str, iters_test
         if any(v for v in values if v is not None):
             left.plot(epochs, values, marker="o", label=name)
     left.set(xlabel="epoch", ylabel="training loss", title=f"stage {stage}: losses")
+    readable_axes(left, epochs)
     left.legend(fontsize=8)
     for key in [c for c in columns if c.startswith("val_miou_t")]:
         right.plot(epochs, [r.get(key) for r in table], marker="o", label=f"t={key[len('val_miou_t') :]}")
     right.set(xlabel="epoch", ylabel="validation mIoU (%)", title="validation mIoU by refinement steps")
+    readable_axes(right, epochs, percent=True)
     right.legend(fontsize=8)
     fig.tight_layout()
     picture = out / "curves.png"
     atomic_write(picture, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return picture
+
+
+def readable_axes(ax, xs: list, *, percent: bool = False) -> None:
+    """Whole-number ticks at the points drawn, a margin of one step around a single point (matplotlib would span
+    +-0.04 around it), the value axis from 0 (0-100 for percentages) so one point or a flat line reads as a level."""
+    ax.set_xticks(xs)
+    if len(set(xs)) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    if percent:
+        ax.set_ylim(0, 100)
+    else:
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1e-6) * 1.1)

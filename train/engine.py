@@ -16,9 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from disseg.runtime.atomic import atomic_write_text
+from disseg.runtime.cli_util import progress
 from disseg.runtime.dataset import Sample, list_samples, scan
 from disseg.runtime.errors import BadInput, DisError
 from disseg.runtime.image import resize_labels
@@ -60,7 +60,7 @@ def evaluate(model: DIS, loader, *, iters: list[int], device: torch.device, ener
     matrices = {t: ConfusionMatrix(cfg.num_classes) for t in iters}
     tag_scores = {t: TagF1() for t in iters}
     input_tags = TagF1()
-    for batch in loader:
+    for batch in progress(loader, desc="eval", unit="batch"):
         x = model.normalize(to_input(batch["bgr"], device))
         u1, v1, image_small = model.features(x)
         tags = None
@@ -106,6 +106,10 @@ def evaluate(model: DIS, loader, *, iters: list[int], device: torch.device, ener
 
 
 LOSS_TERMS = ("ce", "tag_bce", "image_mse")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def _losses(model: DIS, x: torch.Tensor, labels: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
@@ -222,7 +226,11 @@ def train_one_epoch(
                 m.eval()
     totals = dict(totals) if totals else dict.fromkeys(("loss", *LOSS_TERMS, "weak_loss"), 0.0)
     done = 0
-    for step in tqdm(range(first_step, first_step + steps), disable=not show, leave=False, desc="train"):
+    for step in (
+        progress(range(first_step, first_step + steps), desc="train", unit="step")
+        if show
+        else range(first_step, first_step + steps)
+    ):
         batch = full.batch_at(step)
         x, labels, tags = batch["image"].to(device), batch["mask"].to(device), batch["tags"].to(device)
         weak_loss = torch.zeros((), device=device)
@@ -401,12 +409,14 @@ class _Run:
         log.info("stopped in epoch %d after %d steps; saved %s (continue with --resume)", epoch, done,
                  self.opts.out / "last.pt")  # fmt: skip
 
-    def end_epoch(self, epoch: int, losses: dict, lr: float, seconds: float) -> None:
+    def end_epoch(self, epoch: int, losses: dict, lr: float, seconds: float, steps: int) -> None:
         """Score on the validation split, then write last.pt (best.pt when better), metrics.json/.csv and curves."""
         cfg, opts, out = self.cfg, self.opts, self.opts.out
+        scoring = time.perf_counter()
         results = evaluate(
             self.model, self.val_loader, iters=sorted({0, cfg.iters_test, *opts.eval_iters}), device=self.device
         )
+        scoring = time.perf_counter() - scoring
         score = next(r["miou"] for r in results if r["iters"] == cfg.iters_test)
         self.history.append(
             {
@@ -417,11 +427,15 @@ class _Run:
                 "val": [{k: r[k] for k in ("iters", "miou", "pixel_acc", "tag_f1")} for r in results],
             }
         )
+        left = (opts.epochs - 1 - epoch) * (seconds + scoring)
         log.info(
-            "epoch %d loss %.4f val mIoU %s",
+            "epoch %d loss %.4f val mIoU %s (%.0f s, %.1f steps/s%s)",
             epoch,
             losses["loss"],
             ", ".join(f"t={r['iters']}: {r['miou']:.2f}" for r in results),
+            seconds + scoring,
+            steps / max(seconds, 1e-9),
+            f"; about {_duration(left)} left" if left else "",
         )
         self.partial = None
         better = score > self.best
@@ -487,7 +501,7 @@ def _fit(cfg: DISConfig, opts: TrainOptions, stop: threading.Event) -> dict:
                 run.save_stopped(epoch, done, totals, lr, time.perf_counter() - started)
             break
         if rank == 0:
-            run.end_epoch(epoch, {k: v / steps for k, v in totals.items()}, lr, time.perf_counter() - started)
+            run.end_epoch(epoch, {k: v / steps for k, v in totals.items()}, lr, time.perf_counter() - started, steps)
         if world > 1:
             dist.barrier()
     return {"best_val_miou": run.best, "epochs": run.history}

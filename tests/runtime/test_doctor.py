@@ -122,3 +122,15 @@ def test_both_onnxruntime_packages_get_a_one_line_warning(tiny_onnx, tmp_path):
     )
     warnings = [line for line in proc.stderr.splitlines() if "onnxruntime-gpu 1.31.1" in line]
     assert proc.returncode == 0 and len(warnings) == 1 and "overwrite each other" in warnings[0], proc.stderr
+
+
+def test_a_failed_probe_speaks_in_words_not_class_names():
+    from disseg.runtime.doctor import probe
+    from disseg.runtime.errors import BadInput
+
+    def fails():
+        raise BadInput("no CUDA GPU is visible here")
+
+    assert probe(fails) == {"error": "no CUDA GPU is visible here"}
+    assert probe(lambda: {}[0]) == {"error": "0"}
+    assert probe(lambda: (_ for _ in ()).throw(RuntimeError())) == {"error": "failed without a message (RuntimeError)"}

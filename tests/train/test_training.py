@@ -158,3 +158,22 @@ def test_bad_input_is_one_line_and_exit_2(tiny_data, tiny_run, tmp_path, case):
     proc = run_cmd("dis-train", *args)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_one_epoch_or_one_point_plots_on_readable_axes():
+    """One epoch (or one t in dis-eval --plot) used to be drawn on a -0.04..0.04 axis."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from disseg.train.curves import readable_axes
+
+    fig, (loss, miou) = plt.subplots(1, 2)
+    loss.plot([0], [2.5], marker="o")
+    miou.plot([0], [43.1], marker="o")
+    readable_axes(loss, [0])
+    readable_axes(miou, [0], percent=True)
+    assert loss.get_xlim() == (-1, 1) and list(loss.get_xticks()) == [0]
+    assert loss.get_ylim()[0] == 0 and loss.get_ylim()[1] > 2.5
+    assert miou.get_ylim() == (0, 100)
+    plt.close(fig)
