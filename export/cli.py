@@ -170,8 +170,6 @@ def _parity_gate(net, proto, out: Path, *, data, size, batch, fp16, iters, parit
 
 def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, options: dict) -> None:
     """Build `<model>.engine` + `<model>.engine.json` with TensorRT or TensorRT for RTX (runtime/engine_cache.py)."""
-    import time
-
     from disseg.runtime.contract import read_model_info
     from disseg.runtime.engine_cache import build_engine, import_trt
 
@@ -188,6 +186,7 @@ def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, opti
         raise BadInput(f"{engine_path} exists; pass --force to rebuild it")
     check_output(engine_path, option="-o")
     start = time.perf_counter()
+    log.info("building %s (on a GPU this takes minutes: TensorRT times its kernels)", engine_path.name)
     facts = build_engine(onnx_path, engine_path, timing_cache=onnx_path.with_suffix(".timing.cache"), **options)
     built = facts.extra["engine"]
     where = built["gpu_name"] or f"any sm_{built['compute_capability']} GPU, built ahead of time"

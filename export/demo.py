@@ -10,6 +10,7 @@ import json
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -190,4 +191,4 @@ def _report(
         "per run.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(line if line.startswith("|") else textwrap.fill(line, 118) for line in lines)

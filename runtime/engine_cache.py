@@ -12,6 +12,7 @@ mismatch rules run anywhere and are tested on any machine.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,27 @@ def mismatch(info: ModelInfo, here: Target, *, onnx_sha256: str | None = None) -
     return None
 
 
+def tensorrt_logger(trt):
+    """A TensorRT logger that hands TensorRT's messages (warnings and up) to Python's logging as the "tensorrt"
+    logger: a command keeps them in its log file and shows the last ones when it fails; an application that embeds
+    the runtime sees them in its own logging. trt.Logger would print them on the process's stderr instead."""
+    levels = {
+        trt.ILogger.Severity.INTERNAL_ERROR: logging.CRITICAL,
+        trt.ILogger.Severity.ERROR: logging.ERROR,
+        trt.ILogger.Severity.WARNING: logging.WARNING,
+    }
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg) -> None:
+            if severity in levels:
+                logging.getLogger("tensorrt").log(levels[severity], "%s", msg)
+
+    return _Logger()
+
+
 def cached_engine_path(onnx_path: str | Path, target: Target, cache_dir: str | Path | None = None) -> Path:
     """Where the engine for this ONNX and Target lives: `<stem>.trt10.3.0.sm87.engine` (`.rtx1.7.1.` for RTX)
     beside it."""
@@ -283,7 +305,7 @@ def build_engine(
     target = build_target(trt, gpu_arch)
     check_dla(info, target, dla_core)
     data, notes = onnx_bytes_for_tensorrt(onnx_path, info)
-    logger = trt.Logger(trt.Logger.ERROR)
+    logger = tensorrt_logger(trt)
     builder, network, _parser = _network(trt, logger, data, onnx_path)
     config = _config(
         trt,

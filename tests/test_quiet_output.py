@@ -65,6 +65,10 @@ def test_engine_build_is_quiet(fp32_model, tmp_path, log_dir):
     proc = run_cmd("dis-export", str(fp32_model), "--engine", "--gpu-arch", "sm86", "-o", str(engine))
     _check_ours(proc, log_dir, expect_log=False)
     assert engine.is_file()
+    # rebuilt: TensorRT for RTX then reports, as errors on this GPU-less machine, why it cannot use its timing cache
+    proc = run_cmd("dis-export", str(fp32_model), "--engine", "--gpu-arch", "sm86", "-o", str(engine), "--force")
+    captured = _check_ours(proc, log_dir, expect_log=True)
+    assert all(line.startswith("tensorrt: ") for line in captured), captured
 
 
 def test_a_failure_shows_the_last_third_party_lines(capsys, log_dir):

@@ -113,3 +113,65 @@ def test_the_tree_points_only_into_itself():
     ]
     hits = [str(p.relative_to(ROOT)) for p in tracked if p != Path(__file__) and outside.search(p.read_text())]
     assert not hits, f"references to notes outside the repository: {hits}"
+
+
+def _block(heading: str) -> list[str]:
+    """The command lines of the code block under a README heading (continuation lines joined, comments dropped)."""
+    section = README.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    lines, joined = [], ""
+    for line in section.splitlines():
+        if not line.startswith("    ") or line.strip().startswith(("#", "from ", "with ", "result", "shown")):
+            continue
+        joined += " " + line.split("  #")[0].strip().rstrip("\\").strip()
+        if not line.rstrip().endswith("\\"):
+            lines.append(joined.strip())
+            joined = ""
+    return [line for line in lines if line.startswith("dis-")]
+
+
+WALKTHROUGH = _block("From training to a camera")
+# What the walkthrough needs that CI has not: these lines are parsed, not run.
+NEEDS = {"--camera": "a camera", "--engine": "a GPU (TensorRT builds for the GPU it runs on)"}
+# Appended to make the walkthrough's data and training tiny (a later option overrides an earlier one).
+SMALL = {
+    "dis-data": ["--num-train", "8", "--num-val", "4", "--num-weak", "8", "--size", "64"],
+    "dis-train": ["--size", "64", "--epochs", "1", "--steps-per-epoch", "2", "--batch", "4"],
+}
+
+
+def _parses(line: str) -> None:
+    args = shlex.split(line.replace("$TOKEN", "token"))
+    name = "dis-data synth" if args[:2] == ["dis-data", "synth"] else args[0]
+    rest = args[2:] if name == "dis-data synth" else args[1:]
+    _command(name).make_context(name, rest, resilient_parsing=False)
+
+
+@pytest.mark.parametrize("heading", ["From training to a camera", "Many cameras, no screen"])
+def test_every_example_command_parses(heading):
+    lines = _block(heading)
+    assert lines, f"no commands found under {heading!r}"
+    for line in lines:
+        _parses(line)
+
+
+def test_the_walkthrough_runs_in_order(tmp_path):
+    """Each line of "From training to a camera" as a user types it, in one folder, on tiny data; the lines that
+    need a camera or a GPU are named in NEEDS and only parsed."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    ran = []
+    for line in WALKTHROUGH:
+        args = shlex.split(line)
+        if any(flag in args for flag in NEEDS):
+            _parses(line)
+            continue
+        args += SMALL.get(args[0], [])
+        exe = str(Path(sys.executable).parent / args[0])
+        proc = subprocess.run([exe, *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{line}\n{proc.stderr[-2000:]}"
+        ran.append(args[0])
+    assert (tmp_path / "runs/s2/best.onnx").is_file() and (tmp_path / "runs/s2/best.int8.onnx").is_file()
+    assert (tmp_path / "runs/s2/best.fp16.onnx").is_file()
+    assert ran.count("dis-train") == 2 and "dis-calibrate" in ran

@@ -19,6 +19,7 @@ from ..engine_cache import (
     cuda_device_count,
     import_trt,
     mismatch,
+    tensorrt_logger,
     this_machine,
 )
 from ..errors import BadInput, DisError, ModelFileError
@@ -51,7 +52,7 @@ class TensorRTBackend(Backend):
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, int] = {}
         self._graph = self._graph_exec = self.stream = None
-        self._logger = self._trt.Logger(self._trt.Logger.WARNING)
+        self._logger = tensorrt_logger(self._trt)
         self._runtime = self._trt.Runtime(self._logger)
         if dla_core is not None:
             self._runtime.DLA_core = int(dla_core)

@@ -2,23 +2,30 @@
 
 import json
 import re
+import subprocess
 
 import cv2
 import pytest
 
-from tests.conftest import HAS_TORCH, run_cmd
+from tests.conftest import BIN, HAS_TORCH
+from tests.test_quiet_output import FOREIGN
 
 pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="dis-demo trains: needs torch")
 
 
 def test_quick_demo_trains_compares_exports_and_renders(tmp_path):
     out = tmp_path / "demo"
-    proc = run_cmd("dis-demo", str(out), "--quick", timeout=900)
+    # run where a user would, with a relative folder: our lines name paths, and the line-length check is about ours
+    proc = subprocess.run([str(BIN / "dis-demo"), "demo", "--quick"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = (out / "report.md").read_text()
     first_lines = report.splitlines()[:3]
     assert first_lines[0].endswith("(smoke run)") and "not meaningful" in first_lines[2], first_lines
     assert "dis-data synth --preset hard" in report
+    lines = [line for line in re.split(r"[\r\n]", proc.stdout + proc.stderr) if line.strip()]
+    assert not [line for line in lines if FOREIGN.search(line)], "third-party output on the terminal"
+    assert not [line for line in lines if len(line) > 200], "a line over 200 characters"
     estimate = re.search(r"the rest should take about ([0-9.]+) min at this pace", proc.stderr)
     assert estimate and float(estimate.group(1)) > 0, proc.stderr[-2000:]
     table = re.finditer(r"^\| (stage [^|]+?) \| (.+) \|$", report, re.M)
