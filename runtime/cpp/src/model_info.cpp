@@ -194,7 +194,8 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
 
 ModelInfo read_model_info(const std::string& path) {
   if (std::filesystem::is_directory(path))
-    throw ModelFileError(path + ": is a folder; pass an exported model (MODEL.onnx, or MODEL.engine with its .json sidecar)");
+    throw ModelFileError(path +
+                         ": is a folder; pass an exported model (MODEL.onnx, or MODEL.engine with its .json sidecar)");
   {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) throw ModelFileError(path + ": no such model file");
