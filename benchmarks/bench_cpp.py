@@ -25,6 +25,7 @@ from PIL import Image
 
 from disseg.runtime.cabi import CSegmenter
 from disseg.runtime.cli_util import write_json  # atomic
+from disseg.runtime.cpu import machine_facts
 from disseg.runtime.segmenter import Segmenter
 from disseg.runtime.sources import VideoSource
 from disseg.train.synth import write_video
@@ -167,7 +168,7 @@ def main() -> None:
             result["soak"] = soak(args.model, args.build, video, tmp, args.soak, len(frames))
             print(json.dumps(result["soak"]), flush=True)
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, {"cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

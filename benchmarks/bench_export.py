@@ -24,6 +24,7 @@ from disseg.export.unroll import UnrolledDIS
 from disseg.runtime.backends import cpu_backend
 from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.contract import INPUT
+from disseg.runtime.cpu import machine_facts
 from disseg.runtime.evaluate import evaluate_exported
 from disseg.train.checkpoint import model_from_checkpoint
 
@@ -108,7 +109,7 @@ def main() -> None:
         }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result)
+        write_json(args.json, {"cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

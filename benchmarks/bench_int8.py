@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from disseg.runtime.cli_util import write_json  # atomic
+from disseg.runtime.cpu import machine_facts
 
 BIN = Path(sys.executable).parent
 
@@ -63,7 +64,7 @@ def main() -> None:
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result)
+        write_json(args.json, {"cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

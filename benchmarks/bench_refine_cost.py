@@ -19,6 +19,7 @@ import torch
 
 from disseg.export.onnx_export import export_graph
 from disseg.runtime.cli_util import write_json  # atomic
+from disseg.runtime.cpu import machine_facts
 from disseg.train.config import DISConfig
 from disseg.train.model import DIS
 from disseg.train.synth import SYNTH_CLASSES
@@ -70,7 +71,7 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
-        write_json(args.json, {"input": f"{args.size}x{args.size}", "results": rows})
+        write_json(args.json, {"cpu": machine_facts(), **{"input": f"{args.size}x{args.size}", "results": rows}})
 
 
 if __name__ == "__main__":

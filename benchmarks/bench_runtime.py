@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from disseg.runtime.cli_util import write_json  # atomic
+from disseg.runtime.cpu import machine_facts
 from disseg.runtime.pipeline import run
 from disseg.runtime.segmenter import Segmenter
 from disseg.runtime.sinks import VideoSink
@@ -70,7 +71,7 @@ def main() -> None:
         seg.close()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result)
+        write_json(args.json, {"cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

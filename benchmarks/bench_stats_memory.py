@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from disseg.runtime.cli_util import write_json  # atomic
+from disseg.runtime.cpu import machine_facts
 from disseg.runtime.pipeline import WINDOW, Stats, _rss_mb
 from disseg.runtime.segmenter import Result
 from disseg.runtime.sources import Frame
@@ -34,7 +35,7 @@ def main() -> None:
     out = {"window_frames": WINDOW, "rss_mb_by_frame": rss}
     print(json.dumps(out))
     if args.json:
-        write_json(args.json, out)
+        write_json(args.json, {"cpu": machine_facts(), **out})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from disseg.runtime.cli_util import write_json  # atomic
+from disseg.runtime.cpu import machine_facts
 from disseg.runtime.pipeline import Stream, run_streams
 from disseg.runtime.segmenter import Segmenter
 from disseg.runtime.sources import Frame, Source, VideoSource
@@ -176,7 +177,7 @@ def main() -> None:
         if "live" in parts:
             result["live_paced"] = frame_age(args.model, video, args.fps, args.frames, counts, args.threads)
     if args.json:
-        write_json(args.json, result)
+        write_json(args.json, {"cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

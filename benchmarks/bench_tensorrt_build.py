@@ -22,6 +22,7 @@ from disseg.calibration.reader import frames_from_data
 from disseg.export.onnx_export import export_checkpoint, save
 from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.contract import read_model_info
+from disseg.runtime.cpu import machine_facts
 from disseg.runtime.engine_cache import build_engine, import_trt
 from disseg.train.checkpoint import model_from_checkpoint
 
@@ -136,7 +137,7 @@ def main() -> None:
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result)
+        write_json(args.json, {"cpu": machine_facts(), **result})
     print("| kind | precision | batch | export (s) | ONNX (MB) | builds | AOT build (s) | engine (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -111,8 +111,26 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
         f"{report['drop_unit']}; kept in float: refinement"
         + (", " + ", ".join(report["keep_float"]) if report["keep_float"] else "")
     )
+    _say_speed(report["speed_here"], target)
     if not report["within_max_drop"]:
         log.warning(
             "the drop stays above --max-drop %.2f even with every layer group in float; prefer the FP32 or FP16 model",
             max_drop,
         )
+
+
+def _say_speed(speed: dict, target: str) -> None:
+    """One line on what INT8 buys on this machine; a warning when it is not faster (and why: the instruction set)."""
+    from disseg.runtime.cpu import CpuInfo
+
+    cpu = CpuInfo(
+        speed["cpu"]["model"], speed["cpu"]["arch"], tuple(speed["cpu"]["features"]), speed["cpu"]["int8_dot"]
+    )
+    ratio = f"{speed['speedup']:.2f}x FP32's speed ({speed['int8_ms']:.1f} vs {speed['fp32_ms']:.1f} ms)"
+    if target == "tensorrt":
+        log.info("on this CPU (ONNX Runtime) the INT8 model runs at %s; a TensorRT engine's speed is the GPU's", ratio)
+    elif speed["speedup"] < 1.05:
+        why = "" if cpu.int8_dot else f": {cpu.int8_verdict()}"
+        log.warning("INT8 is not faster than FP32 on this CPU (%s, %s)%s; the model is kept", cpu.model, ratio, why)
+    else:
+        log.info("INT8 runs at %s on this CPU (%s)", ratio, cpu.model)

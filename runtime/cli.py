@@ -349,7 +349,9 @@ def bench_cli(models, backend, batches, runs, warmup, json_path, plot_path) -> N
             f"{r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} {r['throughput_fps']:8.1f}"
         )
     if json_path:
-        write_json(json_path, {"results": rows})
+        from .cpu import machine_facts
+
+        write_json(json_path, {"cpu": machine_facts(), "results": rows})
     if plot_path:
         _plot(rows, plot_path)
 

@@ -59,6 +59,18 @@ def system_info() -> dict:
     }
 
 
+def cpu_info() -> dict:
+    """The CPU and the instructions that decide INT8 and FP16/BF16 speed on ONNX Runtime, and what that means."""
+    from .cpu import read_cpu
+
+    cpu = read_cpu()
+    return {
+        "model": cpu.model,
+        "instructions": ", ".join(cpu.features) or "none of AVX2, AVX-512, VNNI, AMX, dotprod, i8mm, fp16, bf16",
+        "int8": cpu.int8_verdict(),
+    }
+
+
 def jetson_info() -> dict | None:
     """Jetson model and L4T release (and JetPack, when its meta-package is installed); None off a Jetson."""
     release = _read("/etc/nv_tegra_release")
@@ -236,6 +248,7 @@ def check_model(path: Path) -> dict:
 def gather(model: Path | None) -> dict:
     report = {
         "system": probe(system_info),
+        "cpu": probe(cpu_info),
         "jetson": probe(jetson_info),
         "opencv": probe(opencv_info),
         "onnxruntime": probe(onnxruntime_info),

@@ -246,7 +246,26 @@ def cpu_backend(model: str | Path | bytes, *, threads: int = 0) -> OnnxRuntimeBa
 def _open(path: Path, info: ModelInfo, *, cache_dir: Path | None = None, threads: int = 0) -> OnnxRuntimeBackend:
     if path.suffix != ".onnx":
         raise BadInput(f"{path} is a TensorRT engine; ONNX Runtime needs the .onnx it was built from")
-    return OnnxRuntimeBackend(path, threads=threads, precision=info.precision)
+    backend = OnnxRuntimeBackend(path, threads=threads, precision=info.precision)
+    if info.precision == "int8" and backend.providers[0] == "CPUExecutionProvider":
+        _say_int8_on_this_cpu(path)
+    return backend
+
+
+@functools.cache
+def _say_int8_on_this_cpu(path: Path) -> None:
+    """An INT8 model on a CPU without int8 dot-product instructions may be slower than its FP32 model: one line,
+    nothing switched."""
+    from ..cpu import read_cpu
+
+    cpu = read_cpu()
+    if not cpu.int8_dot:
+        log.warning(
+            "%s is INT8, but this CPU (%s) lacks int8 dot-product instructions: it may run slower than the FP32 "
+            ".onnx it was calibrated from (dis-doctor shows the CPU)",
+            path.name,
+            cpu.model,
+        )
 
 
 def _check(path: Path, info: ModelInfo) -> dict | None:

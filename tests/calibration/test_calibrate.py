@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from disseg.calibration.reader import FrameReader, frames_from_video
 from disseg.calibration.scopes import in_feature_extractor
 from disseg.runtime import Segmenter, read_model_info
+from disseg.runtime.cpu import read_cpu
 from disseg.runtime.errors import SourceError
 from tests.conftest import run_cmd
 
@@ -69,8 +71,44 @@ def test_int8_keeps_refinement_float_and_accuracy(tiny_onnx, tiny_data, tmp_path
     assert info.precision == "int8" and info.extra["quantization"] == report
     assert report["target"] == target and "miou" in report["fp32"] and "miou" in report["int8"]
     assert report["int8"]["drop"] == pytest.approx(report["fp32"]["miou"] - report["int8"]["miou"], abs=1e-3)
+    speed = report["speed_here"]  # measured on this machine, with the instruction set that explains it
+    assert speed["fp32_ms"] > 0 and speed["int8_ms"] > 0
+    assert speed["speedup"] == pytest.approx(speed["fp32_ms"] / speed["int8_ms"], rel=0.01)
+    cpu = read_cpu()
+    assert speed["cpu"] == cpu.as_dict()
+    said = [line for line in proc.stderr.splitlines() if "FP32" in line and "x FP32's speed" in line]
+    assert len(said) == 1, proc.stderr
+    if target == "cpu" and speed["speedup"] < 1.05:
+        assert said[0].startswith("INT8 is not faster than FP32 on this CPU"), said
     with Segmenter(out, backend="onnxruntime") as seg:
         assert seg(np.zeros((30, 40, 3), np.uint8)).labels.shape == (30, 40)
+    _int8_line_follows_the_cpu(out, tmp_path)
+
+
+def _int8_line_follows_the_cpu(model, tmp_path):
+    """dis-run on an INT8 model says once that the CPU lacks int8 dot-product instructions where it does (a real
+    /proc/cpuinfo of an AVX2-only EPYC, read through DISSEG_CPUINFO), and nothing where it has them (Jetson Orin)."""
+    import os
+    import subprocess
+
+    from tests.conftest import BIN
+
+    samples = Path(__file__).resolve().parents[1] / "data" / "cpuinfo"
+    images = tmp_path / "frames"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((24, 24, 3), 120, np.uint8))
+    for sample, expected in (("x86_amd_epyc_zen2_avx2.txt", 1), ("aarch64_jetson_orin_cortex_a78ae.txt", 0)):
+        env = {**os.environ, "DISSEG_CPUINFO": str(samples / sample)}
+        proc = subprocess.run(
+            [str(BIN / "dis-run"), str(model), "--images", str(images), "--stats", str(tmp_path / "s.json"),
+             "--no-display"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if "lacks int8 dot-product instructions" in line]
+        assert len(lines) == expected, proc.stderr
+        if expected:
+            assert "(AMD EPYC 7B12)" in lines[0] and "FP32 .onnx it was calibrated from" in lines[0]
 
 
 def test_search_keeps_groups_in_float_when_over_budget(tiny_onnx, tiny_data, tmp_path):
