@@ -245,3 +245,21 @@ def test_engine_build_refusals_are_one_line(exported, tmp_path, flags, message):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert message in lines[-1], lines
     assert not (tmp_path / "x.engine").exists()
+
+
+def test_engine_build_reports_its_phases(exported, tmp_path, monkeypatch):
+    """The builder's progress monitor is attached and sees TensorRT's phases (the bars a terminal shows)."""
+    from disseg.runtime import engine_cache
+
+    monitors = []
+    attach = engine_cache.build_progress
+
+    def keep(trt_module):
+        monitors.append(attach(trt_module))
+        return monitors[-1]
+
+    monkeypatch.setattr(engine_cache, "build_progress", keep)
+    model = exported("t0")
+    engine_cache.build_engine(model, tmp_path / "m.engine", flavour="tensorrt_rtx", gpu_arch="sm86")
+    assert len(monitors) == 1 and "Building engine" in monitors[0].phases, monitors and monitors[0].phases
+    assert not monitors[0].bars  # every phase that started finished
