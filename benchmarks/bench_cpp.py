@@ -168,7 +168,7 @@ def main() -> None:
             result["soak"] = soak(args.model, args.build, video, tmp, args.soak, len(frames))
             print(json.dumps(result["soak"]), flush=True)
     if args.json:
-        write_json(args.json, {"cpu": machine_facts(), **result})
+        write_json(args.json, {"host_cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

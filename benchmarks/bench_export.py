@@ -109,7 +109,7 @@ def main() -> None:
         }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, {"cpu": machine_facts(), **result})
+        write_json(args.json, {"host_cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

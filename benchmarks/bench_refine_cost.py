@@ -71,7 +71,7 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     if args.json:
-        write_json(args.json, {"cpu": machine_facts(), **{"input": f"{args.size}x{args.size}", "results": rows}})
+        write_json(args.json, {"host_cpu": machine_facts(), **{"input": f"{args.size}x{args.size}", "results": rows}})
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def main() -> None:
     out = {"window_frames": WINDOW, "rss_mb_by_frame": rss}
     print(json.dumps(out))
     if args.json:
-        write_json(args.json, {"cpu": machine_facts(), **out})
+        write_json(args.json, {"host_cpu": machine_facts(), **out})
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def main() -> None:
         if "live" in parts:
             result["live_paced"] = frame_age(args.model, video, args.fps, args.frames, counts, args.threads)
     if args.json:
-        write_json(args.json, {"cpu": machine_facts(), **result})
+        write_json(args.json, {"host_cpu": machine_facts(), **result})
 
 
 if __name__ == "__main__":

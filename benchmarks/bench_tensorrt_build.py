@@ -137,7 +137,7 @@ def main() -> None:
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, {"cpu": machine_facts(), **result})
+        write_json(args.json, {"host_cpu": machine_facts(), **result})
     print("| kind | precision | batch | export (s) | ONNX (MB) | builds | AOT build (s) | engine (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -186,8 +186,15 @@ def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, opti
         raise BadInput(f"{engine_path} exists; pass --force to rebuild it")
     check_output(engine_path, option="-o")
     start = time.perf_counter()
-    log.info("building %s (on a GPU this takes minutes: TensorRT times its kernels)", engine_path.name)
-    facts = build_engine(onnx_path, engine_path, timing_cache=onnx_path.with_suffix(".timing.cache"), **options)
+    facts = build_engine(
+        onnx_path,
+        engine_path,
+        timing_cache=onnx_path.with_suffix(".timing.cache"),
+        announce=lambda: log.info(
+            "building %s (on a GPU this takes minutes: TensorRT times its kernels)", engine_path.name
+        ),
+        **options,
+    )
     built = facts.extra["engine"]
     where = built["gpu_name"] or f"any sm_{built['compute_capability']} GPU, built ahead of time"
     click.echo(

@@ -351,7 +351,7 @@ def bench_cli(models, backend, batches, runs, warmup, json_path, plot_path) -> N
     if json_path:
         from .cpu import machine_facts
 
-        write_json(json_path, {"cpu": machine_facts(), "results": rows})
+        write_json(json_path, {"host_cpu": machine_facts(), "results": rows})
     if plot_path:
         _plot(rows, plot_path)
 

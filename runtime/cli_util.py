@@ -188,6 +188,7 @@ def setup_logging(verbose: bool | None = None) -> None:
     ours.handlers[:] = [handler]
     ours.setLevel(logging.DEBUG if verbose else logging.INFO)
     ours.propagate = False
+    logging.captureWarnings(False)  # re-installed, in case something replaced warnings.showwarning since
     logging.captureWarnings(True)
     root = logging.getLogger()
     if verbose:

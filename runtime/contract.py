@@ -256,7 +256,7 @@ def wrong_kind(path: str | Path, kind: str, *, wanted: str, fix: str) -> ModelFi
     the right one (`fix`)."""
     path = Path(path)
     if kind == "missing":
-        return ModelFileError(f"{path}: no such file; pass {wanted}")
+        return ModelFileError(f"{path}: no such model file; pass {wanted}")
     if kind == "folder":
         return ModelFileError(f"{path}: is a folder{_inside(path)}; pass {wanted}")
     if kind not in _KIND_WORDS:

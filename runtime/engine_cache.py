@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,6 +324,7 @@ def build_engine(
     timing_cache: str | Path | None = None,
     dla_core: int | None = None,
     max_batch: int = 8,
+    announce: Callable[[], None] | None = None,
 ) -> ModelInfo:
     """Build a serialized engine from one of our ONNX files as a strongly typed network (precision comes
     from the ONNX: FP32, FP16 casts or INT8 Q/DQ; no builder precision flags) and write it with its
@@ -336,6 +338,8 @@ def build_engine(
     target = build_target(trt, gpu_arch)
     check_dla(info, target, dla_core)
     data, notes = onnx_bytes_for_tensorrt(onnx_path, info)
+    if announce is not None:  # everything the user can fix was checked: the build itself starts
+        announce()
     logger = tensorrt_logger(trt)
     builder, network, _parser = _network(trt, logger, data, onnx_path)
     config = _config(

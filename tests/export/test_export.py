@@ -165,7 +165,7 @@ def test_dynamic_batch_and_fixed_batch(tiny_run, tmp_path):
 @pytest.mark.parametrize(
     "case,message",
     [
-        ("missing", "no such file"),
+        ("missing", "no such model file"),
         ("corrupt", "not a loadable disseg checkpoint"),
         ("foreign", "not a disseg checkpoint"),
         ("negative_iters", "not in the range 0<=x<=100"),

@@ -21,7 +21,7 @@ CASES = {
     ("dis-export", "run folder"): "is a folder (it holds {run}/best.pt",
     ("dis-export", "engine"): "is a TensorRT engine, not a checkpoint (RUN/best.pt) or an exported .onnx",
     ("dis-export", "image"): "is not a model file disseg reads; pass a checkpoint (RUN/best.pt) or an exported .onnx",
-    ("dis-export", "missing"): "no such file; pass a checkpoint",
+    ("dis-export", "missing"): "no such model file; pass a checkpoint",
     ("dis-eval", "run folder"): "is a folder (it holds {run}/best.pt",
     ("dis-eval", "image"): "is not a model file disseg reads; pass a checkpoint or an exported model",
     ("dis-calibrate", "engine"): "is a TensorRT engine, not the FP32 .onnx an engine is built from",
