@@ -193,7 +193,12 @@ def calibrate(
 
 
 def speed_here(
-    fp32: onnx.ModelProto, int8: onnx.ModelProto, frames: list[np.ndarray], input_name: str, batch: int, rounds: int = 15
+    fp32: onnx.ModelProto,
+    int8: onnx.ModelProto,
+    frames: list[np.ndarray],
+    input_name: str,
+    batch: int,
+    rounds: int = 15,
 ) -> dict:
     """FP32 against INT8 on this machine's CPU (ONNX Runtime's CPU provider, one batch of held-out frames): the
     median of `rounds` alternating runs each, after a warm-up, and the CPU's instruction set beside the ratio."""
