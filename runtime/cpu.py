@@ -12,6 +12,8 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import BadInput
+
 # /proc/cpuinfo flag -> the name people know it by, in the order a report lists them
 X86_FEATURES = {
     "avx2": "AVX2",
@@ -69,9 +71,14 @@ def read_cpu(text: str | None = None, *, machine: str | None = None) -> CpuInfo:
     word for it and no features are known."""
     machine = machine or platform.machine()
     if text is None:
+        asked = os.environ.get("DISSEG_CPUINFO")
         try:
-            text = Path(os.environ.get("DISSEG_CPUINFO") or "/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
+            text = Path(asked or "/proc/cpuinfo").read_text(errors="replace")
+        except OSError as err:
+            if asked:  # a file named on purpose that is not there is the user's mistake, not another machine
+                raise BadInput(
+                    f"DISSEG_CPUINFO={asked}: cannot read it ({err.strerror}); name a /proc/cpuinfo copy"
+                ) from None
             return CpuInfo(platform.processor() or machine, machine)
     fields: dict[str, str] = {}
     for line in text.splitlines():

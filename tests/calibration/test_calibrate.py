@@ -93,7 +93,7 @@ def _int8_line_follows_the_cpu(model, tmp_path):
 
     from tests.conftest import BIN
 
-    samples = Path(__file__).resolve().parents[1] / "data" / "cpuinfo"
+    samples = Path(__file__).resolve().parents[1] / "cpuinfo"
     images = tmp_path / "frames"
     images.mkdir()
     cv2.imwrite(str(images / "a.png"), np.full((24, 24, 3), 120, np.uint8))

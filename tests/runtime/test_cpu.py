@@ -1,4 +1,4 @@
-"""The instruction-set reader on /proc/cpuinfo as real machines write it (tests/data/cpuinfo)."""
+"""The instruction-set reader on /proc/cpuinfo as real machines write it (tests/cpuinfo)."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 
 from disseg.runtime.cpu import read_cpu
 
-SAMPLES = Path(__file__).resolve().parents[1] / "data" / "cpuinfo"
+SAMPLES = Path(__file__).resolve().parents[1] / "cpuinfo"
 
 
 def _read(name: str):
@@ -48,3 +48,11 @@ def test_this_machine_is_read():
     assert cpu.int8_dot == any(
         f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
     )
+
+
+def test_a_named_cpuinfo_that_is_missing_is_an_error(monkeypatch, tmp_path):
+    from disseg.runtime.errors import BadInput
+
+    monkeypatch.setenv("DISSEG_CPUINFO", str(tmp_path / "absent.txt"))
+    with pytest.raises(BadInput, match="DISSEG_CPUINFO=.*absent.txt: cannot read it"):
+        read_cpu()
