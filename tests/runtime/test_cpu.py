@@ -1,4 +1,5 @@
-"""The instruction-set reader on /proc/cpuinfo as real machines write it (tests/cpuinfo)."""
+"""The instruction-set reader on the /proc/cpuinfo files in tests/cpuinfo: the Zen 5 one is this project's
+development machine's own; the others are written in the form Linux prints for those CPUs (not captured on them)."""
 
 from pathlib import Path
 
