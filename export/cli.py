@@ -28,7 +28,7 @@ from disseg.runtime.errors import BadInput, DisError
 log = logging.getLogger("disseg.export")
 
 
-def _parse_size(text: str | None) -> tuple[int, int] | None:
+def parse_size(text: str | None, *, option: str = "--size") -> tuple[int, int] | None:
     if text is None:
         return None
     try:
@@ -38,7 +38,7 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) <= 0 or max(parts) > MAX_SIDE:
-        raise BadInput(f"--size {text!r}: expected HxW or one side, 1 to {MAX_SIDE} pixels, e.g. 512x512")
+        raise BadInput(f"{option} {text!r}: expected HxW or one side, 1 to {MAX_SIDE} pixels, e.g. 512x512")
     return parts[0], parts[1]
 
 
@@ -76,6 +76,11 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     type=click.IntRange(1, MAX_BATCH),
     help="largest batch of a --dynamic-batch engine",
 )
+@click.option(
+    "--deepstream",
+    type=click.Path(path_type=Path),
+    help="also write this folder for DeepStream's nvinfer: float-input ONNX, config_infer, labels, pipeline",
+)
 @click.option("--parity/--no-parity", default=True, show_default=True, help="check against PyTorch before writing")
 @click.option("--min-agreement", type=Finite(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
 @click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1, MAX_COUNT))
@@ -83,7 +88,7 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @handle_errors
 def export_cli(
-    model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, output, force, **rest
+    model: Path, iters, fp16, size_text, batch, dynamic_batch, outputs, engine, output, force, deepstream, **rest
 ) -> None:
     setup_logging()
     started = time.perf_counter()
@@ -96,12 +101,18 @@ def export_cli(
             wanted="a checkpoint (RUN/best.pt) or an exported .onnx",
             fix="dis-export takes the checkpoint or the .onnx the engine was built from",
         )
+    if deepstream is not None:
+        check_output(deepstream / "model.onnx", option="--deepstream")
     if kind == "onnx":
-        if not engine:
+        if not engine and deepstream is None:
             raise BadInput(
-                f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, or export a .pt checkpoint"
+                f"{model} is already ONNX; pass --engine to build a TensorRT engine from it or --deepstream DIR, or "
+                "export a .pt checkpoint"
             )
-        _engine_from_onnx(model, output, force=force, options=engine_options)
+        if deepstream is not None:
+            _deepstream(model, deepstream)
+        if engine:
+            _engine_from_onnx(model, output, force=force, options=engine_options)
         return
     wanted = tuple(o.strip() for o in outputs.split(",") if o.strip())
     if LABELS not in wanted or set(wanted) - set(OUTPUTS):
@@ -113,7 +124,7 @@ def export_cli(
 
     net, ckpt = model_from_checkpoint(model)
     iters = net.cfg.iters_test if iters is None else iters
-    height, width = _parse_size(size_text) or (net.cfg.size, net.cfg.size)
+    height, width = parse_size(size_text) or (net.cfg.size, net.cfg.size)
     net.check_size(height, width)
     out = output or model.with_suffix(".onnx" if not fp16 else ".fp16.onnx")
     if out.exists() and not force:
@@ -137,8 +148,28 @@ def export_cli(
         f"wrote {out} ({info.precision}, {iters} refinement step{'s' * (iters != 1)}, {height}x{width}, {size_mb:.1f} "
         f"MB) in {total:.1f} s"
     )
+    if deepstream is not None:
+        _deepstream(out, deepstream)
     if engine:
         _engine_from_onnx(out, None, force=force, options=engine_options)
+
+
+def _deepstream(model: Path, folder: Path) -> None:
+    """FOLDER for DeepStream's nvinfer (export/deepstream.py), checked against the model on ONNX Runtime."""
+    from disseg.runtime.contract import read_model_info
+
+    from .deepstream import write_deepstream
+    from .import_cli import parity_frames
+
+    info = read_model_info(model)
+    batch = info.batch if isinstance(info.batch, int) else 1
+    frames = parity_frames(info.input_height, info.input_width, batch * -(-8 // batch))
+    report = write_deepstream(model, folder, frames=frames)
+    click.echo(
+        f"wrote {folder}/ for DeepStream (model.onnx, config_infer_primary_disseg.txt, labels.txt, "
+        f"deepstream_app_config.txt, pipeline.sh); nvinfer's preprocessing + model.onnx give the model's labels on "
+        f"{report['label_agreement']:.2f}% of pixels ({report['frames']} frames, ONNX Runtime)"
+    )
 
 
 def _parity_gate(net, proto, out: Path, *, data, size, batch, fp16, iters, parity_images, min_agreement, **_) -> dict:

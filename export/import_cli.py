@@ -1,0 +1,320 @@
+"""dis-import: a foreign ONNX segmentation network -> a disseg model (the contract's input, outputs and metadata),
+parity-checked against the foreign model on ONNX Runtime before it is written."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from disseg.runtime.atomic import check_output
+from disseg.runtime.cli_util import MAX_COUNT, Command, Finite, handle_errors, setup_logging, write_json
+from disseg.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, INPUT, LABELS, SCORES, ModelInfo, file_sha256
+from disseg.runtime.errors import BadInput, DisError
+
+from .cli import parse_size
+from .foreign import Found, Preprocess
+
+log = logging.getLogger("disseg.import")
+THRESHOLDS = {"fp32": 99.9, "fp16": 99.0}  # minimum label agreement with the foreign model, percent
+
+
+def _triple(text: str, option: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise BadInput(f"{option} {text!r}: expected three numbers R,G,B, e.g. {option} 0.485,0.456,0.406")
+    return values  # type: ignore[return-value]
+
+
+def _scale(text: str) -> float:
+    try:
+        top, _, bottom = text.partition("/")
+        value = float(top) / float(bottom or 1)
+    except (ValueError, ZeroDivisionError):
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise BadInput(f"--scale {text!r}: expected a positive number or fraction, e.g. 1/255 or 1")
+    return value
+
+
+def class_names(spec: str | None, found: Found, source: Path) -> tuple[str, ...]:
+    """--classes N or FILE (one name per line), checked against the logits' channels; VOC's 21 by default."""
+    from disseg.runtime.palette import VOC_CLASSES
+
+    if spec is None:
+        if found.num_classes is None:
+            raise BadInput(
+                f"{source} outputs a label map, which does not say how many classes there are; pass --classes N or "
+                "--classes FILE (one name per line)"
+            )
+        k = found.num_classes
+        return VOC_CLASSES if k == len(VOC_CLASSES) else tuple(f"class_{i}" for i in range(k))
+    if spec.isdigit():
+        names = tuple(f"class_{i}" for i in range(int(spec)))
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise BadInput(f"--classes {spec!r}: neither a number of classes nor a file of class names (one per line)")
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names or len(names) > 65536:
+        raise BadInput(f"--classes {spec!r}: expected 1 to 65536 classes, got {len(names)}")
+    if found.num_classes is not None and len(names) != found.num_classes:
+        raise BadInput(
+            f"--classes gives {len(names)} classes but output {found.output!r} of {source} has {found.num_classes}; "
+            "give one name per output channel"
+        )
+    return names
+
+
+def read_palette(path: Path | None, count: int) -> tuple[tuple[int, int, int], ...]:
+    from disseg.runtime.palette import voc_palette
+
+    if path is None:
+        return tuple(tuple(int(v) for v in c) for c in voc_palette(count))
+    try:
+        rows = [
+            tuple(int(v) for v in line.replace(",", " ").split())
+            for line in path.read_text().splitlines()
+            if line.strip()
+        ]
+    except (OSError, ValueError) as err:
+        raise BadInput(f"--palette {path}: expected one 'R,G,B' line per class ({err})") from None
+    if len(rows) < count or any(len(r) != 3 or min(r) < 0 or max(r) > 255 for r in rows):
+        raise BadInput(f"--palette {path}: expected {count} lines of 'R,G,B' (0-255), one per class; got {len(rows)}")
+    return tuple(rows)  # type: ignore[return-value]
+
+
+def parity_frames(height: int, width: int, count: int, seed: int = 7) -> np.ndarray:
+    """uint8 BGR frames with structure at several scales (smooth colour fields and blocks), reproducible."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, (4 + rng.integers(0, 8), 4 + rng.integers(0, 8), 3), dtype=np.uint8)
+        frame = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        for _ in range(4):
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            frame[y : y + height // 4, x : x + width // 4] = rng.integers(0, 256, 3, dtype=np.uint8)
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def foreign_labels(proto, found: Found, pre: Preprocess, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The foreign model's own answer on `frames`, preprocessed in numpy: argmax of its logits resized to the input
+    (bilinear, half-pixel centres) or its label map (nearest); and the logits at the input size."""
+    import cv2
+    import onnxruntime as ort
+
+    from disseg.runtime.cli_util import third_party_output
+
+    with third_party_output():
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    step = found.batch if isinstance(found.batch, int) else len(frames)
+    dtype = np.float16 if found.input_type == 10 else np.float32
+    parts = [
+        session.run([found.output], {found.input: pre.apply(frames[i : i + step]).astype(dtype)})[0]
+        for i in range(0, len(frames), step)
+    ]
+    out = np.concatenate(parts)
+    size = (found.width, found.height)
+    if found.kind == "labels":
+        maps = out.reshape(len(frames), *found.output_size)
+        return np.stack([cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_NEAREST) for m in maps]), None
+    logits = out.astype(np.float32)
+    if found.output_size != (found.height, found.width):
+        logits = np.stack(
+            [np.stack([cv2.resize(c, size, interpolation=cv2.INTER_LINEAR) for c in sample]) for sample in logits]
+        )
+    return logits.argmax(1), logits
+
+
+def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, precision: str, threshold) -> dict:
+    """Labels of the wrapped model against the foreign model's argmax on the same frames (ONNX Runtime, CPU)."""
+    from disseg.runtime.backends import cpu_backend, infer_in_batches
+
+    n = found.batch if isinstance(found.batch, int) else 1
+    frames = parity_frames(found.height, found.width, max(n, images - images % n))
+    reference, logits = foreign_labels(foreign, found, pre, frames)
+    backend = cpu_backend(wrapped.SerializeToString())
+    out = infer_in_batches(backend, INPUT, frames, n if isinstance(found.batch, int) else len(frames))
+    agreement = float(100 * (out[LABELS] == reference).mean())
+    threshold = THRESHOLDS[precision] if threshold is None else threshold
+    report = {
+        "against": "the foreign model's argmax on ONNX Runtime (CPU), same frames, preprocessing in numpy",
+        "precision": precision,
+        "images": len(frames),
+        "source": f"generated ({len(frames)} synthetic frames)",
+        "threshold_label_agreement": threshold,
+        "outputs": {LABELS: {"label_agreement": round(agreement, 4)}},
+        "passed": bool(agreement >= threshold),
+    }
+    if SCORES in out and logits is not None:
+        report["outputs"][SCORES] = {"max_abs_score_error": float(np.abs(out[SCORES] - logits).max())}
+    return report
+
+
+@click.command(
+    cls=Command,
+    help="Wrap a foreign ONNX segmentation network (float NCHW in; logits or a label map out) into a disseg model.",
+)
+@click.argument("foreign", type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--out", "output", type=click.Path(path_type=Path), help="the model to write [default: FOREIGN.disseg.onnx]"
+)
+@click.option("--classes", help="number of classes, or a file of class names, one per line [default: from the logits]")
+@click.option(
+    "--palette", type=click.Path(path_type=Path), help="file of 'R,G,B' lines, one per class [default: VOC's]"
+)
+@click.option("--mean", default=",".join(map(str, IMAGENET_MEAN)), show_default=True, help="per-channel mean")
+@click.option("--std", default=",".join(map(str, IMAGENET_STD)), show_default=True, help="per-channel std")
+@click.option(
+    "--scale", default="1/255", show_default=True, help="pixel scale before mean/std: y = (x*scale - mean)/std"
+)
+@click.option("--rgb/--bgr", default=True, show_default=True, help="channel order the foreign model expects")
+@click.option("--input-size", "size_text", help="HxW to fix a dynamic spatial size at [default: 512x512]")
+@click.option(
+    "--output", "output_name", help="the foreign output tensor to wrap [default: 'out', or the only candidate]"
+)
+@click.option("--logits", "kind", flag_value="logits", help="the output is per-class logits (N x K x h x w)")
+@click.option("--labels", "kind", flag_value="labels", help="the output is a label map (N x h x w)")
+@click.option("--outputs", default="labels", show_default=True, help="labels, or labels,scores (logits models)")
+@click.option("--name", help="a name for the model, kept in its metadata [default: the file's]")
+@click.option("--fp16", is_flag=True, help="FP16 foreign network; preprocessing, resize and outputs stay FP32")
+@click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1, MAX_COUNT))
+@click.option("--min-agreement", type=Finite(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
+@click.option("--force", is_flag=True, help="overwrite an existing output")
+@handle_errors
+def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, size_text, **rest) -> None:
+    setup_logging()
+    started = time.perf_counter()
+    pre = Preprocess(_triple(mean, "--mean"), _triple(std, "--std"), _scale(scale), bgr=not rgb)
+    if min(pre.std) <= 0:
+        raise BadInput(f"--std {std!r}: every channel's std must be positive")
+    out = output or foreign.with_name(foreign.stem + (".disseg.fp16.onnx" if rest["fp16"] else ".disseg.onnx"))
+    if out.exists() and not rest["force"]:
+        raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
+    check_output(out, option="-o")
+    proto, found = inspect(foreign, parse_size(size_text, option="--input-size"), rest["output_name"], rest["kind"])
+    wanted = tuple(o.strip() for o in rest["outputs"].split(",") if o.strip())
+    if LABELS not in wanted or set(wanted) - {LABELS, SCORES} or (SCORES in wanted and found.kind == "labels"):
+        raise BadInput(f"--outputs {rest['outputs']!r}: choose labels or labels,scores (scores need a logits output)")
+    names = class_names(classes, found, foreign)
+    info = contract(foreign, found, pre, names, read_palette(palette, len(names)), wanted, rest["name"])
+    wrapped, info = build(proto, found, pre, info, fp16=rest["fp16"])
+    report = parity(
+        proto, wrapped, found, pre, images=rest["parity_images"], precision=info.precision,
+        threshold=rest["min_agreement"],
+    )  # fmt: skip
+    agreement = report["outputs"][LABELS]["label_agreement"]
+    log.info("parity: labels agree %.3f%% with the foreign model (threshold %.1f%%)", agreement, report[
+        "threshold_label_agreement"])  # fmt: skip
+    write_json(out.with_suffix(".parity.json"), report)
+    if not report["passed"]:
+        raise DisError(f"parity check failed: the wrapped model disagrees with {foreign}; not writing {out}")
+    _save(wrapped, info.replace(extra={**info.extra, "parity": report}), out)
+    for note in found.notes:
+        log.warning("%s", note)
+    resize = "" if found.output_size == (found.height, found.width) else f", resized from {found.output_size[0]}x" \
+        f"{found.output_size[1]}"  # fmt: skip
+    click.echo(
+        f"wrote {out} ({info.precision}, {len(names)} classes, {found.kind} {found.output!r}{resize}, "
+        f"{found.height}x{found.width}, batch {found.batch}; labels agree {agreement:.2f}% with {foreign.name}) in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+
+
+def inspect(path: Path, size, output_name, kind) -> tuple:
+    """Load the foreign file and find its input, the output to wrap and their sizes (one probe run)."""
+    import onnx
+
+    from disseg.runtime.contract import model_kind, read_onnx_metadata, wrong_kind
+
+    from .foreign import choose_output, find_input, probe
+
+    found_kind = model_kind(path)
+    if found_kind != "onnx":
+        raise wrong_kind(path, found_kind, wanted="a foreign .onnx model", fix="dis-import reads ONNX files")
+    if any(k.startswith("disseg.") for k in read_onnx_metadata(path)):
+        raise BadInput(f"{path} is already a disseg model; pass it to dis-run, dis-export --engine or dis-calibrate")
+    try:
+        proto = onnx.load(str(path))
+    except Exception as err:  # onnx raises DecodeError and friends: one line whatever the damage
+        raise BadInput(f"{path}: not a readable ONNX file ({type(err).__name__}); export it again") from None
+    value, (batch, height, width, notes) = find_input(proto, str(path), size)
+    try:
+        shapes = probe(proto, value, height, width, batch)
+    except Exception as err:
+        raise BadInput(f"{path} does not run on ONNX Runtime at {height}x{width} ({str(err)[:200]})") from None
+    name, found, classes, out_size, rank = choose_output(str(path), proto, shapes, output_name, kind)
+    return proto, Found(value.name, value.type.tensor_type.elem_type, batch, height, width, name, found, classes,
+                        out_size, rank, notes)  # fmt: skip
+
+
+def contract(path: Path, found: Found, pre: Preprocess, names, palette, outputs, name) -> ModelInfo:
+    """The metadata: classes, palette, mean/std as the contract states them, and the import's provenance."""
+    mean, std = pre.contract_mean_std()
+    provenance = {
+        "name": name or path.stem,
+        "source": path.name,
+        "sha256": file_sha256(path),
+        "input": found.input,
+        "output": found.output,
+        "output_kind": found.kind,
+        "output_size": list(found.output_size),
+        "preprocessing": {
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "scale": pre.scale,
+            "channel_order": "BGR" if pre.bgr else "RGB",
+        },
+        "fixed": list(found.notes),
+    }
+    return ModelInfo(
+        input_name=INPUT,
+        input_height=found.height,
+        input_width=found.width,
+        batch=found.batch,
+        class_names=tuple(names),
+        palette=palette,
+        iterations=0,
+        step_size=0.0,
+        tag_weight=0.0,
+        precision="fp32",
+        outputs=outputs,
+        mean=mean,
+        std=std,
+        extra={"import": provenance},
+    )
+
+
+def build(proto, found: Found, pre: Preprocess, info: ModelInfo, *, fp16: bool):
+    from disseg.runtime.cli_util import third_party_output
+
+    from .foreign import wrap
+
+    wrapped = wrap(proto, found, pre, info.outputs)
+    if fp16:
+        from .fp16 import to_fp16
+
+        with third_party_output():
+            wrapped = to_fp16(wrapped)
+        info = info.replace(precision="fp16")
+    return wrapped, info
+
+
+def _save(proto, info: ModelInfo, out: Path) -> None:
+    import onnx
+
+    from disseg.runtime.atomic import atomic_write
+    from disseg.runtime.contract import attach_metadata
+
+    attach_metadata(proto, info)
+    proto.producer_name = "disseg"
+    atomic_write(out, lambda tmp: onnx.save_model(proto, tmp))
