@@ -234,19 +234,19 @@ def inspect(path: Path, size, output_name, kind) -> tuple:
     """Load the foreign file and find its input, the output to wrap and their sizes (one probe run)."""
     import onnx
 
-    from disseg.runtime.contract import model_kind, read_onnx_metadata, wrong_kind
+    from disseg.runtime.contract import PREFIX, model_kind, wrong_kind
 
     from .foreign import choose_output, find_input, probe
 
     found_kind = model_kind(path)
     if found_kind != "onnx":
         raise wrong_kind(path, found_kind, wanted="a foreign .onnx model", fix="dis-import reads ONNX files")
-    if any(k.startswith("disseg.") for k in read_onnx_metadata(path)):
-        raise BadInput(f"{path} is already a disseg model; pass it to dis-run, dis-export --engine or dis-calibrate")
     try:
         proto = onnx.load(str(path))
     except Exception as err:  # onnx raises DecodeError and friends: one line whatever the damage
         raise BadInput(f"{path}: not a readable ONNX file ({type(err).__name__}); export it again") from None
+    if any(p.key.startswith(PREFIX) for p in proto.metadata_props):
+        raise BadInput(f"{path} is already a disseg model; pass it to dis-run, dis-export --engine or dis-calibrate")
     value, (batch, height, width, notes) = find_input(proto, str(path), size)
     try:
         shapes = probe(proto, value, height, width, batch)

@@ -234,3 +234,18 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def foreign_models(tmp_path_factory, tiny_data) -> dict[str, Path]:
+    """Foreign ONNX segmentation networks (tests/foreign_models.py); the small ones have tiny_data's classes."""
+    pytest.importorskip("torch")
+    from disseg.runtime.dataset import list_samples
+    from tests.foreign_models import build_all
+
+    folder = tmp_path_factory.mktemp("foreign")
+    names, _ = list_samples(tiny_data, "val")
+    (folder / "classes.txt").write_text("\n".join(names) + "\n")
+    models = build_all(folder, len(names))
+    models["classes"] = folder / "classes.txt"
+    return models
