@@ -159,7 +159,7 @@ def _deepstream(model: Path, folder: Path) -> None:
     from disseg.runtime.contract import read_model_info
 
     from .deepstream import write_deepstream
-    from .import_cli import parity_frames
+    from .foreign import parity_frames
 
     info = read_model_info(model)
     batch = info.batch if isinstance(info.batch, int) else 1

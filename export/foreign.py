@@ -364,3 +364,19 @@ def wrap(proto: onnx.ModelProto, found: Found, pre: Preprocess, outputs: tuple[s
     model.functions.extend(foreign.functions)
     onnx.checker.check_model(model)
     return model
+
+
+def parity_frames(height: int, width: int, count: int, seed: int = 7) -> np.ndarray:
+    """uint8 BGR frames with structure at several scales (smooth colour fields and blocks), reproducible."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, (4 + rng.integers(0, 8), 4 + rng.integers(0, 8), 3), dtype=np.uint8)
+        frame = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+        for _ in range(4):
+            y, x = rng.integers(0, height), rng.integers(0, width)
+            frame[y : y + height // 4, x : x + width // 4] = rng.integers(0, 256, 3, dtype=np.uint8)
+        frames.append(frame)
+    return np.stack(frames)

@@ -16,7 +16,7 @@ from disseg.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, INPUT, LABELS, 
 from disseg.runtime.errors import BadInput, DisError
 
 from .cli import parse_size
-from .foreign import Found, Preprocess
+from .foreign import Found, Preprocess, parity_frames
 
 log = logging.getLogger("disseg.import")
 THRESHOLDS = {"fp32": 99.9, "fp16": 99.0}  # minimum label agreement with the foreign model, percent
@@ -88,22 +88,6 @@ def read_palette(path: Path | None, count: int) -> tuple[tuple[int, int, int], .
     if len(rows) < count or any(len(r) != 3 or min(r) < 0 or max(r) > 255 for r in rows):
         raise BadInput(f"--palette {path}: expected {count} lines of 'R,G,B' (0-255), one per class; got {len(rows)}")
     return tuple(rows)  # type: ignore[return-value]
-
-
-def parity_frames(height: int, width: int, count: int, seed: int = 7) -> np.ndarray:
-    """uint8 BGR frames with structure at several scales (smooth colour fields and blocks), reproducible."""
-    import cv2
-
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(count):
-        coarse = rng.integers(0, 256, (4 + rng.integers(0, 8), 4 + rng.integers(0, 8), 3), dtype=np.uint8)
-        frame = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-        for _ in range(4):
-            y, x = rng.integers(0, height), rng.integers(0, width)
-            frame[y : y + height // 4, x : x + width // 4] = rng.integers(0, 256, 3, dtype=np.uint8)
-        frames.append(frame)
-    return np.stack(frames)
 
 
 def foreign_labels(proto, found: Found, pre: Preprocess, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -17,7 +17,7 @@ pytest.importorskip("torch")  # the foreign models are exported here with torch.
 
 @pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large", "eighth", "dynamic"])
 def test_cpp_labels_equal_python_for_imported_models(cpp_build, foreign_models, tmp_path, name):
-    from disseg.export.import_cli import parity_frames
+    from disseg.export.foreign import parity_frames
 
     model = tmp_path / f"{name}.onnx"
     size = ["--input-size", "48x64"] if name == "dynamic" else []
@@ -36,7 +36,7 @@ def test_cpp_labels_equal_python_for_imported_models(cpp_build, foreign_models, 
 def test_dis_run_cpp_writes_the_masks_dis_run_writes(cpp_build, foreign_models, tmp_path):
     import cv2
 
-    from disseg.export.import_cli import parity_frames
+    from disseg.export.foreign import parity_frames
 
     model = tmp_path / "fcn.onnx"
     run_cmd("dis-import", str(foreign_models["fcn_resnet50"]), "-o", str(model), check=True)

@@ -17,7 +17,7 @@ from tests.conftest import one_line, run_cmd
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("cv2")
 
-from disseg.export.import_cli import parity_frames  # noqa: E402
+from disseg.export.foreign import parity_frames  # noqa: E402
 from disseg.runtime.contract import read_model_info  # noqa: E402
 from disseg.runtime.segmenter import Segmenter  # noqa: E402
 

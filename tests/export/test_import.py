@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("torch")
 
-from disseg.export.import_cli import parity_frames  # noqa: E402
+from disseg.export.foreign import parity_frames  # noqa: E402
 from disseg.runtime.contract import file_sha256, read_model_info  # noqa: E402
 from disseg.runtime.palette import VOC_CLASSES  # noqa: E402
 from disseg.runtime.segmenter import Segmenter  # noqa: E402
