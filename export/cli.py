@@ -104,15 +104,7 @@ def export_cli(
     if deepstream is not None:
         check_output(deepstream / "model.onnx", option="--deepstream")
     if kind == "onnx":
-        if not engine and deepstream is None:
-            raise BadInput(
-                f"{model} is already ONNX; pass --engine to build a TensorRT engine from it or --deepstream DIR, or "
-                "export a .pt checkpoint"
-            )
-        if deepstream is not None:
-            _deepstream(model, deepstream)
-        if engine:
-            _engine_from_onnx(model, output, force=force, options=engine_options)
+        _from_onnx(model, output, engine=engine, deepstream=deepstream, force=force, options=engine_options)
         return
     wanted = tuple(o.strip() for o in outputs.split(",") if o.strip())
     if LABELS not in wanted or set(wanted) - set(OUTPUTS):
@@ -152,6 +144,21 @@ def export_cli(
         _deepstream(out, deepstream)
     if engine:
         _engine_from_onnx(out, None, force=force, options=engine_options)
+
+
+def _from_onnx(
+    model: Path, output: Path | None, *, engine: bool, deepstream: Path | None, force: bool, options
+) -> None:
+    """An exported model in: its DeepStream folder and/or its TensorRT engine."""
+    if not engine and deepstream is None:
+        raise BadInput(
+            f"{model} is already ONNX; pass --engine to build a TensorRT engine from it or --deepstream DIR, or "
+            "export a .pt checkpoint"
+        )
+    if deepstream is not None:
+        _deepstream(model, deepstream)
+    if engine:
+        _engine_from_onnx(model, output, force=force, options=options)
 
 
 def _deepstream(model: Path, folder: Path) -> None:

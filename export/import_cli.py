@@ -190,6 +190,8 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
     if LABELS not in wanted or set(wanted) - {LABELS, SCORES} or (SCORES in wanted and found.kind == "labels"):
         raise BadInput(f"--outputs {rest['outputs']!r}: choose labels or labels,scores (scores need a logits output)")
     names = class_names(classes, found, foreign)
+    if found.kind == "labels" and len(names) > 256:
+        raise BadInput(f"{foreign}: a label map past 256 classes is not supported; import the model's logits instead")
     info = contract(foreign, found, pre, names, read_palette(palette, len(names)), wanted, rest["name"])
     wrapped, info = build(proto, found, pre, info, fp16=rest["fp16"])
     report = parity(
