@@ -81,6 +81,13 @@ def parse_size(text: str | None, *, option: str = "--size") -> tuple[int, int] |
     type=click.Path(path_type=Path),
     help="also write this folder for DeepStream's nvinfer: float-input ONNX, config_infer, labels, pipeline",
 )
+@click.option(
+    "--triton-repo",
+    type=click.Path(path_type=Path),
+    help="also write a model repository for NVIDIA's Triton here (with --engine: the engine as model.plan)",
+)
+@click.option("--model-name", default="disseg", show_default=True, help="the model's name in the Triton repository")
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 64), help="Triton model instances")
 @click.option("--parity/--no-parity", default=True, show_default=True, help="check against PyTorch before writing")
 @click.option("--min-agreement", type=Finite(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
 @click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1, MAX_COUNT))
@@ -93,6 +100,7 @@ def export_cli(
     setup_logging()
     started = time.perf_counter()
     engine_options = {k: rest.pop(k) for k in ("workspace_gib", "dla_core", "gpu_arch", "flavour", "max_batch")}
+    handoff = {"deepstream": deepstream, **{k: rest.pop(k) for k in ("triton_repo", "model_name", "instances")}}
     kind = model_kind(model)
     if kind not in ("checkpoint", "onnx"):
         raise wrong_kind(
@@ -101,10 +109,14 @@ def export_cli(
             wanted="a checkpoint (RUN/best.pt) or an exported .onnx",
             fix="dis-export takes the checkpoint or the .onnx the engine was built from",
         )
-    if deepstream is not None:
-        check_output(deepstream / "model.onnx", option="--deepstream")
+    _check_handoff(handoff)
     if kind == "onnx":
-        _from_onnx(model, output, engine=engine, deepstream=deepstream, force=force, options=engine_options)
+        if not engine and handoff["deepstream"] is None and handoff["triton_repo"] is None:
+            raise BadInput(
+                f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, --deepstream DIR or "
+                "--triton-repo DIR, or export a .pt checkpoint"
+            )
+        _after_onnx(model, output, engine=engine, force=force, options=engine_options, handoff=handoff)
         return
     wanted = tuple(o.strip() for o in outputs.split(",") if o.strip())
     if LABELS not in wanted or set(wanted) - set(OUTPUTS):
@@ -140,25 +152,43 @@ def export_cli(
         f"wrote {out} ({info.precision}, {iters} refinement step{'s' * (iters != 1)}, {height}x{width}, {size_mb:.1f} "
         f"MB) in {total:.1f} s"
     )
-    if deepstream is not None:
-        _deepstream(out, deepstream)
-    if engine:
-        _engine_from_onnx(out, None, force=force, options=engine_options)
+    _after_onnx(out, None, engine=engine, force=force, options=engine_options, handoff=handoff)
 
 
-def _from_onnx(
-    model: Path, output: Path | None, *, engine: bool, deepstream: Path | None, force: bool, options
-) -> None:
-    """An exported model in: its DeepStream folder and/or its TensorRT engine."""
-    if not engine and deepstream is None:
-        raise BadInput(
-            f"{model} is already ONNX; pass --engine to build a TensorRT engine from it or --deepstream DIR, or "
-            "export a .pt checkpoint"
-        )
-    if deepstream is not None:
-        _deepstream(model, deepstream)
-    if engine:
-        _engine_from_onnx(model, output, force=force, options=options)
+def _check_handoff(handoff: dict) -> None:
+    if handoff["deepstream"] is not None:
+        check_output(handoff["deepstream"] / "model.onnx", option="--deepstream")
+    if handoff["triton_repo"] is not None:
+        from disseg.runtime.triton_repo import check_name
+
+        check_name(handoff["model_name"])
+        check_output(handoff["triton_repo"] / handoff["model_name"] / "config.pbtxt", option="--triton-repo")
+
+
+def _after_onnx(onnx_path: Path, output: Path | None, *, engine: bool, force: bool, options, handoff) -> None:
+    """What follows an ONNX model: its DeepStream folder, its TensorRT engine, its Triton repository (from the
+    engine when one was built)."""
+    if handoff["deepstream"] is not None:
+        _deepstream(onnx_path, handoff["deepstream"])
+    built = _engine_from_onnx(onnx_path, output, force=force, options=options) if engine else None
+    if handoff["triton_repo"] is not None:
+        _triton_repo(built or onnx_path, handoff, max_batch=options["max_batch"])
+
+
+def _triton_repo(model: Path, handoff: dict, *, max_batch: int) -> None:
+    from disseg.runtime.contract import read_model_info
+    from disseg.runtime.triton_repo import write_repository
+
+    info = read_model_info(model)
+    name, instances = handoff["model_name"], handoff["instances"]
+    root = write_repository(model, info, handoff["triton_repo"], name=name, max_batch=max_batch, instances=instances)
+    batching = (
+        f"dynamic batching up to {max_batch}"
+        if info.batch == "dynamic"
+        else f"fixed batch {info.batch}, which Triton does not batch (export with --dynamic-batch for that)"
+    )
+    weights = "model.plan" if model.suffix != ".onnx" else "model.onnx"
+    click.echo(f"wrote {root}/ for Triton (1/{weights}, config.pbtxt, labels.txt; {batching}, {instances} instance(s))")
 
 
 def _deepstream(model: Path, folder: Path) -> None:
@@ -206,7 +236,7 @@ def _parity_gate(net, proto, out: Path, *, data, size, batch, fp16, iters, parit
     return report
 
 
-def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, options: dict) -> None:
+def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, options: dict) -> Path:
     """Build `<model>.engine` + `<model>.engine.json` with TensorRT or TensorRT for RTX (runtime/engine_cache.py)."""
     from disseg.runtime.contract import read_model_info
     from disseg.runtime.engine_cache import build_engine, import_trt
@@ -241,3 +271,4 @@ def _engine_from_onnx(onnx_path: Path, output: Path | None, *, force: bool, opti
     )
     for note in built["notes"]:
         log.warning("%s", note)
+    return engine_path

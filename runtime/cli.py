@@ -15,6 +15,7 @@ from .choices import VIEWS
 from .cli_util import (
     MAX_BATCH,
     MAX_COUNT,
+    MODEL,
     Command,
     Finite,
     handle_errors,
@@ -69,7 +70,7 @@ def source_options(func):
     help="Segment cameras, videos, image folders or streams with an exported DIS model; several sources run as one "
     "batch per round.",
 )
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=MODEL)
 @source_options
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(CHOICES))
 @click.option("--output", type=click.Path(path_type=Path), help="write the rendered view to this video file")
@@ -182,8 +183,13 @@ def _run_model(model, backend, threads, specs, loops, outputs, signals, render) 
             if outputs["masks"] is not None:
                 stream.masks = MaskSink(_stream_path(outputs["masks"], i, n, folder=True), seg.info.palette)
             if outputs["window"]:
-                stream.window = WindowSink(f"dis-run {model.name}" + (f" s{i}" if n > 1 else ""))
+                stream.window = WindowSink(f"dis-run {_name(model)}" + (f" s{i}" if n > 1 else ""))
         return _segment(seg, streams, model, signals=signals, serve=outputs, **render)
+
+
+def _name(model) -> str:
+    """A model's short name: the file's, or a served model's URL."""
+    return model.name if isinstance(model, Path) else str(model)
 
 
 def _display() -> bool:
@@ -201,7 +207,7 @@ def _describe(model: Path, seg, streams) -> None:
     providers = ", ".join(getattr(seg.backend, "providers", [seg.backend.name]))
     log.info(
         "%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s",
-        model.name,
+        _name(model),
         info.precision,
         info.input_height,
         info.input_width,
@@ -319,7 +325,7 @@ def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int,
 
 
 @click.command(cls=Command, help="Latency (p50/p90/p99) and throughput per model, backend and batch.")
-@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("models", nargs=-1, required=True, type=MODEL)
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(CHOICES))
 @click.option("--batch", "batches", default=None, help="comma list of batch sizes (dynamic-batch models), e.g. 1,4")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(1, MAX_COUNT))

@@ -124,6 +124,21 @@ class Group(_OneLineErrors, click.Group):
     command_class = Command
 
 
+class ModelArg(click.ParamType):
+    """A model argument: a file (a Path) or a served model's URL, triton://HOST:PORT/NAME (kept a string: a Path
+    would fold its '//')."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        from .contract import is_remote
+
+        return value if isinstance(value, Path) or is_remote(value) else Path(value)
+
+
+MODEL = ModelArg()
+
+
 class Finite(click.FloatRange):
     """A float in [min, max] that is a number: FloatRange alone lets 'nan' through."""
 

@@ -220,6 +220,14 @@ def _is_torch_checkpoint(path: Path) -> bool:
 
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+REMOTE_SCHEMES = ("triton", "triton+http", "triton+grpc")  # a model served by Triton (runtime/backends/triton.py)
+
+
+def is_remote(model) -> bool:
+    """Whether `model` names a served model, triton://HOST:PORT/NAME (a string, not a file)."""
+    return isinstance(model, str) and model.split("://", 1)[0] in REMOTE_SCHEMES and "://" in model
+
+
 _KIND_WORDS = {
     "checkpoint": "a PyTorch checkpoint (what dis-train writes)",
     "onnx": "an ONNX model",
@@ -229,7 +237,9 @@ _KIND_WORDS = {
 
 def model_kind(path: str | Path) -> str:
     """What a path given as a model is: "missing", "folder", "checkpoint", "onnx", "engine" (by its suffix or its
-    .json sidecar) or "other". Read from the file's name and first bytes only."""
+    .json sidecar), "remote" (a triton:// URL) or "other". Read from the file's name and first bytes only."""
+    if is_remote(path):
+        return "remote"
     path = Path(path)
     if path.is_dir():
         return "folder"

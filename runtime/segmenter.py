@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .backends import Backend, infer_in_batches, open_backend
-from .contract import LABELS, SCORES, TAGS, ModelInfo
+from .contract import LABELS, SCORES, TAGS, ModelInfo, is_remote
 from .errors import ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
@@ -66,7 +66,7 @@ class Segmenter:
     def __init__(
         self, model: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None, threads: int = 0
     ) -> None:
-        self.path = Path(model)
+        self.path = model if is_remote(model) else Path(model)
         self.backend, self.info = open_backend(self.path, backend=backend, cache_dir=cache_dir, threads=threads)
         try:
             check_outputs(self.backend, self.info, self.path)

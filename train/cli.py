@@ -15,6 +15,7 @@ from disseg.runtime.cli_util import (
     MAX_SEED,
     MAX_SIDE,
     MAX_WEIGHT,
+    MODEL,
     Command,
     Finite,
     Group,
@@ -221,7 +222,7 @@ def train_cli(**options) -> None:
 
 
 @click.command(cls=Command, help="Score a model (.pt checkpoint, .onnx or TensorRT engine) on a data split.")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=MODEL)
 @click.option("--data", required=True, type=click.Path(path_type=Path))
 @click.option(
     "--split",
@@ -251,7 +252,7 @@ def eval_cli(
     from disseg.runtime.contract import EXPORTED, model_kind, wrong_kind
 
     kind = model_kind(model)
-    if kind not in ("checkpoint", "onnx", "engine"):
+    if kind not in ("checkpoint", "onnx", "engine", "remote"):
         raise wrong_kind(model, kind, wanted=f"a checkpoint or {EXPORTED}", fix="dis-eval scores those")
     for path, option in ((json_path, "--json"), (plot_path, "--plot")):
         if path is not None:
@@ -303,7 +304,7 @@ def _plot_iters(path: Path, model: Path, split: str, results: list[dict]) -> Non
     ax.plot(steps, [r["miou"] for r in results], marker="o", label="mIoU")
     if any(r.get("tag_f1") is not None for r in results):
         ax.plot(steps, [r.get("tag_f1") for r in results], marker="s", label="tag F1")
-    ax.set(xlabel="refinement steps t", ylabel="%", title=f"{model.name} on {split}")
+    ax.set(xlabel="refinement steps t", ylabel="%", title=f"{getattr(model, 'name', model)} on {split}")
     readable_axes(ax, steps, percent=True)
     ax.legend()
     fig.tight_layout()

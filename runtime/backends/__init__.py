@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..contract import ModelInfo, read_model_info
+from ..contract import ModelInfo, is_remote, read_model_info
 from ..errors import BadInput, DisError
-from . import onnxrt, trt
+from . import onnxrt, triton, trt
 from .base import Backend, Kind, TensorSpec, infer_in_batches
 from .onnxrt import OnnxRuntimeBackend, cpu_backend
 from .trt import TensorRTBackend, tensorrt_available
@@ -42,7 +42,9 @@ def open_backend(
 ) -> tuple[Backend, ModelInfo]:
     """Open a model with the named backend, or with `auto` the first in `KINDS` that claims the file here (TensorRT
     where it and a GPU are present, else ONNX Runtime). A claimant that fails hands over to the next one with a
-    warning; a backend named explicitly raises instead."""
+    warning; a backend named explicitly raises instead. A triton:// URL opens the served model (backends/triton.py)."""
+    if is_remote(path):
+        return triton.open_remote(path, backend)
     path = Path(path)
     if backend not in CHOICES:
         raise BadInput(f"unknown backend {backend!r}; choose from {', '.join(CHOICES)}")

@@ -1,0 +1,143 @@
+"""A model served by NVIDIA's Triton Inference Server, as a backend: `triton://HOST:PORT/NAME` (HTTP) or
+`triton+grpc://HOST:PORT/NAME`. The model's contract comes from the server (the `disseg.*` parameters of its model
+configuration, written by `dis-export --triton-repo` and `dis-serve`), so every command that takes a model file takes
+a served one. Needs `tritonclient` (`pip install "disseg[triton-client]"`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from ..contract import INPUT, PREFIX, ModelInfo
+from ..errors import BadInput, DisError, ModelFileError
+from ..triton_repo import DEFAULT_PORTS
+from .base import Backend, TensorSpec
+
+log = logging.getLogger("disseg.runtime")
+
+SCHEMES = {"triton": "http", "triton+http": "http", "triton+grpc": "grpc"}  # contract.REMOTE_SCHEMES
+URL = re.compile(r"^(?P<scheme>triton(?:\+http|\+grpc)?)://(?P<address>[^/\s]+)/(?P<name>[A-Za-z0-9_.\-]+)/?$")
+TYPES = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32, "UINT8": np.uint8}
+
+
+def parse_url(url: str) -> tuple[str, str, str]:
+    """(protocol, host:port, model name) of a triton:// URL; BadInput naming the form otherwise."""
+    match = URL.match(url)
+    if not match:
+        raise BadInput(f"{url}: expected triton://HOST:PORT/NAME (HTTP) or triton+grpc://HOST:PORT/NAME")
+    protocol, address = SCHEMES[match["scheme"]], match["address"]
+    if not re.search(r":\d+$", address):  # Triton's default ports
+        address += f":{DEFAULT_PORTS[protocol]}"
+    return protocol, address, match["name"]
+
+
+def _client_module(protocol: str):
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError:
+        raise BadInput(
+            f'a triton:// model needs Triton\'s client library: pip install "disseg[triton-client]" ({protocol})'
+        ) from None
+    return module
+
+
+class TritonBackend(Backend):
+    """Requests to a Triton server; one client per backend (Triton batches concurrent clients itself)."""
+
+    name = "triton"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.protocol, self.address, self.model = parse_url(url)
+        self._tc = _client_module(self.protocol)
+        self._client = self._tc.InferenceServerClient(self.address)
+        config = self._config()
+        self.config = config
+        self._specs(config)
+
+    def _config(self) -> dict:
+        try:
+            ready = self._client.is_model_ready(self.model)
+            if not ready:
+                raise BadInput(
+                    f"{self.url}: the server at {self.address} has no ready model {self.model!r}{self._names()}; "
+                    "check the name (dis-serve --model-name, or the repository's folder name)"
+                )
+            config = self._client.get_model_config(self.model, **({"as_json": True} if self.protocol == "grpc" else {}))
+        except BadInput:
+            raise
+        except Exception as err:  # tritonclient raises its own exception, OSError or gevent's, by protocol
+            raise BadInput(
+                f"{self.url}: no Triton server answers at {self.address} ({_reason(err)}); start one with "
+                "dis-serve MODEL, or check the address"
+            ) from None
+        return config.get("config", config)
+
+    def _names(self) -> str:
+        """' (it has a, b)' when the server lists its models (pytriton's server does not let clients ask)."""
+        try:
+            index = self._client.get_model_repository_index(**({"as_json": True} if self.protocol == "grpc" else {}))
+        except Exception:
+            return ""
+        models = index.get("models", []) if isinstance(index, dict) else index
+        return f" (it has {', '.join(m['name'] for m in models) or 'none'})"
+
+    def _specs(self, config: dict) -> None:
+        max_batch = int(config.get("max_batch_size", 0))
+        self.max_batch = max_batch or None
+
+        def shape(dims) -> tuple:
+            dims = tuple(int(d) for d in dims)
+            return (None, *dims) if max_batch else dims
+
+        for entry in config.get("input", []):
+            self.inputs[entry["name"]] = TensorSpec(entry["name"], shape(entry["dims"]), np.dtype(np.uint8))
+        for entry in config.get("output", []):
+            dtype = np.dtype(TYPES.get(entry["data_type"], np.float32))
+            self.output_specs[entry["name"]] = TensorSpec(entry["name"], shape(entry["dims"]), dtype)
+        self.outputs = list(self.output_specs)
+        if INPUT not in self.inputs:
+            raise ModelFileError(f"{self.url}: the served model has no '{INPUT}' input; serve a disseg model")
+
+    def info(self) -> ModelInfo:
+        params = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items() if k.startswith(PREFIX)}
+        return ModelInfo.from_metadata(params, source=self.url)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        image = np.ascontiguousarray(feeds[INPUT])
+        request = self._tc.InferInput(INPUT, list(image.shape), "UINT8")
+        request.set_data_from_numpy(image)
+        wanted = [self._tc.InferRequestedOutput(name) for name in self.outputs]
+        try:
+            result = self._client.infer(self.model, [request], outputs=wanted)
+        except Exception as err:
+            raise DisError(f"{self.url}: the Triton server stopped answering ({_reason(err)})") from None
+        return {name: result.as_numpy(name) for name in self.outputs}
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing a client whose server is gone
+            pass
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:160]
+
+
+def open_remote(url: str, backend: str = "auto") -> tuple[TritonBackend, ModelInfo]:
+    if backend not in ("auto", "triton"):
+        raise BadInput(f"{url}: a served model runs on the server's backend; drop --backend {backend}")
+    remote = TritonBackend(url)
+    try:
+        return remote, remote.info()
+    except ModelFileError:
+        remote.close()
+        raise
