@@ -146,7 +146,9 @@ def _parses(line: str) -> None:
     _command(name).make_context(name, rest, resilient_parsing=False)
 
 
-@pytest.mark.parametrize("heading", ["From training to a camera", "Many cameras, no screen", "Your own model"])
+@pytest.mark.parametrize(
+    "heading", ["From training to a camera", "Many cameras, no screen", "Your own model", "Serving with Triton"]
+)
 def test_every_example_command_parses(heading):
     lines = _block(heading)
     assert lines, f"no commands found under {heading!r}"
