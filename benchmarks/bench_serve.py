@@ -14,7 +14,6 @@ import argparse
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,18 +27,9 @@ import numpy as np
 from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.cpu import machine_facts
 from disseg.runtime.segmenter import Segmenter
+from disseg.runtime.triton_serve import free_ports
 
 BIN = Path(sys.executable).parent
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def start_server(model: Path, max_batch: int, delay_us: int, log: Path) -> tuple[subprocess.Popen, list[int]]:

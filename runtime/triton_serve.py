@@ -47,6 +47,17 @@ def check_port(host: str, port: int, option: str) -> None:
             raise BadInput(f"{option} {port} on {host}: cannot listen there ({err.strerror}); choose another") from None
 
 
+def free_ports(n: int = 3, host: str = "127.0.0.1") -> list[int]:
+    """`n` ports nothing listens on now (for the tests and benchmarks that start a server)."""
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind((host, 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def infer_function(seg):
     """Triton's batches through the Segmenter's backend: chunks of a fixed-batch model (padded), or whole."""
     from pytriton.decorators import batch

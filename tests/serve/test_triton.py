@@ -29,20 +29,9 @@ else:
 cv2 = pytest.importorskip("cv2")
 
 from disseg.runtime.segmenter import Segmenter  # noqa: E402
+from disseg.runtime.triton_serve import free_ports  # noqa: E402
 
 FRAMES = [np.random.default_rng(i).integers(0, 256, (48 + 8 * i, 64 + 4 * i, 3), dtype=np.uint8) for i in range(4)]
-
-
-def free_ports(n: int = 3) -> list[int]:
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class Server:
