@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from .cli_util import Command, handle_errors
+from .cli_util import MODEL, Command, handle_errors
 from .deps import OPENCV_MISSING, installed, onnxruntime_conflict, opencv_wheels
 
 # uint8 image 1x4x4x3 -> Cast -> ReduceMax -> Cast -> uint8 "labels": a 180-byte ONNX model (opset 17) that
@@ -223,8 +223,10 @@ def check_tiny() -> dict:
 def check_model(path: Path) -> dict:
     """Which backends open MODEL here, each in its own words (`Kind.check`), e.g. TensorRT's cached engine."""
     from .backends import KINDS
-    from .contract import read_model_info
+    from .contract import is_remote, read_model_info
 
+    if is_remote(path):
+        return check_served(path)
     info = read_model_info(path)
     report: dict = {
         "model": str(path),
@@ -243,6 +245,30 @@ def check_model(path: Path) -> dict:
         report["backends"][name] = said.pop("status")
         report.update(said)
     return report
+
+
+def check_served(url: str) -> dict:
+    """A triton:// model: whether the server answers with a disseg model, and one request's round trip."""
+    import time
+
+    import numpy as np
+
+    from .segmenter import Segmenter
+
+    with Segmenter(url) as seg:
+        info = seg.info
+        start = time.perf_counter()
+        seg(np.zeros((info.input_height, info.input_width, 3), np.uint8))
+        ms = (time.perf_counter() - start) * 1000
+        return {
+            "model": url,
+            "precision": info.precision,
+            "iterations": info.iterations,
+            "input": f"{info.input_height}x{info.input_width}",
+            "classes": info.num_classes,
+            "server_max_batch": seg.backend.max_batch,
+            "backends": {"triton": f"ok (one frame's round trip {ms:.1f} ms)"},
+        }
 
 
 def gather(model: Path | None) -> dict:
@@ -294,7 +320,7 @@ def render(value: Any, indent: int = 0) -> list[str]:
     help="Report what this machine can run (Python, OpenCV, ONNX Runtime, TensorRT, GPU, cameras, GStreamer, C++), "
     "and whether MODEL runs here. Paste its output into bug reports.",
 )
-@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.argument("model", required=False, type=MODEL)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 @handle_errors
 def doctor_cli(model: Path | None, as_json: bool) -> None:

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import urllib.request
@@ -153,6 +152,14 @@ def test_concurrent_clients_are_batched_by_triton(server):
     assert requests == 48 and executions < requests  # some executions ran batches of more than one request
 
 
+def test_dis_doctor_checks_a_served_model(server, tiny_onnx):
+    from disseg.runtime.contract import read_model_info
+
+    report = json.loads(run_cmd("dis-doctor", server.url(), "--json", check=True).stdout)["check"]
+    assert report["backends"]["triton"].startswith("ok") and report["server_max_batch"] == 8
+    assert report["classes"] == read_model_info(tiny_onnx).num_classes
+
+
 def test_a_wrong_or_absent_server_is_one_line(server, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -198,7 +205,3 @@ def test_a_server_that_dies_mid_run_fails_the_run_and_keeps_what_was_written(tin
     written = sorted(masks.glob("*.png"))
     assert written and all(cv2.imread(str(p)) is not None for p in written)
     s.stop()
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__]))
