@@ -335,7 +335,7 @@ def wrap(proto: onnx.ModelProto, found: Found, pre: Preprocess, outputs: tuple[s
         from onnx import version_converter
 
         proto = version_converter.convert_version(proto, MIN_OPSET)
-        found = dataclasses.replace(found, notes=(*found.notes, f"converted from opset {opset} to {MIN_OPSET}"))
+        log.warning("the foreign model's opset %d was converted to %d", opset, MIN_OPSET)
     groups = layer_groups(proto)
     foreign = compose.add_prefix(proto, PREFIX)
     graph = foreign.graph

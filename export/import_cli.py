@@ -101,7 +101,9 @@ def foreign_labels(proto, found: Found, pre: Preprocess, frames: np.ndarray) -> 
     with third_party_output():
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     step = found.batch if isinstance(found.batch, int) else len(frames)
-    dtype = np.float16 if found.input_type == 10 else np.float32
+    from onnx import TensorProto
+
+    dtype = np.float16 if found.input_type == TensorProto.FLOAT16 else np.float32
     parts = [
         session.run([found.output], {found.input: pre.apply(frames[i : i + step]).astype(dtype)})[0]
         for i in range(0, len(frames), step)
@@ -285,7 +287,13 @@ def build(proto, found: Found, pre: Preprocess, info: ModelInfo, *, fp16: bool):
 
     from .foreign import wrap
 
-    wrapped = wrap(proto, found, pre, info.outputs)
+    try:
+        wrapped = wrap(proto, found, pre, info.outputs)
+    except Exception as err:  # the opset converter or ONNX's checker on a graph we did not write: one line
+        raise BadInput(
+            f"{info.extra['import']['source']}: could not be wrapped ({type(err).__name__}: {str(err)[:200]}); "
+            "re-export it with a recent opset (torch.onnx.export(..., opset_version=18))"
+        ) from None
     if fp16:
         from .fp16 import to_fp16
 

@@ -18,7 +18,7 @@ import numpy as np
 from .backends import CHOICES, infer_in_batches
 from .cli_util import MAX_BATCH, MODEL, Command, handle_errors, setup_logging, third_party_output
 from .contract import INPUT
-from .errors import BadInput
+from .errors import BadInput, DisError
 from .triton_repo import DEFAULT_PORTS, check_name, metadata_parameters, preferred_sizes, tensors
 
 log = logging.getLogger("disseg.serve")
@@ -108,7 +108,13 @@ def start(seg, *, name: str, host: str, ports: dict[str, int], max_batch: int, q
         ),
     )
     _attach_metadata(triton, name, metadata_parameters(seg.info))
-    triton.run()
+    try:
+        triton.run()
+    except Exception as err:  # pytriton's errors when tritonserver does not start or the model does not load
+        triton.stop()
+        raise DisError(
+            f"Triton did not start ({type(err).__name__}: {str(err)[:200]}); its log: dis-serve --verbose"
+        ) from None
     return triton
 
 
@@ -150,7 +156,6 @@ def serve_cli(model, host, http_port, grpc_port, metrics_port, model_name, max_b
                     f"serving {model_name} ({Path(str(model)).name}: {info.precision}, {info.input_height}x"
                     f"{info.input_width}, {info.num_classes} classes, {seg.backend.name}) on http://{host}:{http_port} "
                     f"(gRPC {host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics); Ctrl-C or SIGTERM stops",
-                    nl=True,
                 )
                 log.debug("Python backend stub uses libpython from %s", libdir)
                 while not signals.event.wait(0.5):

@@ -19,7 +19,7 @@ log = logging.getLogger("disseg.runtime")
 
 SCHEMES = {"triton": "http", "triton+http": "http", "triton+grpc": "grpc"}  # contract.REMOTE_SCHEMES
 URL = re.compile(r"^(?P<scheme>triton(?:\+http|\+grpc)?)://(?P<address>[^/\s]+)/(?P<name>[A-Za-z0-9_.\-]+)/?$")
-TYPES = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32, "UINT8": np.uint8}
+TYPES = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32}
 
 
 def parse_url(url: str) -> tuple[str, str, str]:
