@@ -9,8 +9,12 @@ Per seed, on the validation split, mIoU at t = 0, 1, 3, 5 refinement steps for f
   camera   the union of the true tags of every image of the same scene: what a site operator would name;
   noisy    the true tags with the tag-only split's noise (30 % of objects dropped, 3 % of absent classes added);
 each through the energy (tags in its tag term, the checkpoint's tag_weight), as masking (absent classes' scores sunk
-at t = 0, background kept; no DIS needed), and both combined (energy, then masking). Deltas are paired per seed
-against "none" at t = 0. Training is skipped when paper_claims.py already trained the seed in --work.
+at t = 0, background kept; no DIS needed), and both combined (energy, then masking). The energy's tag term comes in
+two forms: "energy" is training's BCE with the tags as targets (pulls named classes up and the others down), the form
+`dis-export --scene-tags` ships (switched off for all-ones tags, which no row here has); "one-sided" only pulls
+classes down to their tag (train/refine.py), the form that would make all-ones tags a no-op by itself. Deltas are paired per seed against "none"
+at t = 0. Training is skipped when paper_claims.py already trained the seed in --work; `--methods` recomputes only
+those rows and keeps the others of an existing --out JSON.
 """
 
 from __future__ import annotations
@@ -72,8 +76,12 @@ def tag_sets(masks: list[np.ndarray], k: int, seed: int) -> dict[str, np.ndarray
     return {"true": true, "camera": camera, "noisy": noisy}
 
 
-def labels_for(net, x: torch.Tensor, tags: torch.Tensor | None, *, mask: bool) -> dict[int, torch.Tensor]:
-    """Labels at each t in T: refinement with `tags` in the energy (None: without), scores masked by `tags` if asked."""
+METHODS = ("energy", "masking", "combined", "one-sided", "one-sided+masking")
+
+
+def labels_for(net, x: torch.Tensor, tags: torch.Tensor | None, *, mask: bool, one_sided: bool) -> dict[int, torch.Tensor]:
+    """Labels at each t in T: refinement with `tags` in the energy (None: without; `one_sided`: that variant),
+    scores masked by `tags` if asked."""
     from disseg.train.model import upsampled_scores
     from disseg.train.refine import refine
 
@@ -82,8 +90,9 @@ def labels_for(net, x: torch.Tensor, tags: torch.Tensor | None, *, mask: bool) -
     out, done = {}, 0
     for t in T:
         u1, v1 = refine(
-            net, u1, v1, small, steps=t - done, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight
-        )
+            net, u1, v1, small, steps=t - done, step_size=cfg.step_size, tags=tags, tag_weight=cfg.tag_weight,
+            one_sided=one_sided,
+        )  # fmt: skip
         done = t
         scores = upsampled_scores(cfg, net.heads(u1, v1), x.shape[2], x.shape[3])
         if mask and tags is not None:
@@ -92,8 +101,8 @@ def labels_for(net, x: torch.Tensor, tags: torch.Tensor | None, *, mask: bool) -
     return out
 
 
-def score_seed(d: Path) -> dict:
-    """mIoU per (kind, method, t) on the validation split of seed folder `d`."""
+def score_seed(d: Path, methods: tuple[str, ...]) -> dict:
+    """mIoU per (kind, method, t) on the validation split of seed folder `d`, for `methods` (and no tags)."""
     from disseg.runtime.dataset import list_samples, load_eval_item
     from disseg.runtime.image import resize_labels
     from disseg.runtime.metrics import ConfusionMatrix
@@ -106,12 +115,10 @@ def score_seed(d: Path) -> dict:
     masks = [it["mask"] for it in items]
     sets = tag_sets(masks, k, int(d.name.removeprefix("seed")))
     images = torch.from_numpy(np.stack([it["bgr"][..., ::-1] for it in items]).copy()).permute(0, 3, 1, 2) / 255.0
-    plans = [("none", "energy", False)]
-    for kind in KINDS[1:]:
-        plans += [(kind, "energy", False), (kind, "masking", True), (kind, "combined", True)]
+    plans = [("none", "energy")] + [(kind, method) for kind in KINDS[1:] for method in methods]
     rows = {}
     with torch.no_grad():
-        for kind, method, mask in plans:
+        for kind, method in plans:
             matrices = {t: ConfusionMatrix(k) for t in T}
             for i in range(0, len(items), 16):
                 x = images[i : i + 16].float()
@@ -119,7 +126,8 @@ def score_seed(d: Path) -> dict:
                 if method == "masking":  # no DIS: the tags only sink absent classes, at t = 0
                     result = {0: _masked(net, x, given)}
                 else:
-                    result = labels_for(net, x, given, mask=mask)
+                    mask, one_sided = method in ("combined", "one-sided+masking"), method.startswith("one-sided")
+                    result = labels_for(net, x, given, mask=mask, one_sided=one_sided)
                 for t, labels in result.items():
                     for j, lab in enumerate(labels.numpy().astype(np.uint8)):
                         matrices[t].update(resize_labels(lab, *masks[i + j].shape), masks[i + j])
@@ -181,10 +189,16 @@ def main() -> None:
     p.add_argument("--steps-per-epoch", type=int, default=200)
     p.add_argument("--lr2", type=float, default=0.002)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/scene_tags"))
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {','.join(METHODS)}")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
+    methods = tuple(m for m in a.methods.split(",") if m)
+    if set(methods) - set(METHODS):
+        p.error(f"--methods: choose from {','.join(METHODS)}")
     started = time.time()
-    per_seed = {seed: score_seed(train(a.work, seed, a)) for seed in seeds}
+    earlier = a.out.with_suffix(".json")
+    kept = json.loads(earlier.read_text())["per_seed"] if earlier.is_file() else {}
+    per_seed = {seed: {**kept.get(str(seed), {}), **score_seed(train(a.work, seed, a), methods)} for seed in seeds}
     summary = summarize(per_seed)
     report = {"seeds": seeds, "t": list(T), "per_seed": per_seed, "summary": summary,
               "minutes": round((time.time() - started) / 60, 1)}  # fmt: skip

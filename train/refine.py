@@ -2,6 +2,12 @@
 
 E(u1, v1) = 1/2 ||z3(u1, v1) - I_small||^2 / N  (+ tag_weight * BCE(v3, T) / K when tags are given),
 N = 3 h w per image. Plain ops only, so the unrolled loop exports to ONNX without autograd.
+
+Scene tags at run time (dis-export --scene-tags) enter the same BCE term, T_k = 1 "may appear", 0 "absent", soft
+values between; `scene_tag_weight` switches the term off for an image whose tags are all ones (nothing is known), so
+all-ones tags give the model without tags exactly. `one_sided=True` is the variant that would need no switch, a term
+that only pulls sigma(v3_k) down to T_k from above; benchmarks/scene_tags.py measured it and it loses mIoU (the
+energy's gain with tags comes from pulling the named classes up), so nothing ships it.
 Training, evaluation and export all call `energy_gradient`.
 """
 
@@ -35,10 +41,12 @@ def energy_gradient(
     image_small: torch.Tensor,
     *,
     tags: torch.Tensor | None = None,
-    tag_weight: float = 0.0,
+    tag_weight: float | torch.Tensor = 0.0,
+    one_sided: bool = False,
     weights: tuple[torch.Tensor, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Heads]:
-    """Return (dE/du1, dE/dv1, heads at (u1, v1)); `weights` from vjp_weights (made here when None)."""
+    """Return (dE/du1, dE/dv1, heads at (u1, v1)); `weights` from vjp_weights (made here when None); `tag_weight` a
+    number or a B x 1 tensor (per image, scene_tag_weight); `one_sided`: the measured variant (module docstring)."""
     w_c, w_b, w_a, w_seg = weights if weights is not None else vjp_weights(model)
     h = model.heads(u1, v1)
     n = h.z3.shape[1] * h.z3.shape[2] * h.z3.shape[3]
@@ -49,7 +57,10 @@ def energy_gradient(
     g_u1 = _vjp(g, w_seg)
     g_v1 = g_u1.sum((2, 3))  # adjoint of the spatial broadcast of v1
     if tags is not None:
-        g_v3 = (torch.sigmoid(h.v3) - tags) * (tag_weight / h.v3.shape[1])
+        g_v3 = torch.sigmoid(h.v3) - tags
+        if one_sided:
+            g_v3 = torch.relu(g_v3)
+        g_v3 = g_v3 * (tag_weight / h.v3.shape[1])
         g_v2 = g_v3 @ model.tag.weight
         g_v1 = g_v1 + g_v2
         g_u1 = g_u1 + g_v2[:, :, None, None] / (u1.shape[2] * u1.shape[3])
@@ -65,23 +76,35 @@ def refine(
     steps: int,
     step_size: float,
     tags: torch.Tensor | None = None,
-    tag_weight: float = 0.0,
+    tag_weight: float | torch.Tensor = 0.0,
+    one_sided: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (u1, v1) after `steps` gradient steps of size `step_size` on the energy."""
     weights = vjp_weights(model) if steps else None
     for _ in range(steps):
-        g_u1, g_v1, _ = energy_gradient(model, u1, v1, image_small, tags=tags, tag_weight=tag_weight, weights=weights)
+        g_u1, g_v1, _ = energy_gradient(
+            model, u1, v1, image_small, tags=tags, tag_weight=tag_weight, one_sided=one_sided, weights=weights
+        )
         u1 = u1 - step_size * g_u1
         v1 = v1 - step_size * g_v1
     return u1, v1
 
 
-def energy(model: DIS, u1, v1, image_small, *, tags=None, tag_weight: float = 0.0) -> torch.Tensor:
+def scene_tag_weight(tags: torch.Tensor, tag_weight: float) -> torch.Tensor:
+    """B x 1 tag weights for run-time scene tags: `tag_weight` where an image's tags say something (some entry below
+    1), 0 where they are all ones, so that all-ones tags are the model without tags."""
+    return (tags.amin(1, keepdim=True) < 1).to(tags.dtype) * tag_weight
+
+
+def energy(model: DIS, u1, v1, image_small, *, tags=None, tag_weight: float = 0.0, one_sided: bool = False) -> torch.Tensor:
     """The energy itself (summed over the batch); used to check `energy_gradient` against autograd."""
     h = model.heads(u1, v1)
     n = h.z3[0].numel()
     e = 0.5 * ((h.z3 - image_small) ** 2).sum() / n
     if tags is not None:
-        bce = F.binary_cross_entropy_with_logits(h.v3, tags, reduction="sum")
-        e = e + tag_weight * bce / h.v3.shape[1]
+        bce = F.binary_cross_entropy_with_logits(h.v3, tags, reduction="none")
+        if one_sided:  # BCE less its minimum, entropy(T), where sigma(v3) is above T; 0 below
+            floor = torch.special.entr(tags) + torch.special.entr(1 - tags)
+            bce = torch.where(torch.sigmoid(h.v3) > tags, bce - floor, torch.zeros_like(bce))
+        e = e + (tag_weight * bce).sum() / h.v3.shape[1]
     return e

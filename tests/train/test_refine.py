@@ -26,6 +26,51 @@ def test_gradient_equals_autograd_float64(seed, classes, batch, size, with_tags)
     assert _rel(got_v, want_v) < 1e-10
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_sided_gradient_equals_autograd_float64(seed):
+    """The one-sided tag term: absent (0), soft (0.3) and may-appear (1) classes in one vector."""
+    torch.manual_seed(seed)
+    model = DIS(DISConfig(class_names=tuple(f"c{i}" for i in range(6)), stages=2)).double().eval()
+    u1, v1, image_small = model.features(torch.randn(2, 3, 48, 48, dtype=torch.float64))
+    u1 = (u1 + torch.randn_like(u1)).detach().requires_grad_()
+    v1 = (v1 + 3 * torch.randn_like(v1)).detach().requires_grad_()
+    tags = torch.tensor([[0, 0.3, 1, 1, 0, 0.3], [1, 0, 0.3, 0, 1, 1]], dtype=torch.float64)
+    e = energy(model, u1, v1, image_small, tags=tags, tag_weight=0.7, one_sided=True)
+    want_u, want_v = torch.autograd.grad(e, (u1, v1))
+    got_u, got_v, h = energy_gradient(model, u1, v1, image_small, tags=tags, tag_weight=0.7, one_sided=True)
+    assert 0 < int((torch.sigmoid(h.v3) > tags).sum()) < tags.numel()  # both sides of the hinge are exercised
+    assert _rel(got_u, want_u) < 1e-10
+    assert _rel(got_v, want_v) < 1e-10
+
+
+def test_scene_tags_all_ones_are_the_model_without_tags_and_others_move_the_tags():
+    from disseg.train.refine import scene_tag_weight
+
+    torch.manual_seed(0)
+    model = DIS(DISConfig(class_names=("a", "b", "c", "d"), stages=2)).eval()
+    u1, v1, image_small = model.features(torch.randn(2, 3, 48, 48))
+    plain = refine(model, u1, v1, image_small, steps=3, step_size=30.0)
+    tags = torch.tensor([[1.0, 1, 1, 1], [1, 0, 1, 0]])
+    weight = scene_tag_weight(tags, 5.0)
+    assert weight.flatten().tolist() == [0.0, 5.0]
+    got = refine(model, u1, v1, image_small, steps=3, step_size=30.0, tags=tags, tag_weight=weight)
+    assert torch.equal(plain[0][0], got[0][0]) and torch.equal(plain[1][0], got[1][0])  # all ones: untouched
+    v3_plain, v3_got = model.heads(*plain).v3[1], model.heads(*got).v3[1]
+    assert (v3_got[[1, 3]] < v3_plain[[1, 3]]).all() and (v3_got[[0, 2]] > v3_plain[[0, 2]]).all()
+
+
+def test_per_image_tag_weight_equals_autograd_float64():
+    torch.manual_seed(3)
+    model = DIS(DISConfig(class_names=tuple(f"c{i}" for i in range(5)), stages=2)).double().eval()
+    u1, v1, image_small = model.features(torch.randn(2, 3, 40, 40, dtype=torch.float64))
+    u1, v1 = u1.detach().requires_grad_(), v1.detach().requires_grad_()
+    tags = torch.tensor([[1, 0, 0.5, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.float64)
+    weight = torch.tensor([[0.7], [0.2]], dtype=torch.float64)
+    want_u, want_v = torch.autograd.grad(energy(model, u1, v1, image_small, tags=tags, tag_weight=weight), (u1, v1))
+    got_u, got_v, _ = energy_gradient(model, u1, v1, image_small, tags=tags, tag_weight=weight)
+    assert _rel(got_u, want_u) < 1e-10 and _rel(got_v, want_v) < 1e-10
+
+
 def test_small_steps_lower_the_energy():
     torch.manual_seed(0)
     model = DIS(DISConfig(class_names=("a", "b", "c"), stages=2)).double().eval()
