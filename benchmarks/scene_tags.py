@@ -12,8 +12,8 @@ each through the energy (tags in its tag term, the checkpoint's tag_weight), as 
 at t = 0, background kept; no DIS needed), and both combined (energy, then masking). The energy's tag term comes in
 two forms: "energy" is training's BCE with the tags as targets (pulls named classes up and the others down), the form
 `dis-export --scene-tags` ships (switched off for all-ones tags, which no row here has); "one-sided" only pulls
-classes down to their tag (train/refine.py), the form that would make all-ones tags a no-op by itself. Deltas are paired per seed against "none"
-at t = 0. Training is skipped when paper_claims.py already trained the seed in --work; `--methods` recomputes only
+classes down to their tag (train/refine.py), the form that would make all-ones tags a no-op by itself. Deltas are
+paired per seed against "none" at t = 0. Training is skipped when paper_claims.py already trained the seed in --work; `--methods` recomputes only
 those rows and keeps the others of an existing --out JSON.
 """
 
@@ -79,7 +79,9 @@ def tag_sets(masks: list[np.ndarray], k: int, seed: int) -> dict[str, np.ndarray
 METHODS = ("energy", "masking", "combined", "one-sided", "one-sided+masking")
 
 
-def labels_for(net, x: torch.Tensor, tags: torch.Tensor | None, *, mask: bool, one_sided: bool) -> dict[int, torch.Tensor]:
+def labels_for(
+    net, x: torch.Tensor, tags: torch.Tensor | None, *, mask: bool, one_sided: bool
+) -> dict[int, torch.Tensor]:
     """Labels at each t in T: refinement with `tags` in the energy (None: without; `one_sided`: that variant),
     scores masked by `tags` if asked."""
     from disseg.train.model import upsampled_scores

@@ -96,7 +96,9 @@ def scene_tag_weight(tags: torch.Tensor, tag_weight: float) -> torch.Tensor:
     return (tags.amin(1, keepdim=True) < 1).to(tags.dtype) * tag_weight
 
 
-def energy(model: DIS, u1, v1, image_small, *, tags=None, tag_weight: float = 0.0, one_sided: bool = False) -> torch.Tensor:
+def energy(
+    model: DIS, u1, v1, image_small, *, tags=None, tag_weight: float = 0.0, one_sided: bool = False
+) -> torch.Tensor:
     """The energy itself (summed over the batch); used to check `energy_gradient` against autograd."""
     h = model.heads(u1, v1)
     n = h.z3[0].numel()
