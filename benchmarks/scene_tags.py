@@ -13,8 +13,8 @@ at t = 0, background kept; no DIS needed), and both combined (energy, then maski
 two forms: "energy" is training's BCE with the tags as targets (pulls named classes up and the others down), the form
 `dis-export --scene-tags` ships (switched off for all-ones tags, which no row here has); "one-sided" only pulls
 classes down to their tag (train/refine.py), the form that would make all-ones tags a no-op by itself. Deltas are
-paired per seed against "none" at t = 0. Training is skipped when paper_claims.py already trained the seed in --work; `--methods` recomputes only
-those rows and keeps the others of an existing --out JSON.
+paired per seed against "none" at t = 0. Training is skipped when paper_claims.py already trained the seed in
+--work; `--methods` recomputes only those rows and keeps the others of an existing --out JSON.
 """
 
 from __future__ import annotations
