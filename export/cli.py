@@ -21,7 +21,7 @@ from disseg.runtime.cli_util import (
     setup_logging,
     write_json,
 )
-from disseg.runtime.contract import LABELS, OUTPUTS, model_kind, wrong_kind
+from disseg.runtime.contract import LABELS, OUTPUTS, SCENE_TAG_MODES, model_kind, wrong_kind
 from disseg.runtime.engine_cache import FLAVOURS
 from disseg.runtime.errors import BadInput, DisError
 
@@ -57,6 +57,16 @@ def parse_size(text: str | None, *, option: str = "--size") -> tuple[int, int] |
 @click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True, help="static batch")
 @click.option("--dynamic-batch", is_flag=True, help="dynamic batch dimension instead of --batch")
 @click.option("--outputs", default="labels", show_default=True, help="comma list of labels,scores,tags")
+@click.option(
+    "--scene-tags",
+    "scene_tags",
+    type=click.Choice(SCENE_TAG_MODES),
+    is_flag=False,
+    flag_value=SCENE_TAG_MODES[0],
+    help="add the input scene_tags (N x K, 1 = may appear, 0 = absent) for tags given at run time, used in the "
+    f"refinement energy and/or to mask absent classes [bare flag: {SCENE_TAG_MODES[0]}]",
+)
+@click.option("--tag-weight", type=Finite(0, 100), help="weight of the tags in the energy [default: the checkpoint's]")
 @click.option("--engine", is_flag=True, help="also build a TensorRT engine (needs TensorRT and a GPU)")
 @click.option("--workspace-gib", default=2.0, show_default=True, type=Finite(0, 1024, min_open=True))
 @click.option(
@@ -101,6 +111,7 @@ def export_cli(
     started = time.perf_counter()
     engine_options = {k: rest.pop(k) for k in ("workspace_gib", "dla_core", "gpu_arch", "flavour", "max_batch")}
     handoff = {"deepstream": deepstream, **{k: rest.pop(k) for k in ("triton_repo", "model_name", "instances")}}
+    scene_tags, tag_weight = rest.pop("scene_tags"), rest.pop("tag_weight")
     kind = model_kind(model)
     if kind not in ("checkpoint", "onnx"):
         raise wrong_kind(
@@ -109,8 +120,10 @@ def export_cli(
             wanted="a checkpoint (RUN/best.pt) or an exported .onnx",
             fix="dis-export takes the checkpoint or the .onnx the engine was built from",
         )
-    _check_handoff(handoff)
+    _check_handoff(handoff, scene_tags)
     if kind == "onnx":
+        if scene_tags or tag_weight is not None:
+            raise BadInput(f"--scene-tags and --tag-weight export a checkpoint; {model} is already ONNX")
         if not engine and handoff["deepstream"] is None and handoff["triton_repo"] is None:
             raise BadInput(
                 f"{model} is already ONNX; pass --engine to build a TensorRT engine from it, --deepstream DIR or "
@@ -128,6 +141,9 @@ def export_cli(
 
     net, ckpt = model_from_checkpoint(model)
     iters = net.cfg.iters_test if iters is None else iters
+    if tag_weight is not None:
+        net.cfg = net.cfg.replace(tag_weight=tag_weight)
+    scene_tags = _scene_tag_use(scene_tags or "", iters, net.cfg.tag_weight)
     height, width = parse_size(size_text) or (net.cfg.size, net.cfg.size)
     net.check_size(height, width)
     out = output or model.with_suffix(".onnx" if not fp16 else ".fp16.onnx")
@@ -137,25 +153,49 @@ def export_cli(
     batch = None if dynamic_batch else batch
     log.info("exporting %d refinement step%s at %dx%d with torch.onnx", iters, "s" * (iters != 1), height, width)
     proto, info, seconds = export_checkpoint(
-        net, model, iters=iters, height=height, width=width, batch=batch, outputs=wanted, fp16=fp16
-    )
+        net, model, iters=iters, height=height, width=width, batch=batch, outputs=wanted, fp16=fp16,
+        scene_tags=scene_tags,
+    )  # fmt: skip
     log.info("exported %s in %.1f s", info.precision, seconds)
     if rest["parity"]:
         data = Path(ckpt["data"]) if ckpt.get("data") else None
         size = (height, width)
-        report = _parity_gate(net, proto, out, data=data, size=size, batch=batch or 1, fp16=fp16, iters=iters, **rest)
+        report = _parity_gate(
+            net, proto, out, data=data, size=size, batch=batch or 1, fp16=fp16, iters=iters, scene_tags=scene_tags,
+            **rest,
+        )  # fmt: skip
         info = info.replace(extra={**info.extra, "parity": report})
     save(attach(proto, info), out)
     size_mb = out.stat().st_size / 1e6
     total = time.perf_counter() - started
+    tags = f", scene tags: {scene_tags}" if scene_tags else ""
     click.echo(
         f"wrote {out} ({info.precision}, {iters} refinement step{'s' * (iters != 1)}, {height}x{width}, {size_mb:.1f} "
-        f"MB) in {total:.1f} s"
+        f"MB{tags}) in {total:.1f} s"
     )
     _after_onnx(out, None, engine=engine, force=force, options=engine_options, handoff=handoff)
 
 
-def _check_handoff(handoff: dict) -> None:
+def _scene_tag_use(use: str, iters: int, tag_weight: float) -> str:
+    """The --scene-tags mode to export: the energy needs refinement steps and a tag weight."""
+    if not use or "energy" not in use:
+        return use
+    lacking = "--iters 0 runs no refinement step" if iters == 0 else "the tag weight is 0" if tag_weight == 0 else ""
+    if lacking and use == "energy":
+        raise BadInput(f"--scene-tags energy: {lacking}, so the tags would do nothing; use --iters 3 --tag-weight 0.3 "
+                       "or --scene-tags mask")  # fmt: skip
+    if lacking:
+        log.info("scene tags: %s, so the tags only mask absent classes", lacking)
+        return "mask"
+    return use
+
+
+def _check_handoff(handoff: dict, scene_tags: str | None) -> None:
+    if scene_tags and handoff["deepstream"] is not None:
+        raise BadInput(
+            "--deepstream with --scene-tags: nvinfer feeds a model one input, the image; export the DeepStream "
+            "folder without --scene-tags"
+        )
     if handoff["deepstream"] is not None:
         check_output(handoff["deepstream"] / "model.onnx", option="--deepstream")
     if handoff["triton_repo"] is not None:
@@ -209,13 +249,17 @@ def _deepstream(model: Path, folder: Path) -> None:
     )
 
 
-def _parity_gate(net, proto, out: Path, *, data, size, batch, fp16, iters, parity_images, min_agreement, **_) -> dict:
+def _parity_gate(
+    net, proto, out: Path, *, data, size, batch, fp16, iters, scene_tags, parity_images, min_agreement, **_
+) -> dict:
     """Compare PyTorch with the export on held-out images; write OUT.parity.json; refuse (DisError) below the bar."""
     from .onnx_export import held_out_images
     from .parity import parity_report
 
     images, source = held_out_images(data, *size, batch * math.ceil(parity_images / batch))
-    report = parity_report(net, proto, images, iters=iters, fp16=fp16, source=source, min_agreement=min_agreement)
+    report = parity_report(
+        net, proto, images, iters=iters, fp16=fp16, source=source, min_agreement=min_agreement, scene_tags=scene_tags
+    )
     for row in report["per_iteration"]:
         log.info(
             "parity t=%d: labels agree %.3f%%, max |score error| %.2e%s",
@@ -227,6 +271,11 @@ def _parity_gate(net, proto, out: Path, *, data, size, batch, fp16, iters, parit
     agreement = report["outputs"][LABELS]["label_agreement"]
     threshold = report["threshold_label_agreement"]
     log.info("parity shipped model: labels agree %.3f%% (threshold %.1f%%) on %s", agreement, threshold, source)
+    if "scene_tags" in report:
+        log.info(
+            "parity scene tags: all-ones tags give the model without tags on %.3f%% of labels",
+            report["scene_tags"]["all_ones_vs_untagged_label_agreement"],
+        )
     write_json(out.with_suffix(".parity.json"), report)
     if not report["passed"]:
         raise DisError(

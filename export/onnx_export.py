@@ -13,7 +13,7 @@ import torch
 from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY
 from disseg.runtime.atomic import atomic_write
 from disseg.runtime.cli_util import third_party_output
-from disseg.runtime.contract import INPUT, ModelInfo, attach_metadata, file_sha256
+from disseg.runtime.contract import INPUT, SCENE_TAGS, ModelInfo, attach_metadata, file_sha256
 from disseg.runtime.palette import voc_palette
 from disseg.train.model import DIS
 
@@ -25,19 +25,33 @@ TORCH_SCOPES = "pkg.torch.onnx.name_scopes"  # the module scopes torch.onnx reco
 
 
 def export_graph(
-    model: DIS, iters: int, *, height: int, width: int, batch: int | None, outputs: tuple[str, ...], fp16: bool
+    model: DIS,
+    iters: int,
+    *,
+    height: int,
+    width: int,
+    batch: int | None,
+    outputs: tuple[str, ...],
+    fp16: bool,
+    scene_tags: str = "",
 ) -> onnx.ModelProto:
-    """Trace the unrolled module with torch.onnx (dynamo) and return the ONNX model; batch None = dynamic."""
-    unrolled = UnrolledDIS(model, iters, outputs=outputs).eval()
-    example = torch.zeros((batch or 2, height, width, 3), dtype=torch.uint8)
-    dynamic = ({0: torch.export.Dim("batch", min=1, max=64)},) if batch is None else None
+    """Trace the unrolled module with torch.onnx (dynamo) and return the ONNX model; batch None = dynamic;
+    `scene_tags` a contract.SCENE_TAG_MODES entry adds the float32 N x K input SCENE_TAGS."""
+    unrolled = UnrolledDIS(model, iters, outputs=outputs, scene_tags=scene_tags).eval()
+    example = (torch.zeros((batch or 2, height, width, 3), dtype=torch.uint8),)
+    names = [INPUT]
+    if scene_tags:
+        example += (torch.ones((batch or 2, model.cfg.num_classes)),)
+        names.append(SCENE_TAGS)
+    batch_dim = torch.export.Dim("batch", min=1, max=64)
+    dynamic = tuple({0: batch_dim} for _ in example) if batch is None else None
     with torch.no_grad(), third_party_output():  # torch.onnx and onnxscript's optimizer print as they go
         program = torch.onnx.export(
             unrolled,
-            (example,),
+            example,
             dynamo=True,
             opset_version=OPSET,
-            input_names=[INPUT],
+            input_names=names,
             output_names=list(unrolled.outputs),
             dynamic_shapes=dynamic,
             verbose=False,
@@ -77,6 +91,7 @@ def model_info(
     outputs: tuple[str, ...],
     precision: str,
     checkpoint_sha256: str,
+    scene_tags: str = "",
 ) -> ModelInfo:
     cfg = model.cfg
     return ModelInfo(
@@ -94,6 +109,7 @@ def model_info(
         mean=cfg.mean,
         std=cfg.std,
         checkpoint_sha256=checkpoint_sha256,
+        scene_tags=scene_tags,
         config=cfg.to_dict(),
     )
 
@@ -120,10 +136,13 @@ def export_checkpoint(
     batch: int | None,
     outputs: tuple[str, ...],
     fp16: bool,
+    scene_tags: str = "",
 ) -> tuple[onnx.ModelProto, ModelInfo, float]:
     """Return (ONNX model with metadata, its contract, export seconds)."""
     start = time.perf_counter()
-    proto = export_graph(model, iters, height=height, width=width, batch=batch, outputs=outputs, fp16=fp16)
+    proto = export_graph(
+        model, iters, height=height, width=width, batch=batch, outputs=outputs, fp16=fp16, scene_tags=scene_tags
+    )
     info = model_info(
         model,
         iters=iters,
@@ -133,6 +152,7 @@ def export_checkpoint(
         outputs=outputs,
         precision="fp16" if fp16 else "fp32",
         checkpoint_sha256=file_sha256(checkpoint),
+        scene_tags=scene_tags,
     )
     return attach(proto, info), info, time.perf_counter() - start
 

@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from disseg.runtime.backends import cpu_backend, infer_in_batches
-from disseg.runtime.contract import INPUT, LABELS, SCORES
+from disseg.runtime.contract import INPUT, LABELS, SCENE_TAGS, SCORES
 from disseg.train.model import DIS
 
 from .onnx_export import export_graph
@@ -28,10 +28,12 @@ def parity_report(
     fp16: bool,
     source: str,
     min_agreement: float | None = None,
+    scene_tags: str = "",
 ) -> dict:
     """Compare PyTorch (FP32) with the exported graph for every t in 0..iters and with the shipped file.
 
-    Per-iteration rows come from probe graphs exported for each t the same way as the shipped one.
+    Per-iteration rows come from probe graphs exported for each t the same way as the shipped one. A model with
+    `scene_tags` is compared on drawn tag vectors (parity_tags), and its all-ones tags against PyTorch without tags.
     Returns a JSON-able report whose "passed" says whether the shipped labels agree enough.
     """
     from .unroll import UnrolledDIS
@@ -40,12 +42,18 @@ def parity_report(
     threshold = THRESHOLDS[precision] if min_agreement is None else min_agreement
     h, w = images[0].shape[:2]
     batch = np.stack(images)
+    tags = parity_tags(len(images), model.cfg.num_classes) if scene_tags else None
+    feeds = {INPUT: batch, **({SCENE_TAGS: tags} if scene_tags else {})}
+    args = [torch.from_numpy(a) for a in feeds.values()]
     rows = []
     with torch.no_grad():
         for t in range(iters + 1):
-            labels_pt, scores_pt = UnrolledDIS(model, t, outputs=(LABELS, SCORES))(torch.from_numpy(batch))
-            probe = export_graph(model, t, height=h, width=w, batch=None, outputs=(LABELS, SCORES), fp16=fp16)
-            out = cpu_backend(probe.SerializeToString()).infer({INPUT: batch})
+            unrolled = UnrolledDIS(model, t, outputs=(LABELS, SCORES), scene_tags=scene_tags)
+            labels_pt, scores_pt = unrolled(*args)
+            probe = export_graph(
+                model, t, height=h, width=w, batch=None, outputs=(LABELS, SCORES), fp16=fp16, scene_tags=scene_tags
+            )
+            out = cpu_backend(probe.SerializeToString()).infer(feeds)
             labels_rt, scores_rt = out[LABELS], out[SCORES]
             rows.append(
                 {
@@ -55,18 +63,39 @@ def parity_report(
                     "finite": bool(np.isfinite(scores_rt).all()),
                 }
             )
-        labels_pt = UnrolledDIS(model, iters)(torch.from_numpy(batch))[0].numpy()
+        labels_pt = UnrolledDIS(model, iters, scene_tags=scene_tags)(*args)[0].numpy()
+        untagged_pt = UnrolledDIS(model, iters)(args[0])[0].numpy()
     backend = cpu_backend(shipped.SerializeToString())
     fixed = backend.inputs[INPUT].shape[0]
-    labels_rt = infer_in_batches(backend, INPUT, batch, fixed if isinstance(fixed, int) else len(batch))[LABELS]
+    step = fixed if isinstance(fixed, int) else len(batch)
+    labels_rt = infer_in_batches(backend, INPUT, batch, step, {k: v for k, v in feeds.items() if k != INPUT})[LABELS]
     agreement = float(100 * (labels_rt == labels_pt).mean())
-    finite = all(r["finite"] for r in rows)
-    return {
+    report = {
         "precision": precision,
         "images": len(images),
         "source": source,
         "threshold_label_agreement": threshold,
         "outputs": {LABELS: {"label_agreement": round(agreement, 4)}},
         "per_iteration": rows,
-        "passed": bool(agreement >= threshold and finite),
     }
+    passed = agreement >= threshold and all(r["finite"] for r in rows)
+    if scene_tags:  # all-ones tags (what the runtimes feed when given none) against the model without tags
+        ones = infer_in_batches(backend, INPUT, batch, step)[LABELS]
+        untagged = float(100 * (ones == untagged_pt).mean())
+        report["scene_tags"] = {
+            "use": scene_tags,
+            "drawn_tags_per_image": [int(row.sum()) for row in tags],
+            "all_ones_vs_untagged_label_agreement": round(untagged, 4),
+        }
+        passed = passed and untagged >= threshold
+    return {**report, "passed": bool(passed)}
+
+
+def parity_tags(count: int, classes: int, *, seed: int = 7) -> np.ndarray:
+    """Scene tags the parity gate feeds: per image each class kept with probability 1/2 (class 0, background, always),
+    and every fourth image all ones."""
+    rng = np.random.default_rng(seed)
+    tags = (rng.random((count, classes)) < 0.5).astype(np.float32)
+    tags[:, 0] = 1
+    tags[3::4] = 1
+    return tags

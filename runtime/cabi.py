@@ -28,6 +28,8 @@ def load_library(path: str | Path) -> ctypes.CDLL:
         "disseg_create": ([ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_P)], ctypes.c_int),
         "disseg_segment": ([_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_size_t, _P, _P], ctypes.c_int),
         "disseg_segment_batch": ([_P, ctypes.c_int, _P, _P, _P, _P, _P, _P, _P], ctypes.c_int),
+        "disseg_set_scene_tags": ([_P, _P, ctypes.c_int], ctypes.c_int),
+        "disseg_set_scene_tag_names": ([_P, ctypes.c_char_p], ctypes.c_int),
         "disseg_version": ([], ctypes.c_char_p),
         "disseg_num_classes": ([_P], ctypes.c_int),
         "disseg_class_name": ([_P, ctypes.c_int], ctypes.c_char_p),
@@ -79,6 +81,18 @@ class CSegmenter:
             return
         why = self.lib.disseg_last_error().decode()
         raise bad_input(why) if status == EXIT_BAD_INPUT else DisError(why)
+
+    def set_scene_tags(self, tags) -> None:
+        """disseg_set_scene_tags (numbers, one per class; None clears them) or, for a string of comma-separated class
+        names, disseg_set_scene_tag_names."""
+        if isinstance(tags, str):
+            status = self.lib.disseg_set_scene_tag_names(self.handle, tags.encode())
+        else:
+            values = np.ascontiguousarray(tags if tags is not None else [], np.float32)
+            status = self.lib.disseg_set_scene_tags(
+                self.handle, values.ctypes.data if values.size else None, values.size
+            )
+        self._check(status, BadInput)
 
     @property
     def version(self) -> str:

@@ -92,6 +92,21 @@ def source_options(func):
     type=click.IntRange(1, MAX_COUNT),
     help="play each video or image folder this many times",
 )
+@click.option(
+    "--scene-tags",
+    "tag_texts",
+    multiple=True,
+    metavar="CLASSES",
+    help="classes the camera may see, e.g. road,car,person (a model exported with --scene-tags); once for every "
+    "source, or repeated once per source in order ('-': none)",
+)
+@click.option(
+    "--scene-tags-file",
+    "tag_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="the same from a file: one class a line, optionally with a value in 0..1 ('boat 0.2')",
+)
 @click.option("--serve", "serve_at", metavar="HOST:PORT", help="serve a live web view here, e.g. 127.0.0.1:8080")
 @click.option(
     "--serve-token",
@@ -124,6 +139,7 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
     # From here a stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run cleanly, even while the model loads.
     with StopOnSignals() as signals:
         outputs = {"output": output, "masks": masks, "window": window, "serve_at": serve_at, "token": serve_token}
+        outputs["scene_tags"] = (options.pop("tag_texts"), options.pop("tag_files"))
         summary, failure = _run_model(model, backend, threads, specs, loops, outputs, signals, options)
         if stats_path:
             write_json(stats_path, summary)
@@ -163,6 +179,7 @@ def _stream_path(path: Path | None, index: int, count: int, *, folder: bool = Fa
 def _run_model(model, backend, threads, specs, loops, outputs, signals, render) -> tuple[dict, Exception | None]:
     """Open the sinks, the sources and the model, run the pipeline; (stats summary, a write failure or None)."""
     from .pipeline import Stream
+    from .scene_tags import per_stream
     from .segmenter import Segmenter
     from .sinks import MaskSink, VideoSink, WindowSink
     from .sources import Looped, describe, open_source
@@ -179,7 +196,12 @@ def _run_model(model, backend, threads, specs, loops, outputs, signals, render) 
         streams.append(Stream(source, name=describe(spec), video=video))
     with Segmenter(model, backend=backend, threads=threads) as seg:
         _describe(model, seg, streams)
+        tags = per_stream(*outputs["scene_tags"], seg.info, len(streams), _name(model))
         for i, stream in enumerate(streams):
+            stream.scene_tags = tags[i]
+            if tags[i] is not None:
+                named = [c for c, v in zip(seg.class_names, tags[i]) if v > 0]
+                log.info("%sscene tags: %s", f"s{i} " if n > 1 else "", ", ".join(named) or "none")
             if outputs["masks"] is not None:
                 stream.masks = MaskSink(_stream_path(outputs["masks"], i, n, folder=True), seg.info.palette)
             if outputs["window"]:

@@ -20,6 +20,8 @@ from .errors import ModelFileError
 SCHEMA = "disseg-model/1"
 PREFIX = "disseg."
 INPUT = "image"  # uint8 N x H x W x 3, BGR
+SCENE_TAGS = "scene_tags"  # float32 N x K, the run-time tags of a model exported with --scene-tags (1 = may appear)
+SCENE_TAG_MODES = ("energy+mask", "energy", "mask")  # how the graph uses them (export/unroll.py); "" = no such input
 LABELS, SCORES, TAGS = "labels", "scores", "tags"
 OUTPUTS = (LABELS, SCORES, TAGS)  # labels always; scores and tags when exported with --outputs
 INPUT_LAYOUT, INPUT_DTYPE, COLOR_ORDER = "NHWC", "uint8", "BGR"  # the one input form both runtimes feed
@@ -47,6 +49,7 @@ class ModelInfo:
     input_layout: str = INPUT_LAYOUT
     input_dtype: str = INPUT_DTYPE
     color_order: str = COLOR_ORDER
+    scene_tags: str = ""  # "" or a SCENE_TAG_MODES entry: the graph's second input SCENE_TAGS, and how it is used
     schema: str = SCHEMA
     checkpoint_sha256: str = ""
     onnx_sha256: str = ""
@@ -115,6 +118,11 @@ class ModelInfo:
             )
         if LABELS not in self.outputs:
             raise ModelFileError(f"{source}: the model has no 'labels' output; re-export it with dis-export")
+        if self.scene_tags not in ("", *SCENE_TAG_MODES):
+            raise ModelFileError(
+                f"{source}: disseg metadata names scene-tag use {self.scene_tags!r}, this runtime knows "
+                f"{', '.join(SCENE_TAG_MODES)}; re-export it with this version's dis-export"
+            )
 
     def replace(self, **changes: Any) -> ModelInfo:
         return dataclasses.replace(self, **changes)

@@ -59,6 +59,7 @@ class Stream:
     video: VideoSink | None = None
     masks: MaskSink | None = None
     window: WindowSink | None = None
+    scene_tags: np.ndarray | None = None  # what this camera may see (models exported with --scene-tags)
     frames: int = 0
     frame_age_ms: deque = field(default_factory=_window)
     ended: bool = False
@@ -305,7 +306,8 @@ def run_streams(
     try:
         while batch := _gather(streams, stop, arrived):
             started = time.perf_counter()
-            results = seg.segment_batch([frame.image for _, frame in batch])
+            tags = [stream.scene_tags for stream, _ in batch] if seg.info.scene_tags else None
+            results = seg.segment_batch([frame.image for _, frame in batch], scene_tags=tags)
             stats.batches.update(seg.batch_plan(len(batch)))
             for (stream, frame), result in zip(batch, results):
                 stats.add(frame, result, started)

@@ -10,9 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import scene_tags as tags_
 from .backends import Backend, infer_in_batches, open_backend
-from .contract import LABELS, SCORES, TAGS, ModelInfo, is_remote
-from .errors import ModelFileError
+from .contract import LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo, is_remote
+from .errors import BadInput, ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
 log = logging.getLogger("disseg.runtime")
@@ -53,6 +54,20 @@ def check_outputs(backend: Backend, info: ModelInfo, path: Path) -> None:
             )
 
 
+def check_inputs(backend: Backend, info: ModelInfo, path: Path) -> None:
+    """The graph's scene-tags input agrees with the metadata: present exactly when it says so, one entry per class."""
+    spec = backend.inputs.get(SCENE_TAGS)
+    fix = "re-export the model with dis-export"
+    if bool(info.scene_tags) != (spec is not None):
+        has = "has" if spec is not None else "has no"
+        says = "says it takes them" if info.scene_tags else "says nothing of them"
+        raise ModelFileError(f"{path}: the graph {has} a '{SCENE_TAGS}' input but its metadata {says}; {fix}")
+    if spec is not None and (len(spec.shape) != 2 or spec.shape[1] != info.num_classes):
+        raise ModelFileError(
+            f"{path}: '{SCENE_TAGS}' has shape {spec.shape}, expected (N, {info.num_classes}), one per class; {fix}"
+        )
+
+
 class Segmenter:
     """Run an exported DIS model on BGR frames of any size and channel count.
 
@@ -60,39 +75,72 @@ class Segmenter:
             result = seg(frame)                 # result.labels: H x W uint8 at the frame's size
             shown = seg.overlay(frame, result)
 
-    Everything (input size, classes, palette, iterations) comes from the model file.
+    Everything (input size, classes, palette, iterations) comes from the model file. A model exported with
+    `--scene-tags` takes what the camera may see: `Segmenter(path, scene_tags="road,car")` (class names, or one
+    number in 0..1 per class), `seg.scene_tags = ...` later, or `seg(frame, scene_tags=...)` for one call; without
+    tags it runs as the model without them.
     """
 
     def __init__(
-        self, model: str | Path, *, backend: str = "auto", cache_dir: str | Path | None = None, threads: int = 0
+        self,
+        model: str | Path,
+        *,
+        backend: str = "auto",
+        cache_dir: str | Path | None = None,
+        threads: int = 0,
+        scene_tags=None,
     ) -> None:
         self.path = model if is_remote(model) else Path(model)
         self.backend, self.info = open_backend(self.path, backend=backend, cache_dir=cache_dir, threads=threads)
         try:
             check_outputs(self.backend, self.info, self.path)
+            check_inputs(self.backend, self.info, self.path)
         except ModelFileError:
             self.backend.close()
             raise
         spec = self.backend.inputs[self.info.input_name]
         self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None  # None: dynamic
         self.palette_bgr = np.array([c[::-1] for c in self.info.palette], np.uint8)
+        self._scene_tags: np.ndarray | None = None
+        try:
+            self.scene_tags = scene_tags
+        except BadInput:
+            self.backend.close()
+            raise
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.info.class_names
 
-    def __call__(self, frame: np.ndarray) -> Result:
-        return self.segment_batch([frame])[0]
+    @property
+    def scene_tags(self) -> np.ndarray | None:
+        """The tags every call uses unless it brings its own: K float32, or None (no tags)."""
+        return self._scene_tags
 
-    def segment_batch(self, frames: list[np.ndarray]) -> list[Result]:
-        """Segment several frames in one call (padded to a fixed batch, split to the model's batch)."""
+    @scene_tags.setter
+    def scene_tags(self, given) -> None:
+        self._scene_tags = self._tags(given)
+
+    def _tags(self, given) -> np.ndarray | None:
+        vector = tags_.parse(given, self.info)
+        if vector is not None:
+            tags_.check_takes_tags(self.info, str(self.path))
+        return vector
+
+    def __call__(self, frame: np.ndarray, *, scene_tags=None) -> Result:
+        return self.segment_batch([frame], scene_tags=None if scene_tags is None else [scene_tags])[0]
+
+    def segment_batch(self, frames: list[np.ndarray], *, scene_tags: list | None = None) -> list[Result]:
+        """Segment several frames in one call (padded to a fixed batch, split to the model's batch); `scene_tags`: one
+        entry per frame (names, numbers, or None for the Segmenter's own tags)."""
         h, w = self.info.input_height, self.info.input_width
         t0 = time.perf_counter()
         frames = [to_bgr8(f, source="frame") for f in frames]
         batch = np.stack([resize_to(f, h, w) for f in frames])
+        extra = self._tag_feed(len(frames), scene_tags)
         t1 = time.perf_counter()
         step = self.batch_plan(len(batch))[0]
-        merged = infer_in_batches(self.backend, self.info.input_name, batch, step)
+        merged = infer_in_batches(self.backend, self.info.input_name, batch, step, extra)
         t2 = time.perf_counter()
         results = []
         for i, frame in enumerate(frames):
@@ -111,6 +159,16 @@ class Segmenter:
                 "postprocess_ms": (t3 - t2) * per,
             }
         return results
+
+    def _tag_feed(self, count: int, per_frame: list | None) -> dict[str, np.ndarray] | None:
+        """The scene_tags input for `count` frames (None: the model has none); all ones where no tags are given."""
+        if per_frame is not None and len(per_frame) != count:
+            raise BadInput(f"scene_tags: {len(per_frame)} entries for {count} frames; give one per frame")
+        rows = [self._scene_tags if g is None else self._tags(g) for g in (per_frame or [None] * count)]
+        if not self.info.scene_tags:
+            return None
+        ones = np.ones(self.info.num_classes, np.float32)
+        return {SCENE_TAGS: np.stack([ones if r is None else r for r in rows])}
 
     def batch_plan(self, frames: int) -> list[int]:
         """The batch sizes segment_batch runs for this many frames: chunks of a fixed batch (the last one padded), or

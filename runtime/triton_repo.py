@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from .atomic import atomic_write, atomic_write_text
-from .contract import INPUT, LABELS, SCORES, TAGS, ModelInfo
+from .contract import INPUT, LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo
 from .errors import BadInput
 
 NAME_RULE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # what Triton and pytriton accept as a model name
@@ -41,7 +41,8 @@ def tensors(info: ModelInfo) -> tuple[list[tuple[str, str, list[int]]], list[tup
     label_type = "uint8" if k <= 256 else "int32"
     shapes = {LABELS: (label_type, [h, w]), SCORES: ("float32", [k, h, w]), TAGS: ("float32", [k])}
     outputs = [(name, *shapes[name]) for name in info.outputs]
-    return [(INPUT, "uint8", [h, w, 3])], outputs
+    inputs = [(INPUT, "uint8", [h, w, 3])] + ([(SCENE_TAGS, "float32", [k])] if info.scene_tags else [])
+    return inputs, outputs
 
 
 def preferred_sizes(max_batch: int) -> list[int]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .backends import CHOICES, infer_in_batches
 from .cli_util import MAX_BATCH, MODEL, Command, handle_errors, setup_logging, third_party_output
-from .contract import INPUT
+from .contract import INPUT, SCENE_TAGS
 from .errors import BadInput, DisError
 from .triton_repo import DEFAULT_PORTS, check_name, metadata_parameters, preferred_sizes, tensors
 
@@ -65,7 +65,8 @@ def infer_function(seg):
     @batch
     def infer(**inputs):
         images = inputs[INPUT]
-        outputs = infer_in_batches(seg.backend, INPUT, images, seg.batch_plan(len(images))[0])
+        tags = {SCENE_TAGS: inputs[SCENE_TAGS]} if SCENE_TAGS in inputs else None
+        outputs = infer_in_batches(seg.backend, INPUT, images, seg.batch_plan(len(images))[0], tags)
         return {name: np.ascontiguousarray(outputs[name]) for name in seg.info.outputs}
 
     return infer

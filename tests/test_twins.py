@@ -28,6 +28,8 @@ def _cpp_constants(path: Path) -> dict[str, object]:
             found[name] = math.prod(int(factor) for factor in value.split("*"))
     for name, numbers in re.findall(r"constexpr std::array<double, 3> (k\w+)\{([^}]*)\};", text):
         found[name] = tuple(float(x) for x in numbers.split(","))
+    for name, words in re.findall(r"constexpr std::array<const char\*, \d+> (k\w+)\{([^}]*)\};", text):
+        found[name] = tuple(w.strip().strip('"') for w in words.split(","))
     return found
 
 
@@ -37,6 +39,8 @@ PAIRS = [
     ("kSchema", contract.SCHEMA),
     ("kPrefix", contract.PREFIX),
     ("kInput", contract.INPUT),
+    ("kSceneTags", contract.SCENE_TAGS),
+    ("kSceneTagModes", contract.SCENE_TAG_MODES),
     ("kLabels", contract.LABELS),
     ("kScores", contract.SCORES),
     ("kTags", contract.TAGS),

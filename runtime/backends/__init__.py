@@ -13,7 +13,7 @@ from pathlib import Path
 from ..contract import ModelInfo, is_remote, read_model_info
 from ..errors import BadInput, DisError
 from . import onnxrt, triton, trt
-from .base import Backend, Kind, TensorSpec, infer_in_batches
+from .base import Backend, Kind, TensorSpec, infer_in_batches, scene_tag_feed
 from .onnxrt import OnnxRuntimeBackend, cpu_backend
 from .trt import TensorRTBackend, tensorrt_available
 
@@ -28,6 +28,7 @@ __all__ = [
     "cpu_backend",
     "infer_in_batches",
     "open_backend",
+    "scene_tag_feed",
     "tensorrt_available",
 ]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import ModelInfo
+from ..contract import SCENE_TAGS, ModelInfo
 from ..errors import BadInput
 
 
@@ -74,15 +74,30 @@ class Kind:
     check: Callable[[Path, ModelInfo], dict[str, Any] | None]
 
 
-def infer_in_batches(backend: Backend, input_name: str, frames: np.ndarray, step: int) -> dict[str, np.ndarray]:
+def scene_tag_feed(backend: Backend, count: int) -> dict[str, np.ndarray]:
+    """All-ones scene tags (the model without tags) for `count` frames, when the model takes them; else nothing."""
+    spec = backend.inputs.get(SCENE_TAGS)
+    if spec is None:
+        return {}
+    return {SCENE_TAGS: np.ones((count, *spec.shape[1:]), np.float32)}
+
+
+def infer_in_batches(
+    backend: Backend, input_name: str, frames: np.ndarray, step: int, extra: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """All of `frames` through `backend`, `step` at a time; the last chunk is padded with copies of its last
-    frame (a fixed-batch model takes whole batches only) and the outputs trimmed back to len(frames). The one
-    place batches are padded: the Segmenter, the parity gate and calibration all come here."""
+    frame (a fixed-batch model takes whole batches only) and the outputs trimmed back to len(frames). `extra`: other
+    inputs, one row per frame (scene tags; all ones when the model takes them and none are given). The one place
+    batches are padded: the Segmenter, the parity gate and calibration all come here."""
+    feeds = {input_name: frames, **(scene_tag_feed(backend, len(frames)) if extra is None else extra)}
     outputs: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(frames), step):
-        chunk = frames[i : i + step]
-        if len(chunk) < step:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)])
-        for name, value in backend.infer({input_name: chunk}).items():
+        chunks = {}
+        for name, array in feeds.items():
+            chunk = array[i : i + step]
+            if len(chunk) < step:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)])
+            chunks[name] = chunk
+        for name, value in backend.infer(chunks).items():
             outputs.setdefault(name, []).append(value)
     return {name: np.concatenate(parts)[: len(frames)] for name, parts in outputs.items()}

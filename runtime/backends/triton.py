@@ -20,6 +20,7 @@ log = logging.getLogger("disseg.runtime")
 SCHEMES = {"triton": "http", "triton+http": "http", "triton+grpc": "grpc"}  # contract.REMOTE_SCHEMES
 URL = re.compile(r"^(?P<scheme>triton(?:\+http|\+grpc)?)://(?P<address>[^/\s]+)/(?P<name>[A-Za-z0-9_.\-]+)/?$")
 TYPES = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32}
+WIRE = {np.uint8: "UINT8", np.float32: "FP32"}  # the request datatypes of the inputs a disseg model takes
 
 
 def parse_url(url: str) -> tuple[str, str, str]:
@@ -97,7 +98,8 @@ class TritonBackend(Backend):
             return (None, *dims) if max_batch else dims
 
         for entry in config.get("input", []):
-            self.inputs[entry["name"]] = TensorSpec(entry["name"], shape(entry["dims"]), np.dtype(np.uint8))
+            dtype = np.dtype(TYPES.get(entry["data_type"], np.uint8))
+            self.inputs[entry["name"]] = TensorSpec(entry["name"], shape(entry["dims"]), dtype)
         for entry in config.get("output", []):
             dtype = np.dtype(TYPES.get(entry["data_type"], np.float32))
             self.output_specs[entry["name"]] = TensorSpec(entry["name"], shape(entry["dims"]), dtype)
@@ -110,12 +112,14 @@ class TritonBackend(Backend):
         return ModelInfo.from_metadata(params, source=self.url)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        image = np.ascontiguousarray(feeds[INPUT])
-        request = self._tc.InferInput(INPUT, list(image.shape), "UINT8")
-        request.set_data_from_numpy(image)
+        requests = []
+        for name, array in feeds.items():  # the image, and scene tags where the model takes them
+            array = np.ascontiguousarray(array)
+            requests.append(self._tc.InferInput(name, list(array.shape), WIRE[array.dtype.type]))
+            requests[-1].set_data_from_numpy(array)
         wanted = [self._tc.InferRequestedOutput(name) for name in self.outputs]
         try:
-            result = self._client.infer(self.model, [request], outputs=wanted)
+            result = self._client.infer(self.model, requests, outputs=wanted)
         except Exception as err:
             raise DisError(f"{self.url}: the Triton server stopped answering ({_reason(err)})") from None
         return {name: result.as_numpy(name) for name in self.outputs}

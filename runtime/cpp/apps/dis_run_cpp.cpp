@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -46,7 +47,7 @@ bool display_available() { return std::getenv("DISPLAY") || std::getenv("WAYLAND
 
 struct Args {
   std::string model, backend = "auto", output, masks, stats_path, streams_file;
-  std::vector<std::string> uris;
+  std::vector<std::string> uris, scene_tags;
   disseg::SourceSpec src;
   disseg::PipelineOptions opt;
   bool no_legend = false, no_display = false;
@@ -72,6 +73,10 @@ std::optional<int> parse(int argc, char** argv, Args& a) {
       ->check(CLI::Range(0, kMaxCount));
   app.add_option("--backend", a.backend, "auto | onnxruntime | tensorrt")
       ->check(CLI::IsMember({"auto", "onnxruntime", "tensorrt"}));
+  app.add_option("--scene-tags", a.scene_tags,
+                 "classes the camera may see, e.g. road,car,person (a model exported with --scene-tags); once for "
+                 "every source, or repeated once per source in order ('-': none)")
+      ->allow_extra_args(false);
   app.add_option("--output", a.output, "write the rendered view to this video file");
   app.add_option("--masks", a.masks, "write one palette PNG of labels per frame here");
   app.add_option("--stats", a.stats_path, "write latency/FPS/class-area JSON here");
@@ -161,6 +166,30 @@ void segment(disseg::Segmenter& seg, const Args& a, const std::vector<disseg::St
   if (failure) throw *failure;
 }
 
+// --scene-tags as dis-run takes it: one comma list for every stream, or one per stream in order ("-": none).
+std::vector<std::vector<float>> scene_tags_per_stream(const std::vector<std::string>& given, disseg::Segmenter& seg,
+                                                      std::size_t n) {
+  std::vector<std::vector<float>> tags;
+  for (const auto& text : given) {
+    if (text == "-") {
+      tags.emplace_back();
+      continue;
+    }
+    std::vector<std::string> names;
+    std::stringstream items(text);
+    for (std::string name; std::getline(items, name, ',');)
+      if (!name.empty()) names.push_back(name);
+    tags.push_back(disseg::scene_tag_vector(seg.info(), names));
+    seg.set_scene_tags(tags.back());  // refuses a model exported without them, with the line dis-run gives
+  }
+  seg.set_scene_tags({});
+  if (tags.empty() || tags.size() == n) return tags.empty() ? std::vector<std::vector<float>>(n) : tags;
+  if (tags.size() == 1) return std::vector<std::vector<float>>(n, tags.front());
+  throw disseg::BadInput(std::to_string(tags.size()) + " scene-tag sets for " + std::to_string(n) +
+                         " source(s): give one for every source, or one per source in order ('-' for a source "
+                         "without tags)");
+}
+
 int run(int argc, char** argv) {
   // From here a stop signal ends the run cleanly, even while the model loads (no signal is lost to a race).
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) std::signal(sig, on_stop_signal);
@@ -188,6 +217,7 @@ int run(int argc, char** argv) {
   std::cerr << fs::path(a.model).filename().string() << ": " << info.precision << ", " << info.input_height << "x"
             << info.input_width << ", " << info.num_classes() << " classes, " << info.iterations
             << " refinement steps, " << seg.backend_name() << "\n";
+  const std::vector<std::vector<float>> tags = scene_tags_per_stream(a.scene_tags, seg, n);
   std::vector<std::unique_ptr<disseg::MaskSink>> masks(n);
   std::vector<std::unique_ptr<disseg::WindowSink>> windows(n);
   std::vector<disseg::Stream> streams;
@@ -196,7 +226,7 @@ int run(int argc, char** argv) {
     if (window)
       windows[i] = std::make_unique<disseg::WindowSink>("dis_run_cpp " + fs::path(a.model).filename().string() +
                                                         (n > 1 ? " s" + std::to_string(i) : ""));
-    streams.push_back({specs[i], {videos[i].get(), masks[i].get(), windows[i].get()}});
+    streams.push_back({specs[i], {videos[i].get(), masks[i].get(), windows[i].get()}, tags[i]});
     if (n > 1) std::cerr << "s" << i << ": " << disseg::describe(specs[i]) << "\n";
   }
   segment(seg, a, streams);

@@ -27,14 +27,23 @@ inline ModelFileError class_count_mismatch(const std::string& path, const std::s
                         "; re-export the model with dis-export, or correct the class list in its metadata");
 }
 
+// The graph's scene-tags input disagrees with the metadata (runtime/segmenter.py check_inputs).
+inline ModelFileError scene_tags_mismatch(const std::string& path, bool graph_has, const ModelInfo& info) {
+  return ModelFileError(path + ": the graph " + (graph_has ? "has" : "has no") + " a float32 N x " +
+                        std::to_string(info.num_classes()) + " '" + kSceneTags + "' input but its metadata " +
+                        (info.scene_tags.empty() ? "says nothing of it" : "says it takes one") +
+                        "; re-export the model with dis-export");
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual int batch() const = 0;               // the model's fixed batch, 0 when dynamic
   virtual int max_batch() const { return 0; }  // the largest batch a dynamic model takes, 0: no limit
-  // `images`: n x height x width x 3 uint8 BGR, contiguous (n equal to batch() unless it is dynamic).
-  virtual BackendOutputs infer(const std::uint8_t* images, int n) = 0;
+  // `images`: n x height x width x 3 uint8 BGR, contiguous (n equal to batch() unless it is dynamic); `scene_tags`:
+  // n x num_classes floats for a model exported with --scene-tags (info.scene_tags), else nullptr.
+  virtual BackendOutputs infer(const std::uint8_t* images, const float* scene_tags, int n) = 0;
 };
 
 #ifdef DISSEG_WITH_ONNXRUNTIME

@@ -86,6 +86,28 @@ disseg_status disseg_segment_batch(disseg_segmenter* seg, int count, const uint8
   });
 }
 
+disseg_status disseg_set_scene_tags(disseg_segmenter* seg, const float* tags, int count) {
+  return guarded([&] {
+    if (!seg || count < 0 || (count > 0 && !tags))
+      throw disseg::BadInput("disseg_set_scene_tags: seg must not be NULL, tags NULL only with count 0");
+    seg->seg.set_scene_tags(std::vector<float>(tags, tags + count));
+  });
+}
+
+disseg_status disseg_set_scene_tag_names(disseg_segmenter* seg, const char* names) {
+  return guarded([&] {
+    if (!seg || !names) throw disseg::BadInput("disseg_set_scene_tag_names: seg and names must not be NULL");
+    std::vector<std::string> list;
+    std::string text(names);
+    for (std::size_t start = 0; start <= text.size();) {
+      const std::size_t end = std::min(text.find(',', start), text.size());
+      if (end > start) list.push_back(text.substr(start, end - start));
+      start = end + 1;
+    }
+    seg->seg.set_scene_tags(disseg::scene_tag_vector(seg->seg.info(), list));
+  });
+}
+
 const char* disseg_version(void) { return DISSEG_VERSION; }
 
 int disseg_num_classes(const disseg_segmenter* seg) { return seg ? seg->seg.info().num_classes() : 0; }

@@ -171,6 +171,7 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   info.input_layout = take_or<std::string>(v, "input_layout", kInputLayout, source);
   info.input_dtype = take_or<std::string>(v, "input_dtype", kInputDtype, source);
   info.color_order = take_or<std::string>(v, "color_order", kColorOrder, source);
+  info.scene_tags = take_or<std::string>(v, "scene_tags", "", source);
   info.checkpoint_sha256 = take_or<std::string>(v, "checkpoint_sha256", "", source);
   info.onnx_sha256 = take_or<std::string>(v, "onnx_sha256", "", source);
   if (v.contains("extra") && v["extra"].is_object() && v["extra"].contains("engine") &&
@@ -189,6 +190,11 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
         source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
   if (!info.has_output(kLabels))
     throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
+  const bool known_use = info.scene_tags.empty() || std::any_of(kSceneTagModes.begin(), kSceneTagModes.end(),
+                                                                 [&](const char* m) { return info.scene_tags == m; });
+  if (!known_use)
+    throw ModelFileError(source + ": disseg metadata names scene-tag use '" + info.scene_tags +
+                         "', this runtime knows energy+mask, energy, mask; re-export it with this version's dis-export");
   return info;
 }
 

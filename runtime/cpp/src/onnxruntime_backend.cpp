@@ -28,15 +28,25 @@ class OnnxRuntimeBackend final : public Backend {
                            "); re-export it with dis-export");
     }
     Ort::AllocatorWithDefaultOptions allocator;
-    bool found = false;
+    bool found = false, tags_ok = info.scene_tags.empty();
     for (std::size_t i = 0; i < session_->GetInputCount(); ++i) {
-      if (session_->GetInputNameAllocated(i, allocator).get() != info.input_name) continue;
+      const std::string input = session_->GetInputNameAllocated(i, allocator).get();
+      if (input == kSceneTags) {
+        Ort::TypeInfo type = session_->GetInputTypeInfo(i);
+        auto tensor = type.GetTensorTypeAndShapeInfo();
+        const auto dims = tensor.GetShape();
+        tags_ok = !info.scene_tags.empty() && tensor.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT &&
+                  dims.size() == 2 && dims[1] == info.num_classes();
+        if (!tags_ok) throw scene_tags_mismatch(path, true, info);
+      }
+      if (input != info.input_name) continue;
       Ort::TypeInfo type = session_->GetInputTypeInfo(i);  // owns what the tensor info below points into
       auto tensor = type.GetTensorTypeAndShapeInfo();
       shape_ = tensor.GetShape();
       found = tensor.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 && shape_.size() == 4 &&
               shape_[1] == info.input_height && shape_[2] == info.input_width && shape_[3] == 3;
     }
+    if (!tags_ok) throw scene_tags_mismatch(path, false, info);
     if (!found)
       throw ModelFileError(path + ": its graph has no uint8 input '" + info.input_name + "' of N x " +
                            std::to_string(info.input_height) + " x " + std::to_string(info.input_width) +
@@ -69,19 +79,29 @@ class OnnxRuntimeBackend final : public Backend {
   std::string name() const override { return "onnxruntime"; }
   int batch() const override { return shape_[0] > 0 ? static_cast<int>(shape_[0]) : 0; }
 
-  BackendOutputs infer(const std::uint8_t* images, int n) override {
+  BackendOutputs infer(const std::uint8_t* images, const float* scene_tags, int n) override {
     std::array<std::int64_t, 4> shape{n, info_.input_height, info_.input_width, 3};
     const std::size_t count = static_cast<std::size_t>(n) * info_.input_height * info_.input_width * 3;
     auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     // ONNX Runtime does not write inputs; its API takes a non-const pointer.
-    Ort::Value input = Ort::Value::CreateTensor<std::uint8_t>(memory, const_cast<std::uint8_t*>(images), count,
-                                                              shape.data(), shape.size());
-    const char* input_name = info_.input_name.c_str();
+    std::vector<Ort::Value> inputs;
+    inputs.push_back(Ort::Value::CreateTensor<std::uint8_t>(memory, const_cast<std::uint8_t*>(images), count,
+                                                            shape.data(), shape.size()));
+    std::vector<const char*> input_names{info_.input_name.c_str()};
+    std::array<std::int64_t, 2> tag_shape{n, info_.num_classes()};
+    if (!info_.scene_tags.empty()) {
+      if (!scene_tags) throw Error("the model takes scene tags and none were given");  // Segmenter always gives them
+      inputs.push_back(Ort::Value::CreateTensor<float>(memory, const_cast<float*>(scene_tags),
+                                                       static_cast<std::size_t>(n) * info_.num_classes(),
+                                                       tag_shape.data(), tag_shape.size()));
+      input_names.push_back(kSceneTags);
+    }
     std::vector<const char*> names;
     for (const auto& s : output_names_) names.push_back(s.c_str());
     std::vector<Ort::Value> values;
     try {
-      values = session_->Run(Ort::RunOptions{nullptr}, &input_name, &input, 1, names.data(), names.size());
+      values = session_->Run(Ort::RunOptions{nullptr}, input_names.data(), inputs.data(), inputs.size(), names.data(),
+                             names.size());
     } catch (const Ort::Exception& err) {
       throw Error("ONNX Runtime failed to run the model (" + first_line(err.what()) + ")");
     }

@@ -186,9 +186,13 @@ void infer_rounds(Segmenter& seg, std::vector<Running>& running, Arrivals& arriv
   const auto started_run = Clock::now();
   for (auto batch = gather(running, arrivals, stop); !batch.empty(); batch = gather(running, arrivals, stop)) {
     std::vector<cv::Mat> images;
-    for (const auto& item : batch) images.push_back(item.second.image);
+    std::vector<std::vector<float>> tags;
+    for (const auto& item : batch) {
+      images.push_back(item.second.image);
+      tags.push_back(running[item.first].stream->scene_tags);
+    }
     const auto started = Clock::now();
-    std::vector<Result> results = seg.segment_batch(images);
+    std::vector<Result> results = seg.segment_batch(images, tags);
     stats.add_batches(seg.batch_plan(static_cast<int>(images.size())));
     for (std::size_t k = 0; k < batch.size(); ++k) {
       const int i = batch[k].first;
@@ -211,7 +215,7 @@ Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks
 
 void run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
                   Stats& stats, std::atomic<bool>& stop, Counters& counters) {
-  run_pipeline(seg, std::vector<Stream>{{spec, sinks}}, options, stats, stop, counters);
+  run_pipeline(seg, std::vector<Stream>{{spec, sinks, {}}}, options, stats, stop, counters);
 }
 
 void run_pipeline(Segmenter& seg, const std::vector<Stream>& streams, const PipelineOptions& options, Stats& stats,

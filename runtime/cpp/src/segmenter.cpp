@@ -88,8 +88,54 @@ std::string Segmenter::backend_name() const { return backend_->name(); }
 
 Result Segmenter::segment(const cv::Mat& frame) { return std::move(segment_batch({frame}).front()); }
 
-std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames) {
+namespace {
+
+std::string class_list(const ModelInfo& info) {
+  std::string text;
+  for (const auto& name : info.class_names) text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
+void check_tags(const ModelInfo& info, const std::vector<float>& tags) {
+  if (info.scene_tags.empty())
+    throw BadInput("the model was exported without scene tags, so it cannot take them; export it with: dis-export "
+                   "CKPT --scene-tags");
+  const bool in_range = std::all_of(tags.begin(), tags.end(), [](float v) { return v >= 0.0f && v <= 1.0f; });
+  if (static_cast<int>(tags.size()) != info.num_classes() || !in_range)
+    throw BadInput("scene tags: expected " + std::to_string(info.num_classes()) + " values in 0..1 (one per class: " +
+                   class_list(info) + "), got " + std::to_string(tags.size()) + " value(s)" +
+                   (in_range ? "" : " outside 0..1"));
+}
+
+}  // namespace
+
+std::vector<float> scene_tag_vector(const ModelInfo& info, const std::vector<std::string>& names) {
+  std::vector<float> tags(info.class_names.size(), 0.0f);
+  if (names.empty()) throw BadInput("scene tags: no class named; name some of the model's classes: " + class_list(info));
+  for (const auto& name : names) {
+    auto found = std::find(info.class_names.begin(), info.class_names.end(), name);
+    if (found == info.class_names.end())
+      throw BadInput("scene tags: unknown class '" + name + "'; the model's classes are: " + class_list(info));
+    tags[found - info.class_names.begin()] = 1.0f;
+  }
+  for (std::size_t i = 0; i < tags.size(); ++i)
+    if (info.class_names[i] == "background") tags[i] = 1.0f;
+  return tags;
+}
+
+void Segmenter::set_scene_tags(const std::vector<float>& tags) {
+  if (!tags.empty()) check_tags(info_, tags);
+  scene_tags_ = tags;
+}
+
+std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames) { return segment_batch(frames, {}); }
+
+std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames,
+                                             const std::vector<std::vector<float>>& scene_tags) {
   if (frames.empty()) return {};
+  if (!scene_tags.empty() && scene_tags.size() != frames.size())
+    throw BadInput("scene tags: " + std::to_string(scene_tags.size()) + " entries for " +
+                   std::to_string(frames.size()) + " frames; give one per frame");
   const int h = info_.input_height, w = info_.input_width;
   const std::size_t image_bytes = static_cast<std::size_t>(h) * w * 3;
   const auto t0 = Clock::now();
@@ -109,10 +155,13 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames)
   }
   for (int i = n; i < padded; ++i)  // a fixed batch is filled with the last frame
     std::memcpy(batch.data() + image_bytes * i, batch.data() + image_bytes * (n - 1), image_bytes);
+  const std::vector<float> tags = tag_rows(scene_tags, padded);
+  const std::size_t k = info_.class_names.size();
   const auto t1 = Clock::now();
   BackendOutputs merged;
   for (int i = 0; i < padded; i += step) {
-    BackendOutputs part = backend_->infer(batch.data() + image_bytes * i, std::min(step, padded - i));
+    const float* tag_rows_here = tags.empty() ? nullptr : tags.data() + k * i;
+    BackendOutputs part = backend_->infer(batch.data() + image_bytes * i, tag_rows_here, std::min(step, padded - i));
     merged.labels.insert(merged.labels.end(), part.labels.begin(), part.labels.end());
     merged.tags.insert(merged.tags.end(), part.tags.begin(), part.tags.end());
   }
@@ -125,6 +174,27 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames)
   const auto t3 = Clock::now();
   for (auto& r : results) r.timings = {ms_between(t0, t1) / n, ms_between(t1, t2) / n, ms_between(t2, t3) / n};
   return results;
+}
+
+// The scene_tags input for `padded` rows (frames, then copies of the last): each frame's own tags, else the
+// Segmenter's, else all ones; empty when the model takes none.
+std::vector<float> Segmenter::tag_rows(const std::vector<std::vector<float>>& per_frame, int padded) const {
+  if (info_.scene_tags.empty()) {
+    if (std::any_of(per_frame.begin(), per_frame.end(), [](const auto& t) { return !t.empty(); }))
+      check_tags(info_, per_frame.front());  // throws: the model takes no tags
+    return {};
+  }
+  const std::size_t k = info_.class_names.size();
+  std::vector<float> rows(k * padded, 1.0f);
+  for (int i = 0; i < padded; ++i) {
+    const int frame = std::min<int>(i, static_cast<int>(per_frame.empty() ? 0 : per_frame.size() - 1));
+    const std::vector<float>& given =
+        !per_frame.empty() && !per_frame[frame].empty() ? per_frame[frame] : scene_tags_;
+    if (given.empty()) continue;
+    check_tags(info_, given);
+    std::copy(given.begin(), given.end(), rows.begin() + k * i);
+  }
+  return rows;
 }
 
 std::vector<int> Segmenter::batch_plan(int frames) const {

@@ -71,7 +71,7 @@ class TensorRTBackend final : public Backend {
   int batch() const override { return batch_; }
   int max_batch() const override { return max_batch_; }
 
-  BackendOutputs infer(const std::uint8_t* images, int n) override {
+  BackendOutputs infer(const std::uint8_t* images, const float* scene_tags, int n) override {
     const int h = info_.input_height, w = info_.input_width, k = info_.num_classes();
     const std::size_t in_bytes = static_cast<std::size_t>(n) * h * w * 3;
     const std::size_t label_bytes = static_cast<std::size_t>(n) * h * w * (labels_int32_ ? 4 : 1);
@@ -80,10 +80,19 @@ class TensorRTBackend final : public Backend {
     if (has_tags_) tags_.reserve(sizeof(float) * n * k);
     if (n > max_batch_)
       throw BadInput("batch " + std::to_string(n) + " is over this engine's maximum " + std::to_string(max_batch_));
-    if (!batch_ && !context_->setInputShape(info_.input_name.c_str(), nvinfer1::Dims4{n, h, w, 3}))
+    const bool tagged = !info_.scene_tags.empty();
+    if (tagged && !scene_tags) throw Error("the model takes scene tags and none were given");
+    if (!batch_ && (!context_->setInputShape(info_.input_name.c_str(), nvinfer1::Dims4{n, h, w, 3}) ||
+                    (tagged && !context_->setInputShape(kSceneTags, nvinfer1::Dims2{n, k}))))
       throw Error("TensorRT refused batch " + std::to_string(n) + " (engine profile: 1.." + std::to_string(max_batch_) +
                   ")");
     address(info_.input_name.c_str(), input_.ptr);
+    if (tagged) {
+      scene_tags_.reserve(sizeof(float) * n * k);
+      address(kSceneTags, scene_tags_.ptr);
+      check(cudaMemcpyAsync(scene_tags_.ptr, scene_tags, sizeof(float) * n * k, cudaMemcpyHostToDevice, stream_),
+            "copy scene tags in");
+    }
     address(kLabels, labels_.ptr);
     if (has_tags_) address(kTags, tags_.ptr);
     for (int i = 0; i < engine_->getNbIOTensors(); ++i) {  // outputs we do not read (scores) still need memory
@@ -137,6 +146,16 @@ class TensorRTBackend final : public Backend {
     if (!labels_int32_ && info_.num_classes() > 256)
       throw ModelFileError(path + ": engine output 'labels' is uint8 but the model names " +
                            std::to_string(info_.num_classes()) + " classes; re-export it with dis-export");
+    bool has_scene_tags = false;
+    for (int i = 0; i < engine_->getNbIOTensors(); ++i)
+      if (std::strcmp(engine_->getIOTensorName(i), kSceneTags) == 0) has_scene_tags = true;
+    if (has_scene_tags != !info_.scene_tags.empty()) throw scene_tags_mismatch(path, has_scene_tags, info_);
+    if (has_scene_tags) {
+      const nvinfer1::Dims d = engine_->getTensorShape(kSceneTags);
+      if (engine_->getTensorDataType(kSceneTags) != DataType::kFLOAT || d.nbDims != 2 ||
+          d.d[1] != info_.num_classes())
+        throw scene_tags_mismatch(path, true, info_);
+    }
     if (has_tags_) {  // the graph agrees with the metadata: one tag per declared class
       const nvinfer1::Dims d = engine_->getTensorShape(kTags);
       if (d.nbDims > 1 && d.d[d.nbDims - 1] > 0 && d.d[d.nbDims - 1] != info_.num_classes())
@@ -155,7 +174,7 @@ class TensorRTBackend final : public Backend {
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;
   std::unique_ptr<nvinfer1::IExecutionContext> context_;
   cudaStream_t stream_ = nullptr;
-  DeviceBuffer input_, labels_, tags_, extra_;
+  DeviceBuffer input_, scene_tags_, labels_, tags_, extra_;
   int batch_ = 1;
   int max_batch_ = 1;
   bool labels_int32_ = false;

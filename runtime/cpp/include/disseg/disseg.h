@@ -47,6 +47,14 @@ DISSEG_API disseg_status disseg_segment_batch(disseg_segmenter* seg, int count, 
                                               const int* heights, const int* widths, const int* channels,
                                               const size_t* row_strides, uint8_t* const* labels, float* const* tags);
 
+/* Scene tags, for a model exported with --scene-tags: what the camera may see, used by every later call.
+ * tags: disseg_num_classes() values in [0, 1] (1 = may appear, 0 = absent); NULL with count 0 clears them (all ones:
+ * the model without tags). names: comma-separated class names ("road,car,person"; a class named "background" is kept
+ * too). DISSEG_BAD_INPUT for an unknown name (the error lists the classes), a wrong count or value, or a model
+ * exported without scene tags. */
+DISSEG_API disseg_status disseg_set_scene_tags(disseg_segmenter* seg, const float* tags, int count);
+DISSEG_API disseg_status disseg_set_scene_tag_names(disseg_segmenter* seg, const char* names);
+
 /* The library's version, "MAJOR.MINOR.PATCH" (the project's), for checking a loaded library against headers. */
 DISSEG_API const char* disseg_version(void);
 

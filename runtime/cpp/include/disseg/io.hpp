@@ -242,6 +242,7 @@ struct Counters {
 struct Stream {
   SourceSpec spec;
   Sinks sinks;
+  std::vector<float> scene_tags;  // what this camera may see (a model exported with --scene-tags); empty: none
 };
 
 // Read `spec`, segment every frame into `sinks`, add to `stats`. Capture, inference and writing overlap in three

@@ -18,12 +18,14 @@ namespace disseg {
 inline constexpr const char* kSchema = "disseg-model/1";
 inline constexpr const char* kPrefix = "disseg.";  // of every metadata key
 inline constexpr const char* kInput = "image";     // the tensor names
+inline constexpr const char* kSceneTags = "scene_tags";  // float32 N x K, a model exported with --scene-tags
 inline constexpr const char* kLabels = "labels";
 inline constexpr const char* kScores = "scores";
 inline constexpr const char* kTags = "tags";
 inline constexpr const char* kInputLayout = "NHWC";  // the one input form both runtimes feed
 inline constexpr const char* kInputDtype = "uint8";
 inline constexpr const char* kColorOrder = "BGR";
+inline constexpr std::array<const char*, 3> kSceneTagModes{"energy+mask", "energy", "mask"};  // how a graph uses them
 inline constexpr std::array<double, 3> kImagenetMean{0.485, 0.456, 0.406};  // a model without mean/std metadata
 inline constexpr std::array<double, 3> kImagenetStd{0.229, 0.224, 0.225};
 
@@ -76,6 +78,7 @@ struct DISSEG_API ModelInfo {
   std::string input_layout;
   std::string input_dtype;
   std::string color_order;
+  std::string scene_tags;  // "" or one of kSceneTagModes: the graph's second input kSceneTags, and how it is used
   std::string schema;
   std::string checkpoint_sha256;
   std::string onnx_sha256;

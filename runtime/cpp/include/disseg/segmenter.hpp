@@ -4,6 +4,10 @@
 //   disseg::Segmenter seg("model.onnx");
 //   disseg::Result r = seg.segment(frame);       // r.labels: CV_8U at the frame's size
 //   cv::Mat shown = seg.overlay(frame, r, 0.5);
+//
+// A model exported with --scene-tags takes what the camera may see, one value per class (1 = may appear, 0 = absent):
+//   seg.set_scene_tags(disseg::scene_tag_vector(seg.info(), {"road", "car"}));  // every later call
+// Without tags it runs as the model without them (all ones).
 #pragma once
 
 #include <memory>
@@ -50,6 +54,15 @@ class DISSEG_API Segmenter {
   Result segment(const cv::Mat& frame);
   // Several frames in one call, padded to the model's fixed batch or sent at once to a dynamic one.
   std::vector<Result> segment_batch(const std::vector<cv::Mat>& frames);
+  // The same with scene tags per frame: one entry per frame, each empty (the Segmenter's own tags) or num_classes
+  // values in [0, 1].
+  std::vector<Result> segment_batch(const std::vector<cv::Mat>& frames,
+                                    const std::vector<std::vector<float>>& scene_tags);
+
+  // The tags every later call uses: num_classes values in [0, 1], or empty for none (all ones). BadInput when the
+  // model was exported without --scene-tags, or for a wrong count or value.
+  void set_scene_tags(const std::vector<float>& tags);
+  const std::vector<float>& scene_tags() const { return scene_tags_; }
   // The batch sizes segment_batch runs for this many frames: chunks of a fixed batch (the last padded), or of a
   // dynamic model's maximum.
   std::vector<int> batch_plan(int frames) const;
@@ -66,7 +79,13 @@ class DISSEG_API Segmenter {
   std::unique_ptr<Backend> backend_;
   ModelInfo info_;
   cv::Mat palette_bgr_;  // num_classes x 1, CV_8UC3
+  std::vector<float> scene_tags_;
+  std::vector<float> tag_rows(const std::vector<std::vector<float>>& per_frame, int padded) const;
 };
+
+// Scene tags from class names: 1 for each named class (and a class named "background"), 0 for the others. An
+// unknown name is BadInput listing the model's classes.
+DISSEG_API std::vector<float> scene_tag_vector(const ModelInfo& info, const std::vector<std::string>& names);
 
 // The one pixel format every backend takes: contiguous CV_8UC3 BGR. Gray, BGRA, 16-bit (high byte kept)
 // and float in [0, 1] are converted; anything else is BadInput naming `source`.
