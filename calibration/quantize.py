@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from disseg.runtime.backends import cpu_backend, infer_in_batches
+from disseg.runtime.backends import cpu_backend, infer_in_batches, scene_tag_feed
 from disseg.runtime.cli_util import progress, third_party_output
-from disseg.runtime.contract import LABELS, ModelInfo, attach_metadata
+from disseg.runtime.contract import LABELS, SCENE_TAGS, ModelInfo, attach_metadata
 from disseg.runtime.errors import BadInput
 
 from .reader import FrameReader
@@ -80,11 +80,19 @@ def quantize(
     return onnx.load(dst)
 
 
+def scene_tag_classes(model: onnx.ModelProto) -> int:
+    """K of the model's scene_tags input (dis-export --scene-tags), 0 without one."""
+    found = next((i for i in model.graph.input if i.name == SCENE_TAGS), None)
+    return found.type.tensor_type.shape.dim[1].dim_value if found is not None else 0
+
+
 def _quantize_static(src, dst, frames, input_name, batch, plan, exclude, symmetric, workdir) -> None:
     quantize_static(
         src,
         dst,
-        FrameReader(frames, input_name, batch),
+        FrameReader(
+            frames, input_name, batch, scene_tag_classes=scene_tag_classes(onnx.load(src, load_external_data=False))
+        ),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OPS),
         per_channel=True,
@@ -206,8 +214,8 @@ def speed_here(
 
     from disseg.runtime.cpu import read_cpu
 
-    feed = {input_name: np.stack(frames[:batch])}
     backends = {name: cpu_backend(m.SerializeToString()) for name, m in (("fp32", fp32), ("int8", int8))}
+    feed = {input_name: np.stack(frames[:batch]), **scene_tag_feed(backends["fp32"], batch)}
     times: dict[str, list[float]] = {name: [] for name in backends}
     for backend in backends.values():
         backend.infer(feed)

@@ -10,16 +10,27 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from disseg.runtime.cli_util import progress
+from disseg.runtime.contract import SCENE_TAGS
 from disseg.runtime.dataset import list_samples
 from disseg.runtime.errors import BadInput, SourceError
 from disseg.runtime.image import list_images, read_image, resize_to, to_bgr8
 
 
 class FrameReader(CalibrationDataReader):
-    """Feeds uint8 BGR frames (already at the model size) one batch at a time."""
+    """Feeds uint8 BGR frames (already at the model size) one batch at a time; with `scene_tag_classes`, all-ones
+    scene tags beside them (the model without tags)."""
 
-    def __init__(self, frames: list[np.ndarray], input_name: str, batch: int = 1, *, desc: str = "calibrate") -> None:
+    def __init__(
+        self,
+        frames: list[np.ndarray],
+        input_name: str,
+        batch: int = 1,
+        *,
+        desc: str = "calibrate",
+        scene_tag_classes: int = 0,
+    ) -> None:
         self.frames, self.input_name, self.batch = frames, input_name, batch
+        self.scene_tag_classes = scene_tag_classes
         self._next = 0
         self._bar = progress(desc=desc, total=len(self), unit="batch")
 
@@ -30,7 +41,9 @@ class FrameReader(CalibrationDataReader):
         chunk = np.stack(self.frames[self._next : self._next + self.batch])
         self._next += self.batch
         self._bar.update()
-        return {self.input_name: chunk}
+        if not self.scene_tag_classes:
+            return {self.input_name: chunk}
+        return {self.input_name: chunk, SCENE_TAGS: np.ones((self.batch, self.scene_tag_classes), np.float32)}
 
     def rewind(self) -> None:
         self._next = 0

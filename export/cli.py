@@ -239,6 +239,11 @@ def _deepstream(model: Path, folder: Path) -> None:
     from .foreign import parity_frames
 
     info = read_model_info(model)
+    if info.scene_tags:
+        raise BadInput(
+            f"--deepstream: {model} takes scene tags (a second input) and nvinfer feeds a model one input, the image; "
+            "export the DeepStream folder from the checkpoint without --scene-tags"
+        )
     batch = info.batch if isinstance(info.batch, int) else 1
     frames = parity_frames(info.input_height, info.input_width, batch * -(-8 // batch))
     report = write_deepstream(model, folder, frames=frames)

@@ -311,6 +311,7 @@ def _quiet_opencv() -> None:
 
 def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int, warmup: int) -> dict:
     """Latency of the backend alone (model input already prepared), warm-up excluded."""
+    from .backends import scene_tag_feed
     from .segmenter import Segmenter
 
     with Segmenter(path, backend=backend) as seg:
@@ -320,6 +321,7 @@ def bench_model(path: Path, *, backend: str, batch: int | None, iterations: int,
         n = seg.batch or batch or 1
         rng = np.random.default_rng(0)
         feed = {seg.info.input_name: rng.integers(0, 256, (n, *[d for d in spec.shape[1:]]), dtype=np.uint8)}
+        feed.update(scene_tag_feed(seg.backend, n))  # all-ones scene tags: the same work as any others
         for _ in range(warmup):
             seg.backend.infer(feed)
         times = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write
-from .contract import ModelInfo, file_sha256, read_model_info, write_sidecar
+from .contract import SCENE_TAGS, ModelInfo, file_sha256, read_model_info, write_sidecar
 from .errors import BadInput, ModelFileError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
@@ -279,6 +279,9 @@ def _config(
         profile = builder.create_optimization_profile()
         shape = (info.input_height, info.input_width, 3)
         profile.set_shape(info.input_name, (1, *shape), (1, *shape), (max_batch, *shape))
+        if info.scene_tags:
+            k = info.num_classes
+            profile.set_shape(SCENE_TAGS, (1, k), (1, k), (max_batch, k))
         config.add_optimization_profile(profile)
     if hasattr(trt, "IProgressMonitor"):  # TensorRT 10+: a bar per build phase (minutes of tactic timing on a GPU)
         config.progress_monitor = build_progress(trt)

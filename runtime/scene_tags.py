@@ -14,7 +14,7 @@ from .contract import ModelInfo
 from .errors import BadInput
 
 NONE = "-"  # a stream given this runs without tags (all ones)
-BACKGROUND = "background"  # a class of this name is always allowed when tags are named
+BACKGROUND = "background"  # a class of this name is allowed when tags are named, unless a file gives it a value
 
 
 def _classes(info: ModelInfo) -> str:
@@ -30,7 +30,8 @@ def check_takes_tags(info: ModelInfo, source: str) -> None:
 
 
 def from_names(names: Iterable[str], info: ModelInfo, *, weights: dict[str, float] | None = None) -> np.ndarray:
-    """K float32: 1 for each named class (or its weight), 0 for the others; the background class stays 1."""
+    """K float32: 1 for each named class (or its weight), 0 for the others; the background class is 1 unless it is
+    given a value."""
     index = {name: i for i, name in enumerate(info.class_names)}
     index.update({name.lower(): i for name, i in list(index.items())})
     vector = np.zeros(info.num_classes, np.float32)
@@ -42,8 +43,9 @@ def from_names(names: Iterable[str], info: ModelInfo, *, weights: dict[str, floa
         if i is None:
             raise BadInput(f"scene tags: unknown class {name!r}; the model's classes are: {_classes(info)}")
         vector[i] = 1.0 if weights is None else weights.get(name, 1.0)
+    valued = {n.lower() for n in (weights or {})}
     for i, name in enumerate(info.class_names):
-        if name.lower() == BACKGROUND:
+        if name.lower() == BACKGROUND and BACKGROUND not in valued:
             vector[i] = 1.0
     return vector
 

@@ -178,6 +178,23 @@ def tiny_onnx(tmp_path_factory, request) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def scene_tags_model(tiny_onnx, tmp_path_factory, request) -> Path:
+    """tiny_onnx's checkpoint exported with --scene-tags (energy+mask, dynamic batch): $DISSEG_TEST_MODEL's sibling
+    from tests/make_test_model.py, or exported here."""
+    from tests.make_test_model import scene_tags_model as sibling
+
+    if sibling(tiny_onnx).is_file():
+        return sibling(tiny_onnx)
+    if not HAS_TORCH:
+        pytest.skip(f"needs torch to export a model, or {sibling(tiny_onnx)} (tests/make_test_model.py)")
+    run = request.getfixturevalue("tiny_run")
+    out = tmp_path_factory.mktemp("onnx") / "tiny.scene-tags.onnx"
+    flags = ("--iters", "3", "--outputs", "labels,tags", "--scene-tags", "--dynamic-batch")
+    run_cmd("dis-export", str(run / "best.pt"), *flags, "-o", str(out), check=True)
+    return out
+
+
 @pytest.fixture()
 def model_copy(tiny_onnx, tmp_path) -> Path:
     dst = tmp_path / "model.onnx"

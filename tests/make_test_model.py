@@ -1,4 +1,7 @@
-"""Export a tiny model for the runtime-only test environment: python tests/make_test_model.py OUT.onnx"""
+"""Export a tiny model for the runtime-only test environment: python tests/make_test_model.py OUT.onnx
+
+Also writes OUT.scene-tags.onnx: the same checkpoint exported with --scene-tags (energy+mask) and a dynamic batch,
+for the scene-tag tests of the environments without torch (scene_tags_model)."""
 
 import subprocess
 import sys
@@ -6,6 +9,11 @@ import tempfile
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+
+def scene_tags_model(model: Path) -> Path:
+    """Where the tagged sibling of a test model is."""
+    return model.with_suffix(".scene-tags.onnx")
 
 
 def main(out: Path) -> None:
@@ -36,6 +44,11 @@ def main(out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [BIN / "dis-export", run / "best.pt", "--iters", "3", "--outputs", "labels,tags", "-o", out, "--force"],
+            check=True,
+        )
+        tagged = ["--scene-tags", "--dynamic-batch", "-o", scene_tags_model(out)]
+        subprocess.run(
+            [BIN / "dis-export", run / "best.pt", "--iters", "3", "--outputs", "labels,tags", *tagged, "--force"],
             check=True,
         )
 

@@ -22,7 +22,7 @@ else:
     trt = pytest.importorskip("tensorrt_rtx")
 onnx = pytest.importorskip("onnx")
 
-# kind: (run, dis-export flags or ("int8", target))
+# kind: (run, dis-export flags or ("int8", target[, the kind it quantizes]))
 KINDS = {
     "t0": ("resnet", ["--iters", "0"]),
     "t1": ("resnet", ["--iters", "1"]),
@@ -35,7 +35,11 @@ KINDS = {
     "mobilenet_v3_large": ("mobilenet", ["--iters", "3", "--outputs", "labels,scores,tags"]),
     "int8_tensorrt": ("resnet", ("int8", "tensorrt")),
     "int8_cpu": ("resnet", ("int8", "cpu")),
+    "scene_tags_dynamic": ("resnet", ["--iters", "3", "--scene-tags", "--dynamic-batch", "--outputs", "labels,tags"]),
+    "scene_tags_mask_fp16": ("resnet", ["--iters", "3", "--scene-tags", "mask", "--fp16"]),
+    "scene_tags_int8_tensorrt": ("resnet", ("int8", "tensorrt", "scene_tags_dynamic")),
 }
+DYNAMIC = ("dynamic_batch", "scene_tags_dynamic", "scene_tags_int8_tensorrt")
 CONTRACT_TYPES = {"labels": "UINT8", "scores": "FLOAT", "tags": "FLOAT"}
 
 
@@ -77,7 +81,7 @@ def exported(tiny_run, mobilenet_run, tiny_data, tmp_path_factory):
         run, flags = KINDS[kind]
         out = folder / f"{kind}.onnx"
         if flags[0] == "int8":
-            source = get("t3_labels_scores_tags")
+            source = get(flags[2] if len(flags) > 2 else "t3_labels_scores_tags")
             run_cmd(
                 "dis-calibrate",
                 str(source),
@@ -131,7 +135,7 @@ def test_onnx_follows_tensorrt_type_rules(exported, kind):
     expected = {"labels": onnx.TensorProto.UINT8, "scores": onnx.TensorProto.FLOAT, "tags": onnx.TensorProto.FLOAT}
     assert outputs == {name: expected[name] for name in outputs}
     assert onnx.TensorProto.INT32 not in dq_types
-    if kind.startswith("int8"):
+    if "int8" in kind:
         assert dq_types and set(dq_types) <= {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
     model = onnx.load(str(path))
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -161,7 +165,8 @@ def _parsed_io(path: Path) -> tuple[dict[str, str], dict[str, str], str]:
 def test_engine_builds_with_the_project_builder(exported, kind, tmp_path):
     path = exported(kind)
     inputs, outputs, first = _parsed_io(path)
-    assert inputs == {"image": "UINT8"} and first == "CAST"
+    tagged = {"scene_tags": "FLOAT"} if kind.startswith("scene_tags") else {}
+    assert inputs == {"image": "UINT8", **tagged} and first == "CAST"
     assert outputs == {name: CONTRACT_TYPES[name] for name in outputs} and "labels" in outputs
     engine = tmp_path / f"{kind}.engine"
     proc = run_cmd("dis-export", str(path), "--engine", "--gpu-arch", "sm86", "-o", str(engine))
@@ -174,7 +179,7 @@ def test_engine_builds_with_the_project_builder(exported, kind, tmp_path):
     from disseg.runtime.contract import file_sha256
 
     assert sidecar["onnx_sha256"] == file_sha256(path)
-    assert facts["max_batch"] == (8 if kind == "dynamic_batch" else None)
+    assert facts["max_batch"] == (8 if kind in DYNAMIC else None)
     assert bool(facts["notes"]) == (kind == "int8_cpu")  # the asymmetric model is re-quantized for TensorRT
 
 
