@@ -64,6 +64,18 @@ def test_a_dynamic_batch_model_gets_batching_instances_and_its_contract(dynamic_
     assert (repo / "seg" / "1" / "model.onnx").read_bytes() == dynamic_model.read_bytes()
 
 
+def test_a_scene_tags_model_declares_its_second_input(scene_tags_model, tmp_path):
+    repo = tmp_path / "repo"
+    run_cmd("dis-export", str(scene_tags_model), "--triton-repo", str(repo), check=True)
+    config = parse(repo / "disseg")
+    info = read_model_info(scene_tags_model)
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("image", model_config_pb2.TYPE_UINT8, [info.input_height, info.input_width, 3]),
+        ("scene_tags", model_config_pb2.TYPE_FP32, [info.num_classes]),
+    ]
+    assert contract_of(config).scene_tags == "energy+mask"
+
+
 def test_a_fixed_batch_model_is_not_batched_and_says_why(tiny_onnx, tmp_path):
     proc = run_cmd("dis-export", str(tiny_onnx), "--triton-repo", str(tmp_path / "r"), check=True)
     assert "which Triton does not batch" in proc.stdout

@@ -95,6 +95,25 @@ def test_a_served_model_answers_as_the_local_one(server, tiny_onnx, grpc):
             np.testing.assert_allclose(mine.tags, theirs.tags, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("grpc", [False, True], ids=["http", "grpc"])
+def test_a_served_model_takes_scene_tags_per_frame(scene_tags_model, tmp_path, grpc):
+    """The scene_tags input travels with each request (both protocols), batched by Triton like the image."""
+    s = Server(scene_tags_model, tmp_path, "--max-batch", "4")
+    try:
+        with Segmenter(s.url(grpc)) as remote, Segmenter(scene_tags_model, backend="onnxruntime") as local:
+            assert remote.info.scene_tags == "energy+mask"
+            k = local.info.num_classes
+            tags = [np.eye(k, dtype=np.float32)[[1, 2]].sum(0), None, np.eye(k, dtype=np.float32)[3], None]
+            for mine, theirs in zip(
+                remote.segment_batch(FRAMES, scene_tags=tags), local.segment_batch(FRAMES, scene_tags=tags)
+            ):
+                assert np.array_equal(mine.labels, theirs.labels)
+                np.testing.assert_allclose(mine.tags, theirs.tags, rtol=1e-5, atol=1e-6)
+            assert set(np.unique(remote(FRAMES[0], scene_tags=tags[2]).labels)) == {3}
+    finally:
+        assert s.stop() == 143
+
+
 def _dataset(root: Path, model: Path) -> Path:
     """A folder-layout data set whose masks are the local model's labels with a block relabelled per image."""
     root.mkdir(parents=True)

@@ -90,3 +90,32 @@ TEST(Segmenter, EngineWithoutTensorRTIsRefusedClearly) {
     EXPECT_NE(std::string(err.what()).find(".onnx it was built from"), std::string::npos);
   }
 }
+
+// The test model's sibling exported with --scene-tags (tests/make_test_model.py): the same checkpoint.
+TEST(Segmenter, SceneTagsRestrictLabelsAndAllOnesIsThePlainModel) {
+  REQUIRE_TEST_MODEL();
+  const std::string tagged = std::filesystem::path(test_model()).replace_extension(".scene-tags.onnx").string();
+  if (!std::filesystem::exists(tagged)) GTEST_SKIP() << tagged << " is missing (tests/make_test_model.py writes it)";
+  disseg::Segmenter plain(test_model(), {"onnxruntime", 1}), seg(tagged, {"onnxruntime", 1});
+  ASSERT_EQ(seg.info().scene_tags, "energy+mask");
+  const int k = seg.info().num_classes();
+  std::vector<cv::Mat> frames{textured(64, 64, 4), textured(80, 120, 5), textured(30, 50, 6)};
+  for (const auto& frame : frames)  // no tags: all ones, the model without them
+    EXPECT_EQ(cv::countNonZero(plain.segment(frame).labels != seg.segment(frame).labels), 0);
+  std::vector<float> two(k, 0.0f), one(k, 0.0f);
+  two[1] = two[2] = 1.0f;
+  one[3] = 1.0f;
+  auto batch = seg.segment_batch(frames, {two, one, {}});
+  for (int i = 0; i < 2; ++i) {
+    const cv::Mat& labels = batch[i].labels;
+    const int allowed = i == 0 ? cv::countNonZero((labels == 1) | (labels == 2)) : cv::countNonZero(labels == 3);
+    EXPECT_EQ(allowed, labels.rows * labels.cols) << "frame " << i << " has labels its tags exclude";
+  }
+  EXPECT_EQ(cv::countNonZero(batch[2].labels != seg.segment(frames[2]).labels), 0);
+  seg.set_scene_tags(two);  // the Segmenter's own tags: what a frame without its own gets
+  EXPECT_EQ(cv::countNonZero(seg.segment(frames[0]).labels != batch[0].labels), 0);
+  EXPECT_EQ(disseg::scene_tag_vector(seg.info(), {seg.class_names()[4]})[0], 1.0f);  // background kept
+  EXPECT_THROW(seg.set_scene_tags(std::vector<float>(2, 1.0f)), disseg::BadInput);
+  EXPECT_THROW(disseg::scene_tag_vector(seg.info(), {"boat"}), disseg::BadInput);
+  EXPECT_THROW(plain.set_scene_tags(two), disseg::BadInput);
+}
