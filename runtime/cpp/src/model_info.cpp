@@ -191,10 +191,11 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   if (!info.has_output(kLabels))
     throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
   const bool known_use = info.scene_tags.empty() || std::any_of(kSceneTagModes.begin(), kSceneTagModes.end(),
-                                                                 [&](const char* m) { return info.scene_tags == m; });
+                                                                [&](const char* m) { return info.scene_tags == m; });
   if (!known_use)
-    throw ModelFileError(source + ": disseg metadata names scene-tag use '" + info.scene_tags +
-                         "', this runtime knows energy+mask, energy, mask; re-export it with this version's dis-export");
+    throw ModelFileError(
+        source + ": disseg metadata names scene-tag use '" + info.scene_tags +
+        "', this runtime knows energy+mask, energy, mask; re-export it with this version's dis-export");
   return info;
 }
 

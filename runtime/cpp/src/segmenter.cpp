@@ -98,20 +98,22 @@ std::string class_list(const ModelInfo& info) {
 
 void check_tags(const ModelInfo& info, const std::vector<float>& tags) {
   if (info.scene_tags.empty())
-    throw BadInput("the model was exported without scene tags, so it cannot take them; export it with: dis-export "
-                   "CKPT --scene-tags");
+    throw BadInput(
+        "the model was exported without scene tags, so it cannot take them; export it with: dis-export "
+        "CKPT --scene-tags");
   const bool in_range = std::all_of(tags.begin(), tags.end(), [](float v) { return v >= 0.0f && v <= 1.0f; });
   if (static_cast<int>(tags.size()) != info.num_classes() || !in_range)
-    throw BadInput("scene tags: expected " + std::to_string(info.num_classes()) + " values in 0..1 (one per class: " +
-                   class_list(info) + "), got " + std::to_string(tags.size()) + " value(s)" +
-                   (in_range ? "" : " outside 0..1"));
+    throw BadInput("scene tags: expected " + std::to_string(info.num_classes()) +
+                   " values in 0..1 (one per class: " + class_list(info) + "), got " + std::to_string(tags.size()) +
+                   " value(s)" + (in_range ? "" : " outside 0..1"));
 }
 
 }  // namespace
 
 std::vector<float> scene_tag_vector(const ModelInfo& info, const std::vector<std::string>& names) {
   std::vector<float> tags(info.class_names.size(), 0.0f);
-  if (names.empty()) throw BadInput("scene tags: no class named; name some of the model's classes: " + class_list(info));
+  if (names.empty())
+    throw BadInput("scene tags: no class named; name some of the model's classes: " + class_list(info));
   for (const auto& name : names) {
     auto found = std::find(info.class_names.begin(), info.class_names.end(), name);
     if (found == info.class_names.end())
@@ -188,8 +190,7 @@ std::vector<float> Segmenter::tag_rows(const std::vector<std::vector<float>>& pe
   std::vector<float> rows(k * padded, 1.0f);
   for (int i = 0; i < padded; ++i) {
     const int frame = std::min<int>(i, static_cast<int>(per_frame.empty() ? 0 : per_frame.size() - 1));
-    const std::vector<float>& given =
-        !per_frame.empty() && !per_frame[frame].empty() ? per_frame[frame] : scene_tags_;
+    const std::vector<float>& given = !per_frame.empty() && !per_frame[frame].empty() ? per_frame[frame] : scene_tags_;
     if (given.empty()) continue;
     check_tags(info_, given);
     std::copy(given.begin(), given.end(), rows.begin() + k * i);

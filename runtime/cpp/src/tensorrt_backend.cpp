@@ -152,8 +152,7 @@ class TensorRTBackend final : public Backend {
     if (has_scene_tags != !info_.scene_tags.empty()) throw scene_tags_mismatch(path, has_scene_tags, info_);
     if (has_scene_tags) {
       const nvinfer1::Dims d = engine_->getTensorShape(kSceneTags);
-      if (engine_->getTensorDataType(kSceneTags) != DataType::kFLOAT || d.nbDims != 2 ||
-          d.d[1] != info_.num_classes())
+      if (engine_->getTensorDataType(kSceneTags) != DataType::kFLOAT || d.nbDims != 2 || d.d[1] != info_.num_classes())
         throw scene_tags_mismatch(path, true, info_);
     }
     if (has_tags_) {  // the graph agrees with the metadata: one tag per declared class
