@@ -13,7 +13,15 @@ import torch
 from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY
 from disseg.runtime.atomic import atomic_write
 from disseg.runtime.cli_util import third_party_output
-from disseg.runtime.contract import INPUT, SCENE_TAGS, ModelInfo, attach_metadata, file_sha256
+from disseg.runtime.contract import (
+    INPUT,
+    SCENE_TAGS,
+    SCHEMA,
+    SCHEMA_SCENE_TAGS,
+    ModelInfo,
+    attach_metadata,
+    file_sha256,
+)
 from disseg.runtime.palette import voc_palette
 from disseg.train.model import DIS
 
@@ -110,6 +118,7 @@ def model_info(
         std=cfg.std,
         checkpoint_sha256=checkpoint_sha256,
         scene_tags=scene_tags,
+        schema=SCHEMA_SCENE_TAGS if scene_tags else SCHEMA,
         config=cfg.to_dict(),
     )
 

@@ -18,6 +18,7 @@ from .atomic import atomic_write_text
 from .errors import ModelFileError
 
 SCHEMA = "disseg-model/1"
+SCHEMA_SCENE_TAGS = "disseg-model/2"  # a model with the scene_tags input: a runtime that reads only /1 refuses it
 PREFIX = "disseg."
 INPUT = "image"  # uint8 N x H x W x 3, BGR
 SCENE_TAGS = "scene_tags"  # float32 N x K, the run-time tags of a model exported with --scene-tags (1 = may appear)
@@ -76,10 +77,10 @@ class ModelInfo:
             values = {k[len(PREFIX) :]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
         except json.JSONDecodeError as err:
             raise ModelFileError(f"{source} has corrupt disseg metadata ({err}); re-export it with dis-export") from err
-        if values.get("schema") != SCHEMA:
+        if values.get("schema") not in (SCHEMA, SCHEMA_SCENE_TAGS):
             raise ModelFileError(
-                f"{source} uses model schema {values.get('schema')!r}, this runtime reads {SCHEMA!r}; re-export it "
-                "with this version's dis-export"
+                f"{source} uses model schema {values.get('schema')!r}, this runtime reads {SCHEMA!r} and "
+                f"{SCHEMA_SCENE_TAGS!r}; re-export it with this version's dis-export"
             )
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in fields}
@@ -118,10 +119,11 @@ class ModelInfo:
             )
         if LABELS not in self.outputs:
             raise ModelFileError(f"{source}: the model has no 'labels' output; re-export it with dis-export")
-        if self.scene_tags not in ("", *SCENE_TAG_MODES):
+        if self.scene_tags not in ("", *SCENE_TAG_MODES) or bool(self.scene_tags) != (self.schema == SCHEMA_SCENE_TAGS):
             raise ModelFileError(
-                f"{source}: disseg metadata names scene-tag use {self.scene_tags!r}, this runtime knows "
-                f"{', '.join(SCENE_TAG_MODES)}; re-export it with this version's dis-export"
+                f"{source}: disseg metadata names scene-tag use {self.scene_tags!r} under schema {self.schema!r} "
+                f"(known: {', '.join(SCENE_TAG_MODES)}, under {SCHEMA_SCENE_TAGS}); re-export it with this version's "
+                "dis-export"
             )
 
     def replace(self, **changes: Any) -> ModelInfo:

@@ -147,7 +147,8 @@ def _parses(line: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "heading", ["From training to a camera", "Many cameras, no screen", "Your own model", "Serving with Triton"]
+    "heading",
+    ["From training to a camera", "Many cameras, no screen", "Scene tags", "Your own model", "Serving with Triton"],
 )
 def test_every_example_command_parses(heading):
     lines = _block(heading)

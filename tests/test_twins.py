@@ -37,6 +37,7 @@ HEADER = _cpp_constants(CPP / "include" / "disseg" / "model_info.hpp")
 
 PAIRS = [
     ("kSchema", contract.SCHEMA),
+    ("kSchemaSceneTags", contract.SCHEMA_SCENE_TAGS),
     ("kPrefix", contract.PREFIX),
     ("kInput", contract.INPUT),
     ("kSceneTags", contract.SCENE_TAGS),

@@ -146,9 +146,9 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   }
   ModelInfo info;
   info.schema = v["schema"].is_string() ? v["schema"].get<std::string>() : v["schema"].dump();
-  if (info.schema != kSchema)
+  if (info.schema != kSchema && info.schema != kSchemaSceneTags)
     throw ModelFileError(source + " uses model schema '" + info.schema + "', this runtime reads '" + kSchema +
-                         "'; re-export it with this version's dis-export");
+                         "' and '" + kSchemaSceneTags + "'; re-export it with this version's dis-export");
   info.input_name = take<std::string>(v, "input_name", source);
   info.input_height = take<int>(v, "input_height", source);
   info.input_width = take<int>(v, "input_width", source);
@@ -190,12 +190,13 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
         source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
   if (!info.has_output(kLabels))
     throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
-  const bool known_use = info.scene_tags.empty() || std::any_of(kSceneTagModes.begin(), kSceneTagModes.end(),
-                                                                [&](const char* m) { return info.scene_tags == m; });
+  const bool known_use = info.scene_tags.empty() == (info.schema == kSchema) &&
+                         (info.scene_tags.empty() || std::any_of(kSceneTagModes.begin(), kSceneTagModes.end(),
+                                                                 [&](const char* m) { return info.scene_tags == m; }));
   if (!known_use)
-    throw ModelFileError(
-        source + ": disseg metadata names scene-tag use '" + info.scene_tags +
-        "', this runtime knows energy+mask, energy, mask; re-export it with this version's dis-export");
+    throw ModelFileError(source + ": disseg metadata names scene-tag use '" + info.scene_tags + "' under schema '" +
+                         info.schema + "' (known: energy+mask, energy, mask, under " + kSchemaSceneTags +
+                         "); re-export it with this version's dis-export");
   return info;
 }
 

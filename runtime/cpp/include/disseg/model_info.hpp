@@ -16,9 +16,10 @@ namespace disseg {
 
 // The contract's constants, each as runtime/contract.py defines it (tests/test_twins.py holds them equal).
 inline constexpr const char* kSchema = "disseg-model/1";
-inline constexpr const char* kPrefix = "disseg.";        // of every metadata key
-inline constexpr const char* kInput = "image";           // the tensor names
-inline constexpr const char* kSceneTags = "scene_tags";  // float32 N x K, a model exported with --scene-tags
+inline constexpr const char* kSchemaSceneTags = "disseg-model/2";  // a model with the scene_tags input
+inline constexpr const char* kPrefix = "disseg.";                  // of every metadata key
+inline constexpr const char* kInput = "image";                     // the tensor names
+inline constexpr const char* kSceneTags = "scene_tags";            // float32 N x K, a model exported with --scene-tags
 inline constexpr const char* kLabels = "labels";
 inline constexpr const char* kScores = "scores";
 inline constexpr const char* kTags = "tags";
