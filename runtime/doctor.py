@@ -236,6 +236,8 @@ def check_model(path: Path) -> dict:
         "classes": info.num_classes,
         "backends": {},
     }
+    if info.scene_tags:  # what --scene-tags takes: the model's class names
+        report["scene_tags"] = f"{info.scene_tags}; classes: {', '.join(info.class_names)}"
     for name, kind in KINDS.items():
         said = probe(lambda kind=kind: kind.check(path, info))
         if said is None:

@@ -50,6 +50,16 @@ def test_doctor_on_a_model_names_the_backends_that_open_it(tiny_onnx):
     assert code == 0
     assert report["check"]["backends"]["onnxruntime"] == "ok (CPUExecutionProvider)"
     assert report["check"]["iterations"] == 3 and report["check"]["precision"] == "fp32"
+    assert "scene_tags" not in report["check"]
+
+
+def test_doctor_names_what_scene_tags_take(scene_tags_model):
+    from disseg.runtime.contract import read_model_info
+
+    code, report = _doctor(str(scene_tags_model))
+    assert code == 0 and report["check"]["backends"]["onnxruntime"] == "ok (CPUExecutionProvider)"
+    names = ", ".join(read_model_info(scene_tags_model).class_names)
+    assert report["check"]["scene_tags"] == f"energy+mask; classes: {names}"
 
 
 def test_doctor_on_a_damaged_model_exits_1_with_the_reason(tiny_onnx, tmp_path):
