@@ -2,6 +2,7 @@
 #include "disseg/segmenter.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 
@@ -111,17 +112,28 @@ void check_tags(const ModelInfo& info, const std::vector<float>& tags) {
 }  // namespace
 
 std::vector<float> scene_tag_vector(const ModelInfo& info, const std::vector<std::string>& names) {
+  const auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+  };
   std::vector<float> tags(info.class_names.size(), 0.0f);
-  if (names.empty())
-    throw BadInput("scene tags: no class named; name some of the model's classes: " + class_list(info));
-  for (const auto& name : names) {
+  bool any = false;
+  for (const auto& given : names) {  // as runtime/scene_tags.py: trimmed, an exact match first, then ignoring case
+    const std::size_t first = given.find_first_not_of(" \t"), last = given.find_last_not_of(" \t");
+    if (first == std::string::npos) continue;
+    const std::string name = given.substr(first, last - first + 1);
     auto found = std::find(info.class_names.begin(), info.class_names.end(), name);
+    if (found == info.class_names.end())
+      found = std::find_if(info.class_names.begin(), info.class_names.end(),
+                           [&](const std::string& c) { return lower(c) == lower(name); });
     if (found == info.class_names.end())
       throw BadInput("scene tags: unknown class '" + name + "'; the model's classes are: " + class_list(info));
     tags[found - info.class_names.begin()] = 1.0f;
+    any = true;
   }
+  if (!any) throw BadInput("scene tags: no class named; name some of the model's classes: " + class_list(info));
   for (std::size_t i = 0; i < tags.size(); ++i)
-    if (info.class_names[i] == "background") tags[i] = 1.0f;
+    if (lower(info.class_names[i]) == "background") tags[i] = 1.0f;
   return tags;
 }
 

@@ -1,3 +1,5 @@
+#include <cctype>
+
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -115,6 +117,11 @@ TEST(Segmenter, SceneTagsRestrictLabelsAndAllOnesIsThePlainModel) {
   seg.set_scene_tags(two);  // the Segmenter's own tags: what a frame without its own gets
   EXPECT_EQ(cv::countNonZero(seg.segment(frames[0]).labels != batch[0].labels), 0);
   EXPECT_EQ(disseg::scene_tag_vector(seg.info(), {seg.class_names()[4]})[0], 1.0f);  // background kept
+  std::string shouted = " " + seg.class_names()[1] + " ";  // names are trimmed and matched ignoring case
+  for (auto& c : shouted) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  EXPECT_EQ(disseg::scene_tag_vector(seg.info(), {shouted}),
+            disseg::scene_tag_vector(seg.info(), {seg.class_names()[1]}));
+  EXPECT_THROW(disseg::scene_tag_vector(seg.info(), {" ", ""}), disseg::BadInput);
   EXPECT_THROW(seg.set_scene_tags(std::vector<float>(2, 1.0f)), disseg::BadInput);
   EXPECT_THROW(disseg::scene_tag_vector(seg.info(), {"boat"}), disseg::BadInput);
   EXPECT_THROW(plain.set_scene_tags(two), disseg::BadInput);
