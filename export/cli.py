@@ -111,7 +111,6 @@ def export_cli(
     started = time.perf_counter()
     engine_options = {k: rest.pop(k) for k in ("workspace_gib", "dla_core", "gpu_arch", "flavour", "max_batch")}
     handoff = {"deepstream": deepstream, **{k: rest.pop(k) for k in ("triton_repo", "model_name", "instances")}}
-    scene_tags, tag_weight = rest.pop("scene_tags"), rest.pop("tag_weight")
     kind = model_kind(model)
     if kind not in ("checkpoint", "onnx"):
         raise wrong_kind(
@@ -120,9 +119,9 @@ def export_cli(
             wanted="a checkpoint (RUN/best.pt) or an exported .onnx",
             fix="dis-export takes the checkpoint or the .onnx the engine was built from",
         )
-    _check_handoff(handoff, scene_tags)
+    _check_handoff(handoff, rest["scene_tags"])
     if kind == "onnx":
-        if scene_tags or tag_weight is not None:
+        if rest["scene_tags"] or rest["tag_weight"] is not None:
             raise BadInput(f"--scene-tags and --tag-weight export a checkpoint; {model} is already ONNX")
         if not engine and handoff["deepstream"] is None and handoff["triton_repo"] is None:
             raise BadInput(
@@ -131,6 +130,15 @@ def export_cli(
             )
         _after_onnx(model, output, engine=engine, force=force, options=engine_options, handoff=handoff)
         return
+    batch = None if dynamic_batch else batch
+    out = _export_checkpoint(model, iters, fp16, size_text, batch, outputs, output, force, started=started, **rest)
+    _after_onnx(out, None, engine=engine, force=force, options=engine_options, handoff=handoff)
+
+
+def _export_checkpoint(
+    model: Path, iters, fp16, size_text, batch, outputs, output, force, *, started, scene_tags, tag_weight, **rest
+) -> Path:
+    """The checkpoint as a parity-checked ONNX file (the command's main path); returns the file written."""
     wanted = tuple(o.strip() for o in outputs.split(",") if o.strip())
     if LABELS not in wanted or set(wanted) - set(OUTPUTS):
         raise BadInput(f"--outputs {outputs!r}: choose from {','.join(OUTPUTS)} and include {LABELS}")
@@ -150,30 +158,27 @@ def export_cli(
     if out.exists() and not force:
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
     check_output(out, option="-o")
-    batch = None if dynamic_batch else batch
     log.info("exporting %d refinement step%s at %dx%d with torch.onnx", iters, "s" * (iters != 1), height, width)
+    shape = {"height": height, "width": width, "batch": batch}
     proto, info, seconds = export_checkpoint(
-        net, model, iters=iters, height=height, width=width, batch=batch, outputs=wanted, fp16=fp16,
-        scene_tags=scene_tags,
-    )  # fmt: skip
+        net, model, iters=iters, **shape, outputs=wanted, fp16=fp16, scene_tags=scene_tags
+    )
     log.info("exported %s in %.1f s", info.precision, seconds)
     if rest["parity"]:
         data = Path(ckpt["data"]) if ckpt.get("data") else None
-        size = (height, width)
         report = _parity_gate(
-            net, proto, out, data=data, size=size, batch=batch or 1, fp16=fp16, iters=iters, scene_tags=scene_tags,
-            **rest,
+            net, proto, out, data=data, size=(height, width), batch=batch or 1, fp16=fp16, iters=iters,
+            scene_tags=scene_tags, **rest,
         )  # fmt: skip
         info = info.replace(extra={**info.extra, "parity": report})
     save(attach(proto, info), out)
     size_mb = out.stat().st_size / 1e6
-    total = time.perf_counter() - started
     tags = f", scene tags: {scene_tags}" if scene_tags else ""
     click.echo(
         f"wrote {out} ({info.precision}, {iters} refinement step{'s' * (iters != 1)}, {height}x{width}, {size_mb:.1f} "
-        f"MB{tags}) in {total:.1f} s"
+        f"MB{tags}) in {time.perf_counter() - started:.1f} s"
     )
-    _after_onnx(out, None, engine=engine, force=force, options=engine_options, handoff=handoff)
+    return out
 
 
 def _scene_tag_use(use: str, iters: int, tag_weight: float) -> str:
