@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY
-from disseg.runtime.contract import INPUT, LABELS, SCORES
+from disseg.runtime.contract import INPUT, LABELS, MASKED_SCORE, SCENE_TAGS, SCORES
 from disseg.runtime.errors import BadInput
 
 log = logging.getLogger("disseg.import")
@@ -267,8 +267,11 @@ def _resize_sizes(found: Found, tensor: str, channels: int) -> tuple[list, list,
     return nodes, inits, "post/sizes"
 
 
-def post_nodes(found: Found, foreign_output: str, outputs: tuple[str, ...], half: bool) -> tuple[list, list]:
-    """The foreign output -> labels [, scores] at the input size, labels ArgMax -> float -> uint8 (TensorRT's rule)."""
+def post_nodes(
+    found: Found, foreign_output: str, outputs: tuple[str, ...], half: bool, scene_tags: bool = False
+) -> tuple[list, list]:
+    """The foreign output -> labels [, scores] at the input size, labels ArgMax -> float -> uint8 (TensorRT's rule);
+    with `scene_tags`, the classes whose tag (input SCENE_TAGS, N x K) is below 0.5 are sunk first (a DIS mask)."""
     nodes, inits = [], []
     current = foreign_output
     if half or found.kind == "labels":
@@ -287,6 +290,18 @@ def post_nodes(found: Found, foreign_output: str, outputs: tuple[str, ...], half
             )
         )  # fmt: skip
         current = "post/resized"
+    if scene_tags:
+        inits += [
+            _const("post/half", np.array(0.5, np.float32)),
+            _const("post/absent", np.array(MASKED_SCORE, np.float32)),
+            _const("post/axes23", np.array([2, 3], np.int64)),
+        ]
+        nodes += [
+            helper.make_node("Less", [SCENE_TAGS, "post/half"], ["post/is_absent"], name="post/is_absent"),
+            helper.make_node("Unsqueeze", ["post/is_absent", "post/axes23"], ["post/absent_nk11"], name="post/nk11"),
+            helper.make_node("Where", ["post/absent_nk11", "post/absent", current], ["post/masked"], name="post/mask"),
+        ]
+        current = "post/masked"
     nodes.append(helper.make_node("ArgMax", [current], ["post/argmax"], name="post/argmax", axis=1, keepdims=0))
     nodes += _label_type_nodes("post/argmax", found.num_classes, index=True)
     if SCORES in outputs:
@@ -328,8 +343,11 @@ def _label_map_nodes(found: Found, current: str, nodes: list, inits: list) -> tu
     return nodes, inits
 
 
-def wrap(proto: onnx.ModelProto, found: Found, pre: Preprocess, outputs: tuple[str, ...]) -> onnx.ModelProto:
-    """The contract graph around `proto` (see the module's docstring); nodes marked by part, no metadata yet."""
+def wrap(
+    proto: onnx.ModelProto, found: Found, pre: Preprocess, outputs: tuple[str, ...], *, scene_tags: bool = False
+) -> onnx.ModelProto:
+    """The contract graph around `proto` (see the module's docstring); nodes marked by part, no metadata yet;
+    `scene_tags` adds the input that masks absent classes (logits only)."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         from onnx import version_converter
@@ -343,12 +361,14 @@ def wrap(proto: onnx.ModelProto, found: Found, pre: Preprocess, outputs: tuple[s
         o.name == PREFIX + found.output and o.type.tensor_type.elem_type == TensorProto.FLOAT16 for o in graph.output
     )
     pre_n, pre_i = pre_nodes(found, pre, PREFIX + found.input)
-    post_n, post_i = post_nodes(found, PREFIX + found.output, outputs, half)
+    post_n, post_i = post_nodes(found, PREFIX + found.output, outputs, half, scene_tags)
     nodes = [mark(n, FLOAT) for n in pre_n]
     nodes += [mark(n, FEATURES + g) for n, g in zip(graph.node, groups)]
     nodes += [mark(n, FLOAT) for n in post_n]
     batch = found.batch if isinstance(found.batch, int) else "batch"
     inputs = [helper.make_tensor_value_info(INPUT, TensorProto.UINT8, [batch, found.height, found.width, 3])]
+    if scene_tags:
+        inputs.append(helper.make_tensor_value_info(SCENE_TAGS, TensorProto.FLOAT, [batch, found.num_classes]))
     label_type = TensorProto.INT32 if (found.num_classes or 0) > 256 else TensorProto.UINT8
     outs = [helper.make_tensor_value_info(LABELS, label_type, [batch, found.height, found.width])]
     if SCORES in outputs:

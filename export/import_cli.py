@@ -12,7 +12,16 @@ import numpy as np
 
 from disseg.runtime.atomic import check_output
 from disseg.runtime.cli_util import MAX_COUNT, Command, Finite, handle_errors, setup_logging, write_json
-from disseg.runtime.contract import IMAGENET_MEAN, IMAGENET_STD, INPUT, LABELS, SCORES, ModelInfo, file_sha256
+from disseg.runtime.contract import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INPUT,
+    LABELS,
+    SCHEMA_SCENE_TAGS,
+    SCORES,
+    ModelInfo,
+    file_sha256,
+)
 from disseg.runtime.errors import BadInput, DisError
 
 from .cli import parse_size
@@ -171,6 +180,12 @@ def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, prec
 @click.option("--logits", "kind", flag_value="logits", help="the output is per-class logits (N x K x h x w)")
 @click.option("--labels", "kind", flag_value="labels", help="the output is a label map (N x h x w)")
 @click.option("--outputs", default="labels", show_default=True, help="labels, or labels,scores (logits models)")
+@click.option(
+    "--scene-tags",
+    is_flag=True,
+    help="add the input scene_tags (N x K, 1 = may appear, 0 = absent) that masks absent classes at run time "
+    "(logits models)",
+)
 @click.option("--name", help="a name for the model, kept in its metadata [default: the file's]")
 @click.option("--fp16", is_flag=True, help="FP16 foreign network; preprocessing, resize and outputs stay FP32")
 @click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1, MAX_COUNT))
@@ -191,10 +206,15 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
     wanted = tuple(o.strip() for o in rest["outputs"].split(",") if o.strip())
     if LABELS not in wanted or set(wanted) - {LABELS, SCORES} or (SCORES in wanted and found.kind == "labels"):
         raise BadInput(f"--outputs {rest['outputs']!r}: choose labels or labels,scores (scores need a logits output)")
+    if rest["scene_tags"] and found.kind == "labels":
+        raise BadInput(f"--scene-tags: {foreign} outputs a label map, and masking classes needs per-class scores; "
+                       "import its logits (--output NAME --logits) instead")  # fmt: skip
     names = class_names(classes, found, foreign)
     if found.kind == "labels" and len(names) > 256:
         raise BadInput(f"{foreign}: a label map past 256 classes is not supported; import the model's logits instead")
     info = contract(foreign, found, pre, names, read_palette(palette, len(names)), wanted, rest["name"])
+    if rest["scene_tags"]:
+        info = info.replace(scene_tags="mask", schema=SCHEMA_SCENE_TAGS)
     wrapped, info = build(proto, found, pre, info, fp16=rest["fp16"])
     report = parity(
         proto, wrapped, found, pre, images=rest["parity_images"], precision=info.precision,
@@ -288,7 +308,7 @@ def build(proto, found: Found, pre: Preprocess, info: ModelInfo, *, fp16: bool):
     from .foreign import wrap
 
     try:
-        wrapped = wrap(proto, found, pre, info.outputs)
+        wrapped = wrap(proto, found, pre, info.outputs, scene_tags=bool(info.scene_tags))
     except Exception as err:  # the opset converter or ONNX's checker on a graph we did not write: one line
         raise BadInput(
             f"{info.extra['import']['source']}: could not be wrapped ({type(err).__name__}: {str(err)[:200]}); "

@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from disseg.runtime.contract import LABELS, OUTPUTS, SCENE_TAG_MODES, SCORES, TAGS
+from disseg.runtime.contract import LABELS, MASKED_SCORE, OUTPUTS, SCENE_TAG_MODES, SCORES, TAGS
 from disseg.train.model import DIS, upsampled_scores
 from disseg.train.refine import refine, scene_tag_weight
-
-ABSENT = -1e4  # the score a masked class gets (below any logit; FP32 even in --fp16 exports)
 
 
 def label_map(scores: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -59,7 +57,7 @@ class UnrolledDIS(nn.Module):
         heads = m.heads(u1, v1)
         scores = upsampled_scores(cfg, heads, image.shape[1], image.shape[2])
         if "mask" in self.scene_tags:
-            scores = torch.where(scene_tags[:, :, None, None] < 0.5, torch.full_like(scores, ABSENT), scores)
+            scores = torch.where(scene_tags[:, :, None, None] < 0.5, torch.full_like(scores, MASKED_SCORE), scores)
         result = {
             LABELS: label_map(scores, cfg.num_classes),
             SCORES: scores.float(),

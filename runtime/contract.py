@@ -23,6 +23,7 @@ PREFIX = "disseg."
 INPUT = "image"  # uint8 N x H x W x 3, BGR
 SCENE_TAGS = "scene_tags"  # float32 N x K, the run-time tags of a model exported with --scene-tags (1 = may appear)
 SCENE_TAG_MODES = ("energy+mask", "energy", "mask")  # how the graph uses them (export/unroll.py); "" = no such input
+MASKED_SCORE = -1e4  # the score a class masked by its scene tag gets (below any logit; FP32 in every precision)
 LABELS, SCORES, TAGS = "labels", "scores", "tags"
 OUTPUTS = (LABELS, SCORES, TAGS)  # labels always; scores and tags when exported with --outputs
 INPUT_LAYOUT, INPUT_DTYPE, COLOR_ORDER = "NHWC", "uint8", "BGR"  # the one input form both runtimes feed

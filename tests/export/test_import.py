@@ -83,6 +83,33 @@ def test_low_resolution_logits_are_resized_to_the_input(foreign_models, tmp_path
     assert scores.shape == (info.num_classes, 64, 64) and scores.dtype == np.float32
 
 
+def test_scene_tags_mask_an_imported_model_and_all_ones_change_nothing(foreign_models, tmp_path):
+    """dis-import --scene-tags: the input that sinks absent classes, on the 1/8-resolution net (logits resized)."""
+    model = imported(foreign_models["eighth"], tmp_path / "tagged.onnx", "--scene-tags", "--outputs", "labels,scores")
+    info = read_model_info(model)
+    assert info.scene_tags == "mask" and info.schema == "disseg-model/2"
+    frames = parity_frames(64, 64, 4, seed=6)
+    reference = foreign_labels(foreign_models["eighth"], frames)
+    assert (labels_of(model, frames) == reference).mean() >= 0.999  # no tags: the foreign model's labels
+    k = info.num_classes
+    seen = np.bincount(reference.ravel(), minlength=k)
+    absent = int(seen.argmax())  # the class the foreign model labels most is declared absent
+    tags = np.ones(k, np.float32)
+    tags[absent] = 0
+    with Segmenter(model, backend="onnxruntime", scene_tags=tags) as seg:
+        results = seg.segment_batch(list(frames))
+    labels = np.stack([r.labels for r in results])
+    scores = np.stack([r.scores for r in results])
+    assert not (labels == absent).any() and (reference == absent).any()
+    assert (scores[:, absent] == -1e4).all()
+    kept = np.delete(np.arange(k), absent)
+    assert np.array_equal(labels, kept[scores[:, kept].argmax(1)])  # the argmax over the classes left
+    assert ((labels == reference) | (reference == absent)).all()  # only the absent class's pixels changed
+    proc = run_cmd("dis-import", str(foreign_models["label_map"]), "-o", str(tmp_path / "lm.onnx"), "--classes", "5",
+                   "--scene-tags")  # fmt: skip
+    one_line(proc, 2, "--scene-tags", "label map", "--logits")
+
+
 def test_label_map_needs_classes_and_is_kept_exactly(foreign_models, tmp_path):
     proc = run_cmd("dis-import", str(foreign_models["label_map"]), "-o", str(tmp_path / "a.onnx"))
     one_line(proc, 2, "label map", "--classes")
@@ -193,17 +220,25 @@ def test_fp16_import_keeps_float32_outputs(foreign_models, tmp_path):
     assert (labels_of(model, frames) == reference).mean() >= 0.99
 
 
-@pytest.mark.parametrize("variant", ["fp32", "fp16"])
+@pytest.mark.parametrize("variant", ["fp32", "fp16", "scene_tags"])
 def test_tensorrt_for_rtx_builds_the_imported_model(foreign_models, tmp_path, variant):
-    """fp32: DeepLabV3-MobileNetV3 (Hardswish, SE blocks, ASPP pooling); fp16: FCN-ResNet50 (see the test above)."""
+    """fp32: DeepLabV3-MobileNetV3 (Hardswish, SE blocks, ASPP pooling); fp16: FCN-ResNet50 (see the test above);
+    scene_tags: the 1/8 net with the scene-tag mask (a second input, Less/Where before the ArgMax)."""
     if os.environ.get("CI"):
         import tensorrt_rtx  # noqa: F401  (.ci/run installs it: never skip there)
     else:
         pytest.importorskip("tensorrt_rtx")
-    name = "fcn_resnet50" if variant == "fp16" else "deeplabv3_mobilenet_v3_large"
-    model = imported(foreign_models[name], tmp_path / "m.onnx", *(["--fp16"] if variant == "fp16" else []))
+    name = {"fp16": "fcn_resnet50", "fp32": "deeplabv3_mobilenet_v3_large", "scene_tags": "eighth"}[variant]
+    flags = {
+        "fp16": ["--fp16"],
+        "fp32": [],
+        "scene_tags": ["--scene-tags", "--classes", str(foreign_models["classes"])],
+    }
+    model = imported(foreign_models[name], tmp_path / "m.onnx", *flags[variant])
     engine = tmp_path / "m.engine"
     run_cmd("dis-export", str(model), "--engine", "--gpu-arch", "sm86", "-o", str(engine), check=True)
     sidecar = json.loads(Path(str(engine) + ".json").read_text())["disseg"]
     assert engine.stat().st_size > 100_000 and sidecar["extra"]["engine"]["compute_capability"] == "86"
-    assert sidecar["extra"]["import"]["source"] == f"{name}.onnx" and sidecar["precision"] == variant
+    assert sidecar["extra"]["import"]["source"] == f"{name}.onnx"
+    assert sidecar["precision"] == ("fp32" if variant == "scene_tags" else variant)
+    assert sidecar["scene_tags"] == ("mask" if variant == "scene_tags" else "")

@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from disseg.export.unroll import ABSENT, UnrolledDIS  # noqa: E402
+from disseg.export.unroll import UnrolledDIS  # noqa: E402
 from disseg.runtime.backends import cpu_backend  # noqa: E402
-from disseg.runtime.contract import INPUT, SCENE_TAGS, read_model_info  # noqa: E402
+from disseg.runtime.contract import INPUT, MASKED_SCORE, SCENE_TAGS, read_model_info  # noqa: E402
 from disseg.train.checkpoint import model_from_checkpoint  # noqa: E402
 from tests.conftest import one_line, run_cmd  # noqa: E402
 
@@ -99,7 +99,7 @@ def test_mask_alone_is_masking_the_plain_models_scores(exports, tiny_data):
     k = read_model_info(exports("")).num_classes
     tags = _tags(len(images), k, seed=1)
     plain = cpu_backend(exports("").read_bytes()).infer({INPUT: images})
-    masked = np.where(tags[:, :, None, None] < 0.5, ABSENT, plain["scores"]).argmax(1)
+    masked = np.where(tags[:, :, None, None] < 0.5, MASKED_SCORE, plain["scores"]).argmax(1)
     out = cpu_backend(exports("mask").read_bytes()).infer({INPUT: images, SCENE_TAGS: tags})
     assert np.array_equal(out["labels"], masked)
     np.testing.assert_allclose(out["tags"], plain["tags"], atol=1e-6)  # the mask leaves the refinement alone
