@@ -203,7 +203,8 @@ def main() -> None:
     per_seed = {seed: {**kept.get(str(seed), {}), **score_seed(train(a.work, seed, a), methods)} for seed in seeds}
     summary = summarize(per_seed)
     report = {"seeds": seeds, "t": list(T), "per_seed": per_seed, "summary": summary,
-              "minutes": round((time.time() - started) / 60, 1)}  # fmt: skip
+              "minutes_last_run": round((time.time() - started) / 60, 1),
+              "methods_last_run": list(methods)}  # fmt: skip
     write_json(a.out.with_suffix(".json"), report)
     atomic_write_text(a.out.with_suffix(".md"), markdown(summary, seeds))
     print(json.dumps(summary, indent=1))
