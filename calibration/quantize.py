@@ -75,8 +75,10 @@ def quantize(
     if not src.exists():
         onnx.save_model(model, src)
     symmetric = plan.target == "tensorrt"
-    with third_party_output():
-        _quantize_static(src, dst, frames, input_name, batch, plan, exclude, symmetric, workdir)
+    tag_classes = scene_tag_classes(model)
+    with third_party_output():  # the reader's progress bar as before: inside
+        reader = FrameReader(frames, input_name, batch, scene_tag_classes=tag_classes)
+        _quantize_static(src, dst, reader, plan, exclude, symmetric, workdir)
     return onnx.load(dst)
 
 
@@ -86,13 +88,11 @@ def scene_tag_classes(model: onnx.ModelProto) -> int:
     return found.type.tensor_type.shape.dim[1].dim_value if found is not None else 0
 
 
-def _quantize_static(src, dst, frames, input_name, batch, plan, exclude, symmetric, workdir) -> None:
+def _quantize_static(src, dst, reader: FrameReader, plan, exclude, symmetric, workdir) -> None:
     quantize_static(
         src,
         dst,
-        FrameReader(
-            frames, input_name, batch, scene_tag_classes=scene_tag_classes(onnx.load(src, load_external_data=False))
-        ),
+        reader,
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(QUANTIZED_OPS),
         per_channel=True,

@@ -64,7 +64,7 @@ def parity_report(
                 }
             )
         labels_pt = UnrolledDIS(model, iters, scene_tags=scene_tags)(*args)[0].numpy()
-        untagged_pt = UnrolledDIS(model, iters)(args[0])[0].numpy()
+        untagged_pt = UnrolledDIS(model, iters)(args[0])[0].numpy() if scene_tags else None
     backend = cpu_backend(shipped.SerializeToString())
     fixed = backend.inputs[INPUT].shape[0]
     step = fixed if isinstance(fixed, int) else len(batch)
