@@ -111,15 +111,28 @@ def source_options(func):
 @click.option(
     "--serve-token",
     envvar="DISSEG_SERVE_TOKEN",
-    help="token every web-view request must carry; required off loopback [env DISSEG_SERVE_TOKEN]",
+    help="token every web-view request must carry; required off loopback and for every change (POST/DELETE) "
+    "[env DISSEG_SERVE_TOKEN]",
+)
+@click.option(
+    "--serve-host",
+    "serve_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="a host name the web view answers to besides IP addresses and localhost (requests naming any other "
+    "Host are refused: DNS rebinding); repeatable",
 )
 @handle_errors
 def run_cli(model, backend, output, masks, stats_path, no_display, threads, loops, serve_at, serve_token, **options):
     setup_logging()
     _quiet_opencv()
+    import threading
+
     from .signals import StopOnSignals
 
+    options["serve_at"] = serve_at
     specs = _source_specs(options)
+    options.pop("serve_at")
     if loops > 1 and not any("video" in s or "images" in s for s in specs):
         raise BadInput("--loop applies to video files and image folders only")
     if stats_path is not None:
@@ -136,10 +149,13 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
             "nothing to show or write: give --output FILE, --masks DIR, --stats FILE or --serve HOST:PORT "
             "(or run with a display)"
         )
-    # From here a stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run cleanly, even while the model loads.
-    with StopOnSignals() as signals:
+    # From here a stop signal (Ctrl-C, SIGTERM) ends the run cleanly, even while the model loads; SIGHUP (systemctl
+    # reload) re-reads the --streams file and swaps in the model file if it changed.
+    reload = threading.Event()
+    with StopOnSignals(reload=reload.set) as signals:
         outputs = {"output": output, "masks": masks, "window": window, "serve_at": serve_at, "token": serve_token}
         outputs["scene_tags"] = (options.pop("tag_texts"), options.pop("tag_files"))
+        outputs["hosts"], outputs["reload"] = options.pop("serve_hosts"), reload
         summary, failure = _run_model(model, backend, threads, specs, loops, outputs, signals, options)
         if stats_path:
             write_json(stats_path, summary)
@@ -155,10 +171,10 @@ def _source_specs(options: dict) -> list[dict]:
     from .sources import parse_uri, read_streams
 
     uris = list(options.pop("uris"))
-    streams = options.pop("streams")
+    streams = options["streams_file"] = options.pop("streams")
     if streams is not None:
         uris += read_streams(streams)
-    reconnects = options.pop("max_reconnects")
+    reconnects = options["max_reconnects"] = options.pop("max_reconnects")
     specs = [parse_uri(uri) for uri in uris]
     specs += [{k: v} for k in SINGLE_SOURCES if (v := options.pop(k)) is not None]
     if not specs:
@@ -166,47 +182,77 @@ def _source_specs(options: dict) -> list[dict]:
             "no source given: --source URI (repeatable), --streams FILE, or one of --camera N, --video FILE, "
             "--images DIR, --rtsp URL, --gst PIPELINE, --csi N"
         )
-    return [{**spec, "max_reconnects": reconnects} for spec in specs]
+    # A service (several sources, a --streams file or --serve) starts while a camera is down: a live source that
+    # cannot be opened is retried in the background; one source typed alone fails with its one line.
+    service = len(specs) > 1 or streams is not None or options.get("serve_at") is not None
+    return [{**spec, "max_reconnects": reconnects, "retry": service} for spec in specs]
 
 
 def _stream_path(path: Path | None, index: int, count: int, *, folder: bool = False) -> Path | None:
-    """One stream's output: as given for one source; with several, out.mp4 -> out.s0.mp4 and masks/ -> masks/s0/."""
-    if path is None or count == 1:
+    """One stream's output: as given for one source; with several (or one added while running), out.mp4 ->
+    out.s0.mp4 and masks/ -> masks/s0/."""
+    if path is None or (count == 1 and index == 0):
         return path
     return path / f"s{index}" if folder else path.with_name(f"{path.stem}.s{index}{path.suffix}")
 
 
 def _run_model(model, backend, threads, specs, loops, outputs, signals, render) -> tuple[dict, Exception | None]:
     """Open the sinks, the sources and the model, run the pipeline; (stats summary, a write failure or None)."""
-    from .pipeline import Stream
     from .scene_tags import per_stream
     from .segmenter import Segmenter
-    from .sinks import MaskSink, VideoSink, WindowSink
-    from .sources import Looped, describe, open_source
 
+    service = {"streams_file": render.pop("streams_file"), "max_reconnects": render.pop("max_reconnects")}
     n = len(specs)
-    videos = [VideoSink(p) if (p := _stream_path(outputs["output"], i, n)) else None for i in range(n)]
-    streams = []
-    for spec, video in zip(specs, videos):
-        source = open_source(**spec)
-        if loops > 1 and ("video" in spec or "images" in spec):
-            source = Looped(source, loops, lambda spec=spec: open_source(**spec))
-        if video is not None and "video" in spec:
-            video.fps = getattr(source, "fps", 30.0)  # a video file keeps its frame rate
-        streams.append(Stream(source, name=describe(spec), video=video))
-    with Segmenter(model, backend=backend, threads=threads) as seg:
+    streams = [_make_stream(spec, i, n, outputs, loops) for i, spec in enumerate(specs)]
+    for i, stream in enumerate(streams):
+        stream.id = i  # as the pipeline numbers them
+    if n == 1 and not specs[0]["retry"] and hasattr(streams[0].source, "wait_open"):
+        try:
+            streams[0].source.wait_open(signals.event)  # its one line (exit 2) before the model loads
+        except BadInput:
+            streams[0].source.close()
+            raise
+    seg = Segmenter(model, backend=backend, threads=threads)
+    try:
         _describe(model, seg, streams)
         tags = per_stream(*outputs["scene_tags"], seg.info, len(streams), _name(model))
         for i, stream in enumerate(streams):
-            stream.scene_tags = tags[i]
-            if tags[i] is not None:
-                named = [c for c, v in zip(seg.class_names, tags[i]) if v > 0]
-                log.info("%sscene tags: %s", f"s{i} " if n > 1 else "", ", ".join(named) or "none")
-            if outputs["masks"] is not None:
-                stream.masks = MaskSink(_stream_path(outputs["masks"], i, n, folder=True), seg.info.palette)
-            if outputs["window"]:
-                stream.window = WindowSink(f"dis-run {_name(model)}" + (f" s{i}" if n > 1 else ""))
-        return _segment(seg, streams, model, signals=signals, serve=outputs, **render)
+            _attach(stream, seg, tags[i], outputs, n, model)
+        return _segment(seg, streams, model, signals=signals, serve=outputs, service=service, **render)
+    finally:
+        seg.close()
+
+
+def _make_stream(spec: dict, index: int, count: int, outputs: dict, loops: int = 1):
+    """A Stream for one source spec, with its video sink (the rest is attached once the model is known)."""
+    from .pipeline import Stream
+    from .sinks import VideoSink
+    from .sources import Looped, describe, open_source
+
+    path = _stream_path(outputs["output"], index, count)
+    video = VideoSink(path) if path else None
+    source = open_source(**spec)
+    if loops > 1 and ("video" in spec or "images" in spec):
+        source = Looped(source, loops, lambda spec=spec: open_source(**spec))
+    if video is not None and "video" in spec:
+        video.fps = getattr(source, "fps", video.fps)  # a video file keeps its frame rate
+    return Stream(source, name=describe(spec), video=video)
+
+
+def _attach(stream, seg, tags, outputs: dict, count: int, model) -> None:
+    """A stream's scene tags, mask sink and window, from the model's classes and palette."""
+    from .sinks import MaskSink, WindowSink
+
+    stream.scene_tags = tags
+    tag = f"s{stream.id if stream.id >= 0 else 0} " if count > 1 or stream.id > 0 else ""
+    if tags is not None:
+        named = [c for c, v in zip(seg.class_names, tags) if v > 0]
+        log.info("%sscene tags: %s", tag, ", ".join(named) or "none")
+    index = max(stream.id, 0)
+    if outputs["masks"] is not None:
+        stream.masks = MaskSink(_stream_path(outputs["masks"], index, count, folder=True), seg.info.palette)
+    if outputs["window"]:
+        stream.window = WindowSink(f"dis-run {_name(model)}" + (f" s{index}" if tag else ""))
 
 
 def _name(model) -> str:
@@ -243,37 +289,69 @@ def _describe(model: Path, seg, streams) -> None:
             log.info("s%d: %s", i, stream.name)
 
 
-def _segment(seg, streams, model: Path, *, signals, serve, **render) -> tuple[dict, Exception | None]:
-    """Run the pipeline into the sinks (and the web view); the stats summary of what was produced (a stop signal or
-    a failed write included) and the write failure, if any, to raise once the stats are written."""
+def _segment(seg, streams, model: Path, *, signals, serve, service, **render) -> tuple[dict, Exception | None]:
+    """Run the pipeline into the sinks (and the web view, with the service's endpoints); the stats summary of what
+    was produced (a stop signal or a failed write included) and the write failure, if any, to raise once the stats
+    are written."""
     from .errors import WriteFailed
-    from .pipeline import Stats, run_streams
+    from .pipeline import Run
 
-    stats = Stats(seg.class_names)
-    stats.streams = streams
+    pipeline = Run(seg, stop=signals.event, max_frames=render.pop("max_frames", None), render=render)
+    for stream in streams:
+        pipeline.add(stream)
+    ops = _service(pipeline, model, serve, service, seg.backend.name, len(streams))
     facts = lambda: {  # noqa: E731
         "model": str(model),
-        "backend": _backend_label(seg.backend),
-        "skipped": sum(s.source.skipped for s in streams),
-        "reconnects": sum(s.source.reconnects for s in streams),
+        "backend": _backend_label(pipeline.seg.backend),
+        "skipped": sum(s.skipped for s in pipeline.streams),
+        "reconnects": sum(s.source.reconnects for s in pipeline.streams),
         "interrupted": signals.signum is not None,
-        "truncated": next((s.source.truncated for s in streams if s.source.truncated), None),
+        "truncated": next((s.source.truncated for s in pipeline.streams if s.source.truncated), None),
     }
-    viewer = None
     if serve["serve_at"]:
         from .serve import Viewer
+        from .telemetry import Telemetry
 
-        names = [s.name for s in streams]
-        viewer = Viewer(serve["serve_at"], names=names, token=serve["token"], stats=lambda: stats.summary(**facts()))
+        ops.telemetry = Telemetry(ops)
+        pipeline.viewer = Viewer(serve["serve_at"], token=serve["token"], service=ops, hosts=serve["hosts"],
+                                 stats=lambda: pipeline.stats.summary(**facts()))  # fmt: skip
     failure = None
     try:
-        run_streams(seg, streams, stats=stats, stop=signals.event, viewer=viewer, **render)
+        pipeline.run()
     except WriteFailed as err:  # the other sinks are closed and flushed; keep the stats of what was produced
         failure = err
     finally:
-        if viewer is not None:
-            viewer.close()
-    return stats.summary(**facts()), failure
+        ops.notifier.stopping()
+        if pipeline.viewer is not None:
+            pipeline.viewer.close()
+        if pipeline.seg is not seg:  # a model swapped in while running
+            pipeline.seg.close()
+        ops.close()
+    return pipeline.stats.summary(**facts()), failure
+
+
+def _service(pipeline, model, serve: dict, service: dict, backend: str, count: int):
+    """The run's service side: streams added while running get sinks as the command line's do; a model offered is
+    opened with the same backend."""
+    from .scene_tags import check_takes_tags, parse
+    from .segmenter import Segmenter
+    from .service import Service
+
+    def make_stream(spec: dict, tags, index: int):
+        stream = _make_stream(spec, index, max(count, 2), serve)
+        vector = parse(tags, pipeline.seg.info)
+        if vector is not None:
+            check_takes_tags(pipeline.seg.info, _name(model))
+        stream.id = index
+        _attach(stream, pipeline.seg, vector, serve, max(count, 2), model)
+        return stream
+
+    ops = Service(
+        pipeline, make_stream=make_stream, open_model=lambda path: Segmenter(path, backend=backend),
+        model_path=model if isinstance(model, Path) else None, streams_file=service["streams_file"],
+        max_reconnects=service["max_reconnects"], reload=serve["reload"],
+    )  # fmt: skip
+    return ops
 
 
 def _summary_line(summary: dict, **outputs) -> str:

@@ -22,6 +22,7 @@ import click
 from .atomic import atomic_write_text, os_reason
 from .deps import OPENCV_MISSING
 from .errors import EXIT_BAD_INPUT, EXIT_DONE, EXIT_FAILED, EXIT_SIGNAL_BASE, BadInput, DisError
+from .signals import STUCK, exit_now
 
 # Ceilings of the numeric options: far above any real use, low enough that a typo fails at once instead of
 # allocating for minutes (an image side of 10^6 pixels, 10^9 images).
@@ -45,30 +46,32 @@ def handle_errors(func: Callable) -> Callable:
         try:
             result = func(*args, **kwargs)
             _save_captured(failed=False)
+            if any(thread.is_alive() for thread in STUCK):
+                exit_now(EXIT_DONE)
             return result
         except BadInput as err:
             _save_captured(failed=True)
             click.echo(f"error: {err}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            exit_now(EXIT_BAD_INPUT)
         except DisError as err:
             _save_captured(failed=True)
             click.echo(f"failed: {err}", err=True)
-            sys.exit(EXIT_FAILED)
+            exit_now(EXIT_FAILED)
         except KeyboardInterrupt as err:
             _save_captured(failed=False)
             click.echo(f"interrupted ({err.args[0] if err.args else 'SIGINT'})", err=True)
-            sys.exit(getattr(err, "exit_status", EXIT_SIGNAL_BASE + signal.SIGINT))
+            exit_now(getattr(err, "exit_status", EXIT_SIGNAL_BASE + signal.SIGINT))
         except ModuleNotFoundError as err:
             if err.name != "cv2":
                 raise
             click.echo(f"error: {OPENCV_MISSING}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            exit_now(EXIT_BAD_INPUT)
         except OSError as err:
             if err.errno not in WRITE_ERRNOS:
                 raise
             _save_captured(failed=True)
             click.echo(f"failed: {err.filename or 'output'}: {os_reason(err)}", err=True)
-            sys.exit(EXIT_FAILED)
+            exit_now(EXIT_FAILED)
 
     return wrapper
 

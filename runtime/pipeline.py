@@ -10,16 +10,19 @@ import resource
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .segmenter import Result, Segmenter
 from .signals import StopOnSignals
-from .sinks import MaskSink, VideoSink, WindowSink, render
+from .sinks import MaskSink, VideoSink, WindowSink
+from .sinks import render as render_view
 from .sources import Frame, Source
 
-_END = object()
+_END = object()  # a stream's queue, and the writer's: nothing more comes
+_ENDED = object()  # the writer's: a stream ended, finalize its files
 log = logging.getLogger("disseg.run")
 
 
@@ -52,7 +55,8 @@ def _percentiles(values) -> dict:
 
 @dataclass(eq=False)
 class Stream:
-    """One source and its own sinks, and what the run counted of it."""
+    """One source and its own sinks, and what the run counted of it. `id` is stable for the run's life (the web view's
+    /streams/ID, the stats' order); a removed or ended stream keeps its figures."""
 
     source: Source
     name: str = ""  # for logs and the stats file, credentials redacted
@@ -60,25 +64,47 @@ class Stream:
     masks: MaskSink | None = None
     window: WindowSink | None = None
     scene_tags: np.ndarray | None = None  # what this camera may see (models exported with --scene-tags)
+    uri: str = ""  # as it was asked for (redacted), for GET /streams
     frames: int = 0
     frame_age_ms: deque = field(default_factory=_window)
     ended: bool = False
+    removed: bool = False
+    id: int = -1
+    dropped: int = 0  # frames of a live source the run's own newest-only queue replaced before inference took them
+    last_frame_at: float | None = None  # time.monotonic() of the newest frame segmented
 
     def __post_init__(self) -> None:
         # Bounded: a file never runs far ahead of inference; a live source waits at one frame and keeps replacing
-        # it with the newest, so lag never grows.
+        # it with the newest (counted in `dropped`), so lag never grows.
         self.queue: queue.Queue = queue.Queue(maxsize=1 if self.source.live else 8)
+        self.stop = threading.Event()  # this stream alone: removed, or the run stops
+        self.reader: threading.Thread | None = None
+
+    @property
+    def skipped(self) -> int:
+        """Frames never segmented: unreadable images, live frames replaced by newer ones (in the source's reader and
+        in the run's queue)."""
+        return self.source.skipped + self.dropped
+
+    @property
+    def state(self) -> str:
+        if self.removed:
+            return "removed"
+        if self.ended:
+            return "ended"
+        return getattr(self.source, "state", "running")
 
     def add(self, frame: Frame, started: float) -> None:
         self.frames += 1
         self.frame_age_ms.append((started - frame.captured) * 1000)
+        self.last_frame_at = time.monotonic()
 
     def summary(self, wall: float) -> dict:
         return {
             "source": self.name,
             "frames": self.frames,
             "fps": round(self.frames / wall, 3) if wall else None,
-            "skipped": self.source.skipped,
+            "skipped": self.skipped,
             "reconnects": self.source.reconnects,
             "frame_age_ms": _percentiles(self.frame_age_ms),
             "truncated": self.source.truncated,
@@ -117,8 +143,11 @@ class Stats:
             self.rss_mb.append(_rss_mb())
         self.frames += 1
 
+    def wall(self) -> float:
+        return time.perf_counter() - self.started
+
     def summary(self, **extra) -> dict:
-        wall = time.perf_counter() - self.started
+        wall = self.wall()
         total = self.stages["total_ms"]
         area = self.class_pixels / max(1, self.class_pixels.sum()) if self.class_pixels is not None else []
         return {
@@ -143,52 +172,76 @@ class Stats:
         }
 
 
-def _reader(stream: Stream, stop: threading.Event, arrived: threading.Event, max_frames: int | None) -> None:
+def _put(stream: Stream, item) -> bool:
+    """Into a stream's queue: a live frame replaces the one waiting (counted); a file's frame waits for room, looking
+    at the stream's stop. False once the stream is stopped."""
+    if stream.source.live:
+        try:
+            stream.queue.get_nowait()
+            stream.dropped += 1
+        except queue.Empty:
+            pass
+        stream.queue.put(item)
+        return True
+    while not stream.stop.is_set():
+        try:
+            stream.queue.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _reader(stream: Stream, arrived: threading.Event, max_frames: int | None) -> None:
     try:
         for n, frame in enumerate(stream.source):
-            if stop.is_set() or (max_frames is not None and n >= max_frames):
+            if stream.stop.is_set() or (max_frames is not None and n >= max_frames) or not _put(stream, frame):
                 break
-            if stream.source.live:  # keep only the newest: a live frame never waits behind an older one
+            arrived.set()
+    except Exception as err:  # noqa: BLE001 (a source that fails ends its stream, not the run)
+        log.error("%s: %s", stream.name, err)
+    finally:
+        while True:  # the end marker always gets in: a stopped stream's waiting frames are not needed
+            try:
+                stream.queue.put_nowait(_END)
+                break
+            except queue.Full:
+                if not stream.stop.is_set():
+                    stream.queue.put(_END)
+                    break
                 try:
                     stream.queue.get_nowait()
                 except queue.Empty:
                     pass
-            stream.queue.put(frame)
-            arrived.set()
-    finally:
-        stream.queue.put(_END)
         arrived.set()
 
 
-def _writer(
-    seg: Segmenter,
-    outputs: queue.Queue,
-    *,
-    stop: threading.Event,
-    errors: list,
-    viewer=None,
-    view: str = "overlay",
-    alpha: float = 0.5,
-    legend: bool = True,
-) -> None:
-    """Each segmented frame into its stream's sinks (and the web view); a window closed or a sink failing stops
-    the run."""
+def _render_into(item, viewer, stop: threading.Event, render: dict) -> None:
+    stream, frame, result, fps, seg = item
+    if stream.masks is not None:
+        stream.masks.write(frame.name, result.labels)
+    if stream.video is None and stream.window is None and viewer is None:
+        return
+    shown = render_view(seg, frame, result, fps=fps, **render)
+    if stream.video is not None:
+        stream.video.write(shown)
+    if viewer is not None:
+        viewer.publish(stream.id, shown)
+    if stream.window is not None:
+        stream.window.write(shown)
+        if stream.window.closed:
+            stop.set()
+
+
+def _writer(outputs: queue.Queue, *, stop: threading.Event, errors: list, viewer=None, **render) -> None:
+    """Each segmented frame into its stream's sinks (and the web view); a stream that ended has its files finalized
+    here, after its last frame; a window closed or a sink failing stops the run."""
     try:
         while (item := outputs.get()) is not _END:
-            index, stream, frame, result, fps = item
-            if stream.masks is not None:
-                stream.masks.write(frame.name, result.labels)
-            if stream.video is None and stream.window is None and viewer is None:
-                continue
-            shown = render(seg, frame, result, view=view, alpha=alpha, legend=legend, fps=fps)
-            if stream.video is not None:
-                stream.video.write(shown)
-            if viewer is not None:
-                viewer.publish(index, shown)
-            if stream.window is not None:
-                stream.window.write(shown)
-                if stream.window.closed:
-                    stop.set()
+            if item[0] is _ENDED:
+                _close([item[1].video, item[1].masks], errors)
+            else:
+                _render_into(item, viewer, stop, render)
     except BaseException as err:  # surfaced in the main thread
         errors.append(err)
         stop.set()
@@ -196,49 +249,12 @@ def _writer(
             pass
 
 
-def _take(stream: Stream, stop: threading.Event):
-    """A file stream's next frame (waiting for it), a live stream's newest if one is there (None if not); _END
-    once the stream has ended; None once `stop` is set."""
-    if stream.source.live:
-        try:
-            return stream.queue.get_nowait()
-        except queue.Empty:
-            return None
-    while not stop.is_set():
-        try:
-            return stream.queue.get(timeout=0.1)
-        except queue.Empty:
-            continue
-    return None
-
-
-def _gather(streams: list[Stream], stop: threading.Event, arrived: threading.Event) -> list[tuple[Stream, Frame]]:
-    """The next batch: a frame from every stream that has one; waits until there is at least one. Empty once every
-    stream has ended or `stop` is set."""
-    while not stop.is_set():
-        arrived.clear()
-        batch = []
-        for stream in streams:
-            if stream.ended:
-                continue
-            item = _take(stream, stop)
-            if item is _END:
-                stream.ended = True
-            elif item is not None:
-                batch.append((stream, item))
-        if batch or all(stream.ended for stream in streams):
-            return batch
-        arrived.wait(0.05)
-    return []
-
-
-def _drain(reader: threading.Thread, frames: queue.Queue) -> None:
-    """Unblock the reader if it waits on a full queue, until it has finished."""
-    while reader.is_alive():
-        try:
-            frames.get_nowait()
-        except queue.Empty:
-            reader.join(timeout=0.1)
+def _take(stream: Stream):
+    """A stream's next frame if one is there (None if not); _END once the stream has ended."""
+    try:
+        return stream.queue.get_nowait()
+    except queue.Empty:
+        return None
 
 
 def _close(sinks, errors: list) -> None:
@@ -250,6 +266,147 @@ def _close(sinks, errors: list) -> None:
             sink.close()
         except Exception as err:  # noqa: BLE001 (surfaced by run() once all are closed)
             errors.append(err)
+
+
+STOP_BUDGET_S = 1.0  # how long a stop waits for the readers before it leaves one inside a library to end alone
+
+
+class Run:
+    """A running pipeline: streams that may be added and removed while it runs (add/remove, from any thread), a
+    model that may be swapped between two batches (`between_batches` hooks run on the inference thread), figures
+    that observers see per frame (`on_frame`). Every stop is prompt: nothing on the stop's path waits on a camera."""
+
+    def __init__(
+        self,
+        seg: Segmenter,
+        *,
+        stop: threading.Event,
+        stats: Stats | None = None,
+        viewer=None,
+        max_frames: int | None = None,
+        render: dict | None = None,
+    ) -> None:
+        self.seg, self.stop, self.viewer, self.max_frames = seg, stop, viewer, max_frames
+        self.stats = stats if stats is not None else Stats(seg.class_names)
+        self.stats.streams = self.streams = []  # every stream of the run, in id order, removed and ended ones too
+        self.render = render or {}
+        self.lock = threading.RLock()
+        self.arrived = threading.Event()
+        self.outputs: queue.Queue = queue.Queue(maxsize=64)
+        self.errors: list = []
+        self.keep_alive = False  # a service: once an operator changed the streams, no streams is no reason to end
+        self.between_batches: list[Callable[[], None]] = []
+        self.on_frame: list[Callable] = []  # (stream, frame, result, started)
+        self.on_batch: list[Callable] = []  # (batch, results, seg): e.g. a model's shadow run
+        self.batches_done = 0
+        self._writer: threading.Thread | None = None
+
+    def add(self, stream: Stream) -> Stream:
+        """Start a stream (any thread); it gets the next id."""
+        with self.lock:
+            stream.id = len(self.streams)
+            self.streams.append(stream)
+        stream.reader = threading.Thread(
+            target=_reader, args=(stream, self.arrived, self.max_frames), daemon=True, name=f"reader s{stream.id}"
+        )
+        stream.reader.start()
+        return stream
+
+    def find(self, stream_id: int) -> Stream | None:
+        with self.lock:
+            return self.streams[stream_id] if 0 <= stream_id < len(self.streams) else None
+
+    def remove(self, stream: Stream) -> None:
+        """Stop a stream (any thread): its reader ends, its outputs are finalized after its last frame."""
+        stream.removed = True
+        stream.stop.set()
+        stream.source.interrupt()
+        self.arrived.set()
+
+    def active(self) -> list[Stream]:
+        with self.lock:
+            return [s for s in self.streams if not s.ended]
+
+    def _gather(self) -> list[tuple[Stream, Frame]]:
+        """The next batch: a frame from every stream that has one. Empty after ~0.1 s without one (so the hooks
+        between batches run), or at once when `stop` is set."""
+        deadline = time.monotonic() + 0.1
+        while not self.stop.is_set():
+            self.arrived.clear()
+            batch = []
+            for stream in self.active():
+                item = _take(stream)
+                if item is _END:
+                    self._ended(stream)
+                elif item is not None:
+                    batch.append((stream, item))
+            if batch or time.monotonic() > deadline or not self.active():
+                return batch
+            self.arrived.wait(0.02)
+        return []
+
+    def _ended(self, stream: Stream) -> None:
+        stream.ended = True
+        stream.source.close()
+        self.outputs.put((_ENDED, stream))
+        log.info("%s: ended after %d frames", stream.name, stream.frames)
+
+    def _segment(self, batch: list[tuple[Stream, Frame]]) -> None:
+        seg, started = self.seg, time.perf_counter()
+        tags = [stream.scene_tags for stream, _ in batch] if seg.info.scene_tags else None
+        results = seg.segment_batch([frame.image for _, frame in batch], scene_tags=tags)
+        self.stats.batches.update(seg.batch_plan(len(batch)))
+        for (stream, frame), result in zip(batch, results):
+            self.stats.add(frame, result, started)
+            stream.add(frame, started)
+            for hook in self.on_frame:
+                hook(stream, frame, result, started)
+            elapsed = time.perf_counter() - self.stats.started
+            self.outputs.put((stream, frame, result, stream.frames / elapsed if elapsed else None, seg))
+        for hook in self.on_batch:
+            hook(batch, results, seg)
+        self.batches_done += 1
+
+    def _finished(self) -> bool:
+        return self.stop.is_set() or (not self.active() and not self.keep_alive)
+
+    def run(self) -> Stats:
+        if len(self.streams) > 1 and self.seg.batch == 1:
+            log.info("%s has a fixed batch of 1: the %d streams run one frame at a time (export with --dynamic-batch "
+                     "to batch them)", self.seg.path.name, len(self.streams))  # fmt: skip
+        kwargs = dict(stop=self.stop, errors=self.errors, viewer=self.viewer, **self.render)
+        self._writer = threading.Thread(target=_writer, args=(self.outputs,), kwargs=kwargs, daemon=True, name="writer")
+        self._writer.start()
+        try:
+            while not self._finished():
+                for hook in self.between_batches:
+                    hook()
+                if batch := self._gather():
+                    self._segment(batch)
+        finally:
+            self._finish()
+        if self.errors:
+            raise self.errors[0]
+        return self.stats
+
+    def _finish(self) -> None:
+        """Stop every reader (interrupting live sources), finalize every sink; nothing here waits on a camera for
+        more than STOP_BUDGET_S in all."""
+        self.stop.set()
+        with self.lock:
+            streams = list(self.streams)
+        for stream in streams:
+            stream.stop.set()
+            stream.source.interrupt()
+        deadline = time.monotonic() + STOP_BUDGET_S
+        for stream in streams:
+            if stream.reader is not None:
+                stream.reader.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.outputs.put(_END)
+        self._writer.join()
+        _close([sink for s in streams for sink in (s.video, s.masks, s.window)], self.errors)
+        for stream in streams:
+            stream.source.close(wait=max(0.0, deadline - time.monotonic()))
 
 
 def run(
@@ -289,42 +446,7 @@ def run_streams(
                                  **render)  # fmt: skip
         signals.raise_if_stopped()
         return result
-    stats = stats if stats is not None else Stats(seg.class_names)
-    stats.streams = streams
-    if len(streams) > 1 and seg.batch == 1:
-        log.info("%s has a fixed batch of 1: the %d streams run one frame at a time (export with --dynamic-batch to "
-                 "batch them)", seg.path.name, len(streams))  # fmt: skip
-    outputs: queue.Queue = queue.Queue(maxsize=8 * len(streams))
-    errors: list = []
-    arrived = threading.Event()
-    readers = [threading.Thread(target=_reader, args=(s, stop, arrived, max_frames), daemon=True) for s in streams]
-    writer = threading.Thread(
-        target=_writer, args=(seg, outputs), kwargs=dict(**render, viewer=viewer, stop=stop, errors=errors), daemon=True
-    )
-    for thread in (*readers, writer):
-        thread.start()
-    try:
-        while batch := _gather(streams, stop, arrived):
-            started = time.perf_counter()
-            tags = [stream.scene_tags for stream, _ in batch] if seg.info.scene_tags else None
-            results = seg.segment_batch([frame.image for _, frame in batch], scene_tags=tags)
-            stats.batches.update(seg.batch_plan(len(batch)))
-            for (stream, frame), result in zip(batch, results):
-                stats.add(frame, result, started)
-                stream.add(frame, started)
-                elapsed = time.perf_counter() - stats.started
-                outputs.put(
-                    (streams.index(stream), stream, frame, result, stream.frames / elapsed if elapsed else None)
-                )
-    finally:
-        stop.set()
-        for reader, stream in zip(readers, streams):
-            _drain(reader, stream.queue)
-        outputs.put(_END)
-        writer.join()
-        _close([sink for s in streams for sink in (s.video, s.masks, s.window)], errors)
-        for stream in streams:
-            stream.source.close()
-    if errors:
-        raise errors[0]
-    return stats
+    pipeline = Run(seg, stop=stop, stats=stats, viewer=viewer, max_frames=max_frames, render=render)
+    for stream in streams:
+        pipeline.add(stream)
+    return pipeline.run()

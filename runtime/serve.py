@@ -14,16 +14,19 @@ import hmac
 import ipaddress
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import cv2
 import numpy as np
 
 from .errors import BadInput
+from .telemetry import CONTENT_TYPE
 
 log = logging.getLogger("disseg.serve")
 BOUNDARY = "dissegframe"
@@ -58,55 +61,111 @@ def check_serve(address: str, token: str | None) -> tuple[str, int]:
     return host, port
 
 
+MAX_BODY = 64 * 1024  # a control request's JSON body
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_allowed(header: str | None, bound: str, names: tuple[str, ...]) -> bool:
+    """Whether a request's Host may reach this server: an IP address (a name an attacker's DNS can point at us is not
+    one: DNS rebinding), a loopback name, the bind address, or a name given with --serve-host."""
+    if not header:
+        return False
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return host in LOOPBACK_NAMES or host == bound.lower() or host in {n.lower() for n in names}
+
+
 class Viewer:
-    """Holds the newest rendered frame of each stream and serves them; `publish` is all the pipeline calls."""
+    """Holds the newest rendered frame of each stream and serves them, with /metrics, /healthz, /readyz and, given a
+    service, the control endpoints (/streams, /model); `publish` is all the pipeline calls."""
 
     def __init__(
-        self, address: str, *, names: list[str], token: str | None, stats: Callable[[], dict], quality: int = 80
+        self,
+        address: str,
+        *,
+        token: str | None,
+        stats: Callable[[], dict],
+        names: list[str] | None = None,
+        service=None,
+        hosts: tuple[str, ...] = (),
+        quality: int = 80,
     ) -> None:
         host, port = check_serve(address, token)
-        self.names, self.token, self.stats, self.quality = names, token, stats, quality
-        self._frames: list[tuple[int, np.ndarray | None]] = [(0, None)] * len(names)
-        self._jpegs: list[tuple[int, bytes | None]] = [(0, None)] * len(names)
+        self.token, self.stats, self.quality, self.service, self.hosts = token, stats, quality, service, hosts
+        self._names = names or []
+        self._frames: dict[int, tuple[int, np.ndarray | None]] = {}
+        self._jpegs: dict[int, tuple[int, bytes | None]] = {}
         self._cond = threading.Condition()
         self.closed = False
+        self.bound = host
         try:
-            self.server = ThreadingHTTPServer((host, port), _handler(self))
-        except OSError as err:
-            raise BadInput(f"--serve {address}: cannot listen there ({err.strerror}); choose another port") from None
+            server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+            self.server = server_class((host, port), _handler(self))
+        except (OSError, OverflowError) as err:
+            why = getattr(err, "strerror", None) or str(err)
+            raise BadInput(f"--serve {address}: cannot listen there ({why}); choose another port") from None
         self.server.daemon_threads = True
         self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.server.server_address[1]}/"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="serve")
         self._thread.start()
         log.info("serving the live view at %s%s", self.url, "?token=..." if token else "")
 
+    def streams(self) -> list[tuple[int, str]]:
+        """(id, name) of every stream shown now."""
+        if self.service is not None:
+            return [(s["id"], s["source"]) for s in self.service.listing()]
+        return list(enumerate(self._names))
+
+    def known(self, index: int) -> bool:
+        return any(i == index for i, _ in self.streams())
+
     def publish(self, index: int, image: np.ndarray) -> None:
         with self._cond:
-            self._frames[index] = (self._frames[index][0] + 1, image)
+            self._frames[index] = (self._frames.get(index, (0, None))[0] + 1, image)
             self._cond.notify_all()
 
     def jpeg(self, index: int, after: int = 0, timeout: float = 1.0) -> tuple[int, bytes | None]:
         """(sequence, JPEG) of the newest frame of stream `index`, waiting up to `timeout` for one newer than
         `after`; encoded once per frame, in the caller's (a request's) thread."""
         with self._cond:
-            self._cond.wait_for(lambda: self._frames[index][0] > after or self.closed, timeout=timeout)
-            seq, image = self._frames[index]
-            cached_seq, cached = self._jpegs[index]
+            self._cond.wait_for(lambda: self._frames.get(index, (0, None))[0] > after or self.closed, timeout=timeout)
+            seq, image = self._frames.get(index, (0, None))
+            cached_seq, cached = self._jpegs.get(index, (0, None))
         if image is None or seq == cached_seq:
             return seq, cached
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         data = buf.tobytes() if ok else None
         with self._cond:
-            if self._jpegs[index][0] < seq:
+            if self._jpegs.get(index, (0, None))[0] < seq:
                 self._jpegs[index] = (seq, data)
         return seq, data
+
+    def forget(self, index: int) -> None:
+        with self._cond:
+            self._frames.pop(index, None)
+            self._jpegs.pop(index, None)
+            self._cond.notify_all()
 
     def authorized(self, headers, query: dict) -> bool:
         if not self.token:
             return True
+        return self.token_given(headers, query)
+
+    def token_given(self, headers, query: dict) -> bool:
+        """Whether the request carries this server's token (False when it has none)."""
+        if not self.token:
+            return False
         given = headers.get("Authorization", "")
         given = given[len("Bearer ") :] if given.startswith("Bearer ") else query.get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
+        return hmac.compare_digest(given.encode(errors="replace"), self.token.encode())
 
     def close(self) -> None:
         with self._cond:
@@ -116,14 +175,25 @@ class Viewer:
         self.server.server_close()
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def _live_stats(viewer: Viewer) -> bytes:
     """The run's stats now (read while the pipeline adds to them: retried if a window changed under it)."""
     for _ in range(5):
         try:
-            return json.dumps(viewer.stats(), default=str).encode()
+            stats = viewer.stats()
+            if viewer.service is not None:
+                stats["service"] = viewer.service.live_facts()
+            return json.dumps(stats, default=str).encode()
         except RuntimeError:  # a deque mutated during iteration
             time.sleep(0.01)
     return b"{}"
+
+
+def _reply(handler, status: int, text: str, extra: dict | None = None) -> None:
+    handler._send(status, (text.rstrip("\n") + "\n").encode(), "text/plain; charset=utf-8", extra=extra)
 
 
 def _handler(viewer: Viewer):
@@ -133,26 +203,127 @@ def _handler(viewer: Viewer):
         def log_message(self, *args) -> None:  # requests are not the run's business
             pass
 
+        def _url(self):
+            """The request's path and query, or None after answering 400/421/401 (a Host that is not ours: DNS
+            rebinding; a path that is not ASCII text)."""
+            try:
+                url = urlparse(self.path)
+                query = parse_qs(url.query)
+            except (ValueError, UnicodeError):
+                _reply(self, 400, "400: a malformed request path")
+                return None
+            if not host_allowed(self.headers.get("Host"), viewer.bound, viewer.hosts):
+                _reply(self, 421, "421: this server does not answer to that Host; name it with --serve-host NAME")
+                return None
+            if url.path != "/healthz" and not viewer.authorized(self.headers, query):
+                _reply(self, 401, "401: give the token (Authorization: Bearer TOKEN or ?token=TOKEN)",
+                       extra={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                return None
+            return url, query
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            url = urlparse(self.path)
-            if not viewer.authorized(self.headers, parse_qs(url.query)):
-                self._send(401, b"401: give the token (Authorization: Bearer TOKEN or ?token=TOKEN)\n", "text/plain",
-                           extra={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            found = self._url()
+            if found is None:
                 return
+            url, _ = found
             parts = url.path.strip("/").split("/")
             if url.path == "/":
-                self._send(200, page(viewer.names).encode(), "text/html; charset=utf-8")
+                self._send(200, page(viewer.streams()).encode(), "text/html; charset=utf-8")
             elif url.path == "/stats.json":
                 self._send(200, _live_stats(viewer), "application/json")
+            elif url.path in ("/healthz", "/readyz", "/metrics", "/streams") and viewer.service is not None:
+                self._service_get(url.path)
             elif len(parts) == 2 and parts[0] == "streams" and self._stream(parts[1]) is not None:
                 index, kind = self._stream(parts[1])
                 self._mjpeg(index) if kind == "mjpg" else self._snapshot(index)
             else:
-                self._send(404, b"404: try / , /stats.json or /streams/N.mjpg\n", "text/plain")
+                _reply(self, 404, "404: try / , /stats.json, /metrics, /healthz, /readyz, /streams or /streams/N.mjpg")
+
+        def _service_get(self, path: str) -> None:
+            service = viewer.service
+            if path == "/healthz":
+                _reply(self, 200, "ok")
+            elif path == "/readyz":
+                ready, why = service.readiness()
+                _reply(self, 200 if ready else 503, why)
+            elif path == "/metrics":
+                self._send(200, service.telemetry.exposition(), CONTENT_TYPE)
+            else:
+                self._send(200, json.dumps({"streams": service.listing()}).encode(), "application/json")
+
+        def _mutating(self):
+            """(path, JSON body) of a request that changes the run, or None after answering: it needs the token,
+            on loopback too (a web page in the operator's own browser must not add a camera)."""
+            found = self._url()
+            if found is None:
+                return None
+            url, query = found
+            if viewer.service is None:
+                _reply(self, 404, "404: nothing here can be changed")
+                return None
+            if not viewer.token_given(self.headers, query):
+                why = "give the token" if viewer.token else "start dis-run with --serve-token TOKEN to allow changes"
+                _reply(self, 403, f"403: changing the run needs the token; {why}")
+                return None
+            length = self.headers.get("Content-Length", "0")
+            if not length.isascii() or not length.isdigit() or int(length) > MAX_BODY:
+                _reply(self, 413, f"413: a JSON body of at most {MAX_BODY} bytes")
+                return None
+            raw = self.rfile.read(int(length)) if int(length) else b"{}"
+            try:
+                body = json.loads(raw)
+                if not isinstance(body, dict):
+                    raise ValueError
+            except (ValueError, UnicodeDecodeError):
+                _reply(self, 400, '400: the body must be a JSON object, e.g. {"source": "rtsp://cam/live"}')
+                return None
+            return url.path, body
+
+        def do_POST(self) -> None:  # noqa: N802
+            found = self._mutating()
+            if found is None:
+                return
+            path, body = found
+            try:
+                if path == "/streams":
+                    self._add(body)
+                elif path == "/model":
+                    if not isinstance(body.get("path"), str):
+                        raise BadInput('POST /model: give {"path": "/models/new.onnx"}')
+                    viewer.service.offer_model(Path(body["path"]))
+                    _reply(self, 202, f"202: checking {Path(body['path']).name} on the live streams; see /stats.json")
+                else:
+                    _reply(self, 404, "404: POST /streams or /model")
+            except BadInput as err:
+                _reply(self, 400, f"400: {err}")
+
+        def _add(self, body: dict) -> None:
+            uri, tags = body.get("source"), body.get("scene_tags")
+            if not isinstance(uri, str) or (tags is not None and not isinstance(tags, (str, list))):
+                raise BadInput('POST /streams: give {"source": URI} and optionally "scene_tags": "road,car"')
+            stream = viewer.service.add(uri, tags)
+            answer = json.dumps({"id": stream.id, "source": stream.name}).encode()
+            self._send(201, answer, "application/json", extra={"Location": f"/streams/{stream.id}"})
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            found = self._mutating()
+            if found is None:
+                return
+            path, _ = found
+            parts = path.strip("/").split("/")
+            ok = len(parts) == 2 and parts[0] == "streams" and parts[1].isascii() and parts[1].isdigit()
+            stream = viewer.service.remove(int(parts[1])) if ok and len(parts[1]) < 10 else None
+            if stream is None:
+                _reply(self, 404, "404: no such stream; GET /streams lists them")
+                return
+            viewer.forget(stream.id)
+            _reply(self, 200, f"removed s{stream.id} after {stream.frames} frames; its outputs are finalized")
 
         def _stream(self, name: str) -> tuple[int, str] | None:
             stem, _, kind = name.partition(".")
-            if stem.isdigit() and int(stem) < len(viewer.names) and kind in ("mjpg", "jpg"):
+            if stem.isascii() and stem.isdigit() and len(stem) < 10 and viewer.known(int(stem)) and kind in (
+                "mjpg", "jpg"
+            ):  # fmt: skip
                 return int(stem), kind
             return None
 
@@ -181,7 +352,7 @@ def _handler(viewer: Viewer):
             self.end_headers()
             seq = 0
             try:
-                while not viewer.closed:
+                while not viewer.closed and viewer.known(index):
                     newest, data = viewer.jpeg(index, after=seq)
                     if data is None or newest == seq:
                         continue
@@ -196,14 +367,15 @@ def _handler(viewer: Viewer):
     return Handler
 
 
-def page(names: list[str]) -> str:
-    """The live page: one tile per stream, each refreshed with its newest frame as soon as the last one loaded
-    (never a backlog), FPS and frame age from /stats.json every second."""
+def page(streams: list[tuple[int, str]]) -> str:
+    """The live page: one tile per stream (id, name), each refreshed with its newest frame as soon as the last one
+    loaded (never a backlog), FPS and frame age from /stats.json every second."""
     tiles = "\n".join(
         f'<figure><img id="s{i}" alt="stream {i}"><figcaption><b>s{i}</b> {_escape(name)} '
         f'<span id="f{i}"></span></figcaption></figure>'
-        for i, name in enumerate(names)
+        for i, name in streams
     )
+    names, ids = [name for _, name in streams], json.dumps([i for i, _ in streams])
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>disseg live</title>
 <style>body{{font:14px sans-serif;background:#111;color:#ddd;margin:12px}}
@@ -225,14 +397,14 @@ async function stats() {{
     const s = await (await fetch("/stats.json?" + auth)).json();
     document.getElementById("total").textContent = (s.fps || 0).toFixed(1) + " FPS in total";
     (s.streams || []).forEach((t, i) => {{
-      const age = (t.frame_age_ms || {{}}).p50;
-      document.getElementById("f" + i).textContent =
+      const age = (t.frame_age_ms || {{}}).p50, label = document.getElementById("f" + i);
+      if (label) label.textContent =
         (t.fps || 0).toFixed(1) + " FPS, frame age " + (age === undefined ? "-" : age.toFixed(0) + " ms");
     }});
   }} catch (e) {{}}
   setTimeout(stats, 1000);
 }}
-for (let i = 0; i < {len(names)}; i++) refresh(i);
+{ids}.forEach(refresh);
 stats();
 </script></body></html>
 """

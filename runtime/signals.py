@@ -1,5 +1,6 @@
 """Stopping on a signal: SIGINT (Ctrl-C), SIGTERM (systemd, docker stop, Kubernetes) and SIGHUP (a closed
-terminal) all ask a command to stop cleanly, finalize what it wrote and exit with 128 + the signal number."""
+terminal) all ask a command to stop cleanly, finalize what it wrote and exit with 128 + the signal number. A service
+(dis-run) takes SIGHUP as `systemctl reload` instead: StopOnSignals(reload=...) calls its hook and goes on."""
 
 from __future__ import annotations
 
@@ -37,12 +38,16 @@ class StopOnSignals:
         stop.raise_if_stopped()
     """
 
-    def __init__(self, event: threading.Event | None = None) -> None:
+    def __init__(self, event: threading.Event | None = None, *, reload=None) -> None:
         self.event = event if event is not None else threading.Event()
         self.signum: int | None = None
+        self.reload = reload  # called (in the signal handler: keep it to setting a flag) on SIGHUP instead of a stop
         self._previous: dict[int, object] = {}
 
     def _on_signal(self, signum, frame) -> None:
+        if self.reload is not None and signum == getattr(signal, "SIGHUP", None):
+            self.reload()
+            return
         if self.signum is None:
             self.signum = signum
         self.event.set()
@@ -61,3 +66,26 @@ class StopOnSignals:
     def raise_if_stopped(self) -> None:
         if self.signum is not None:
             raise Stopped(self.signum)
+
+
+# Threads left inside a library after a stop (a reader waiting on a server that never answers): the process then
+# ends with os._exit once its outputs are finalized, as a library thread cannot be interrupted and must not be
+# unwound by the interpreter's shutdown.
+STUCK: list[threading.Thread] = []
+
+
+def exit_now(status: int) -> None:
+    """sys.exit(status), or os._exit(status) after flushing when a thread is still stuck in a library."""
+    import logging
+    import os
+    import sys
+
+    if not any(thread.is_alive() for thread in STUCK):
+        sys.exit(status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(status)

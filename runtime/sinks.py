@@ -134,9 +134,13 @@ class MaskSink:
     def __init__(self, folder: str | Path, palette: tuple[tuple[int, int, int], ...]) -> None:
         self.folder = Path(folder)
         check_output(self.folder, option="--masks", kind="folder")
-        flat = [v for colour in palette for v in colour]
-        self.palette = flat + [0] * (768 - len(flat))
+        self.set_palette(palette)
         self.count = 0
+
+    def set_palette(self, palette: tuple[tuple[int, int, int], ...]) -> None:
+        """The model's colours (a model swapped in while running brings its own)."""
+        flat = [v for colour in palette for v in colour][:768]
+        self.palette = flat + [0] * (768 - len(flat))
 
     def write(self, name: str, labels: np.ndarray) -> None:
         from PIL import Image

@@ -17,8 +17,23 @@ import numpy as np
 from .atomic import os_reason
 from .errors import BadInput, SourceError
 from .image import IMAGE_SUFFIXES, list_images, read_image, unique_names
+from .signals import STUCK
 
 log = logging.getLogger("disseg.sources")
+
+DEFAULT_FPS = 30.0  # a source that does not say its frame rate (and the videos written from it)
+DEFAULT_MAX_RECONNECTS = 10
+OPEN_TIMEOUT_MS = 10_000  # FFmpeg's own limits on opening a stream and on one read: a reader thread left inside
+READ_TIMEOUT_MS = 10_000  # OpenCV at a stop (the stop itself never waits for them) ends after this at most
+GST_KINDS = ("auto", "live", "file")  # gst:, gst+live:, gst+file: (a pipeline's kind when the guess is wrong)
+# Source elements whose pipelines are live (a camera, a network stream): they reconnect when they end. Any other
+# pipeline, unless an element says is-live=true or reads a non-file URI, is a file: every frame, and its end is the
+# stream's end.
+LIVE_ELEMENTS = frozenset(
+    "v4l2src nvarguscamerasrc nvv4l2camerasrc libcamerasrc rtspsrc udpsrc tcpclientsrc tcpserversrc souphttpsrc "
+    "srtsrc srtclientsrc rtmpsrc rtmp2src ximagesrc pipewiresrc aravissrc pylonsrc uvch264src ksvideosrc "
+    "mfvideosrc avfvideosrc webrtcsrc whepsrc".split()
+)
 
 
 @dataclass
@@ -94,7 +109,25 @@ def rtsp_pipeline(url: str, *, hardware_decoder: bool) -> str:
     return source + decode + "videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false"
 
 
-def open_stream(url: str, *, max_reconnects: int = 10) -> LiveSource:
+def gst_is_live(pipeline: str, cap=None) -> bool:
+    """Whether a GStreamer pipeline is live (reconnect when it ends) or a file (every frame, end at its end): a known
+    duration (what OpenCV reports of an opened pipeline) makes it a file; a live source element, is-live=true or a
+    uri= that is not file:// makes it live; anything else is a file. gst+live:/gst+file: override the guess."""
+    if cap is not None and cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
+        return False
+    for element in pipeline.split("!"):
+        words = element.split()
+        if not words:
+            continue
+        props = {k.lower(): v.strip("\"'").lower() for k, _, v in (w.partition("=") for w in words[1:])}
+        if words[0] in LIVE_ELEMENTS or props.get("is-live") in ("true", "1", "yes"):
+            return True
+        if "uri" in props and not props["uri"].startswith("file:"):
+            return True
+    return False
+
+
+def open_stream(url: str, *, max_reconnects: int = DEFAULT_MAX_RECONNECTS, retry: bool = False) -> LiveSource:
     """An RTSP/HTTP stream: through GStreamer when OpenCV has it, the URL is RTSP and GStreamer has rtspsrc and a
     decoder, else FFmpeg."""
     if not url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
@@ -109,10 +142,12 @@ def open_stream(url: str, *, max_reconnects: int = 10) -> LiveSource:
         and (hardware or gstreamer_element("decodebin"))
     ):
         pipeline = rtsp_pipeline(url, hardware_decoder=hardware)
-        return LiveSource(
-            pipeline, api=cv2.CAP_GSTREAMER, description=description + " (GStreamer)", max_reconnects=max_reconnects
-        )
-    return LiveSource(url, api=cv2.CAP_FFMPEG, description=description, max_reconnects=max_reconnects)
+        description += " (GStreamer)"
+        return LiveSource(pipeline, api=cv2.CAP_GSTREAMER, description=description, max_reconnects=max_reconnects,
+                          retry_first_open=retry)  # fmt: skip
+    return LiveSource(
+        url, api=cv2.CAP_FFMPEG, description=description, max_reconnects=max_reconnects, retry_first_open=retry
+    )
 
 
 class Source:
@@ -124,8 +159,11 @@ class Source:
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
+    def interrupt(self) -> None:
+        """Make a reader waiting in __iter__ return soon (a stop); files need nothing."""
+
+    def close(self, wait: float = 0.5) -> None:
+        """Release the source; `wait`: at most this long for a thread of its own."""
 
 
 class ImageSource(Source):
@@ -162,13 +200,17 @@ class VideoSource(Source):
     def __init__(self, path: str) -> None:
         if not Path(path).is_file():
             raise SourceError(f"{path}: no such video file")
-        self.path = path
-        self.cap = cv2.VideoCapture(path)
+        self._open(path, cv2.CAP_ANY, f"{path}: cannot read any frame (empty, corrupt or an unsupported codec)")
+
+    def _open(self, target: str, api: int, failure: str) -> None:
+        self.path = target
+        self.cap = cv2.VideoCapture(target, api)
         ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
         if not ok:
-            raise SourceError(f"{path}: cannot read any frame (empty, corrupt or an unsupported codec)")
+            self.cap.release()
+            raise SourceError(failure)
         self._first = first
-        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
         self.declared = max(0, int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)))  # 0: the container does not say
 
     def __iter__(self) -> Iterator[Frame]:
@@ -188,86 +230,176 @@ class VideoSource(Source):
                 self.declared,
             )
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.5) -> None:
         self.cap.release()
 
 
+class PipelineFileSource(VideoSource):
+    """A GStreamer pipeline that is a file, not a camera (filesrc ! qtdemux ! h264parse ! nvv4l2decoder ! ..., or
+    videotestsrc num-buffers=N): every frame in order, nothing dropped, and its end of stream ends the stream."""
+
+    def __init__(self, pipeline: str, cap=None) -> None:
+        if cap is not None:  # already opened to find out what it is
+            self.path, self.cap = pipeline, cap
+            ok, self._first = cap.read()
+            if not ok:
+                cap.release()
+                raise SourceError("GStreamer pipeline: it ended before its first frame")
+            self.fps = cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+        else:
+            self._open(pipeline, cv2.CAP_GSTREAMER, "GStreamer pipeline: cannot open it or read a frame; try it with "
+                       "gst-launch-1.0 (the sink must be appsink)")  # fmt: skip
+        self.declared = max(0, int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+
+
 class LiveSource(Source):
-    """A camera or stream read in a thread that keeps only the newest frame; a dropped stream is
-    reconnected with exponential backoff and counted, and given up after `max_reconnects` failures in a row."""
+    """A camera or stream, opened and read in a thread of its own that keeps only the newest frame (a frame replaced
+    before anyone took it is counted in `skipped`); a dropped stream is reconnected with exponential backoff and
+    counted, and given up after `max_reconnects` failures in a row.
+
+    Nothing here blocks a stop: the thread is the only one that ever waits on OpenCV (opening, reading, reconnecting),
+    every wait of its own is on `halt`, and close() waits for it briefly. A thread still inside OpenCV then (a server
+    that never answers) is left to finish alone: it releases its capture itself, and FFmpeg's open and read timeouts
+    end it soon after. With `retry_first_open`, a source that cannot be opened at all is retried like one that
+    dropped (a service starts while a camera is down); without it, wait_open() raises the one-line SourceError."""
 
     live = True
+    state = "opening"  # opening, running, reconnecting, ended (gave up or closed)
 
     def __init__(
-        self, target: int | str, *, api: int = cv2.CAP_ANY, description: str, max_reconnects: int = 10
+        self,
+        target: int | str,
+        *,
+        api: int = cv2.CAP_ANY,
+        description: str,
+        max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+        retry_first_open: bool = False,
     ) -> None:
         self.target, self.api, self.description, self.max_reconnects = target, api, description, max_reconnects
-        self.cap = self._open()
-        if self.cap is None:
-            raise SourceError(
-                f"{description}: cannot open it (no such device or unreachable); check the index or URL "
-                f"(list cameras with: v4l2-ctl --list-devices)"
-            )
-        self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 30.0
+        self.retry_first_open = retry_first_open
+        self.fps = DEFAULT_FPS
+        self.last_frame_at: float | None = None  # time.monotonic() of the newest frame read
+        self.halt = threading.Event()
+        self.opened = threading.Event()  # set once the first open has succeeded or (without retries) failed
+        self.open_failed = False
         self._latest: Frame | None = None
         self._cond = threading.Condition()
-        self._stop = False
         self._ended = False
-        self._thread = threading.Thread(target=self._reader, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"source {description}")
         self._thread.start()
 
+    def wait_open(self, stop: threading.Event | None = None) -> bool:
+        """Wait (looking at `stop`) until the first open finished: True once it is open, False if `stop` was set.
+        SourceError if it cannot be opened and is not retried."""
+        while not self.opened.wait(0.05):
+            if stop is not None and stop.is_set():
+                return False
+        if self.open_failed:
+            raise SourceError(
+                f"{self.description}: cannot open it (no such device or unreachable); check the index or URL "
+                f"(list cameras with: v4l2-ctl --list-devices)"
+            )
+        return True
+
     def _open(self):
-        cap = cv2.VideoCapture(self.target, self.api)
-        if cap.isOpened():
+        if isinstance(self.target, str) and self.api == cv2.CAP_FFMPEG:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+            cap = cv2.VideoCapture(self.target, self.api, params)
+        else:
+            cap = cv2.VideoCapture(self.target, self.api)
+        if cap.isOpened() and not self.halt.is_set():
             ok, _ = cap.read()
             if ok:
+                self.fps = cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
                 return cap
         cap.release()
         return None
 
-    def _reader(self) -> None:
-        index, failures, backoff = 0, 0, 0.5
-        while not self._stop:
-            ok, image = self.cap.read() if self.cap is not None else (False, None)
+    def _run(self) -> None:
+        cap = None
+        try:
+            cap = self._open()
+            if cap is None and not self.retry_first_open:
+                self.open_failed = True
+            self.opened.set()
+            if not self.open_failed:
+                cap = self._read(cap)
+        finally:
+            self.opened.set()
+            if cap is not None:
+                cap.release()
+            with self._cond:
+                self._ended = True
+                self.state = "ended"
+                self._cond.notify_all()
+
+    def _read(self, cap):
+        """Read until halted or given up; reconnect on every failure. Returns the capture to release."""
+        index, failures, backoff = 0, 0 if cap is not None else 1, 0.5
+        if cap is None:  # could not open at start: retried like a drop
+            log.warning("%s: cannot open it yet; retrying in the background", self.description)
+        while not self.halt.is_set():
+            ok, image = cap.read() if cap is not None else (False, None)
             if ok:
                 failures, backoff = 0, 0.5
-                with self._cond:
-                    self._latest = Frame(index, image, f"{index:06d}", time.perf_counter())
-                    self._cond.notify()
+                self._publish(Frame(index, image, f"{index:06d}", time.perf_counter()))
                 index += 1
                 continue
-            failures += 1
+            if cap is not None:
+                failures += 1
             if failures > self.max_reconnects:
                 log.error("%s: gave up after %d failed reconnects", self.description, self.max_reconnects)
                 break
+            self.state = "reconnecting"
             log.warning(
                 "%s dropped; reconnecting in %.1f s (reconnect %d)", self.description, backoff, self.reconnects + 1
             )
-            time.sleep(backoff)
+            if self.halt.wait(backoff):
+                break
             backoff = min(backoff * 2, 8.0)
-            if self.cap is not None:
-                self.cap.release()
-            self.cap = self._open()
+            if cap is not None:
+                cap.release()
+            cap = self._open()
             self.reconnects += 1
+            failures += cap is None
+        return cap
+
+    def _publish(self, frame: Frame) -> None:
         with self._cond:
-            self._ended = True
-            self._cond.notify()
+            if self._latest is not None:
+                self.skipped += 1  # replaced before anyone took it
+            self._latest = frame
+            self.state = "running"
+            self.last_frame_at = time.monotonic()
+            self._cond.notify_all()
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
             with self._cond:
-                while self._latest is None and not self._ended:
-                    self._cond.wait(timeout=1.0)
+                while self._latest is None and not self._ended and not self.halt.is_set():
+                    self._cond.wait(timeout=0.1)
                 if self._latest is None:
                     return
                 frame, self._latest = self._latest, None
             yield frame
 
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=2)
-        if self.cap is not None:
-            self.cap.release()
+    def interrupt(self) -> None:
+        self.halt.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self, wait: float = 0.5) -> None:
+        """Stop reading; wait up to `wait` s for the thread (one still inside OpenCV is left to end alone)."""
+        self.interrupt()
+        self._thread.join(timeout=wait)
+        if self._thread.is_alive():
+            log.debug("%s: still inside OpenCV at close; left to its own timeout", self.description)
+            STUCK.append(self._thread)
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the reader thread is still inside OpenCV after close()."""
+        return self._thread.is_alive()
 
 
 class Looped(Source):
@@ -276,7 +408,7 @@ class Looped(Source):
     live = False
 
     def __init__(self, first, times: int, reopen) -> None:
-        self.first, self.times, self.reopen, self.fps = first, times, reopen, getattr(first, "fps", 30.0)
+        self.first, self.times, self.reopen, self.fps = first, times, reopen, getattr(first, "fps", DEFAULT_FPS)
         self.skipped = self.reconnects = 0
 
     def __iter__(self):
@@ -292,7 +424,7 @@ class Looped(Source):
             self.truncated = src.truncated or self.truncated
             src.close()
 
-    def close(self) -> None:
+    def close(self, wait: float = 0.5) -> None:
         self.first.close()
 
 
@@ -304,9 +436,13 @@ def open_source(
     rtsp: str | None = None,
     gst: str | None = None,
     csi: int | None = None,
-    max_reconnects: int = 10,
+    gst_kind: str = "auto",
+    max_reconnects: int = DEFAULT_MAX_RECONNECTS,
+    retry: bool = False,
 ) -> Source:
-    """Open exactly one source. Raises BadInput (SourceError) with how to fix it."""
+    """Open exactly one source. Raises BadInput (SourceError) with how to fix it. A live source opens in its own
+    thread: `retry` retries one that cannot be opened in the background (a service), else LiveSource.wait_open()
+    raises the one line. `gst_kind`: whether a pipeline is live or a file (auto: gst_is_live)."""
     given = [
         n
         for n, v in (
@@ -324,27 +460,44 @@ def open_source(
             f"give exactly one source ({', '.join(given) or 'none'} given): --camera N, --video FILE, --images DIR, "
             f"--rtsp URL, --gst PIPELINE or --csi N"
         )
+    live = dict(max_reconnects=max_reconnects, retry_first_open=retry)
     if images is not None:
         return ImageSource(images)
     if video is not None:
         return VideoSource(video)
     if camera is not None:
-        return LiveSource(camera, description=f"camera {camera}", max_reconnects=max_reconnects)
+        return LiveSource(camera, description=f"camera {camera}", **live)
     if rtsp is not None:
-        return open_stream(rtsp, max_reconnects=max_reconnects)
+        return open_stream(rtsp, max_reconnects=max_reconnects, retry=retry)
     if gst is not None:
         _require_gstreamer("--gst")
-        return LiveSource(gst, api=cv2.CAP_GSTREAMER, description="GStreamer pipeline", max_reconnects=max_reconnects)
+        return open_pipeline(gst, gst_kind, live)
     _require_gstreamer("--csi")
-    return LiveSource(
-        csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}", max_reconnects=max_reconnects
-    )
+    return LiveSource(csi_pipeline(csi), api=cv2.CAP_GSTREAMER, description=f"CSI camera {csi}", **live)
+
+
+def open_pipeline(pipeline: str, kind: str, live: dict) -> Source:
+    """A GStreamer pipeline as a file (PipelineFileSource) or a live source (LiveSource), as `kind` says or, for
+    auto, as the pipeline's text and what OpenCV reports of it say (gst_is_live)."""
+    if kind not in GST_KINDS:
+        raise BadInput(f"GStreamer pipeline kind {kind!r}: expected one of {', '.join(GST_KINDS)}")
+    if kind == "live" or (kind == "auto" and gst_is_live(pipeline)):
+        return LiveSource(pipeline, api=cv2.CAP_GSTREAMER, description="GStreamer pipeline", **live)
+    if kind == "file":
+        return PipelineFileSource(pipeline)
+    cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+    if not cap.isOpened():
+        cap.release()
+        raise SourceError("GStreamer pipeline: cannot open it; try it with gst-launch-1.0 (the sink must be appsink)")
+    log.info("GStreamer pipeline: a file (no live source element; its end of stream ends it; gst+live: if not)")
+    return PipelineFileSource(pipeline, cap)
 
 
 URI_FORMS = (
     "a camera (0, v4l2:///dev/video0), csi://0, rtsp://HOST/PATH, http(s)://HOST/PATH, a video file, an image "
-    "folder, glob or file, or gst:PIPELINE"
+    "folder, glob or file, or gst:PIPELINE (gst+live:/gst+file: to say whether it is a camera or a file)"
 )
+SPEC_KINDS = ("camera", "video", "images", "rtsp", "gst", "csi")  # the keys of a spec that name its source
 
 
 def parse_uri(uri: str) -> dict:
@@ -365,8 +518,10 @@ def parse_uri(uri: str) -> dict:
         return {"csi": int(text[len("csi://") :])}
     if text.startswith(("rtsp://", "rtsps://", "http://", "https://")):
         return {"rtsp": text}
-    if text.startswith("gst:") and text[4:].strip():
-        return {"gst": text[4:].strip()}
+    for kind in GST_KINDS:
+        prefix = "gst:" if kind == "auto" else f"gst+{kind}:"
+        if text.startswith(prefix) and text[len(prefix) :].strip():
+            return {"gst": text[len(prefix) :].strip(), "gst_kind": kind}
     path = text[len("file://") :] if text.startswith("file://") else text
     if "://" in path or not path:
         raise bad
@@ -393,5 +548,5 @@ def read_streams(path: str | Path) -> list[str]:
 
 def describe(spec: dict) -> str:
     """A source for logs and the stats file, credentials redacted: "video in.mp4", "stream rtsp://admin:***@cam"."""
-    kind, value = next((k, v) for k, v in spec.items() if k != "max_reconnects")
+    kind, value = next((k, v) for k, v in spec.items() if k in SPEC_KINDS)
     return f"{kind} {redact(str(value))}"

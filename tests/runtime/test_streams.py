@@ -49,9 +49,9 @@ def test_source_uris_name_every_kind(tmp_path):
 
     clip = _video(tmp_path / "a.avi", 2)
     assert parse_uri("0") == {"camera": 0} and parse_uri("v4l2:///dev/video3") == {"camera": 3}
-    assert parse_uri("csi://1") == {"csi": 1} and parse_uri("gst:videotestsrc ! appsink") == {
-        "gst": "videotestsrc ! appsink"
-    }
+    assert parse_uri("csi://1") == {"csi": 1}
+    for prefix, kind in (("gst:", "auto"), ("gst+live:", "live"), ("gst+file:", "file")):
+        assert parse_uri(f"{prefix}videotestsrc ! appsink") == {"gst": "videotestsrc ! appsink", "gst_kind": kind}
     assert parse_uri("rtsp://cam/live") == {"rtsp": "rtsp://cam/live"}
     assert parse_uri(str(clip)) == {"video": str(clip)} and parse_uri(f"file://{clip}") == {"video": str(clip)}
     assert parse_uri(str(tmp_path)) == {"images": str(tmp_path)} and parse_uri("x/*.jpg") == {"images": "x/*.jpg"}
