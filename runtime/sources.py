@@ -5,11 +5,13 @@ read in a thread that keeps only the newest frame (no growing lag) and reconnect
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -23,8 +25,8 @@ log = logging.getLogger("disseg.sources")
 
 DEFAULT_FPS = 30.0  # a source that does not say its frame rate (and the videos written from it)
 DEFAULT_MAX_RECONNECTS = 10
-OPEN_TIMEOUT_MS = 10_000  # FFmpeg's own limits on opening a stream and on one read: a reader thread left inside
-READ_TIMEOUT_MS = 10_000  # OpenCV at a stop (the stop itself never waits for them) ends after this at most
+OPEN_TIMEOUT_MS = 5_000  # FFmpeg's own limits on opening a stream and on one read: a reader thread left inside
+READ_TIMEOUT_MS = 5_000  # OpenCV at a stop (the stop itself never waits for them) ends after this at most
 GST_KINDS = ("auto", "live", "file")  # gst:, gst+live:, gst+file: (a pipeline's kind when the guess is wrong)
 # Source elements whose pipelines are live (a camera, a network stream): they reconnect when they end. Any other
 # pipeline, unless an element says is-live=true or reads a non-file URI, is a file: every frame, and its end is the
@@ -144,10 +146,50 @@ def open_stream(url: str, *, max_reconnects: int = DEFAULT_MAX_RECONNECTS, retry
         pipeline = rtsp_pipeline(url, hardware_decoder=hardware)
         description += " (GStreamer)"
         return LiveSource(pipeline, api=cv2.CAP_GSTREAMER, description=description, max_reconnects=max_reconnects,
-                          retry_first_open=retry)  # fmt: skip
-    return LiveSource(
-        url, api=cv2.CAP_FFMPEG, description=description, max_reconnects=max_reconnects, retry_first_open=retry
-    )
+                          retry_first_open=retry, probe=url)  # fmt: skip
+    return LiveSource(url, api=cv2.CAP_FFMPEG, description=description, max_reconnects=max_reconnects,
+                      retry_first_open=retry, probe=url)  # fmt: skip
+
+
+def answers(url: str, timeout: float, halt: threading.Event) -> bool:
+    """Whether the server of an http(s)/rtsp(s) URL answers within `timeout` (any bytes back to a request; for TLS,
+    a connection), looking at `halt` all the while. Asked before OpenCV opens the URL: OpenCV opens FFmpeg streams
+    one at a time under a process-wide lock, so a camera that accepts and never answers would hold every other
+    stream's (re)connect for FFmpeg's whole open timeout."""
+    parts = urlsplit(url)
+    secure = parts.scheme in ("https", "rtsps")
+    default = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}.get(parts.scheme, 80)
+    try:
+        port = parts.port or default
+    except ValueError:
+        return False
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((parts.hostname or "", port), timeout=min(timeout, 1.0))
+    except OSError:
+        return False
+    with sock:
+        if secure:
+            return True
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        request = (
+            f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
+            if parts.scheme == "rtsp"
+            else f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"
+        )
+        sock.settimeout(0.1)
+        try:
+            sock.sendall(request.encode("latin-1", errors="replace"))
+        except OSError:
+            return False
+        while not halt.is_set() and time.monotonic() < deadline:
+            try:
+                return bool(sock.recv(1))
+            except TimeoutError:
+                continue
+            except OSError:
+                return False
+    return False
 
 
 class Source:
@@ -274,9 +316,11 @@ class LiveSource(Source):
         description: str,
         max_reconnects: int = DEFAULT_MAX_RECONNECTS,
         retry_first_open: bool = False,
+        probe: str | None = None,
     ) -> None:
         self.target, self.api, self.description, self.max_reconnects = target, api, description, max_reconnects
         self.retry_first_open = retry_first_open
+        self.probe = probe  # a network URL asked first whether anything answers there (see answers())
         self.fps = DEFAULT_FPS
         self.last_frame_at: float | None = None  # time.monotonic() of the newest frame read
         self.halt = threading.Event()
@@ -302,6 +346,8 @@ class LiveSource(Source):
         return True
 
     def _open(self):
+        if self.probe is not None and not answers(self.probe, OPEN_TIMEOUT_MS / 1000, self.halt):
+            return None
         if isinstance(self.target, str) and self.api == cv2.CAP_FFMPEG:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
             cap = cv2.VideoCapture(self.target, self.api, params)
