@@ -175,7 +175,7 @@ def _source_specs(options: dict) -> list[dict]:
     if streams is not None:
         uris += read_streams(streams)
     reconnects = options["max_reconnects"] = options.pop("max_reconnects")
-    specs = [parse_uri(uri) for uri in uris]
+    specs = [{**parse_uri(uri), "uri": uri} for uri in uris]
     specs += [{k: v} for k in SINGLE_SOURCES if (v := options.pop(k)) is not None]
     if not specs:
         raise BadInput(
@@ -227,16 +227,17 @@ def _make_stream(spec: dict, index: int, count: int, outputs: dict, loops: int =
     """A Stream for one source spec, with its video sink (the rest is attached once the model is known)."""
     from .pipeline import Stream
     from .sinks import VideoSink
-    from .sources import Looped, describe, open_source
+    from .sources import Looped, describe, open_source, redact
 
     path = _stream_path(outputs["output"], index, count)
     video = VideoSink(path) if path else None
+    uri = spec.pop("uri", "")
     source = open_source(**spec)
     if loops > 1 and ("video" in spec or "images" in spec):
         source = Looped(source, loops, lambda spec=spec: open_source(**spec))
     if video is not None and "video" in spec:
         video.fps = getattr(source, "fps", video.fps)  # a video file keeps its frame rate
-    return Stream(source, name=describe(spec), video=video)
+    return Stream(source, name=describe(spec), video=video, uri=redact(uri.strip()))
 
 
 def _attach(stream, seg, tags, outputs: dict, count: int, model) -> None:

@@ -78,10 +78,9 @@ class Service:
 
     def add(self, uri: str, scene_tags=None) -> Stream:
         """Start a source given as a URI (what --source takes); BadInput with the one line if it cannot be."""
-        spec = {**parse_uri(uri), "max_reconnects": self.max_reconnects, "retry": True}
+        spec = {**parse_uri(uri), "uri": uri, "max_reconnects": self.max_reconnects, "retry": True}
         with self.run.lock:
             stream = self.make_stream(spec, scene_tags, len(self.run.streams))
-            stream.uri = redact(uri.strip())
             self.run.add(stream)
         self.run.keep_alive = True
         log.info("s%d added: %s", stream.id, stream.name)
