@@ -32,6 +32,7 @@ class LiveServers:
         self.port = self.sock.getsockname()[1]
         self.frames_sent: dict[str, int] = {}
         self.connections: dict[str, int] = {}
+        self.stalled_at: float | None = None  # time.monotonic() when the stalling stream last went quiet
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -68,6 +69,7 @@ class LiveServers:
             except OSError:
                 return
             if kind == "stall":  # connected, no more bytes
+                self.stalled_at = time.monotonic()
                 self.closed.wait()
 
     def _frames(self, conn: socket.socket, kind: str, limit: int | None) -> None:
