@@ -152,7 +152,7 @@ def open_stream(url: str, *, max_reconnects: int = DEFAULT_MAX_RECONNECTS, retry
 
 
 def answers(url: str, timeout: float, halt: threading.Event) -> bool:
-    """Whether the server of an http(s)/rtsp(s) URL answers within `timeout` (any bytes back to a request; for TLS,
+    """Whether the server of an http(s)/rtsp(s) URL answers within `timeout` (any bytes back to a HEAD or OPTIONS request; for TLS,
     a connection), looking at `halt` all the while. Asked before OpenCV opens the URL: OpenCV opens FFmpeg streams
     one at a time under a process-wide lock, so a camera that accepts and never answers would hold every other
     stream's (re)connect for FFmpeg's whole open timeout."""
@@ -175,7 +175,7 @@ def answers(url: str, timeout: float, halt: threading.Event) -> bool:
         request = (
             f"OPTIONS {url} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
             if parts.scheme == "rtsp"
-            else f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"
+            else f"HEAD {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"
         )
         sock.settimeout(0.1)
         try:

@@ -69,12 +69,20 @@ def _ready(servers, masks, lines) -> bool:
     )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def _command(runtime: str, request) -> str:
+    if runtime == "python":
+        return str(BIN / "dis-run")
+    return str(request.getfixturevalue("cpp_build") / "dis_run_cpp")
+
+
+@pytest.mark.parametrize(
+    "runtime, sig", [("python", signal.SIGTERM), ("python", signal.SIGINT), ("cpp", signal.SIGTERM)]
+)
 def test_a_stop_with_dead_stalled_opening_and_reconnecting_sources_is_prompt_and_loses_nothing(
-    tiny_onnx, tmp_path, servers, sig
+    tiny_onnx, tmp_path, servers, runtime, sig, request
 ):
     masks, out, stats = tmp_path / "masks", tmp_path / "out.mp4", tmp_path / "s.json"
-    cmd = [str(BIN / "dis-run"), str(tiny_onnx), "--loop", "100000", "--max-reconnects", "1000", "--no-display"]
+    cmd = [_command(runtime, request), str(tiny_onnx), "--loop", "100000", "--max-reconnects", "1000", "--no-display"]
     for uri in _sources(servers, tmp_path):
         cmd += ["--source", uri]
     proc = subprocess.Popen([*cmd, "--output", str(out), "--masks", str(masks), "--stats", str(stats)],

@@ -127,7 +127,10 @@ std::vector<disseg::SourceSpec> source_specs(const Args& a) {
     throw disseg::BadInput(
         "no source given: --source URI (repeatable), --streams FILE, or one of --camera N, --video FILE, --images "
         "DIR, --rtsp URL, --gst PIPELINE, --csi N");
-  for (auto& spec : specs) spec.max_reconnects = a.src.max_reconnects;
+  for (auto& spec : specs) {
+    spec.max_reconnects = a.src.max_reconnects;
+    spec.retry_first_open = specs.size() > 1;  // a camera down at start is retried while the others run
+  }
   return specs;
 }
 
@@ -148,11 +151,13 @@ void segment(disseg::Segmenter& seg, const Args& a, const std::vector<disseg::St
   for (const auto& s : streams) names.push_back(disseg::describe(s.spec));
   stats.set_streams(names);
   disseg::Counters counts;
-  std::optional<disseg::WriteFailed> failure;
+  std::exception_ptr failure;
   try {
     disseg::run_pipeline(seg, streams, a.opt, stats, stopping, counts);
-  } catch (const disseg::WriteFailed& err) {  // the other sinks are closed; the stats of what was produced follow
-    failure = err;
+  } catch (const disseg::BadInput&) {  // a source that cannot be opened: nothing ran, nothing to write
+    throw;
+  } catch (const std::exception&) {  // every sink is closed; the stats of what was produced follow, then the line
+    failure = std::current_exception();
   }
   const disseg::RunFacts facts{a.model,          seg.backend_name(), counts.skipped, counts.reconnects,
                                stop_signal != 0, counts.truncated,   counts.streams};
@@ -163,7 +168,7 @@ void segment(disseg::Segmenter& seg, const Args& a, const std::vector<disseg::St
                 from.c_str(), stats.wall_s(), stats.fps(), stats.total_p50_ms());
   std::cout << line << (counts.skipped ? ", " + std::to_string(counts.skipped) + " skipped" : "")
             << (counts.reconnects ? ", " + std::to_string(counts.reconnects) + " reconnects" : "") << std::endl;
-  if (failure) throw *failure;
+  if (failure) std::rethrow_exception(failure);
 }
 
 // --scene-tags as dis-run takes it: one comma list for every stream, or one per stream in order ("-": none).
@@ -237,9 +242,18 @@ int run(int argc, char** argv) {
   return disseg::kExitDone;
 }
 
-}  // namespace
+// The exit status, and the way out: std::_Exit once the outputs are final when a reader is still inside OpenCV (a
+// server that never answered the stop), so no static destructor runs under its feet.
+int leave(int status) {
+  if (disseg::left_running_readers() > 0) {
+    std::cout.flush();
+    std::cerr.flush();
+    std::_Exit(status);
+  }
+  return status;
+}
 
-int main(int argc, char** argv) {
+int guarded(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const disseg::BadInput& err) {  // bad input or model file (a ModelFileError): one line, exit 2 (as dis-run)
@@ -253,3 +267,7 @@ int main(int argc, char** argv) {
     return disseg::kExitFailed;
   }
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return leave(guarded(argc, argv)); }

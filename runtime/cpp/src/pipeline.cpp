@@ -33,12 +33,15 @@ class BoundedQueue {
     not_full_.notify_one();
     return true;
   }
-  void push_newest(T value) {  // never waits: an item still there is replaced (a live source's stale frame)
+  // Never waits: an item still there is replaced (a live source's stale frame); true when one was.
+  bool push_newest(T value) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (abandoned_) return;
-    if (items_.size() >= capacity_) items_.pop_front();
+    if (abandoned_) return false;
+    const bool replaced = items_.size() >= capacity_;
+    if (replaced) items_.pop_front();
     items_.push_back(std::move(value));
     not_empty_.notify_one();
+    return replaced;
   }
   // Without waiting: 1 an item was taken, 0 none there yet, -1 the producer has finished and all were taken.
   int try_pop(T& value) {
@@ -132,10 +135,11 @@ void read_frames(Running& r, const PipelineOptions& options, Arrivals& arrivals,
     }
     if (options.loops > 1) frame.name = frame_name(read);
     ++read;
-    if (r.source->live())  // keep only the newest: a live frame never waits behind an older one
-      r.inbox->push_newest(std::move(frame));
-    else
+    if (r.source->live()) {  // keep only the newest: a live frame never waits behind an older one (counted)
+      if (r.inbox->push_newest(std::move(frame))) ++r.facts.skipped;
+    } else {
       r.inbox->push(std::move(frame));
+    }
     arrivals.notify();
   }
 }
@@ -252,14 +256,23 @@ void run_pipeline(Segmenter& seg, const std::vector<Stream>& streams, const Pipe
       outbox.abandon();
     }
   });
-  infer_rounds(seg, running, arrivals, outbox, stats, stop);
+  // Whatever happens in inference (a backend that throws mid-run), the threads are stopped and joined and every sink
+  // closed before the error goes on: never std::terminate with joinable threads, never a video left unfinished.
+  std::exception_ptr infer_error;
+  try {
+    infer_rounds(seg, running, arrivals, outbox, stats, stop);
+  } catch (...) {
+    infer_error = std::current_exception();
+    stop = true;
+  }
   for (Running& r : running) {
     r.inbox->abandon();  // unblock the reader if it waits for room
     r.reader.join();
   }
+  for (Running& r : running) r.source->interrupt();  // every live source's thread ends at once, not one by one
   outbox.finish();  // the writer drains what was segmented, so every counted frame is written
   writer.join();
-  std::exception_ptr first_error = writer_error;
+  std::exception_ptr first_error = infer_error ? infer_error : writer_error;
   for (std::size_t i = 0; i < running.size(); ++i) {
     Running& r = running[i];
     r.facts.skipped += r.source->skipped;

@@ -94,6 +94,7 @@ class DISSEG_API Source {
   virtual bool next(Frame& frame) = 0;  // false at the end
   virtual double fps() const { return 30.0; }
   virtual bool live() const { return false; }
+  virtual void interrupt() {}  // a reader waiting in next() returns soon (a stop); files need nothing
   int skipped = 0;                      // unreadable images skipped
   int reconnects = 0;                   // times a live source was reopened
   std::optional<Truncation> truncated;  // set at the end of a video file that ended early
@@ -104,6 +105,10 @@ struct SourceSpec {
   std::optional<int> camera, csi;
   std::optional<std::string> video, images, rtsp, gst;
   int max_reconnects = 10;  // a live source that drops is reopened this many times in a row, then ends
+  std::string gst_kind = "auto";  // a pipeline is "live" (reconnects) or a "file" (ends at its end); auto: guessed
+  // A live source that cannot be opened at start is retried in the background like one that dropped (a service
+  // with several sources starts while a camera is down); otherwise open_source throws its one line.
+  bool retry_first_open = false;
   bool live() const { return camera || rtsp || gst || csi; }
   bool file() const { return video || images; }
 };
@@ -120,6 +125,9 @@ DISSEG_API std::string describe(const SourceSpec& spec);
 // The source `spec` names, or BadInput in one line. A live source stops waiting once `*stop` is set.
 DISSEG_API std::unique_ptr<Source> open_source(const SourceSpec& spec, const std::atomic<bool>* stop = nullptr);
 
+// Live readers left inside OpenCV when their source ended (a server that never answers a stop): they end alone after
+// FFmpeg's timeouts. A program that has any should leave with std::_Exit once its outputs are final (dis_run_cpp does).
+DISSEG_API int left_running_readers();
 // rtsp://admin:secret@host/live -> rtsp://admin:***@host/live: credentials never reach a message, log line or file.
 DISSEG_API std::string redact(const std::string& url);
 DISSEG_API bool gstreamer_available();  // OpenCV built with GStreamer
