@@ -31,6 +31,7 @@ MAX_FRAMES = 2**31 - 1  # the C++ runtime counts frames in an int
 
 
 SINGLE_SOURCES = ("camera", "video", "images", "rtsp", "gst", "csi")
+REPLAYABLE = {"video", "images", "gst"}  # --loop plays these again (a pipeline only when it is a file)
 
 
 def source_options(func):
@@ -133,8 +134,8 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
     options["serve_at"] = serve_at
     specs = _source_specs(options)
     options.pop("serve_at")
-    if loops > 1 and not any("video" in s or "images" in s for s in specs):
-        raise BadInput("--loop applies to video files and image folders only")
+    if loops > 1 and not any(REPLAYABLE & s.keys() for s in specs):
+        raise BadInput("--loop applies to video files, image folders and GStreamer pipelines that are files only")
     if stats_path is not None:
         check_output(stats_path, option="--stats")
     if masks is not None:
@@ -233,7 +234,7 @@ def _make_stream(spec: dict, index: int, count: int, outputs: dict, loops: int =
     video = VideoSink(path) if path else None
     uri = spec.pop("uri", "")
     source = open_source(**spec)
-    if loops > 1 and ("video" in spec or "images" in spec):
+    if loops > 1 and REPLAYABLE & spec.keys() and not source.live:
         source = Looped(source, loops, lambda spec=spec: open_source(**spec))
     if video is not None and "video" in spec:
         video.fps = getattr(source, "fps", video.fps)  # a video file keeps its frame rate
@@ -294,7 +295,6 @@ def _segment(seg, streams, model: Path, *, signals, serve, service, **render) ->
     """Run the pipeline into the sinks (and the web view, with the service's endpoints); the stats summary of what
     was produced (a stop signal or a failed write included) and the write failure, if any, to raise once the stats
     are written."""
-    from .errors import WriteFailed
     from .pipeline import Run
 
     pipeline = Run(seg, stop=signals.event, max_frames=render.pop("max_frames", None), render=render)
@@ -319,8 +319,8 @@ def _segment(seg, streams, model: Path, *, signals, serve, service, **render) ->
     failure = None
     try:
         pipeline.run()
-    except WriteFailed as err:  # the other sinks are closed and flushed; keep the stats of what was produced
-        failure = err
+    except Exception as err:  # noqa: BLE001 (a sink or the backend failed mid-run: every sink is closed and flushed;
+        failure = err  # the stats of what was produced are written, then the error goes on)
     finally:
         ops.notifier.stopping()
         if pipeline.viewer is not None:

@@ -152,10 +152,10 @@ def open_stream(url: str, *, max_reconnects: int = DEFAULT_MAX_RECONNECTS, retry
 
 
 def answers(url: str, timeout: float, halt: threading.Event) -> bool:
-    """Whether the server of an http(s)/rtsp(s) URL answers within `timeout` (any bytes back to a HEAD or OPTIONS request; for TLS,
-    a connection), looking at `halt` all the while. Asked before OpenCV opens the URL: OpenCV opens FFmpeg streams
-    one at a time under a process-wide lock, so a camera that accepts and never answers would hold every other
-    stream's (re)connect for FFmpeg's whole open timeout."""
+    """Whether the server of an http(s)/rtsp(s) URL answers within `timeout` (any bytes back to a HEAD or OPTIONS
+    request; for TLS, a connection), looking at `halt` all the while. Asked before OpenCV opens the URL: OpenCV
+    opens FFmpeg streams one at a time under a process-wide lock, so a camera that accepts and never answers would
+    hold every other stream's (re)connect for FFmpeg's whole open timeout."""
     parts = urlsplit(url)
     secure = parts.scheme in ("https", "rtsps")
     default = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}.get(parts.scheme, 80)

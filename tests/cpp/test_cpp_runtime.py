@@ -282,7 +282,7 @@ def test_dis_run_cpp_broken_pipeline_exits_2(cpp_build, tiny_onnx, tmp_path):
         (["--camera", "0", "--video", "x.mp4"], "x.mp4: no such video file"),
         (["--rtsp", "localhost:554"], "expected a URL such as rtsp://"),
         (["--images", "nowhere"], "no such image folder"),
-        (["--camera", "0", "--loop", "2"], "--loop applies to video files and image folders only"),
+        (["--camera", "0", "--loop", "2"], "--loop applies to video files, image folders and GStreamer pipelines"),
         (["--video", "x.mp4", "--view", "sideways"], "--view"),
     ],
 )

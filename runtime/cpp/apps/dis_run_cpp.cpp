@@ -209,8 +209,8 @@ int run(int argc, char** argv) {
         "nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)");
   const std::vector<disseg::SourceSpec> specs = source_specs(a);
   const std::size_t n = specs.size();
-  if (a.opt.loops > 1 && std::none_of(specs.begin(), specs.end(), [](const auto& s) { return s.file(); }))
-    throw disseg::BadInput("--loop applies to video files and image folders only");
+  if (a.opt.loops > 1 && std::none_of(specs.begin(), specs.end(), [](const auto& s) { return s.replayable(); }))
+    throw disseg::BadInput("--loop applies to video files, image folders and GStreamer pipelines that are files only");
   if (!a.stats_path.empty()) disseg::check_output(a.stats_path, "--stats");
   if (!a.masks.empty()) disseg::check_output(a.masks, "--masks", true);
   std::vector<std::unique_ptr<disseg::VideoSink>> videos(n);  // a --video file's own rate replaces 30 (run_pipeline)

@@ -47,7 +47,10 @@ bool answers(const std::string& url, double timeout_s, const std::atomic<bool>& 
   const auto start = scheme_end + 3, slash = url.find_first_of("/?#", start);
   std::string authority = url.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
   authority = authority.substr(authority.rfind('@') == std::string::npos ? 0 : authority.rfind('@') + 1);
-  std::string host = authority, port = scheme == "https" ? "443" : scheme == "rtsp" ? "554" : scheme == "rtsps" ? "322" : "80";
+  std::string host = authority, port = scheme == "https"   ? "443"
+                                       : scheme == "rtsp"  ? "554"
+                                       : scheme == "rtsps" ? "322"
+                                                           : "80";
   if (!authority.empty() && authority[0] == '[') {
     const auto close = authority.find(']');
     host = authority.substr(1, close == std::string::npos ? std::string::npos : close - 1);
@@ -95,10 +98,10 @@ bool answers(const std::string& url, double timeout_s, const std::atomic<bool>& 
 // is-live=true or reads a uri= that is not file://, is a file: every frame, and its end is the stream's end
 // (runtime/sources.py LIVE_ELEMENTS; tests/test_twins.py holds the two lists equal).
 const char* const kLiveElements[] = {
-    "v4l2src",     "nvarguscamerasrc", "nvv4l2camerasrc", "libcamerasrc", "rtspsrc",      "udpsrc",
-    "tcpclientsrc", "tcpserversrc",    "souphttpsrc",     "srtsrc",       "srtclientsrc", "rtmpsrc",
-    "rtmp2src",    "ximagesrc",        "pipewiresrc",     "aravissrc",    "pylonsrc",     "uvch264src",
-    "ksvideosrc",  "mfvideosrc",       "avfvideosrc",     "webrtcsrc",    "whepsrc"};
+    "v4l2src",      "nvarguscamerasrc", "nvv4l2camerasrc", "libcamerasrc", "rtspsrc",      "udpsrc",
+    "tcpclientsrc", "tcpserversrc",     "souphttpsrc",     "srtsrc",       "srtclientsrc", "rtmpsrc",
+    "rtmp2src",     "ximagesrc",        "pipewiresrc",     "aravissrc",    "pylonsrc",     "uvch264src",
+    "ksvideosrc",   "mfvideosrc",       "avfvideosrc",     "webrtcsrc",    "whepsrc"};
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });

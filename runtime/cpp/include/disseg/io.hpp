@@ -94,7 +94,7 @@ class DISSEG_API Source {
   virtual bool next(Frame& frame) = 0;  // false at the end
   virtual double fps() const { return 30.0; }
   virtual bool live() const { return false; }
-  virtual void interrupt() {}  // a reader waiting in next() returns soon (a stop); files need nothing
+  virtual void interrupt() {}           // a reader waiting in next() returns soon (a stop); files need nothing
   int skipped = 0;                      // unreadable images skipped
   int reconnects = 0;                   // times a live source was reopened
   std::optional<Truncation> truncated;  // set at the end of a video file that ended early
@@ -104,13 +104,14 @@ class DISSEG_API Source {
 struct SourceSpec {
   std::optional<int> camera, csi;
   std::optional<std::string> video, images, rtsp, gst;
-  int max_reconnects = 10;  // a live source that drops is reopened this many times in a row, then ends
+  int max_reconnects = 10;        // a live source that drops is reopened this many times in a row, then ends
   std::string gst_kind = "auto";  // a pipeline is "live" (reconnects) or a "file" (ends at its end); auto: guessed
   // A live source that cannot be opened at start is retried in the background like one that dropped (a service
   // with several sources starts while a camera is down); otherwise open_source throws its one line.
   bool retry_first_open = false;
   bool live() const { return camera || rtsp || gst || csi; }
   bool file() const { return video || images; }
+  bool replayable() const { return video || images || gst; }  // --loop: files, and a pipeline that is a file
 };
 
 // One source named by a URI, as the Python runtime's --source: 0, v4l2:///dev/video0, csi://0, rtsp://...,
