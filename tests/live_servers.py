@@ -56,8 +56,9 @@ class LiveServers:
             except OSError:
                 return
             kind = request.split(" ")[1].strip("/").split(".")[0] if request.count(" ") >= 2 else ""
+            head_only = request.startswith("HEAD ")
             with self._lock:
-                self.connections[kind] = self.connections.get(kind, 0) + 1
+                self.connections[kind] = self.connections.get(kind, 0) + (not head_only)
             if kind == "silent":  # accepted, never answered
                 self.closed.wait()
                 return
@@ -65,6 +66,8 @@ class LiveServers:
             head = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=" + BOUNDARY + b"\r\n\r\n"
             try:
                 conn.sendall(head)
+                if head_only:  # asked whether anything answers here
+                    return
                 self._frames(conn, kind, limit)
             except OSError:
                 return

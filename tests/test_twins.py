@@ -24,8 +24,8 @@ def _cpp_constants(path: Path) -> dict[str, object]:
         if value.startswith('"'):
             found[name] = value.strip('"')
         else:
-            assert re.fullmatch(r"[\d\s*]+", value), f"{path.name}: {name} = {value} is not an integer product"
-            found[name] = math.prod(int(factor) for factor in value.split("*"))
+            assert re.fullmatch(r"[\d\s*.]+", value), f"{path.name}: {name} = {value} is not a number or a product"
+            found[name] = math.prod((float if "." in f else int)(f) for f in value.split("*"))
     for name, numbers in re.findall(r"constexpr std::array<double, 3> (k\w+)\{([^}]*)\};", text):
         found[name] = tuple(float(x) for x in numbers.split(","))
     for name, words in re.findall(r"constexpr std::array<const char\*, \d+> (k\w+)\{([^}]*)\};", text):
@@ -72,6 +72,15 @@ def test_runtime_constants_are_the_same_in_cpp():
     assert _cpp_constants(CPP / "src" / "sinks.cpp")["kCheckSpaceEvery"] == VideoSink.CHECK_SPACE_EVERY
     assert _cpp_constants(CPP / "apps" / "dis_run_cpp.cpp")["kMaxCount"] == MAX_COUNT
     assert _cpp_constants(CPP / "include" / "disseg" / "io.hpp")["window"] == pipeline.WINDOW
+
+
+def test_source_facts_are_the_same_in_cpp():
+    from disseg.runtime import sources
+
+    found = _cpp_constants(CPP / "src" / "sources.cpp")
+    assert found["kDefaultFps"] == sources.DEFAULT_FPS
+    assert found["kOpenTimeoutMs"] == sources.OPEN_TIMEOUT_MS and found["kReadTimeoutMs"] == sources.READ_TIMEOUT_MS
+    assert set(found["kLiveElements"]) == sources.LIVE_ELEMENTS
 
 
 def test_c_abi_statuses_are_the_exit_statuses():

@@ -69,3 +69,27 @@ def test_csi_pipeline_names_the_sensor():
     assert "nvarguscamerasrc sensor-id=1" in pipeline and "width=640" in pipeline and pipeline.endswith("max-buffers=1")
     with pytest.raises(Exception, match="exactly one"):
         open_source(camera=0, video="x.mp4")
+
+
+def test_a_gstreamer_pipeline_is_live_or_a_file_from_what_it_says():
+    from disseg.runtime.sources import gst_is_live
+
+    sink = " ! videoconvert ! appsink"
+    for live in (
+        "v4l2src device=/dev/video0",
+        "nvarguscamerasrc sensor-id=0",
+        'rtspsrc location="rtsp://cam/live" ! decodebin',
+        "videotestsrc is-live=true",
+        "videotestsrc IS-LIVE=1",
+        "uridecodebin uri=rtsp://cam/live",
+        "udpsrc port=5000 ! application/x-rtp ! rtph264depay ! avdec_h264",
+    ):
+        assert gst_is_live(live + sink), live
+    for file in (
+        "filesrc location=a.mp4 ! qtdemux ! h264parse ! nvv4l2decoder",
+        "videotestsrc num-buffers=20",
+        "videotestsrc is-live=false",
+        "uridecodebin uri=file:///data/a.mp4",
+        "multifilesrc location=img%05d.jpg ! jpegdec",
+    ):
+        assert not gst_is_live(file + sink), file

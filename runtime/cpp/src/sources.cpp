@@ -1,5 +1,6 @@
 // Sources of frames for the I/O layer (include/disseg/io.hpp): runtime/sources.py in C++.
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <condition_variable>
 #include <cstdio>
@@ -34,7 +35,7 @@ constexpr double kDefaultFps = 30.0;  // a source that does not say its frame ra
 // never waits for it) ends after this at most.
 constexpr int kOpenTimeoutMs = 5000;
 constexpr int kReadTimeoutMs = 5000;
-constexpr auto kStopBudget = std::chrono::milliseconds(200);  // how long a source's end waits for its thread
+constexpr int kStopBudgetMs = 200;  // how long a source's end waits for its thread
 
 // Whether the server of an http(s)/rtsp(s) URL answers within `timeout_s` (any bytes back to a HEAD or OPTIONS; TLS: a
 // connection), looking at `halt` all the while. Asked before OpenCV opens the URL: OpenCV opens FFmpeg streams one at
@@ -97,7 +98,7 @@ bool answers(const std::string& url, double timeout_s, const std::atomic<bool>& 
 // Source elements whose pipelines are live: they reconnect when they end. Any other pipeline, unless an element says
 // is-live=true or reads a uri= that is not file://, is a file: every frame, and its end is the stream's end
 // (runtime/sources.py LIVE_ELEMENTS; tests/test_twins.py holds the two lists equal).
-const char* const kLiveElements[] = {
+constexpr std::array<const char*, 23> kLiveElements{
     "v4l2src",      "nvarguscamerasrc", "nvv4l2camerasrc", "libcamerasrc", "rtspsrc",      "udpsrc",
     "tcpclientsrc", "tcpserversrc",     "souphttpsrc",     "srtsrc",       "srtclientsrc", "rtmpsrc",
     "rtmp2src",     "ximagesrc",        "pipewiresrc",     "aravissrc",    "pylonsrc",     "uvch264src",
@@ -362,7 +363,8 @@ class LiveSource final : public Source {
     state_->halt = true;
     std::unique_lock<std::mutex> lock(state_->mutex);
     state_->cond.notify_all();
-    const bool ended = state_->cond.wait_for(lock, kStopBudget, [&] { return state_->ended; });
+    const bool ended =
+        state_->cond.wait_for(lock, std::chrono::milliseconds(kStopBudgetMs), [&] { return state_->ended; });
     lock.unlock();
     if (ended) {
       thread_.join();
