@@ -249,12 +249,15 @@ def _writer(outputs: queue.Queue, *, stop: threading.Event, errors: list, viewer
             pass
 
 
-def _take(stream: Stream):
-    """A stream's next frame if one is there (None if not); _END once the stream has ended."""
-    try:
-        return stream.queue.get_nowait()
-    except queue.Empty:
-        return None
+def _take(stream: Stream, stop: threading.Event):
+    """A file stream's next frame (waited for: every round batches one frame of each file stream), a live stream's
+    newest if one is there (None if not); _END once the stream has ended; None once `stop` is set."""
+    while True:
+        try:
+            return stream.queue.get(timeout=0.1) if not stream.source.live else stream.queue.get_nowait()
+        except queue.Empty:
+            if stream.source.live or stop.is_set():
+                return None
 
 
 def _close(sinks, errors: list) -> None:
@@ -335,7 +338,7 @@ class Run:
             self.arrived.clear()
             batch = []
             for stream in self.active():
-                item = _take(stream)
+                item = _take(stream, self.stop)
                 if item is _END:
                     self._ended(stream)
                 elif item is not None:
