@@ -119,6 +119,7 @@ def start(model: Path, folder: Path, camera: str, exe: str) -> tuple[subprocess.
     cmd = [exe, str(model), "--loop", "1000000", "--max-reconnects", "1000000", "--no-display"]
     cmd += [a for s in sources for a in ("--source", s)]
     cmd += ["--serve", "127.0.0.1:0", "--serve-token", TOKEN, "--output", str(folder / "out.mp4")]
+    cmd += ["--output-segment", "60"]  # a file a minute, each finalized: what a months-long service writes
     cmd += ["--stats", str(folder / "stats.json")]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     while True:
@@ -150,10 +151,10 @@ def report(samples: list[dict], minutes: float, proc_status: int, folder: Path, 
     stats = json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").is_file() else {}
     outputs = []
     for i, stream in enumerate(stats.get("streams", [])):
-        found = frames_in(folder / f"out.s{i}.mp4") if stream["frames"] else 0
-        outputs.append(
-            {"stream": i, "frames": stream["frames"], "video_frames": found, "complete": found == stream["frames"]}
-        )
+        counts = [frames_in(f) for f in sorted(folder.glob(f"out.s{i}.*.mp4"))]  # every segment plays to its end
+        complete = min(counts, default=0) >= 0 and sum(counts) == stream["frames"]
+        outputs.append({"stream": i, "frames": stream["frames"], "video_frames": sum(counts), "files": len(counts),
+                        "complete": complete})  # fmt: skip
     partial = [p.name for p in folder.iterdir() if "partial" in p.name]
     return {
         "minutes": minutes,

@@ -75,6 +75,14 @@ def source_options(func):
 @source_options
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(CHOICES))
 @click.option("--output", type=click.Path(path_type=Path), help="write the rendered view to this video file")
+@click.option(
+    "--output-segment",
+    "segment_s",
+    type=Finite(1, 31 * 24 * 3600),
+    metavar="SECONDS",
+    help="with --output: a new file every SECONDS (out.000000.mp4, out.000001.mp4, ...), each finalized when done; "
+    "for a service that runs for months",
+)
 @click.option("--masks", type=click.Path(path_type=Path), help="write one palette PNG of labels per frame here")
 @click.option(
     "--stats", "stats_path", type=click.Path(path_type=Path), help="write latency/FPS/frame-age/class-area JSON here"
@@ -136,6 +144,8 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
     options.pop("serve_at")
     if loops > 1 and not any(REPLAYABLE & s.keys() for s in specs):
         raise BadInput("--loop applies to video files, image folders and GStreamer pipelines that are files only")
+    if options.get("segment_s") is not None and output is None:
+        raise BadInput("--output-segment needs --output FILE (the name the segments are numbered after)")
     if stats_path is not None:
         check_output(stats_path, option="--stats")
     if masks is not None:
@@ -157,6 +167,7 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
         outputs = {"output": output, "masks": masks, "window": window, "serve_at": serve_at, "token": serve_token}
         outputs["scene_tags"] = (options.pop("tag_texts"), options.pop("tag_files"))
         outputs["hosts"], outputs["reload"] = options.pop("serve_hosts"), reload
+        outputs["segment_s"] = options.pop("segment_s")
         summary, failure = _run_model(model, backend, threads, specs, loops, outputs, signals, options)
         if stats_path:
             write_json(stats_path, summary)
@@ -231,7 +242,7 @@ def _make_stream(spec: dict, index: int, count: int, outputs: dict, loops: int =
     from .sources import Looped, describe, open_source, redact
 
     path = _stream_path(outputs["output"], index, count)
-    video = VideoSink(path) if path else None
+    video = VideoSink(path, segment_s=outputs.get("segment_s")) if path else None
     uri = spec.pop("uri", "")
     source = open_source(**spec)
     if loops > 1 and REPLAYABLE & spec.keys() and not source.live:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -67,38 +68,60 @@ def render(
 class VideoSink:
     """A video written to a temp file beside `path`; on close it is checked (every frame and the trailer readable),
     fsynced and renamed onto `path`. A run stopped by a signal still leaves a playable file; a full disk or
-    read-only folder leaves an existing `path` untouched and raises WriteFailed."""
+    read-only folder leaves an existing `path` untouched and raises WriteFailed.
+
+    `segment_s`: a service that runs for months writes one file per this many seconds instead (out.mp4 ->
+    out.000000.mp4, out.000001.mp4, ...), each finalized as it is done: an MP4 muxer keeps its index of every frame
+    in memory until the file is closed (about 75 bytes a frame, measured: benchmarks/soak.py), so one endless file
+    grows without bound and is lost whole if the box loses power."""
 
     CHECK_SPACE_EVERY = 100  # frames: a disk that filled up mid-run stops the run instead of running on for nothing
 
-    def __init__(self, path: str | Path, fps: float = 30.0, *, option: str = "--output") -> None:
+    def __init__(
+        self, path: str | Path, fps: float = 30.0, *, option: str = "--output", segment_s: float | None = None
+    ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".avi", ".mkv"):
             raise BadInput(f"{option} {path}: expected a .mp4, .avi or .mkv file")
         check_output(self.path, option=option)
-        self.fps = fps
+        self.fps, self.segment_s = fps, segment_s
         self.writer = None
         self.file: AtomicFile | None = None
-        self.frames = 0
+        self.frames = 0  # in the file being written
+        self.total = 0  # in every file of this sink
+        self.segments: list[Path] = []  # the files finalized so far
+        self._opened_at = 0.0
+
+    def current(self) -> Path:
+        """The file being written: `path`, or its numbered segment."""
+        if self.segment_s is None:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}.{len(self.segments):06d}{self.path.suffix}")
 
     def write(self, image: np.ndarray) -> None:
+        if self.writer is not None and self.segment_s is not None:
+            if time.monotonic() - self._opened_at >= self.segment_s:
+                self.close()
         if self.writer is None:
-            self.file = AtomicFile(self.path)
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
-            self.writer = cv2.VideoWriter(self.file.tmp, fourcc, self.fps, (image.shape[1], image.shape[0]))
-            if not self.writer.isOpened():
-                self.file.abort()
-                raise BadInput(f"{self.path}: OpenCV cannot write this video format here")
-            self.size = (image.shape[1], image.shape[0])
-        if (
-            image.shape[1],
-            image.shape[0],
-        ) != self.size:  # images of other sizes: a video has one (OpenCV drops others)
+            self._open(image)
+        if (image.shape[1], image.shape[0]) != self.size:  # other sizes: a video has one (OpenCV drops the rest)
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(image)
         self.frames += 1
+        self.total += 1
         if self.frames % self.CHECK_SPACE_EVERY == 0 and disk_reason(self.path.parent):
             raise self.file.fail("")
+
+    def _open(self, image: np.ndarray) -> None:
+        target = self.current()
+        self.file = AtomicFile(target)
+        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"))
+        self.writer = cv2.VideoWriter(self.file.tmp, fourcc, self.fps, (image.shape[1], image.shape[0]))
+        if not self.writer.isOpened():
+            self.file.abort()
+            raise BadInput(f"{target}: OpenCV cannot write this video format here")
+        self.size = (image.shape[1], image.shape[0])
+        self.frames, self._opened_at = 0, time.monotonic()
 
     def close(self) -> None:
         if self.writer is None:
@@ -111,6 +134,7 @@ class VideoSink:
             self.file.abort()
             raise
         self.file.commit()
+        self.segments.append(Path(self.file.path))
 
     def _check(self) -> None:
         """The finished temp file holds every frame written, the last one readable (a full disk cuts the trailer)."""

@@ -111,3 +111,23 @@ def test_a_stop_with_dead_stalled_opening_and_reconnecting_sources_is_prompt_and
     assert drop["reconnects"] >= 1 and dead["reconnects"] >= 1
     assert not [p for p in tmp_path.rglob("*") if "partial" in p.name], "a temporary file was left"
     assert "Traceback" not in err
+
+
+def test_a_segmented_output_is_finalized_file_by_file_and_at_the_stop(tiny_onnx, tmp_path):
+    """--output-segment: one file per interval, each complete as soon as it is done; the stop finalizes the last."""
+    clip = _video(tmp_path / "a.avi", 20, seed=1)
+    out, stats = tmp_path / "out.mp4", tmp_path / "s.json"
+    cmd = [str(BIN / "dis-run"), str(tiny_onnx), "--source", str(clip), "--loop", "100000", "--no-display"]
+    proc = subprocess.Popen([*cmd, "--output", str(out), "--output-segment", "1", "--stats", str(stats)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines = collect(proc.stderr)
+    done = lambda: sorted(tmp_path.glob("out.0*.mp4"))  # noqa: E731
+    wait_for(lambda: len(done()) >= 2, proc=proc, what="two finished segments")
+    assert _frames_in(done()[0]) > 0  # complete while the run goes on
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 143, lines.join()
+    files = done()
+    assert [f.name for f in files] == [f"out.{i:06d}.mp4" for i in range(len(files))] and not out.exists()
+    assert sum(_frames_in(f) for f in files) == json.loads(stats.read_text())["frames"]
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
