@@ -376,7 +376,7 @@ class Run:
     def run(self) -> Stats:
         if len(self.streams) > 1 and self.seg.batch == 1:
             log.info("%s has a fixed batch of 1: the %d streams run one frame at a time (export with --dynamic-batch "
-                     "to batch them)", self.seg.path.name, len(self.streams))  # fmt: skip
+                     "to batch them)", self.seg.name, len(self.streams))  # fmt: skip
         kwargs = dict(stop=self.stop, errors=self.errors, viewer=self.viewer, **self.render)
         self._writer = threading.Thread(target=_writer, args=(self.outputs,), kwargs=kwargs, daemon=True, name="writer")
         self._writer.start()

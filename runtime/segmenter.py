@@ -109,6 +109,11 @@ class Segmenter:
             raise
 
     @property
+    def name(self) -> str:
+        """The model's short name for logs and metrics: its file's name, or a served model's name."""
+        return Path(str(self.path)).name
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         return self.info.class_names
 

@@ -229,7 +229,7 @@ class Service:
 
     def _refuse(self, candidate: Candidate) -> None:
         log.error("model %s refused: %s; %s keeps running", candidate.path.name, candidate.failure,
-                  self.run.seg.path.name)  # fmt: skip
+                  self.run.seg.name)  # fmt: skip
         self._record(candidate, "refused")
         if candidate.seg is not None:
             candidate.seg.close()
@@ -243,10 +243,10 @@ class Service:
                     stream.masks.set_palette(new.info.palette)
         notes = "; ".join(candidate.notes)
         log.info(
-            "model %s swapped in after %d shadow frames (agreement with %s %.2f %%%s)", new.path.name,
-            candidate.frames, old.path.name, 100 * (candidate.agreement or 0), f"; {notes}" if notes else "",
+            "model %s swapped in after %d shadow frames (agreement with %s %.2f %%%s)", new.name,
+            candidate.frames, old.name, 100 * (candidate.agreement or 0), f"; {notes}" if notes else "",
         )  # fmt: skip
-        self._record(candidate, "swapped", previous=old.path.name)
+        self._record(candidate, "swapped", previous=old.name)
         self._model_mtime = _mtime(self.model_path)
         old.close()
 
@@ -290,12 +290,12 @@ class Service:
                 late.append(f"s{stream.id} {stream.name} ({stream.state}, {seen})")
         if late:
             return False, f"live streams without a frame in {self.ready_window_s:.0f} s: " + "; ".join(late)
-        return True, f"ready: {self.run.seg.path.name}, {len(self.run.active())} streams"
+        return True, f"ready: {self.run.seg.name}, {len(self.run.active())} streams"
 
     def live_facts(self) -> dict:
         """The service's part of /stats.json."""
         return {
-            "model": self.run.seg.path.name,
+            "model": self.run.seg.name,
             "model_swaps": self.swaps,
             "streams": self.listing(),
             "ready": self.readiness()[0],

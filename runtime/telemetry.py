@@ -59,7 +59,7 @@ class _RunCollector:
         yield batches
         info = run.seg.info
         model = InfoMetricFamily("disseg_model", "The model segmenting now")
-        model.add_metric([], {"name": run.seg.path.name, "iterations": str(info.iterations),
+        model.add_metric([], {"name": run.seg.name, "iterations": str(info.iterations),
                               "precision": info.precision, "backend": run.seg.backend.name})  # fmt: skip
         yield model
         swaps = CounterMetricFamily("disseg_model_swaps", "Models offered while running, by outcome", labels=["result"])

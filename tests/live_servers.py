@@ -23,7 +23,8 @@ def jpeg(index: int, size=(80, 64)) -> bytes:
 
 
 class LiveServers:
-    """http://127.0.0.1:PORT/{flow,stall,drop,silent}.mjpg; `frames_sent[path]` counts what went out."""
+    """http://127.0.0.1:PORT/{flow,stall,hold,drop,silent}.mjpg (hold: flows until `stall` is set, then goes quiet);
+    `frames_sent[path]` counts what went out."""
 
     def __init__(self, fps: float = 30.0, drop_after: int = 30, stall_after: int = 15) -> None:
         self.fps, self.drop_after, self.stall_after = fps, drop_after, stall_after
@@ -33,6 +34,7 @@ class LiveServers:
         self.frames_sent: dict[str, int] = {}
         self.connections: dict[str, int] = {}
         self.stalled_at: float | None = None  # time.monotonic() when the stalling stream last went quiet
+        self.stall = threading.Event()  # set: the "hold" stream goes quiet (connected, no more bytes) from now on
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -58,11 +60,13 @@ class LiveServers:
             kind = request.split(" ")[1].strip("/").split(".")[0] if request.count(" ") >= 2 else ""
             head_only = request.startswith("HEAD ")
             with self._lock:
-                self.connections[kind] = self.connections.get(kind, 0) + (not head_only)
+                self.connections[kind] = self.connections.get(kind, 0) + 1  # HEAD probes too
             if kind == "silent":  # accepted, never answered
                 self.closed.wait()
                 return
             limit = {"drop": self.drop_after, "stall": self.stall_after}.get(kind)
+            if kind == "hold":  # flows until the test says stall
+                limit = -1
             head = b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=" + BOUNDARY + b"\r\n\r\n"
             try:
                 conn.sendall(head)
@@ -71,13 +75,13 @@ class LiveServers:
                 self._frames(conn, kind, limit)
             except OSError:
                 return
-            if kind == "stall":  # connected, no more bytes
+            if kind in ("stall", "hold"):  # connected, no more bytes
                 self.stalled_at = time.monotonic()
                 self.closed.wait()
 
     def _frames(self, conn: socket.socket, kind: str, limit: int | None) -> None:
         n = 0
-        while not self.closed.is_set() and (limit is None or n < limit):
+        while not self.closed.is_set() and (limit is None or n < limit or (limit < 0 and not self.stall.is_set())):
             data = jpeg(n)
             part = b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
             conn.sendall(part + data + b"\r\n")
