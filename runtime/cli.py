@@ -167,7 +167,7 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
         outputs = {"output": output, "masks": masks, "window": window, "serve_at": serve_at, "token": serve_token}
         outputs["scene_tags"] = (options.pop("tag_texts"), options.pop("tag_files"))
         outputs["hosts"], outputs["reload"] = options.pop("serve_hosts"), reload
-        outputs["segment_s"] = options.pop("segment_s")
+        outputs["segment_s"], outputs["loops"] = options.pop("segment_s"), loops
         summary, failure = _run_model(model, backend, threads, specs, loops, outputs, signals, options)
         if stats_path:
             write_json(stats_path, summary)
@@ -350,7 +350,7 @@ def _service(pipeline, model, serve: dict, service: dict, backend: str, count: i
     from .service import Service
 
     def make_stream(spec: dict, tags, index: int):
-        stream = _make_stream(spec, index, max(count, 2), serve)
+        stream = _make_stream(spec, index, max(count, 2), serve, serve["loops"])  # --loop, as the first sources
         vector = parse(tags, pipeline.seg.info)
         if vector is not None:
             check_takes_tags(pipeline.seg.info, _name(model))

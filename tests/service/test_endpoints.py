@@ -129,9 +129,9 @@ def test_health_and_readiness_name_the_stream_that_is_down(tiny_onnx, tmp_path, 
         stop(proc, lines)
 
 
-def test_streams_are_added_and_removed_while_running_with_the_token_only(tiny_onnx, tmp_path):
-    a, b = _video(tmp_path / "a.avi", 20, seed=1), _video(tmp_path / "b.avi", 15, seed=2)
-    proc, port, lines = serve(tiny_onnx, tmp_path, a)
+def test_streams_are_added_and_removed_while_running_with_the_token_only(tiny_onnx, tmp_path, servers):
+    b = _video(tmp_path / "b.avi", 15, seed=2)
+    proc, port, lines = serve(tiny_onnx, tmp_path, servers.url("flow"))  # no --loop: an added file plays once
     try:
         for token in (None, "wrong"):
             assert request(port, "POST", "/streams", {"source": str(b)}, token=token)[0] in (401, 403)
