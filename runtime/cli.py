@@ -139,9 +139,7 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
 
     from .signals import StopOnSignals
 
-    options["serve_at"] = serve_at
-    specs = _source_specs(options)
-    options.pop("serve_at")
+    specs = _source_specs(options, served=serve_at is not None)
     if loops > 1 and not any(REPLAYABLE & s.keys() for s in specs):
         raise BadInput("--loop applies to video files, image folders and GStreamer pipelines that are files only")
     if options.get("segment_s") is not None and output is None:
@@ -177,7 +175,7 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
     signals.raise_if_stopped()
 
 
-def _source_specs(options: dict) -> list[dict]:
+def _source_specs(options: dict, *, served: bool = False) -> list[dict]:
     """Every source asked for, in order: --source URIs, the --streams file's, then the one-source flags; each an
     open_source keyword dict. Pops the source options."""
     from .sources import parse_uri, read_streams
@@ -196,7 +194,7 @@ def _source_specs(options: dict) -> list[dict]:
         )
     # A service (several sources, a --streams file or --serve) starts while a camera is down: a live source that
     # cannot be opened is retried in the background; one source typed alone fails with its one line.
-    service = len(specs) > 1 or streams is not None or options.get("serve_at") is not None
+    service = len(specs) > 1 or streams is not None or served
     return [{**spec, "max_reconnects": reconnects, "retry": service} for spec in specs]
 
 
