@@ -51,11 +51,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize to the model's input size: area filter when shrinking, bilinear when enlarging."""
+    """Resize to the model's input size: area filter when shrinking, bilinear when enlarging. The bilinear one is
+    OpenCV's bit-exact variant: plain INTER_LINEAR takes other code paths on aarch64 (the KleidiCV HAL in pip's
+    OpenCV, NEON in Debian's), whose rounding moved scores by 3e-4 against x86_64; the exact one is equal everywhere."""
     if image.shape[0] == height and image.shape[1] == width:
         return image
     shrinking = image.shape[0] * image.shape[1] > height * width
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR_EXACT)
 
 
 def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -57,11 +57,13 @@ cv::Mat to_bgr8(const cv::Mat& image, const std::string& source) {
   return bgr;
 }
 
+// Area filter when shrinking, OpenCV's bit-exact bilinear when enlarging (equal on x86_64 and aarch64, whichever
+// OpenCV build: plain INTER_LINEAR rounds differently there; runtime/image.py says more).
 cv::Mat resize_to(const cv::Mat& image, int height, int width) {
   if (image.rows == height && image.cols == width) return image;
   const bool shrinking = static_cast<long long>(image.rows) * image.cols > static_cast<long long>(height) * width;
   cv::Mat out;
-  cv::resize(image, out, cv::Size(width, height), 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR);
+  cv::resize(image, out, cv::Size(width, height), 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR_EXACT);
   return out;
 }
 

@@ -32,7 +32,7 @@ TEST(Image, ResizeRules) {
   cv::randu(small, 0, 256);
   cv::Mat area, linear;
   cv::resize(big, area, {30, 50}, 0, 0, cv::INTER_AREA);
-  cv::resize(small, linear, {30, 50}, 0, 0, cv::INTER_LINEAR);
+  cv::resize(small, linear, {30, 50}, 0, 0, cv::INTER_LINEAR_EXACT);
   EXPECT_EQ(cv::norm(disseg::resize_to(big, 50, 30), area, cv::NORM_INF), 0);
   EXPECT_EQ(cv::norm(disseg::resize_to(small, 50, 30), linear, cv::NORM_INF), 0);
   EXPECT_EQ(disseg::resize_to(big, 100, 60).data, big.data);  // the model's size: no copy
