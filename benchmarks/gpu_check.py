@@ -494,7 +494,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script, measures nothing")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: training,fp16,product,latency")
-    ap.add_argument("--budget-s", type=float, default=420, help="no latency row starts after this many seconds")
+    ap.add_argument(
+        "--budget-s", type=float, default=420, help="no latency row starts after this many seconds (inf: no limit)"
+    )
     cfg = ap.parse_args()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA GPU visible to PyTorch; run with --device cpu --smoke to check the script")

@@ -25,6 +25,7 @@ from .cli_util import (
     write_json,
 )
 from .errors import BadInput
+from .redaction import redact
 
 log = logging.getLogger("disseg.run")
 MAX_FRAMES = 2**31 - 1  # the C++ runtime counts frames in an int
@@ -237,7 +238,7 @@ def _make_stream(spec: dict, index: int, count: int, outputs: dict, loops: int =
     """A Stream for one source spec, with its video sink (the rest is attached once the model is known)."""
     from .pipeline import Stream
     from .sinks import VideoSink
-    from .sources import Looped, describe, open_source, redact
+    from .sources import Looped, describe, open_source
 
     path = _stream_path(outputs["output"], index, count)
     video = VideoSink(path, segment_s=outputs.get("segment_s")) if path else None
@@ -311,7 +312,7 @@ def _segment(seg, streams, model: Path, *, signals, serve, service, **render) ->
         pipeline.add(stream)
     ops = _service(pipeline, model, serve, service, seg.backend.name, len(streams))
     facts = lambda: {  # noqa: E731
-        "model": str(model),
+        "model": redact(str(model)),
         "backend": _backend_label(pipeline.seg.backend),
         "skipped": sum(s.skipped for s in pipeline.streams),
         "reconnects": sum(s.source.reconnects for s in pipeline.streams),

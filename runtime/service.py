@@ -17,7 +17,8 @@ import numpy as np
 from .errors import BadInput, DisError
 from .notify import Notifier
 from .pipeline import Run, Stream
-from .sources import parse_uri, read_streams, redact
+from .redaction import redact
+from .sources import parse_uri, read_streams
 
 log = logging.getLogger("disseg.service")
 

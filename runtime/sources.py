@@ -19,6 +19,7 @@ import numpy as np
 from .atomic import os_reason
 from .errors import BadInput, SourceError
 from .image import IMAGE_SUFFIXES, list_images, read_image, unique_names
+from .redaction import redact
 from .signals import STUCK
 
 log = logging.getLogger("disseg.sources")
@@ -69,19 +70,6 @@ def _require_gstreamer(what: str) -> None:
             f"python3-opencv (pip uninstall opencv-python-headless opencv-python), elsewhere build OpenCV "
             f"with -DWITH_GSTREAMER=ON"
         )
-
-
-def redact(url: str) -> str:
-    """rtsp://admin:secret@host/live -> rtsp://admin:***@host/live: camera credentials never reach a message,
-    a log line or a file."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{path}"
 
 
 def gstreamer_element(name: str) -> bool:

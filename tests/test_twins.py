@@ -83,6 +83,16 @@ def test_source_facts_are_the_same_in_cpp():
     assert set(found["kLiveElements"]) == sources.LIVE_ELEMENTS
 
 
+def test_secret_keys_are_the_same_in_cpp():
+    from disseg.runtime import redaction
+
+    found = _cpp_constants(CPP / "src" / "redaction.cpp")
+    assert set(found["kSecretKeys"]) == redaction.SECRET_KEYS and len(found["kSecretKeys"]) == len(
+        redaction.SECRET_KEYS
+    )
+    assert found["kMask"] == redaction.MASK
+
+
 def test_c_abi_statuses_are_the_exit_statuses():
     header = (CPP / "include" / "disseg" / "disseg.h").read_text()
     statuses = {name: int(value) for name, value in re.findall(r"(DISSEG_\w+) = (\d+)", header)}

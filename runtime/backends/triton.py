@@ -12,6 +12,7 @@ import numpy as np
 
 from ..contract import INPUT, PREFIX, ModelInfo
 from ..errors import BadInput, DisError, ModelFileError
+from ..redaction import redact
 from ..triton_repo import DEFAULT_PORTS
 from .base import Backend, TensorSpec
 
@@ -27,8 +28,13 @@ def parse_url(url: str) -> tuple[str, str, str]:
     """(protocol, host:port, model name) of a triton:// URL; BadInput naming the form otherwise."""
     match = URL.match(url)
     if not match:
-        raise BadInput(f"{url}: expected triton://HOST:PORT/NAME (HTTP) or triton+grpc://HOST:PORT/NAME")
+        raise BadInput(f"{redact(url)}: expected triton://HOST:PORT/NAME (HTTP) or triton+grpc://HOST:PORT/NAME")
     protocol, address = SCHEMES[match["scheme"]], match["address"]
+    if "@" in address:
+        raise BadInput(
+            f"{redact(url)}: a triton:// URL carries no user or password (Triton's protocol has no login); give "
+            f"triton://HOST:PORT/NAME and keep the server on a network only this box reaches"
+        )
     if not re.search(r":\d+$", address):  # Triton's default ports
         address += f":{DEFAULT_PORTS[protocol]}"
     return protocol, address, match["name"]
@@ -138,7 +144,7 @@ def _reason(err: Exception) -> str:
 
 def open_remote(url: str, backend: str = "auto") -> tuple[TritonBackend, ModelInfo]:
     if backend not in ("auto", "triton"):
-        raise BadInput(f"{url}: a served model runs on the server's backend; drop --backend {backend}")
+        raise BadInput(f"{redact(url)}: a served model runs on the server's backend; drop --backend {backend}")
     remote = TritonBackend(url)
     try:
         return remote, remote.info()

@@ -50,3 +50,10 @@ def test_reconnect_and_give_up_hide_the_password(cpp_build, tiny_onnx, http_stre
     assert "http://admin:***@127.0.0.1" in output and SECRET not in output
     assert stats.is_file() and SECRET not in stats.read_text()
     assert len(list((tmp_path / "masks").glob("*.png"))) >= 1
+
+
+def test_query_credentials_are_hidden_too(cpp_build, tiny_onnx, tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/s.mjpg?user=admin&pwd={SECRET}&api_key={SECRET}"
+    proc = _run(cpp_build, tiny_onnx, "--source", url, "--no-display", "--stats", tmp_path / "s.json")
+    assert proc.returncode == 2, proc.stderr
+    assert "pwd=***&api_key=***" in proc.stderr and SECRET not in proc.stderr + proc.stdout

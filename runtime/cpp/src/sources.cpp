@@ -467,19 +467,6 @@ bool gstreamer_available() {
   return at != std::string::npos && info.substr(at, info.find('\n', at) - at).find("YES") != std::string::npos;
 }
 
-std::string redact(const std::string& url) {
-  const auto scheme = url.find("://");
-  if (scheme == std::string::npos) return url;
-  const auto start = scheme + 3;
-  const auto slash = url.find('/', start);
-  const std::string authority = url.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
-  const auto at = authority.rfind('@');
-  if (at == std::string::npos) return url;
-  const std::string user = authority.substr(0, std::min(authority.find(':'), at));
-  return url.substr(0, start) + user + ":***@" + authority.substr(at + 1) +
-         (slash == std::string::npos ? "" : url.substr(slash));
-}
-
 // RTSP through GStreamer: Jetson's hardware H.264 decoder where it exists, decodebin elsewhere (as dis-run).
 std::string rtsp_pipeline(const std::string& url, bool hardware_decoder) {
   return "rtspsrc location=\"" + url + "\" latency=200 ! " +

@@ -129,8 +129,10 @@ DISSEG_API std::unique_ptr<Source> open_source(const SourceSpec& spec, const std
 // Live readers left inside OpenCV when their source ended (a server that never answers a stop): they end alone after
 // FFmpeg's timeouts. A program that has any should leave with std::_Exit once its outputs are final (dis_run_cpp does).
 DISSEG_API int left_running_readers();
-// rtsp://admin:secret@host/live -> rtsp://admin:***@host/live: credentials never reach a message, log line or file.
-DISSEG_API std::string redact(const std::string& url);
+// Credentials never reach a message, log line or file: a URL's userinfo (rtsp://admin:PW@cam -> rtsp://admin:***@cam,
+// https://TOKEN@h -> https://***@h) and secret parameters of a query or pipeline (?password=PW, user-pw=PW -> ***),
+// anywhere in `text` (src/redaction.cpp lists the keys).
+DISSEG_API std::string redact(const std::string& text);
 DISSEG_API bool gstreamer_available();  // OpenCV built with GStreamer
 DISSEG_API std::string rtsp_pipeline(const std::string& url, bool hardware_decoder);
 DISSEG_API std::string csi_pipeline(int sensor, int width = 1280, int height = 720, int fps = 30);
