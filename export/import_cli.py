@@ -17,12 +17,14 @@ from disseg.runtime.contract import (
     IMAGENET_STD,
     INPUT,
     LABELS,
+    MAX_CLASSES,
     SCHEMA_SCENE_TAGS,
     SCORES,
     ModelInfo,
     file_sha256,
 )
 from disseg.runtime.errors import BadInput, DisError
+from disseg.runtime.textfile import read_text
 
 from .cli import parse_size
 from .foreign import Found, Preprocess, parity_frames
@@ -64,15 +66,21 @@ def class_names(spec: str | None, found: Found, source: Path) -> tuple[str, ...]
             )
         k = found.num_classes
         return VOC_CLASSES if k == len(VOC_CLASSES) else tuple(f"class_{i}" for i in range(k))
-    if spec.isdigit():
-        names = tuple(f"class_{i}" for i in range(int(spec)))
+    if spec.isascii() and spec.isdigit():  # ASCII: "²".isdigit() is True too
+        count = int(spec) if len(spec) < 8 else MAX_CLASSES + 1  # checked before anything is built
+        if not 1 <= count <= MAX_CLASSES:
+            raise BadInput(f"--classes {spec[:20]}: expected 1 to {MAX_CLASSES} classes")
+        names = tuple(f"class_{i}" for i in range(count))
     else:
         path = Path(spec)
-        if not path.is_file():
-            raise BadInput(f"--classes {spec!r}: neither a number of classes nor a file of class names (one per line)")
-        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if not names or len(names) > 65536:
-        raise BadInput(f"--classes {spec!r}: expected 1 to 65536 classes, got {len(names)}")
+        if not _exists(path):
+            raise BadInput(
+                f"--classes {spec[:200]!r}: neither a number of classes nor a file of class names (one per line)"
+            )
+        text = read_text(path, "--classes", "a text file of class names, one per line")
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not names or len(names) > MAX_CLASSES:
+        raise BadInput(f"--classes {spec[:200]!r}: expected 1 to {MAX_CLASSES} classes, got {len(names)}")
     if found.num_classes is not None and len(names) != found.num_classes:
         raise BadInput(
             f"--classes gives {len(names)} classes but output {found.output!r} of {source} has {found.num_classes}; "
@@ -81,18 +89,22 @@ def class_names(spec: str | None, found: Found, source: Path) -> tuple[str, ...]
     return names
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name the system refuses (too long)
+        return False
+
+
 def read_palette(path: Path | None, count: int) -> tuple[tuple[int, int, int], ...]:
     from disseg.runtime.palette import voc_palette
 
     if path is None:
         return tuple(tuple(int(v) for v in c) for c in voc_palette(count))
+    text = read_text(path, "--palette", "a text file of 'R,G,B' lines, one per class")
     try:
-        rows = [
-            tuple(int(v) for v in line.replace(",", " ").split())
-            for line in path.read_text().splitlines()
-            if line.strip()
-        ]
-    except (OSError, ValueError) as err:
+        rows = [tuple(int(v) for v in line.replace(",", " ").split()) for line in text.splitlines() if line.strip()]
+    except ValueError as err:
         raise BadInput(f"--palette {path}: expected one 'R,G,B' line per class ({err})") from None
     if len(rows) < count or any(len(r) != 3 or min(r) < 0 or max(r) > 255 for r in rows):
         raise BadInput(f"--palette {path}: expected {count} lines of 'R,G,B' (0-255), one per class; got {len(rows)}")

@@ -16,8 +16,10 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import ModelFileError
+from .textfile import read_text
 
 SCHEMA = "disseg-model/1"
+MAX_CLASSES = 65536  # the most classes a model may have: a label fits a 16-bit mask PNG
 SCHEMA_SCENE_TAGS = "disseg-model/2"  # a model with the scene_tags input: a runtime that reads only /1 refuses it
 PREFIX = "disseg."
 INPUT = "image"  # uint8 N x H x W x 3, BGR
@@ -160,7 +162,7 @@ def read_sidecar(engine: str | Path) -> ModelInfo:
             f"{engine}: no sidecar {path.name}; rebuild the engine with: dis-export MODEL.onnx --engine"
         )
     try:
-        data = json.loads(path.read_text())["disseg"]
+        data = json.loads(read_text(path, "engine sidecar", "the .json dis-export wrote beside the engine"))["disseg"]
         return ModelInfo.from_metadata({PREFIX + k: json.dumps(v) for k, v in data.items()}, source=str(path))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ModelFileError(

@@ -26,6 +26,7 @@ from .errors import BadInput
 from .image import IMAGE_SUFFIXES, read_image, resize_to
 from .metrics import IGNORE_INDEX
 from .palette import VOC_CLASSES
+from .textfile import MAX_LIST_BYTES, read_text
 
 log = logging.getLogger("disseg.data")
 
@@ -41,21 +42,24 @@ def read_classes(root: Path) -> tuple[str, ...]:
     path = root / "classes.txt"
     if not path.is_file():
         return VOC_CLASSES
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    text = read_text(path, "classes.txt", "one class name a line (background first)")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) < 2:
         raise BadInput(f"{path}: needs at least 2 class names (background first), one per line")
     return names
 
 
 def _read_ids(path: Path) -> list[str]:
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    text = read_text(path, "image list", "one image id a line", limit=MAX_LIST_BYTES)
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
 def read_weak_tags(path: Path, class_names: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     """Parse a tags file into {image_id: class indices}. Raises BadInput naming the line of an unknown class."""
     index = {name: i for i, name in enumerate(class_names)}
     tags: dict[str, tuple[int, ...]] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    text = read_text(path, "tags file", "one 'IMAGE_ID CLASS ...' line per image", limit=MAX_LIST_BYTES)
+    for number, line in enumerate(text.splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue

@@ -68,12 +68,16 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files in `folder` (sorted, by suffix), or the files a glob pattern matches."""
+    """Image files in `folder` (sorted, by suffix), or the files a glob pattern matches; none where the system
+    refuses the name (too long)."""
     text = str(folder)
-    if any(ch in text for ch in "*?["):
-        base = Path(text).parent
-        return sorted(p for p in base.glob(Path(text).name) if p.is_file())
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    try:
+        if any(ch in text for ch in "*?["):
+            base = Path(text).parent
+            return sorted(p for p in base.glob(Path(text).name) if p.is_file())
+        return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    except (OSError, ValueError):
+        return []
 
 
 def unique_names(paths: list[Path]) -> list[str]:

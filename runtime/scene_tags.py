@@ -12,6 +12,7 @@ import numpy as np
 
 from .contract import ModelInfo
 from .errors import BadInput
+from .textfile import read_text
 
 NONE = "-"  # a stream given this runs without tags (all ones)
 BACKGROUND = "background"  # a class of this name is allowed when tags are named, unless a file gives it a value
@@ -77,11 +78,7 @@ def parse(given, info: ModelInfo) -> np.ndarray | None:
 
 def read_file(path: Path, info: ModelInfo) -> np.ndarray:
     """A tags file: one class a line, optionally with its value ("boat 0.2"), or comma lists; '#' starts a comment."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInput(f"--scene-tags-file {path}: cannot read it ({type(err).__name__}); give a text file of class "
-                       "names, one a line") from None  # fmt: skip
+    text = read_text(path, "--scene-tags-file", "a text file of class names, one a line")
     names, weights = [], {}
     for number, line in enumerate(text.splitlines(), 1):
         for item in line.split("#", 1)[0].split(","):

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from .atomic import os_reason
 from .errors import BadInput, SourceError
 from .image import IMAGE_SUFFIXES, list_images, read_image, unique_names
 from .redaction import redact
 from .signals import STUCK
+from .textfile import read_text
 
 log = logging.getLogger("disseg.sources")
 
@@ -121,8 +121,8 @@ def open_stream(url: str, *, max_reconnects: int = DEFAULT_MAX_RECONNECTS, retry
     """An RTSP/HTTP stream: through GStreamer when OpenCV has it, the URL is RTSP and GStreamer has rtspsrc and a
     decoder, else FFmpeg."""
     if not url.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        raise BadInput(f"--rtsp {redact(url)!r}: expected a URL such as rtsp://host:554/stream")
-    description = f"stream {redact(url)}"
+        raise BadInput(f"--rtsp {_shown(url)}: expected a URL such as rtsp://host:554/stream")
+    description = f"stream {shorten(redact(url))}"
     # Only where GStreamer can build the pipeline: OpenCV waits forever on one that lacks its source element.
     hardware = gstreamer_element("nvv4l2decoder")
     if (
@@ -154,7 +154,7 @@ def answers(url: str, timeout: float, halt: threading.Event) -> bool:
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((parts.hostname or "", port), timeout=min(timeout, 1.0))
-    except OSError:
+    except (OSError, UnicodeError, ValueError):  # unreachable, or a host name no resolver takes (too long, NUL)
         return False
     with sock:
         if secure:
@@ -202,12 +202,12 @@ class ImageSource(Source):
 
     def __init__(self, spec: str) -> None:
         path = Path(spec)
-        single = path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-        if not any(ch in spec for ch in "*?[") and not path.is_dir() and not single:
-            raise SourceError(f"{spec}: no such image folder; pass a folder or a glob such as 'photos/*.jpg'")
+        single = _probe(Path.is_file, spec) and path.suffix.lower() in IMAGE_SUFFIXES
+        if not any(ch in spec for ch in "*?[") and not _probe(Path.is_dir, spec) and not single:
+            raise SourceError(f"{shorten(spec)}: no such image folder; pass a folder or a glob such as 'photos/*.jpg'")
         self.paths = [path] if single else list_images(spec)
         if not self.paths:
-            raise SourceError(f"{spec}: no images found (looked for .jpg, .png, .bmp, .tif, .webp)")
+            raise SourceError(f"{shorten(spec)}: no images found (looked for .jpg, .png, .bmp, .tif, .webp)")
         self.names = unique_names(self.paths)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -358,6 +358,11 @@ class LiveSource(Source):
             self.opened.set()
             if not self.open_failed:
                 cap = self._read(cap)
+        except Exception as err:  # never a silent thread death: not opened -> the open's one line; else logged
+            if not self.opened.is_set():
+                self.open_failed = True
+            else:
+                log.error("%s: reading stopped (%s)", self.description, type(err).__name__)
         finally:
             self.opened.set()
             if cap is not None:
@@ -534,22 +539,27 @@ URI_FORMS = (
 SPEC_KINDS = ("camera", "video", "images", "rtsp", "gst", "csi")  # the keys of a spec that name its source
 
 
+def _index(text: str) -> int | None:
+    """A camera or sensor index: 1 to 5 ASCII digits ("²" and a 20-digit number are not one), else None."""
+    return int(text) if 0 < len(text) <= 5 and text.isascii() and text.isdigit() else None
+
+
 def parse_uri(uri: str) -> dict:
     """One source named by a URI (the jetson-utils way) -> open_source's keyword arguments. Raises BadInput with the
     accepted forms for anything else."""
     text = uri.strip()
-    bad = BadInput(f"--source {redact(text)!r}: not a source this runtime knows; accepted: {URI_FORMS}")
-    if text.isdigit():
-        return {"camera": int(text)}
+    bad = BadInput(f"--source {_shown(text)}: not a source this runtime knows; accepted: {URI_FORMS}")
+    if (index := _index(text)) is not None:
+        return {"camera": index}
     if text.startswith("v4l2://"):
-        device = text[len("v4l2://") :]
-        if not (device.startswith("/dev/video") and device[len("/dev/video") :].isdigit()):
+        index = _index(text[len("v4l2:///dev/video") :]) if text.startswith("v4l2:///dev/video") else None
+        if index is None:
             raise bad
-        return {"camera": int(device[len("/dev/video") :])}
+        return {"camera": index}
     if text.startswith("csi://"):
-        if not text[len("csi://") :].isdigit():
+        if (index := _index(text[len("csi://") :])) is None:
             raise bad
-        return {"csi": int(text[len("csi://") :])}
+        return {"csi": index}
     if text.startswith(("rtsp://", "rtsps://", "http://", "https://")):
         return {"rtsp": text}
     for kind in GST_KINDS:
@@ -559,20 +569,36 @@ def parse_uri(uri: str) -> dict:
     path = text[len("file://") :] if text.startswith("file://") else text
     if "://" in path or not path:
         raise bad
-    if any(ch in path for ch in "*?[") or Path(path).is_dir() or Path(path).suffix.lower() in IMAGE_SUFFIXES:
+    if "\0" in path:
+        raise bad
+    if any(ch in path for ch in "*?[") or _probe(Path.is_dir, path) or Path(path).suffix.lower() in IMAGE_SUFFIXES:
         return {"images": path}
-    if Path(path).is_file():
+    if _probe(Path.is_file, path):
         return {"video": path}
-    raise SourceError(f"--source {redact(text)!r}: no such file, folder or device; accepted: {URI_FORMS}")
+    raise SourceError(f"--source {_shown(text)}: no such file, folder or device; accepted: {URI_FORMS}")
+
+
+def _probe(test, path: str) -> bool:
+    """Path.is_dir/is_file that says False for a name the system refuses (too long: ENAMETOOLONG)."""
+    try:
+        return test(Path(path))
+    except (OSError, ValueError):
+        return False
+
+
+def _shown(text: str) -> str:
+    """A text as a message quotes it: credentials redacted, control characters escaped, at most 200 characters."""
+    return shorten(repr(redact(text)), len(text))
+
+
+def shorten(text: str, length: int | None = None, limit: int = 200) -> str:
+    """`text` cut to `limit` characters for a message or log line ("...(5,000 characters)")."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({length or len(text):,} characters)"
 
 
 def read_streams(path: str | Path) -> list[str]:
     """A --streams file: one source URI a line; blank lines and lines starting with '#' are skipped."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        why = os_reason(err) if isinstance(err, OSError) else "not UTF-8 text"
-        raise BadInput(f"--streams {path}: cannot read it ({why}); pass a text file, one URI a line") from None
+    text = read_text(path, "--streams", "a text file, one source URI a line")
     uris = [line.strip() for line in text.splitlines()]
     uris = [u for u in uris if u and not u.startswith("#")]
     if not uris:
@@ -583,4 +609,4 @@ def read_streams(path: str | Path) -> list[str]:
 def describe(spec: dict) -> str:
     """A source for logs and the stats file, credentials redacted: "video in.mp4", "stream rtsp://admin:***@cam"."""
     kind, value = next((k, v) for k, v in spec.items() if k in SPEC_KINDS)
-    return f"{kind} {redact(str(value))}"
+    return f"{kind} {shorten(redact(str(value)))}"

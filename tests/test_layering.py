@@ -68,4 +68,6 @@ def test_the_runtime_imports_nothing_of_training_export_or_calibration():
 
 
 def test_the_contract_is_a_leaf_of_the_runtime():
-    assert graph()["disseg.runtime.contract"] <= {"disseg.runtime.atomic", "disseg.runtime.errors"}
+    leaves = {"disseg.runtime.atomic", "disseg.runtime.errors"}
+    assert graph()["disseg.runtime.contract"] <= leaves | {"disseg.runtime.textfile"}
+    assert graph()["disseg.runtime.textfile"] <= leaves

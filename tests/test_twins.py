@@ -93,6 +93,12 @@ def test_secret_keys_are_the_same_in_cpp():
     assert found["kMask"] == redaction.MASK
 
 
+def test_text_file_limit_is_the_same_in_cpp():
+    from disseg.runtime.textfile import MAX_TEXT_BYTES
+
+    assert _cpp_constants(CPP / "src" / "util.hpp")["kMaxTextBytes"] == MAX_TEXT_BYTES
+
+
 def test_c_abi_statuses_are_the_exit_statuses():
     header = (CPP / "include" / "disseg" / "disseg.h").read_text()
     statuses = {name: int(value) for name, value in re.findall(r"(DISSEG_\w+) = (\d+)", header)}

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "disseg/io.hpp"
+#include "util.hpp"
 
 namespace fs = std::filesystem;
 
@@ -53,14 +54,6 @@ const char* errno_name(int err) {
   }
 }
 
-// "no space left on device (ENOSPC)", as Python's os_reason words it.
-std::string os_reason(int err) {
-  std::string text = std::strerror(err);
-  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
-  const char* name = errno_name(err);
-  return name ? text + " (" + name + ")" : text;
-}
-
 std::string hint(const std::string& reason) {
   return reason.find("ENOSPC") != std::string::npos || reason.find("EDQUOT") != std::string::npos
              ? "free space on that disk or write elsewhere"
@@ -95,6 +88,14 @@ fs::path nearest_existing(fs::path path) {
 }
 
 }  // namespace
+
+// "no space left on device (ENOSPC)", as Python's os_reason words it.
+std::string os_reason(int err) {
+  std::string text = std::strerror(err);
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  const char* name = errno_name(err);
+  return name ? text + " (" + name + ")" : text;
+}
 
 std::string disk_reason(const std::string& folder) {
   struct statvfs st{};

@@ -235,9 +235,11 @@ ModelInfo read_model_info(const std::string& path) {
   if (!in)
     throw ModelFileError(path + ": no sidecar " + sidecar.substr(sidecar.find_last_of('/') + 1) +
                          "; rebuild the engine with: dis-export MODEL.onnx --engine");
+  in.close();
+  const std::string text = read_text(sidecar, "engine sidecar", "the .json dis-export wrote beside the engine");
   json data;
   try {
-    data = json::parse(in).at("disseg");
+    data = json::parse(text).at("disseg");
   } catch (const json::exception& err) {
     throw ModelFileError(sidecar + ": corrupt engine sidecar (" + std::string(err.what()).substr(0, 80) +
                          "); rebuild with: dis-export MODEL.onnx --engine");

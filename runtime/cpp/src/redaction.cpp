@@ -13,10 +13,27 @@ namespace disseg {
 
 namespace {
 
-constexpr std::array<const char*, 21> kSecretKeys{
-    "password", "passwd", "pwd", "pass", "passphrase", "secret", "token", "access_token", "auth", "authorization",
-    "key", "apikey", "api_key", "api-key", "signature", "sig", "user-pw", "proxy-pw", "x-amz-signature",
-    "x-amz-security-token", "x-goog-signature"};
+constexpr std::array<const char*, 21> kSecretKeys{"password",
+                                                  "passwd",
+                                                  "pwd",
+                                                  "pass",
+                                                  "passphrase",
+                                                  "secret",
+                                                  "token",
+                                                  "access_token",
+                                                  "auth",
+                                                  "authorization",
+                                                  "key",
+                                                  "apikey",
+                                                  "api_key",
+                                                  "api-key",
+                                                  "signature",
+                                                  "sig",
+                                                  "user-pw",
+                                                  "proxy-pw",
+                                                  "x-amz-signature",
+                                                  "x-amz-security-token",
+                                                  "x-goog-signature"};
 constexpr const char* kMask = "***";
 constexpr const char* kAuthorityEnd = "/?#\"' \t\r\n";
 

@@ -30,6 +30,21 @@ namespace fs = std::filesystem;
 namespace disseg {
 namespace {
 
+// fs::is_regular_file / is_directory that say false where the system refuses the name (too long) instead of throwing.
+bool is_file(const std::string& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+bool is_dir(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec);
+}
+
+// A text cut to `limit` characters for a message ("... (5000 characters)").
+std::string shorten(const std::string& text, std::size_t limit = 200) {
+  return text.size() <= limit ? text : text.substr(0, limit) + "... (" + std::to_string(text.size()) + " characters)";
+}
+
 constexpr double kDefaultFps = 30.0;  // a source that does not say its frame rate
 // FFmpeg's own limits on opening a stream and on one read: a reader thread left inside OpenCV at a stop (the stop
 // never waits for it) ends after this at most.
@@ -148,21 +163,26 @@ class ImageSource final : public Source {
  public:
   explicit ImageSource(const std::string& spec) {
     const bool glob = spec.find_first_of("*?[") != std::string::npos;
-    const bool single = fs::is_regular_file(spec) && is_image_name(spec);
-    if (!glob && !single && !fs::is_directory(spec))
-      throw BadInput(spec + ": no such image folder; pass a folder or a glob such as 'photos/*.jpg'");
+    const bool single = is_file(spec) && is_image_name(spec);
+    if (!glob && !single && !is_dir(spec))
+      throw BadInput(shorten(spec) + ": no such image folder; pass a folder or a glob such as 'photos/*.jpg'");
     std::vector<cv::String> found;
     if (single) {
       found.push_back(spec);
     } else if (glob) {
-      cv::glob(spec, found, false);
+      try {
+        cv::glob(spec, found, false);
+      } catch (const cv::Exception&) {  // its folder does not exist: no images, said below
+      }
     } else {
-      for (const auto& entry : fs::directory_iterator(spec)) found.push_back(entry.path().string());
+      std::error_code ec;
+      for (fs::directory_iterator it(spec, ec), end; !ec && it != end; it.increment(ec))
+        found.push_back(it->path().string());
     }
     for (const auto& p : found)
-      if (fs::is_regular_file(p) && (glob || is_image_name(p))) paths_.push_back(p);
+      if (is_file(p) && (glob || is_image_name(p))) paths_.push_back(p);
     std::sort(paths_.begin(), paths_.end());
-    if (paths_.empty()) throw BadInput(spec + ": no images found (looked for .jpg, .png, .bmp, .tif, .webp)");
+    if (paths_.empty()) throw BadInput(shorten(spec) + ": no images found (looked for .jpg, .png, .bmp, .tif, .webp)");
     names_ = unique_names(paths_);
   }
   bool next(Frame& frame) override {
@@ -193,7 +213,7 @@ class ImageSource final : public Source {
 class VideoSource final : public Source {
  public:
   explicit VideoSource(const std::string& path) : path_(path) {
-    if (!fs::is_regular_file(path)) throw BadInput(path + ": no such video file");
+    if (!is_file(path)) throw BadInput(shorten(path) + ": no such video file");
     cap_.open(path);
     start(path + ": cannot read any frame (empty, corrupt or an unsupported codec)");
   }
@@ -433,7 +453,7 @@ bool gstreamer_element(const std::string& name) {
 std::unique_ptr<Source> open_stream(const std::string& url, const SourceSpec& spec, const std::atomic<bool>* stop) {
   if (url.rfind("rtsp://", 0) && url.rfind("rtsps://", 0) && url.rfind("http://", 0) && url.rfind("https://", 0))
     throw BadInput("--rtsp '" + redact(url) + "': expected a URL such as rtsp://host:554/stream");
-  const std::string description = "stream " + redact(url);
+  const std::string description = "stream " + shorten(redact(url));
   // Only where GStreamer can build the pipeline: OpenCV 4.6 waits forever on one that lacks its source element.
   const bool hardware = gstreamer_element("nvv4l2decoder");
   if (url.rfind("http", 0) != 0 && gstreamer_available() && gstreamer_element("rtspsrc") &&
@@ -526,7 +546,8 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.rfi
 SourceSpec parse_source_uri(const std::string& uri) {
   const auto first = uri.find_first_not_of(" \t"), last = uri.find_last_not_of(" \t");
   const std::string text = first == std::string::npos ? "" : uri.substr(first, last - first + 1);
-  const BadInput bad("--source '" + redact(text) + "': not a source this runtime knows; accepted: " + kUriForms);
+  const BadInput bad("--source '" + shorten(redact(text)) +
+                     "': not a source this runtime knows; accepted: " + kUriForms);
   SourceSpec spec;
   if (all_digits(text) && text.size() < 6) {
     spec.camera = std::stoi(text);
@@ -549,19 +570,19 @@ SourceSpec parse_source_uri(const std::string& uri) {
   } else {
     const std::string path = starts_with(text, "file://") ? text.substr(7) : text;
     if (path.empty() || path.find("://") != std::string::npos) throw bad;
-    if (path.find_first_of("*?[") != std::string::npos || fs::is_directory(path) || is_image_name(path))
+    if (path.find_first_of("*?[") != std::string::npos || is_dir(path) || is_image_name(path))
       spec.images = path;
-    else if (fs::is_regular_file(path))
+    else if (is_file(path))
       spec.video = path;
     else
-      throw BadInput("--source '" + redact(text) + "': no such file, folder or device; accepted: " + kUriForms);
+      throw BadInput("--source '" + shorten(redact(text)) +
+                     "': no such file, folder or device; accepted: " + kUriForms);
   }
   return spec;
 }
 
 std::vector<std::string> read_streams(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw BadInput("--streams " + path + ": cannot read it; pass a text file, one URI a line");
+  std::istringstream in(read_text(path, "--streams", "a text file, one source URI a line"));
   std::vector<std::string> uris;
   for (std::string line; std::getline(in, line);) {
     const auto first = line.find_first_not_of(" \t\r"), last = line.find_last_not_of(" \t\r");
@@ -575,10 +596,10 @@ std::vector<std::string> read_streams(const std::string& path) {
 
 std::string describe(const SourceSpec& spec) {
   if (spec.camera) return "camera " + std::to_string(*spec.camera);
-  if (spec.video) return "video " + *spec.video;
-  if (spec.images) return "images " + *spec.images;
-  if (spec.rtsp) return "rtsp " + redact(*spec.rtsp);
-  if (spec.gst) return "gst " + *spec.gst;
+  if (spec.video) return "video " + shorten(redact(*spec.video));
+  if (spec.images) return "images " + shorten(redact(*spec.images));
+  if (spec.rtsp) return "rtsp " + shorten(redact(*spec.rtsp));
+  if (spec.gst) return "gst " + shorten(redact(*spec.gst));
   if (spec.csi) return "csi " + std::to_string(*spec.csi);
   return "none";
 }

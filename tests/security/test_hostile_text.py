@@ -1,0 +1,118 @@
+"""Odd text where a command takes text, as an unfriendly user types it: Unicode digits, control characters, very long
+strings, percent-encoding, NUL; and files that are not the text they should be (/dev/zero, a FIFO, a huge or binary
+file). Each is one line and exit 2, from both runtimes where the option exists in both, never a traceback, a hang or
+an unbounded read; a message quotes at most 200 characters of what it was given."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import one_line, run_cmd
+
+LONG = "x" * 5000
+SOURCES = [
+    "²",  # a Unicode digit: str.isdigit() says yes, int() says no
+    "\u0663",  # ARABIC-INDIC DIGIT THREE
+    "v4l2:///dev/video²",
+    "v4l2:///dev/video" + "9" * 20,
+    "csi://¹",
+    "csi://" + "1" * 20,
+    "12345678901234567890",
+    "a\x01b\x1b[2J",
+    "%00",
+    "file://%2e%2e/%2e%2e/etc",
+    "gst:",
+    "ünï.mp4",
+    LONG,
+    LONG + ".png",
+    LONG + "/*.png",
+    "http://" + LONG,
+]
+
+
+def _cpp(build, *args):
+    return subprocess.run([str(build / "dis_run_cpp"), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def _short(line: str) -> str:
+    assert len(line) < 700, f"{len(line)} characters: {line[:300]}"
+    return line
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=range(len(SOURCES)))
+def test_odd_sources_are_one_short_line(tiny_onnx, tmp_path, source):
+    proc = run_cmd("dis-run", str(tiny_onnx), "--source", source, "--no-display", "--stats", str(tmp_path / "s.json"))
+    _short(one_line(proc, 2))
+    assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=range(len(SOURCES)))
+def test_odd_sources_are_one_short_line_in_cpp(cpp_build, tiny_onnx, tmp_path, source):
+    _short(one_line(_cpp(cpp_build, tiny_onnx, "--source", source, "--no-display", "--stats", tmp_path / "s.json"), 2))
+
+
+def _not_text(tmp_path, kind: str) -> tuple[str, str]:
+    """A path that is not a text file of the kind asked, and a word the one line must hold."""
+    if kind == "device":
+        return "/dev/zero", "not a regular file"
+    path = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: an open() without O_NONBLOCK would wait for ever
+        return str(path), "a FIFO"
+    if kind == "folder":
+        path.mkdir()
+        return str(path), "a folder"
+    if kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(64 << 20)  # sparse: 64 MiB of zeros that take no disk
+        return str(path), "more than the"
+    if kind == "nul":
+        path.write_bytes(b"0\n\0\n")
+        return str(path), "NUL"
+    path.write_bytes(b"\xff\xfe0\n")
+    return str(path), "not UTF-8"
+
+
+KINDS = ["device", "fifo", "folder", "huge", "nul", "latin1"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_streams_file_that_is_not_text(tiny_onnx, tmp_path, kind):
+    path, word = _not_text(tmp_path, kind)
+    proc = run_cmd("dis-run", str(tiny_onnx), "--streams", path, "--no-display", "--stats", str(tmp_path / "s.json"),
+                   timeout=60)  # fmt: skip
+    _short(one_line(proc, 2, "--streams", word))
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "huge", "nul"])
+def test_streams_file_that_is_not_text_in_cpp(cpp_build, tiny_onnx, tmp_path, kind):
+    path, word = _not_text(tmp_path, kind)
+    proc = _cpp(cpp_build, tiny_onnx, "--streams", path, "--no-display", "--stats", tmp_path / "s.json")
+    _short(one_line(proc, 2, "--streams", word))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scene_tags_file_that_is_not_text(tiny_onnx, tmp_path, kind):
+    path, word = _not_text(tmp_path, kind)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    proc = run_cmd("dis-run", str(tiny_onnx), "--images", str(tmp_path / "in"), "--scene-tags-file", path,
+                   "--no-display", "--stats", str(tmp_path / "s.json"), timeout=60)  # fmt: skip
+    _short(one_line(proc, 2, word))
+
+
+@pytest.mark.parametrize(
+    "classes, word",
+    [("99999999999999999999", "expected 1 to 65536"), ("²", "neither a number"), ("0", "expected 1 to 65536"),
+     ("/dev/zero", "not a regular file"), (LONG, "neither a number")],
+)  # fmt: skip
+def test_import_classes_are_checked_before_anything_is_built(foreign_models, tmp_path, classes, word):
+    proc = run_cmd("dis-import", str(foreign_models["label_map"]), "-o", str(tmp_path / "m.onnx"), "--classes",
+                   classes, timeout=120)  # fmt: skip
+    _short(one_line(proc, 2, word))
+    assert not (tmp_path / "m.onnx").exists()
