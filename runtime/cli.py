@@ -170,7 +170,9 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
         summary, failure = _run_model(model, backend, threads, specs, loops, outputs, signals, options)
         if stats_path:
             write_json(stats_path, summary)
-    click.echo(_summary_line(summary, output=output, masks=masks, stats=stats_path))
+    produced = summary["frames"] > 0  # no frame, no video or mask: the line does not claim one
+    click.echo(_summary_line(summary, output=output if produced else None, masks=masks if produced else None,
+                             stats=stats_path))  # fmt: skip
     if failure is not None:
         raise failure
     signals.raise_if_stopped()

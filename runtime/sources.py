@@ -212,10 +212,13 @@ class ImageSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
-        for path, name in zip(self.paths, self.names):
+        for position, (path, name) in enumerate(zip(self.paths, self.names)):
             try:
                 image = read_image(path)
             except BadInput as err:
+                if not _probe(Path.is_dir, str(path.parent)):  # the folder went away: one line, not one per image
+                    log.warning("%s: the folder is gone; %d images not read", path.parent, len(self.paths) - position)
+                    return
                 self.skipped += 1
                 log.warning("skipped %s", err)
                 continue

@@ -6,13 +6,14 @@ an unbounded read; a message quotes at most 200 characters of what it was given.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import one_line, run_cmd
+from tests.conftest import BIN, one_line, run_cmd, wait_for
 
 LONG = "x" * 5000
 SOURCES = [
@@ -116,3 +117,27 @@ def test_import_classes_are_checked_before_anything_is_built(foreign_models, tmp
                    classes, timeout=120)  # fmt: skip
     _short(one_line(proc, 2, word))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _folder_removed_mid_run(cmd: list, images, masks) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: masks.is_dir() and any(masks.iterdir()), proc=proc, what="the first mask")
+    shutil.rmtree(images)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("runtime", ["python", "cpp"])
+def test_an_image_folder_deleted_mid_run_is_one_line(request, tiny_onnx, tmp_path, runtime):
+    images, masks = tmp_path / "in", tmp_path / "masks"
+    images.mkdir()
+    for i in range(300):
+        cv2.imwrite(str(images / f"{i:03d}.png"), np.full((16, 16, 3), i % 256, np.uint8))
+    exe = BIN / "dis-run" if runtime == "python" else request.getfixturevalue("cpp_build") / "dis_run_cpp"
+    cmd = [str(exe), str(tiny_onnx), "--images", str(images), "--loop", "1000", "--masks", str(masks), "--no-display"]
+    proc = _folder_removed_mid_run(cmd, images, masks)
+    said = [
+        x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("tiny.onnx") and "ended after" not in x
+    ]
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert 1 <= len(said) <= 2 and "the folder is gone" in said[0], said[:5]

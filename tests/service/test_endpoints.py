@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 
 import cv2
@@ -161,3 +162,26 @@ def test_streams_are_added_and_removed_while_running_with_the_token_only(tiny_on
         stop(proc, lines)
     summary = json.loads((tmp_path / "s.json").read_text())
     assert [s["frames"] for s in summary["streams"]][1] == 15
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_serve_on_ipv6_loopback(tiny_onnx, tmp_path):
+    cmd = [str(BIN / "dis-run"), str(tiny_onnx), "--serve", "[::1]:0", "--loop", "100000",
+           "--source", str(_video(tmp_path / "a.avi", 5)), "--stats", str(tmp_path / "s.json")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = collect(proc.stderr)
+    wait_for(lambda: any("serving the live view at" in x for x in list(lines)), proc=proc, what="the serving line")
+    port = int(re.search(r"http://\[::1\]:(\d+)/", next(x for x in lines if "serving" in x)).group(1))
+    conn = http.client.HTTPConnection("::1", port, timeout=30)
+    conn.request("GET", "/healthz", headers={"Host": f"[::1]:{port}"})
+    assert conn.getresponse().status == 200
+    stop(proc, lines)

@@ -190,6 +190,12 @@ class ImageSource final : public Source {
       const std::string& name = names_[pos_];
       const std::string& path = paths_[pos_++];
       cv::Mat image = cv::imread(path, cv::IMREAD_UNCHANGED);
+      if (image.empty() && !is_dir(fs::path(path).parent_path().string())) {  // the folder went away: one line
+        std::cerr << "warning: " << fs::path(path).parent_path().string() << ": the folder is gone; "
+                  << (paths_.size() - pos_ + 1) << " images not read\n";
+        pos_ = paths_.size();
+        return false;
+      }
       try {
         if (image.empty()) throw BadInput(path + ": not a decodable image (corrupt or unsupported format)");
         frame = {index_++, to_bgr8(image, path), name, Clock::now()};
