@@ -119,7 +119,7 @@ def export_cli(
             wanted="a checkpoint (RUN/best.pt) or an exported .onnx",
             fix="dis-export takes the checkpoint or the .onnx the engine was built from",
         )
-    _check_handoff(handoff, rest["scene_tags"])
+    _check_handoff(handoff, rest["scene_tags"], force=force)
     if kind == "onnx":
         if rest["scene_tags"] or rest["tag_weight"] is not None:
             raise BadInput(f"--scene-tags and --tag-weight export a checkpoint; {model} is already ONNX")
@@ -195,7 +195,7 @@ def _scene_tag_use(use: str, iters: int, tag_weight: float) -> str:
     return use
 
 
-def _check_handoff(handoff: dict, scene_tags: str | None) -> None:
+def _check_handoff(handoff: dict, scene_tags: str | None, *, force: bool) -> None:
     if scene_tags and handoff["deepstream"] is not None:
         raise BadInput(
             "--deepstream with --scene-tags: nvinfer feeds a model one input, the image; export the DeepStream "
@@ -206,8 +206,10 @@ def _check_handoff(handoff: dict, scene_tags: str | None) -> None:
     if handoff["triton_repo"] is not None:
         from disseg.runtime.triton_repo import check_name
 
-        check_name(handoff["model_name"])
-        check_output(handoff["triton_repo"] / handoff["model_name"] / "config.pbtxt", option="--triton-repo")
+        config = handoff["triton_repo"] / check_name(handoff["model_name"]) / "config.pbtxt"
+        if config.exists() and not force:
+            raise BadInput(f"{config.parent} exists; pass --force to overwrite it or --model-name to choose another")
+        check_output(config, option="--triton-repo")
 
 
 def _after_onnx(onnx_path: Path, output: Path | None, *, engine: bool, force: bool, options, handoff) -> None:

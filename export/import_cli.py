@@ -254,7 +254,7 @@ def inspect(path: Path, size, output_name, kind) -> tuple:
     """Load the foreign file and find its input, the output to wrap and their sizes (one probe run)."""
     import onnx
 
-    from disseg.runtime.contract import PREFIX, model_kind, wrong_kind
+    from disseg.runtime.contract import PREFIX, check_external_data, model_kind, wrong_kind
 
     from .foreign import choose_output, find_input, probe
 
@@ -262,7 +262,10 @@ def inspect(path: Path, size, output_name, kind) -> tuple:
     if found_kind != "onnx":
         raise wrong_kind(path, found_kind, wanted="a foreign .onnx model", fix="dis-import reads ONNX files")
     try:
+        check_external_data(path)  # before onnx.load opens anything a hostile file names
         proto = onnx.load(str(path))
+    except BadInput:
+        raise
     except Exception as err:  # onnx raises DecodeError and friends: one line whatever the damage
         raise BadInput(f"{path}: not a readable ONNX file ({type(err).__name__}); export it again") from None
     if any(p.key.startswith(PREFIX) for p in proto.metadata_props):

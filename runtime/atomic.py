@@ -154,6 +154,19 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+MADE_FOLDERS: list[Path] = []  # folders check_output made for this command's outputs
+
+
+def undo_made_folders() -> None:
+    """Remove the folders check_output made that are still empty: a command refused with exit 2 leaves nothing."""
+    for folder in sorted(MADE_FOLDERS, key=lambda f: len(f.parts), reverse=True):  # children before parents
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (something was written), or gone
+            pass
+    MADE_FOLDERS.clear()
+
+
 def check_output(path: str | Path, *, option: str, kind: str = "file") -> None:
     """Refuse, before any work, an output that cannot be written: a folder where a file is expected (kind="file")
     or the reverse (kind="folder"), a file in the way of its folder, a folder that is not writable. Missing
@@ -172,8 +185,10 @@ def check_output(path: str | Path, *, option: str, kind: str = "file") -> None:
     if why is not None:
         raise BadInput(f"{option} {path}: cannot write into {folder} ({why}); {_hint(why)}")
     wanted = (path if kind == "folder" else path.parent).absolute()
+    missing = [f for f in (wanted, *wanted.parents) if not f.exists()]
     try:  # the folders it needs are made now: a check that cannot be fooled by what a path looks like
         wanted.mkdir(parents=True, exist_ok=True)
+        MADE_FOLDERS.extend(missing)  # deepest first: what undo_made_folders removes if the command is refused
     except OSError as err:
         reason = os_reason(err)
         raise BadInput(

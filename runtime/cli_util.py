@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from .atomic import atomic_write_text, os_reason
+from .atomic import atomic_write_text, os_reason, undo_made_folders
 from .deps import OPENCV_MISSING
 from .errors import EXIT_BAD_INPUT, EXIT_DONE, EXIT_FAILED, EXIT_SIGNAL_BASE, BadInput, DisError
 from .signals import STUCK, exit_now
@@ -51,6 +51,7 @@ def handle_errors(func: Callable) -> Callable:
             return result
         except BadInput as err:
             _save_captured(failed=True)
+            undo_made_folders()
             click.echo(f"error: {err}", err=True)
             exit_now(EXIT_BAD_INPUT)
         except DisError as err:

@@ -211,15 +211,69 @@ def _fields(buf: bytes):
         yield number, wire, value
 
 
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+def read_onnx_metadata(path: str | Path, buf: bytes | None = None) -> dict[str, str]:
     """ModelProto.metadata_props (field 14) of an ONNX file, read without the onnx package or a runtime."""
-    buf = Path(path).read_bytes()
+    buf = Path(path).read_bytes() if buf is None else buf
     props: dict[str, str] = {}
     for number, wire, value in _fields(buf):
         if number == 14 and wire == 2:
             entry = {n: v for n, w, v in _fields(value) if w == 2}
             props[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
     return props
+
+
+def _external_locations(graph: bytes, depth: int = 0):
+    """The `location` of every tensor of a GraphProto that keeps its data in an external file: initializers
+    (field 5), sparse initializers (15) and the tensors and subgraphs of node attributes (If/Loop bodies)."""
+    if depth > 32:
+        raise ValueError("subgraphs nested too deep")
+    for number, wire, value in _fields(graph):
+        if wire != 2:
+            continue
+        if number == 5:
+            yield from _tensor_locations(value)
+        elif number == 15:  # SparseTensorProto: values (1) and indices (2) are tensors
+            for n, w, v in _fields(value):
+                if n in (1, 2) and w == 2:
+                    yield from _tensor_locations(v)
+        elif number == 1:  # NodeProto: attributes (5)
+            for n, w, attribute in _fields(value):
+                if n != 5 or w != 2:
+                    continue
+                for an, aw, av in _fields(attribute):
+                    if aw == 2 and an in (5, 10):  # t, tensors
+                        yield from _tensor_locations(av)
+                    elif aw == 2 and an in (6, 11):  # g, graphs
+                        yield from _external_locations(av, depth + 1)
+
+
+def _tensor_locations(tensor: bytes):
+    for number, wire, value in _fields(tensor):
+        if number == 13 and wire == 2:  # external_data: StringStringEntryProto {key 1, value 2}
+            entry = {n: v for n, w, v in _fields(value) if w == 2}
+            if entry.get(1) == b"location":
+                yield entry.get(2, b"").decode("utf-8", errors="replace")
+
+
+def check_external_data(path: str | Path, buf: bytes | None = None) -> list[str]:
+    """The external data files an ONNX model names, each checked to lie inside the model's own folder (a relative
+    path, no '..' out of it, no symlink out of it, no NUL); ModelFileError (exit 2) otherwise. Read without the onnx
+    package; nothing is opened but the model."""
+    path = Path(path)
+    buf = path.read_bytes() if buf is None else buf
+    folder = path.resolve().parent
+    found = []
+    for number, wire, value in _fields(buf):
+        if number == 7 and wire == 2:
+            found.extend(_external_locations(value))
+    for location in found:
+        target = (folder / location).resolve() if location and "\0" not in location else None
+        if target is None or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ModelFileError(
+                f"{path}: its weights point outside its folder ({location[:100]!r}); a model's external data must "
+                "lie beside it (re-save it with onnx.save(..., save_as_external_data=True, location='NAME.data'))"
+            )
+    return found
 
 
 def _is_torch_checkpoint(path: Path) -> bool:
@@ -307,7 +361,9 @@ def read_model_info(path: str | Path) -> ModelInfo:
     if kind == "engine":
         return read_sidecar(path)
     try:
-        props = read_onnx_metadata(path)
+        buf = path.read_bytes()
+        props = read_onnx_metadata(path, buf)
+        check_external_data(path, buf)
     except (ValueError, IndexError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{path}: not a readable ONNX file ({err}); re-export it with dis-export") from err
     return ModelInfo.from_metadata(props, source=str(path))

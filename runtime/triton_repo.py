@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from .atomic import atomic_write, atomic_write_text
-from .contract import INPUT, LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo
+from .contract import INPUT, LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo, check_external_data
 from .errors import BadInput
 
 NAME_RULE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # what Triton and pytriton accept as a model name
@@ -29,9 +29,18 @@ PRECISION_MODE = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}  # ONNX Runtim
 DTYPES = {"uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "float32": "TYPE_FP32"}
 
 
+MAX_NAME = 128
+
+
 def check_name(name: str) -> str:
-    if not NAME_RULE.match(name or ""):
-        raise BadInput(f"model name {name!r}: use letters, digits, '_', '.' or '-' (Triton's rule), e.g. disseg")
+    """A model name is one path component of Triton's characters: never '.', '..' or only dots (it would write into
+    the repository's folder or its parent), at most MAX_NAME characters."""
+    if not NAME_RULE.match(name or "") or set(name) == {"."} or len(name) > MAX_NAME:
+        shown = repr(name[:60]) + ("..." if len(name or "") > 60 else "")
+        raise BadInput(
+            f"model name {shown}: use 1 to {MAX_NAME} letters, digits, '_', '.' or '-' (Triton's rule), not only "
+            "dots, e.g. disseg"
+        )
     return name
 
 
@@ -117,6 +126,9 @@ def write_repository(model: Path, info: ModelInfo, folder: Path, *, name: str, m
     root = folder / name
     (root / "1").mkdir(parents=True, exist_ok=True)
     target = root / "1" / ("model.plan" if is_engine else "model.onnx")
+    for location in [] if is_engine else sorted(set(check_external_data(model))):  # its weights go along
+        (target.parent / location).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target.parent / location, lambda tmp, src=model.parent / location: shutil.copyfile(src, tmp))
     atomic_write(target, lambda tmp: shutil.copyfile(model, tmp))
     atomic_write_text(root / "labels.txt", "\n".join(info.class_names) + "\n")
     text = config_pbtxt(info, name=name, platform=platform, max_batch=max_batch, instances=instances)

@@ -47,14 +47,19 @@ def _short(line: str) -> str:
 
 @pytest.mark.parametrize("source", SOURCES, ids=range(len(SOURCES)))
 def test_odd_sources_are_one_short_line(tiny_onnx, tmp_path, source):
-    proc = run_cmd("dis-run", str(tiny_onnx), "--source", source, "--no-display", "--stats", str(tmp_path / "s.json"))
+    masks = tmp_path / "out" / "masks"
+    proc = run_cmd("dis-run", str(tiny_onnx), "--source", source, "--no-display", "--stats", str(tmp_path / "s.json"),
+                   "--masks", str(masks))  # fmt: skip
     _short(one_line(proc, 2))
-    assert not (tmp_path / "s.json").exists()
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "out").exists()  # exit 2 leaves nothing behind
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=range(len(SOURCES)))
 def test_odd_sources_are_one_short_line_in_cpp(cpp_build, tiny_onnx, tmp_path, source):
-    _short(one_line(_cpp(cpp_build, tiny_onnx, "--source", source, "--no-display", "--stats", tmp_path / "s.json"), 2))
+    proc = _cpp(cpp_build, tiny_onnx, "--source", source, "--no-display", "--stats", tmp_path / "s.json", "--masks",
+                tmp_path / "out" / "masks")  # fmt: skip
+    _short(one_line(proc, 2))
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "out").exists()  # exit 2 leaves nothing behind
 
 
 def _not_text(tmp_path, kind: str) -> tuple[str, str]:

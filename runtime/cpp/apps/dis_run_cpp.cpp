@@ -257,6 +257,7 @@ int guarded(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const disseg::BadInput& err) {  // bad input or model file (a ModelFileError): one line, exit 2 (as dis-run)
+    disseg::undo_made_folders();
     std::cerr << "error: " << err.what() << "\n";
     return disseg::kExitBadInput;
   } catch (const fs::filesystem_error& err) {  // a write the machine refused that no check caught first

@@ -174,6 +174,23 @@ void atomic_write(const std::string& path, const std::function<bool(const std::s
   file.commit();
 }
 
+static std::vector<fs::path>& made_folders() {
+  static std::vector<fs::path> folders;
+  return folders;
+}
+
+void undo_made_folders() {
+  auto& folders = made_folders();
+  std::sort(folders.begin(), folders.end(), [](const fs::path& a, const fs::path& b) {
+    return std::distance(a.begin(), a.end()) > std::distance(b.begin(), b.end());  // children before parents
+  });
+  for (const fs::path& f : folders) {
+    std::error_code ec;
+    fs::remove(f, ec);  // removes only an empty folder; one with something written in it stays
+  }
+  folders.clear();
+}
+
 void check_output(const std::string& path_arg, const std::string& option, bool folder) {
   const fs::path path(path_arg);
   std::error_code ec;
@@ -189,6 +206,8 @@ void check_output(const std::string& path_arg, const std::string& option, bool f
   std::string why = disk_reason(existing.string());
   if (why.empty() && ::access(existing.c_str(), W_OK | X_OK) != 0) why = os_reason(EACCES);
   if (!why.empty()) throw BadInput(what + "cannot write into " + existing.string() + " (" + why + "); " + hint(why));
+  for (fs::path f = parent; f != existing && !f.empty() && f != f.parent_path(); f = f.parent_path())
+    made_folders().push_back(f);       // deepest first: what undo_made_folders removes if the run is refused
   fs::create_directories(parent, ec);  // the folders it needs are made now: a check no path's looks can fool
   if (ec)
     throw BadInput(what + "cannot make the folder " + parent.string() + " (" + os_reason(ec.value()) +

@@ -104,6 +104,67 @@ T take_or(const json& values, const char* key, T fallback, const std::string& so
   return values.contains(key) ? take<T>(values, key, source) : fallback;
 }
 
+void tensor_locations(std::string_view tensor, std::vector<std::string>& out) {
+  ProtoReader reader(tensor);
+  for (Field f; reader.next(f);) {
+    if (f.number != 13 || f.wire != 2) continue;  // TensorProto.external_data: {key 1, value 2}
+    ProtoReader entry(f.bytes);
+    std::string key, value;
+    for (Field e; entry.next(e);) {
+      if (e.wire == 2 && e.number == 1) key = std::string(e.bytes);
+      if (e.wire == 2 && e.number == 2) value = std::string(e.bytes);
+    }
+    if (key == "location") out.push_back(value);
+  }
+}
+
+// The external data locations of a GraphProto: initializers, sparse initializers, node attributes' tensors and
+// subgraphs (runtime/contract.py _external_locations).
+void graph_locations(std::string_view graph, std::vector<std::string>& out, int depth = 0) {
+  if (depth > 32) throw std::invalid_argument("subgraphs nested too deep");
+  ProtoReader reader(graph);
+  for (Field f; reader.next(f);) {
+    if (f.wire != 2) continue;
+    if (f.number == 5) tensor_locations(f.bytes, out);
+    if (f.number == 15) {
+      ProtoReader sparse(f.bytes);
+      for (Field s; sparse.next(s);)
+        if (s.wire == 2 && (s.number == 1 || s.number == 2)) tensor_locations(s.bytes, out);
+    }
+    if (f.number != 1) continue;
+    ProtoReader node(f.bytes);
+    for (Field a; node.next(a);) {
+      if (a.number != 5 || a.wire != 2) continue;
+      ProtoReader attribute(a.bytes);
+      for (Field v; attribute.next(v);) {
+        if (v.wire == 2 && (v.number == 5 || v.number == 10)) tensor_locations(v.bytes, out);
+        if (v.wire == 2 && (v.number == 6 || v.number == 11)) graph_locations(v.bytes, out, depth + 1);
+      }
+    }
+  }
+}
+
+// Every external data file of the model lies inside its folder, as runtime/contract.py check_external_data.
+void check_external_data(const std::string& path, std::string_view buf) {
+  std::vector<std::string> found;
+  ProtoReader model(buf);
+  for (Field f; model.next(f);)
+    if (f.number == 7 && f.wire == 2) graph_locations(f.bytes, found);
+  std::error_code ec;
+  const std::filesystem::path folder =
+      std::filesystem::weakly_canonical(std::filesystem::absolute(path), ec).parent_path();
+  for (const std::string& location : found) {
+    const std::filesystem::path target = std::filesystem::weakly_canonical(folder / location, ec);
+    const auto rel = target.lexically_relative(folder);
+    const bool inside = !location.empty() && location.find('\0') == std::string::npos &&
+                        !std::filesystem::path(location).is_absolute() && !ec && !rel.empty() && *rel.begin() != "..";
+    if (!inside)
+      throw ModelFileError(path + ": its weights point outside its folder ('" + location.substr(0, 100) +
+                           "'); a model's external data must lie beside it (re-save it with onnx.save(..., "
+                           "save_as_external_data=True, location='NAME.data'))");
+  }
+}
+
 }  // namespace
 
 bool ModelInfo::has_output(const std::string& name) const {
@@ -220,6 +281,7 @@ ModelInfo read_model_info(const std::string& path) {
     std::map<std::string, std::string> props;
     try {
       props = read_onnx_metadata(path);
+      check_external_data(path, read_file(path));
     } catch (const std::invalid_argument& err) {
       throw ModelFileError(path + ": not a readable ONNX file (" + err.what() + "); re-export it with dis-export");
     }

@@ -67,6 +67,8 @@ DISSEG_API void atomic_write(const std::string& path, const std::function<bool(c
 // `folder`), a file in the way of its folder, a folder that is read-only, not writable or on a full disk. Missing
 // folders are made here. Throws BadInput naming `option`.
 DISSEG_API void check_output(const std::string& path, const std::string& option, bool folder = false);
+// Remove the folders check_output made that are still empty: a program refused with exit 2 leaves nothing behind.
+DISSEG_API void undo_made_folders();
 
 // Why nothing more can be written into `folder` ("no space left on device (ENOSPC)", read-only), or "".
 DISSEG_API std::string disk_reason(const std::string& folder);
