@@ -27,6 +27,10 @@ def load_library(path: str | Path) -> ctypes.CDLL:
     signatures = {
         "disseg_create": ([ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(_P)], ctypes.c_int),
         "disseg_segment": ([_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_size_t, _P, _P], ctypes.c_int),
+        "disseg_segment_wide": (
+            [_P, _P, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_size_t, _P, _P],
+            ctypes.c_int,
+        ),
         "disseg_segment_batch": ([_P, ctypes.c_int, _P, _P, _P, _P, _P, _P, _P], ctypes.c_int),
         "disseg_set_scene_tags": ([_P, _P, ctypes.c_int], ctypes.c_int),
         "disseg_set_scene_tag_names": ([_P, ctypes.c_char_p], ctypes.c_int),
@@ -102,11 +106,12 @@ class CSegmenter:
         image = _packed(image)
         h, w = image.shape[:2]
         channels = 1 if image.ndim == 2 else image.shape[2]
-        labels = np.empty((h, w), np.uint8)
+        wide = self.num_classes > 256  # 16-bit labels (disseg_segment_wide) above 256 classes
+        labels = np.empty((h, w), np.uint16 if wide else np.uint8)
         tags = np.empty(self.num_classes, np.float32)
-        status = self.lib.disseg_segment(
-            self.handle, image.ctypes.data, h, w, channels, image.strides[0], labels.ctypes.data, tags.ctypes.data
-        )
+        call = self.lib.disseg_segment_wide if wide else self.lib.disseg_segment
+        status = call(self.handle, image.ctypes.data, h, w, channels, image.strides[0], labels.ctypes.data,
+                      tags.ctypes.data)  # fmt: skip
         self._check(status, BadInput)
         return labels, tags
 

@@ -167,15 +167,29 @@ class MaskSink:
         self.palette = flat + [0] * (768 - len(flat))
 
     def write(self, name: str, labels: np.ndarray) -> None:
+        """A palette PNG for a model of up to 256 classes (uint8 labels); above, a 16-bit grayscale PNG of class
+        indices (a palette holds 256 colours), as the C++ runtime writes them."""
         from PIL import Image
 
-        image = Image.fromarray(labels, mode="P")
-        image.putpalette(self.palette)
-        atomic_write(self.folder / f"{name}.png", lambda tmp: image.save(tmp, format="PNG"))
+        target = self.folder / f"{name}.png"
+        if labels.dtype == np.uint8:
+            image = Image.fromarray(labels, mode="P")
+            image.putpalette(self.palette)
+            atomic_write(target, lambda tmp: image.save(tmp, format="PNG"))
+        else:
+            wide = np.ascontiguousarray(labels, dtype=np.uint16)
+            atomic_write(target, lambda tmp: _write_png16(tmp, wide))
         self.count += 1
 
     def close(self) -> None:
         pass
+
+
+def _write_png16(path: str, labels: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", labels)
+    if not ok:
+        raise OSError(f"OpenCV could not encode a 16-bit PNG of {labels.shape}")
+    Path(path).write_bytes(data.tobytes())
 
 
 def display_available() -> bool:

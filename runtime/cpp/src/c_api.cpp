@@ -64,6 +64,21 @@ disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int h
                               tags ? &tags : nullptr);
 }
 
+disseg_status disseg_segment_wide(disseg_segmenter* seg, const uint8_t* pixels, int height, int width, int channels,
+                                  size_t row_stride, uint16_t* labels, float* tags) {
+  return guarded([&] {
+    if (!seg) throw disseg::BadInput("disseg_segment_wide: seg must not be NULL");
+    const cv::Mat frame = wrap(pixels, height, width, channels, row_stride, reinterpret_cast<const uint8_t*>(labels));
+    const std::vector<disseg::Result> results = seg->seg.segment_batch({frame});
+    cv::Mat wide;
+    results[0].labels.convertTo(wide, CV_16U);
+    wide.copyTo(cv::Mat(height, width, CV_16U, labels));
+    const int k = seg->seg.info().num_classes();
+    if (tags)
+      for (int c = 0; c < k; ++c) tags[c] = results[0].tags.empty() ? 0.0f : results[0].tags[c];
+  });
+}
+
 disseg_status disseg_segment_batch(disseg_segmenter* seg, int count, const uint8_t* const* pixels, const int* heights,
                                    const int* widths, const int* channels, size_t const* row_strides,
                                    uint8_t* const* labels, float* const* tags) {
@@ -71,7 +86,8 @@ disseg_status disseg_segment_batch(disseg_segmenter* seg, int count, const uint8
     if (!seg || count < 1 || !pixels || !heights || !widths || !channels || !row_strides || !labels)
       throw disseg::BadInput("disseg_segment: seg, pixels, sizes and labels must not be NULL, count at least 1");
     if (seg->seg.info().num_classes() > 256)
-      throw disseg::BadInput("disseg_segment: the model has more than 256 classes; use the C++ API (int32 labels)");
+      throw disseg::BadInput(
+          "disseg_segment: the model has more than 256 classes; use disseg_segment_wide (16-bit labels)");
     std::vector<cv::Mat> frames;
     for (int i = 0; i < count; ++i)
       frames.push_back(wrap(pixels[i], heights[i], widths[i], channels[i], row_strides[i], labels[i]));

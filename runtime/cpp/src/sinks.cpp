@@ -5,6 +5,7 @@
 
 #include <png.h>
 #include <opencv2/highgui.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
 
@@ -132,11 +133,23 @@ MaskSink::MaskSink(const std::string& folder, const std::vector<std::array<std::
 }
 
 void MaskSink::write(const std::string& name, const cv::Mat& labels) {
-  if (labels.type() != CV_8U) throw BadInput("--masks: palette PNGs hold up to 256 classes; this model has more");
+  const std::string target = (fs::path(folder_) / (name + ".png")).string();
+  if (labels.type() != CV_8U) {  // above 256 classes: a 16-bit grayscale PNG of class indices (as runtime/sinks.py)
+    cv::Mat wide;
+    labels.convertTo(wide, CV_16U);
+    std::vector<std::uint8_t> data;
+    if (!cv::imencode(".png", wide, data)) throw BadInput("--masks: OpenCV cannot encode a 16-bit PNG here");
+    atomic_write(target, [&](const std::string& tmp) {
+      std::FILE* file = std::fopen(tmp.c_str(), "wb");
+      const bool ok = file && std::fwrite(data.data(), 1, data.size(), file) == data.size();
+      return (file && std::fclose(file) == 0) && ok;
+    });
+    ++count;
+    return;
+  }
   std::vector<png_color> palette;
   for (const auto& rgb : palette_) palette.push_back({rgb[0], rgb[1], rgb[2]});
-  atomic_write((fs::path(folder_) / (name + ".png")).string(),
-               [&](const std::string& tmp) { return write_palette_png(tmp, labels, palette); });
+  atomic_write(target, [&](const std::string& tmp) { return write_palette_png(tmp, labels, palette); });
   ++count;
 }
 

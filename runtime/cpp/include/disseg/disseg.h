@@ -39,6 +39,11 @@ DISSEG_API disseg_status disseg_create(const char* model_path, const char* backe
 DISSEG_API disseg_status disseg_segment(disseg_segmenter* seg, const uint8_t* pixels, int height, int width,
                                         int channels, size_t row_stride, uint8_t* labels, float* tags);
 
+/* As disseg_segment, for a model of any number of classes (up to 65536): labels is height*width uint16_t values.
+ * disseg_segment refuses a model of more than 256 classes (its labels are bytes); this one takes every model. */
+DISSEG_API disseg_status disseg_segment_wide(disseg_segmenter* seg, const uint8_t* pixels, int height, int width,
+                                             int channels, size_t row_stride, uint16_t* labels, float* tags);
+
 /* Several frames in one call: one batch on a dynamic-batch model (split at its maximum), padded on a fixed one; the
  * labels of each frame equal disseg_segment's. Each argument is an array of `count` (frames may differ in size and
  * channels); labels[i]: heights[i]*widths[i] bytes; tags: NULL, or `count` pointers each NULL or room for
