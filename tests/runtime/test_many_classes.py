@@ -53,8 +53,9 @@ def test_cpp_masks_equal_python_masks(wide_model, cpp_build, tmp_path):
     model, images = wide_model
     assert run_cmd("dis-run", str(model), "--images", str(images), "--masks", str(tmp_path / "py"),
                    "--no-display").returncode == 0  # fmt: skip
-    cpp = subprocess.run([str(cpp_build / "dis_run_cpp"), str(model), "--images", str(images), "--masks",
-                          str(tmp_path / "cpp"), "--no-display"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    cmd = [str(cpp_build / "dis_run_cpp"), str(model), "--images", str(images), "--masks", str(tmp_path / "cpp"),
+           "--no-display"]  # fmt: skip
+    cpp = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert cpp.returncode == 0, cpp.stderr
     names = sorted(p.name for p in (tmp_path / "py").glob("*.png"))
     assert names and names == sorted(p.name for p in (tmp_path / "cpp").glob("*.png"))
