@@ -172,6 +172,8 @@ def _export_checkpoint(
         )  # fmt: skip
         info = info.replace(extra={**info.extra, "parity": report})
     save(attach(proto, info), out)
+    if "parity" in info.extra:
+        write_json(out.with_suffix(".parity.json"), info.extra["parity"])  # after the model: never an orphan report
     size_mb = out.stat().st_size / 1e6
     tags = f", scene tags: {scene_tags}" if scene_tags else ""
     click.echo(
@@ -264,7 +266,8 @@ def _deepstream(model: Path, folder: Path) -> None:
 def _parity_gate(
     net, proto, out: Path, *, data, size, batch, fp16, iters, scene_tags, parity_images, min_agreement, **_
 ) -> dict:
-    """Compare PyTorch with the export on held-out images; write OUT.parity.json; refuse (DisError) below the bar."""
+    """Compare PyTorch with the export on held-out images; the report, or DisError below the bar (the caller writes
+    OUT.parity.json after the model)."""
     from .onnx_export import held_out_images
     from .parity import parity_report
 
@@ -288,11 +291,10 @@ def _parity_gate(
             "parity scene tags: all-ones tags give the model without tags on %.3f%% of labels",
             report["scene_tags"]["all_ones_vs_untagged_label_agreement"],
         )
-    write_json(out.with_suffix(".parity.json"), report)
-    if not report["passed"]:
+    if not report["passed"]:  # the report is written with the model or not at all: its figures go in the line
         raise DisError(
-            f"parity check failed: the ONNX model disagrees with PyTorch beyond the threshold; not writing {out} "
-            f"(report: {out.with_suffix('.parity.json')})"
+            f"parity check failed: the ONNX model's labels agree with PyTorch's on {agreement:.2f}% (threshold "
+            f"{threshold}%) on {source}; not writing {out}"
         )
     return report
 

@@ -21,6 +21,7 @@ from disseg.runtime.contract import (
     SCHEMA_SCENE_TAGS,
     SCORES,
     ModelInfo,
+    check_class_names,
     file_sha256,
 )
 from disseg.runtime.errors import BadInput, DisError
@@ -81,6 +82,7 @@ def class_names(spec: str | None, found: Found, source: Path) -> tuple[str, ...]
         names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names or len(names) > MAX_CLASSES:
         raise BadInput(f"--classes {spec[:200]!r}: expected 1 to {MAX_CLASSES} classes, got {len(names)}")
+    check_class_names(names, f"--classes {spec[:200]}")
     if found.num_classes is not None and len(names) != found.num_classes:
         raise BadInput(
             f"--classes gives {len(names)} classes but output {found.output!r} of {source} has {found.num_classes}; "
@@ -142,6 +144,16 @@ def foreign_labels(proto, found: Found, pre: Preprocess, frames: np.ndarray) -> 
     return logits.argmax(1), logits
 
 
+def _degenerate(reference: np.ndarray, logits: np.ndarray | None, frames: int) -> str | None:
+    """Why the foreign model's answer cannot prove a wrapping right, or None: logits that are not finite (NaN or inf
+    weights), or one label on every pixel of every varied frame."""
+    if logits is not None and not np.isfinite(logits).all():
+        return f"its logits are not finite ({int((~np.isfinite(logits)).sum())} NaN or inf values)"
+    if np.unique(reference).size == 1:
+        return f"it gives class {int(reference.flat[0])} to every pixel of {frames} varied frames"
+    return None
+
+
 def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, precision: str, threshold) -> dict:
     """Labels of the wrapped model against the foreign model's argmax on the same frames (ONNX Runtime, CPU)."""
     from disseg.runtime.backends import cpu_backend, infer_in_batches
@@ -153,6 +165,7 @@ def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, prec
     out = infer_in_batches(backend, INPUT, frames, n if isinstance(found.batch, int) else len(frames))
     agreement = float(100 * (out[LABELS] == reference).mean())
     threshold = THRESHOLDS[precision] if threshold is None else threshold
+    degenerate = _degenerate(reference, logits, len(frames))
     report = {
         "against": "the foreign model's argmax on ONNX Runtime (CPU), same frames, preprocessing in numpy",
         "precision": precision,
@@ -160,8 +173,10 @@ def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, prec
         "source": f"generated ({len(frames)} synthetic frames)",
         "threshold_label_agreement": threshold,
         "outputs": {LABELS: {"label_agreement": round(agreement, 4)}},
-        "passed": bool(agreement >= threshold),
+        "passed": bool(agreement >= threshold) and degenerate is None,
     }
+    if degenerate is not None:  # two constant outputs agree 100 %: that proves nothing
+        report["degenerate"] = degenerate
     if SCORES in out and logits is not None:
         report["outputs"][SCORES] = {"max_abs_score_error": float(np.abs(out[SCORES] - logits).max())}
     return report
@@ -235,10 +250,16 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
     agreement = report["outputs"][LABELS]["label_agreement"]
     log.info("parity: labels agree %.3f%% with the foreign model (threshold %.1f%%)", agreement, report[
         "threshold_label_agreement"])  # fmt: skip
-    write_json(out.with_suffix(".parity.json"), report)
+    if "degenerate" in report:
+        raise DisError(f"parity check cannot pass: {foreign}: {report['degenerate']}; check its weights; not writing "
+                       f"{out}")  # fmt: skip
     if not report["passed"]:
-        raise DisError(f"parity check failed: the wrapped model disagrees with {foreign}; not writing {out}")
+        raise DisError(
+            f"parity check failed: the wrapped model agrees with {foreign} on {agreement:.2f}% of labels (threshold "
+            f"{report['threshold_label_agreement']}%); not writing {out}"
+        )
     _save(wrapped, info.replace(extra={**info.extra, "parity": report}), out)
+    write_json(out.with_suffix(".parity.json"), report)  # with the model or not at all
     for note in found.notes:
         log.warning("%s", note)
     resize = "" if found.output_size == (found.height, found.width) else f", resized from {found.output_size[0]}x" \
@@ -268,6 +289,10 @@ def inspect(path: Path, size, output_name, kind) -> tuple:
         raise
     except Exception as err:  # onnx raises DecodeError and friends: one line whatever the damage
         raise BadInput(f"{path}: not a readable ONNX file ({type(err).__name__}); export it again") from None
+    computed = {out for node in proto.graph.node for out in node.output}
+    if not any(o.name in computed for o in proto.graph.output):  # no nodes, or outputs that are inputs or constants
+        raise BadInput(f"{path}: its graph computes none of its outputs ({len(proto.graph.node)} nodes): not a "
+                       "segmentation network; export the network itself")  # fmt: skip
     if any(p.key.startswith(PREFIX) for p in proto.metadata_props):
         raise BadInput(f"{path} is already a disseg model; pass it to dis-run, dis-export --engine or dis-calibrate")
     value, (batch, height, width, notes) = find_input(proto, str(path), size)

@@ -136,7 +136,11 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         target.abort()
         raise
-    target.commit()
+    try:
+        target.commit()
+    except BaseException:  # a stop signal during the fsync: the temp file goes too (commit removes it on OSError)
+        target.abort()
+        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

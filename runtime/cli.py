@@ -92,7 +92,11 @@ def source_options(func):
 @click.option("--alpha", default=0.5, show_default=True, type=Finite(0, 1))
 @click.option("--legend/--no-legend", default=True, show_default=True)
 @click.option("--no-display", is_flag=True, help="no window (headless)")
-@click.option("--max-frames", type=click.IntRange(1, MAX_FRAMES), help="stop each stream after this many frames")
+@click.option(
+    "--max-frames",
+    type=click.IntRange(1, MAX_FRAMES),
+    help="stop each stream after this many frames read from it (a live stream's frames replaced by newer ones count)",
+)
 @threads_option("ONNX Runtime CPU threads; leave a core free for capture and rendering on small CPUs")
 @click.option(
     "--loop",

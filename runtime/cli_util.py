@@ -22,7 +22,7 @@ import click
 from .atomic import atomic_write_text, os_reason, undo_made_folders
 from .deps import OPENCV_MISSING
 from .errors import EXIT_BAD_INPUT, EXIT_DONE, EXIT_FAILED, EXIT_SIGNAL_BASE, BadInput, DisError
-from .signals import STUCK, exit_now
+from .signals import STUCK, RaiseOnSignals, exit_now
 
 # Ceilings of the numeric options: far above any real use, low enough that a typo fails at once instead of
 # allocating for minutes (an image side of 10^6 pixels, 10^9 images).
@@ -44,7 +44,8 @@ def handle_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            result = func(*args, **kwargs)
+            with RaiseOnSignals():  # SIGTERM/SIGHUP as Ctrl-C: temp files removed on the way out, exit 128 + N
+                result = func(*args, **kwargs)
             _save_captured(failed=False)
             if any(thread.is_alive() for thread in STUCK):
                 exit_now(EXIT_DONE)

@@ -120,6 +120,7 @@ class ModelInfo:
                 f"{source}: disseg metadata is inconsistent (input name or size, classes, palette or extras); "
                 f"re-export it with dis-export"
             )
+        check_class_names(self.class_names, source)
         if LABELS not in self.outputs:
             raise ModelFileError(f"{source}: the model has no 'labels' output; re-export it with dis-export")
         if self.scene_tags not in ("", *SCENE_TAG_MODES) or bool(self.scene_tags) != (self.schema == SCHEMA_SCENE_TAGS):
@@ -131,6 +132,23 @@ class ModelInfo:
 
     def replace(self, **changes: Any) -> ModelInfo:
         return dataclasses.replace(self, **changes)
+
+
+def _good_name(name) -> bool:
+    """A class name: non-empty text without control characters (NUL, newlines), as model_info.cpp checks."""
+    return isinstance(name, str) and bool(name) and not any(ord(c) < 32 or ord(c) == 127 for c in name)
+
+
+def check_class_names(names, source: str = "model") -> None:
+    """Class names are unique, non-empty text without control characters; ModelFileError (exit 2) naming the first
+    that is not (the C++ reader says the same)."""
+    bad = next((n for n in names if not _good_name(n)), None)
+    if bad is not None or len(set(names)) != len(names):
+        shown = bad if bad is not None else next(n for n in names if list(names).count(n) > 1)
+        raise ModelFileError(
+            f"{source}: class names must be unique, non-empty text without control characters (found "
+            f"{json.dumps(shown)[:60]}); re-export or re-import it"
+        )
 
 
 def attach_metadata(proto, info: ModelInfo):

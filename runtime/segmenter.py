@@ -13,7 +13,7 @@ import numpy as np
 from . import scene_tags as tags_
 from .backends import Backend, infer_in_batches, open_backend
 from .contract import LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo, is_remote
-from .errors import BadInput, ModelFileError
+from .errors import BadInput, DisError, ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
 log = logging.getLogger("disseg.runtime")
@@ -148,6 +148,7 @@ class Segmenter:
         merged = infer_in_batches(self.backend, self.info.input_name, batch, step, extra)
         t2 = time.perf_counter()
         results = []
+        _check_label_range(merged[LABELS][: len(frames)], self.info.num_classes, self.name)
         for i, frame in enumerate(frames):
             labels = resize_labels(merged[LABELS][i], frame.shape[0], frame.shape[1])
             results.append(
@@ -200,3 +201,14 @@ class Segmenter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _check_label_range(labels: np.ndarray, classes: int, model: str) -> None:
+    """A model that lies about its classes (its graph argmaxes over more channels than its metadata names) is stopped
+    at the first frame that shows it, in one line (exit 1), before a palette or class list is indexed past its end."""
+    top = int(labels.max()) if labels.size else 0
+    if top >= classes or (labels.size and int(labels.min()) < 0):
+        raise DisError(
+            f"{model}: the model produced class {top} but its metadata names {classes} classes (0..{classes - 1}); "
+            "the file is inconsistent: re-export or re-import it"
+        )

@@ -27,7 +27,39 @@ class Stopped(KeyboardInterrupt):
         return EXIT_SIGNAL_BASE + self.signum
 
 
-class StopOnSignals:
+class _Handlers:
+    """Installs `_handle` for the stop signals while inside (main thread only: elsewhere Python cannot take
+    signals) and puts the previous handlers back on the way out."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
+class RaiseOnSignals(_Handlers):
+    """While inside, a stop signal raises Stopped where the main thread is (as Ctrl-C raises KeyboardInterrupt): for
+    the one-shot commands (dis-export, dis-import, dis-calibrate, ...), whose atomic writes remove their temp files on
+    any exception, so SIGTERM leaves no `.partial` file behind and exits 128 + N. A command that must finish a step
+    first (dis-run, dis-train) installs StopOnSignals inside, which takes precedence until it exits."""
+
+    def _handle(self, signum, frame) -> None:
+        raise Stopped(signum)
+
+
+class StopOnSignals(_Handlers):
     """While inside, a stop signal only sets `event` (and records the first signal in `signum`): the work checks
     the event at safe points, so no exception lands inside a queue operation or a half-written file. Installed
     only in the main thread (elsewhere Python cannot take signals); `raise_if_stopped()` after the work.
@@ -39,29 +71,18 @@ class StopOnSignals:
     """
 
     def __init__(self, event: threading.Event | None = None, *, reload=None) -> None:
+        super().__init__()
         self.event = event if event is not None else threading.Event()
         self.signum: int | None = None
         self.reload = reload  # called (in the signal handler: keep it to setting a flag) on SIGHUP instead of a stop
-        self._previous: dict[int, object] = {}
 
-    def _on_signal(self, signum, frame) -> None:
+    def _handle(self, signum, frame) -> None:
         if self.reload is not None and signum == getattr(signal, "SIGHUP", None):
             self.reload()
             return
         if self.signum is None:
             self.signum = signum
         self.event.set()
-
-    def __enter__(self) -> StopOnSignals:
-        if threading.current_thread() is threading.main_thread():
-            for s in STOP_SIGNALS:
-                self._previous[s] = signal.signal(s, self._on_signal)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
 
     def raise_if_stopped(self) -> None:
         if self.signum is not None:

@@ -212,18 +212,21 @@ class ImageSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
-        for position, (path, name) in enumerate(zip(self.paths, self.names)):
+        gone = 0  # files removed while running (a folder deleted under the run): said once, not once each
+        for path, name in zip(self.paths, self.names):
             try:
                 image = read_image(path)
             except BadInput as err:
-                if not _probe(Path.is_dir, str(path.parent)):  # the folder went away: one line, not one per image
-                    log.warning("%s: the folder is gone; %d images not read", path.parent, len(self.paths) - position)
-                    return
                 self.skipped += 1
+                if not _probe(Path.is_file, str(path)):
+                    gone += 1
+                    continue
                 log.warning("skipped %s", err)
                 continue
             yield Frame(index, image, name, time.perf_counter())
             index += 1
+        if gone:
+            log.warning("%d of %d images were removed while running (%s)", gone, len(self.paths), self.paths[0].parent)
 
 
 class VideoSource(Source):

@@ -58,6 +58,14 @@ def free_ports(n: int = 3, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+def _checked_tags(rows: np.ndarray, seg) -> np.ndarray:
+    """A request's scene tags, held to the local runtime's rule (scene_tags.from_values: K values, finite, in 0..1);
+    a request that breaks it is refused with that message (the client sees it as the request's error)."""
+    from .scene_tags import from_values
+
+    return np.stack([from_values(row, seg.info, what="scene_tags input") for row in np.asarray(rows, np.float32)])
+
+
 def infer_function(seg):
     """Triton's batches through the Segmenter's backend: chunks of a fixed-batch model (padded), or whole."""
     from pytriton.decorators import batch
@@ -65,7 +73,7 @@ def infer_function(seg):
     @batch
     def infer(**inputs):
         images = inputs[INPUT]
-        tags = {SCENE_TAGS: inputs[SCENE_TAGS]} if SCENE_TAGS in inputs else None
+        tags = {SCENE_TAGS: _checked_tags(inputs[SCENE_TAGS], seg)} if SCENE_TAGS in inputs else None
         outputs = infer_in_batches(seg.backend, INPUT, images, seg.batch_plan(len(images))[0], tags)
         return {name: np.ascontiguousarray(outputs[name]) for name in seg.info.outputs}
 

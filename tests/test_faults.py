@@ -307,16 +307,28 @@ def test_option_errors_are_one_line_in_a_real_process(tiny_onnx, tmp_path):
 # --- model consistency --------------------------------------------------------------------------------------------
 
 
-def _fewer_classes(model, tmp_path):
+def _fewer_classes(model, tmp_path, keep: int = 7, labels_only: bool = False):
+    """`model` with its metadata naming only `keep` of its 8 classes (names and palette); `labels_only`: with only its
+    labels output too, a model that lies in a way no output shape can show (the labels' values are the witness)."""
     onnx = pytest.importorskip("onnx")
     proto = onnx.load(str(model))
+    if labels_only:
+        kept = [o for o in proto.graph.output if o.name == "labels"]
+        del proto.graph.output[:]
+        proto.graph.output.extend(kept)
     for prop in proto.metadata_props:
+        if labels_only and prop.key.endswith(".outputs"):
+            prop.value = json.dumps(["labels"])
         value = json.loads(prop.value) if prop.value[:1] in "[{" else None
-        if isinstance(value, list) and len(value) == 8:  # the class names and the palette: one class fewer
-            prop.value = json.dumps(value[:-1])
-    out = tmp_path / "fewer.onnx"
+        if isinstance(value, list) and len(value) == 8:  # the class names and the palette
+            prop.value = json.dumps(value[:keep])
+    out = tmp_path / ("lying.onnx" if labels_only else "fewer.onnx")
     onnx.save(proto, str(out))
     return out
+
+
+def labels_only_lying(model, tmp_path):
+    return _fewer_classes(model, tmp_path, keep=2, labels_only=True)
 
 
 def test_a_model_whose_graph_has_more_classes_than_its_metadata_is_refused(tiny_onnx, tmp_path):
@@ -353,3 +365,12 @@ def test_a_video_cut_short_is_reported_in_one_line_and_in_the_stats(tiny_onnx, t
     run = lambda video, stats: run_cmd("dis-run", str(tiny_onnx), "--video", str(video), "--stats", str(stats),  # noqa: E731
                                        "--no-display")  # fmt: skip
     check_truncation_reported(run, tmp_path)
+
+
+def test_a_labels_only_model_that_lies_about_its_classes_stops_in_one_line(tiny_onnx, tmp_path):
+    model = labels_only_lying(tiny_onnx, tmp_path)
+    clip = _video(tmp_path / "in.avi", frames=20)
+    proc = run_cmd("dis-run", str(model), "--video", str(clip), "--masks", str(tmp_path / "m"), "--stats",
+                   str(tmp_path / "s.json"), "--no-display")  # fmt: skip
+    one_line(proc, 1, "the model produced class", "its metadata names 2 classes")
+    assert (tmp_path / "s.json").is_file()  # exit 1 still writes the stats of what was produced

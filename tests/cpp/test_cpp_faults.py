@@ -23,6 +23,7 @@ from tests.test_faults import (
     _video,
     check_stopped_cleanly,
     check_truncation_reported,
+    labels_only_lying,
 )
 
 
@@ -122,6 +123,14 @@ def test_a_model_whose_graph_has_more_classes_than_its_metadata_is_refused(cpp_b
     one_line(proc, 2, "'tags' output has 8 classes, its metadata names 7")
     with pytest.raises(ModelFileError, match="metadata names 7"):  # the C ABI refuses it too
         CSegmenter(cpp_build, model)
+
+
+def test_a_labels_only_model_that_lies_about_its_classes_stops_in_one_line(cpp_build, tiny_onnx, tmp_path):
+    model = labels_only_lying(tiny_onnx, tmp_path)
+    proc = _run_cpp(cpp_build, model, "--video", _video(tmp_path / "in.avi", frames=20), "--masks", tmp_path / "m",
+                    "--stats", tmp_path / "s.json", "--no-display")  # fmt: skip
+    one_line(proc, 1, "the model produced class", "its metadata names 2 classes")
+    assert (tmp_path / "s.json").is_file()
 
 
 def test_a_video_cut_short_is_reported_in_one_line_and_in_the_stats(cpp_build, tiny_onnx, tmp_path):

@@ -110,8 +110,30 @@ def test_a_served_model_takes_scene_tags_per_frame(scene_tags_model, tmp_path, g
                 assert np.array_equal(mine.labels, theirs.labels)
                 np.testing.assert_allclose(mine.tags, theirs.tags, rtol=1e-5, atol=1e-6)
             assert set(np.unique(remote(FRAMES[0], scene_tags=tags[2]).labels)) == {3}
+            _bad_tags_are_refused_by_the_server(s, remote, k, grpc)
     finally:
         assert s.stop() == 143
+
+
+def _bad_tags_are_refused_by_the_server(s, remote, k: int, grpc: bool) -> None:
+    """A raw client (no Segmenter checks on its side) sending NaN, inf or out-of-range tags gets the local runtime's
+    refusal back as the request's error, not labels computed from them."""
+    if grpc:
+        import tritonclient.grpc as tc
+    else:
+        import tritonclient.http as tc
+    from tritonclient.utils import InferenceServerException
+
+    client = tc.InferenceServerClient(remote.backend.address)
+    h, w = remote.info.input_height, remote.info.input_width
+    for bad in (np.nan, np.inf, 1.5, -0.1):
+        image = tc.InferInput("image", [1, h, w, 3], "UINT8")
+        image.set_data_from_numpy(np.zeros((1, h, w, 3), np.uint8))
+        tags = tc.InferInput("scene_tags", [1, k], "FP32")
+        tags.set_data_from_numpy(np.full((1, k), bad, np.float32))
+        with pytest.raises(InferenceServerException, match="scene_tags input"):
+            client.infer(remote.backend.model, [image, tags])
+    client.close()
 
 
 def _dataset(root: Path, model: Path) -> Path:
@@ -214,7 +236,7 @@ def test_a_server_that_dies_mid_run_fails_the_run_and_keeps_what_was_written(tin
     masks = tmp_path / "masks"
     run = subprocess.Popen(
         [str(BIN / "dis-run"), s.url(), "--images", str(images), "--loop", "100000", "--masks", str(masks),
-         "--no-display"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--stats", str(tmp_path / "s.json"), "--no-display"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for(lambda: masks.is_dir() and len(list(masks.glob("*.png"))) >= 2, proc=run, what="masks from the server")
     os.killpg(s.proc.pid, signal.SIGKILL)  # the server and its tritonserver, without warning
@@ -223,4 +245,6 @@ def test_a_server_that_dies_mid_run_fails_the_run_and_keeps_what_was_written(tin
     assert "stopped answering" in err and "Traceback" not in err
     written = sorted(masks.glob("*.png"))
     assert written and all(cv2.imread(str(p)) is not None for p in written)
+    stats = json.loads((tmp_path / "s.json").read_text())  # exit 1 still writes the stats of what was produced
+    assert stats["frames"] >= len(written) >= 2
     s.stop()

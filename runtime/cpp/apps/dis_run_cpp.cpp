@@ -85,7 +85,9 @@ std::optional<int> parse(int argc, char** argv, Args& a) {
   app.add_option("--alpha", a.opt.render.alpha, "overlay opacity")->check(kFinite & CLI::Range(0.0, 1.0));
   app.add_flag("--no-legend", a.no_legend, "no class legend");
   app.add_flag("--no-display", a.no_display, "no window (headless)");
-  app.add_option("--max-frames", a.opt.max_frames, "stop after this many frames")->check(CLI::PositiveNumber);
+  app.add_option("--max-frames", a.opt.max_frames,
+                 "stop each stream after this many frames read from it (a live stream's replaced frames count)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--loop", a.opt.loops, "play a video or image folder this many times")
       ->check(CLI::Range(1, kMaxCount));
   const int cores = std::max(1u, std::thread::hardware_concurrency());

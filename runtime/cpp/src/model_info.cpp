@@ -249,6 +249,18 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
       info.input_width <= 0)
     throw ModelFileError(
         source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
+  for (std::size_t i = 0; i < info.class_names.size(); ++i) {  // as runtime/contract.py: unique, no control chars
+    const std::string& name = info.class_names[i];
+    const bool control = std::any_of(name.begin(), name.end(), [](char c) {
+      const auto u = static_cast<unsigned char>(c);
+      return u < 32 || u == 127;
+    });
+    const bool repeated =
+        std::find(info.class_names.begin(), info.class_names.begin() + i, name) != info.class_names.begin() + i;
+    if (name.empty() || control || repeated)
+      throw ModelFileError(source + ": class names must be unique, non-empty text without control characters (found " +
+                           json(name).dump().substr(0, 60) + "); re-export or re-import it");
+  }
   if (!info.has_output(kLabels))
     throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
   const bool known_use = info.scene_tags.empty() == (info.schema == kSchema) &&

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 
 #include <opencv2/imgproc.hpp>
 
@@ -71,7 +72,8 @@ std::vector<std::string> available_backends() {
   return names;
 }
 
-Segmenter::Segmenter(const std::string& model, const Options& options) : info_(read_model_info(model)) {
+Segmenter::Segmenter(const std::string& model, const Options& options)
+    : info_(read_model_info(model)), model_(std::filesystem::path(model).filename().string()) {
   check_runnable(info_, model);
   backend_ = open_backend(model, info_, options);
   palette_bgr_.create(info_.num_classes(), 1, CV_8UC3);
@@ -181,7 +183,13 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames,
   }
   const auto t2 = Clock::now();
   std::vector<Result> results(n);
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < n; ++i) {  // a model that lies about its classes stops here, before any palette is indexed
+    double low = 0, high = 0;
+    cv::minMaxLoc(merged.labels[i], &low, &high);
+    if (low < 0 || high >= static_cast<double>(k))
+      throw Error(model_ + ": the model produced class " + std::to_string(static_cast<long long>(high)) +
+                  " but its metadata names " + std::to_string(k) + " classes (0.." + std::to_string(k - 1) +
+                  "); the file is inconsistent: re-export or re-import it");
     results[i].labels = resize_labels(merged.labels[i], sizes[i].height, sizes[i].width);
     if (!merged.tags.empty()) results[i].tags = merged.tags[i];
   }

@@ -190,11 +190,10 @@ class ImageSource final : public Source {
       const std::string& name = names_[pos_];
       const std::string& path = paths_[pos_++];
       cv::Mat image = cv::imread(path, cv::IMREAD_UNCHANGED);
-      if (image.empty() && !is_dir(fs::path(path).parent_path().string())) {  // the folder went away: one line
-        std::cerr << "warning: " << fs::path(path).parent_path().string() << ": the folder is gone; "
-                  << (paths_.size() - pos_ + 1) << " images not read\n";
-        pos_ = paths_.size();
-        return false;
+      if (image.empty() && !is_file(path)) {  // removed while running (a folder deleted): said once, at the end
+        ++skipped;
+        ++gone_;
+        continue;
       }
       try {
         if (image.empty()) throw BadInput(path + ": not a decodable image (corrupt or unsupported format)");
@@ -205,6 +204,11 @@ class ImageSource final : public Source {
         std::cerr << "skipped " << err.what() << "\n";
       }
     }
+    if (gone_ > 0) {  // once
+      std::cerr << "warning: " << gone_ << " of " << paths_.size() << " images were removed while running ("
+                << fs::path(paths_.front()).parent_path().string() << ")\n";
+      gone_ = 0;
+    }
     return false;
   }
 
@@ -212,6 +216,7 @@ class ImageSource final : public Source {
   std::vector<std::string> paths_, names_;
   std::size_t pos_ = 0;
   int index_ = 0;
+  std::size_t gone_ = 0;  // files removed while running
 };
 
 // A video file, every frame in order. One that ends before the frame count its header declares is reported in one

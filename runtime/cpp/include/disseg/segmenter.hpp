@@ -78,6 +78,7 @@ class DISSEG_API Segmenter {
  private:
   std::unique_ptr<Backend> backend_;
   ModelInfo info_;
+  std::string model_;    // the file's name, for messages
   cv::Mat palette_bgr_;  // num_classes x 1, CV_8UC3
   std::vector<float> scene_tags_;
   std::vector<float> tag_rows(const std::vector<std::vector<float>>& per_frame, int padded) const;
