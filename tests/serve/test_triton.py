@@ -236,7 +236,8 @@ def test_a_server_that_dies_mid_run_fails_the_run_and_keeps_what_was_written(tin
     masks = tmp_path / "masks"
     run = subprocess.Popen(
         [str(BIN / "dis-run"), s.url(), "--images", str(images), "--loop", "100000", "--masks", str(masks),
-         "--stats", str(tmp_path / "s.json"), "--no-display"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--stats", str(tmp_path / "s.json"), "--no-display"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     wait_for(lambda: masks.is_dir() and len(list(masks.glob("*.png"))) >= 2, proc=run, what="masks from the server")
     os.killpg(s.proc.pid, signal.SIGKILL)  # the server and its tritonserver, without warning
