@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from . import triton_leftovers as leftovers
 from .backends import CHOICES, infer_in_batches
 from .cli_util import MAX_BATCH, MODEL, Command, handle_errors, setup_logging, third_party_output
 from .contract import INPUT, SCENE_TAGS
@@ -153,12 +154,20 @@ def serve_cli(model, host, http_port, grpc_port, metrics_port, model_name, max_b
         log.warning("listening on %s: the model is reachable from other machines on this network", host)
     libdir = use_own_libpython()
     with StopOnSignals() as signals, Segmenter(model, backend=backend) as seg:
-        with tempfile.TemporaryDirectory(prefix="disseg-triton-") as workspace:
-            with third_party_output():
-                triton = start(
-                    seg, name=model_name, host=host, ports=ports, max_batch=max_batch,
-                    queue_delay_us=queue_delay_us, workspace=Path(workspace) / "triton",
-                )  # fmt: skip
+        leftovers.clean_predecessors()
+        with tempfile.TemporaryDirectory(prefix=leftovers.PREFIX) as workspace:
+            os.environ["TMPDIR"] = str(leftovers.mark(Path(workspace)))  # Triton's backends unpack in the workspace
+            before = leftovers.unpacked_now()
+            try:
+                with third_party_output():
+                    triton = start(
+                        seg, name=model_name, host=host, ports=ports, max_batch=max_batch,
+                        queue_delay_us=queue_delay_us, workspace=Path(workspace) / "triton",
+                    )  # fmt: skip
+                leftovers.record_unpacked(Path(workspace), before)
+            except BaseException:
+                leftovers.clean(Path(workspace), os.getpid())
+                raise
             try:
                 info = seg.info
                 click.echo(
@@ -172,5 +181,6 @@ def serve_cli(model, host, http_port, grpc_port, metrics_port, model_name, max_b
             finally:
                 with third_party_output():
                     triton.stop()
+                leftovers.clean(Path(workspace), os.getpid())  # a stub a client kept busy, shared memory
     click.echo(f"stopped {model_name}")
     signals.raise_if_stopped()
