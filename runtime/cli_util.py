@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -37,6 +38,15 @@ CORES = os.cpu_count() or 1
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR}
 
 
+_LONG_WORD = re.compile(r"[^\s'\"]{201,}")
+
+
+def quoted(message: str) -> str:
+    """A message with every word longer than 200 characters cut ("... (5,000 characters)"): what a user typed is
+    quoted, never a screenful of it."""
+    return _LONG_WORD.sub(lambda m: f"{m.group(0)[:200]}... ({len(m.group(0)):,} characters)", message)
+
+
 def handle_errors(func: Callable) -> Callable:
     """Turn BadInput into one line on stderr and exit 2, other DisErrors (and a write the machine refused) into
     exit 1, a stop signal into exit 128 + its number (Ctrl-C: 130, SIGTERM: 143)."""
@@ -53,11 +63,11 @@ def handle_errors(func: Callable) -> Callable:
         except BadInput as err:
             _save_captured(failed=True)
             undo_made_folders()
-            click.echo(f"error: {err}", err=True)
+            click.echo(f"error: {quoted(str(err))}", err=True)
             exit_now(EXIT_BAD_INPUT)
         except DisError as err:
             _save_captured(failed=True)
-            click.echo(f"failed: {err}", err=True)
+            click.echo(f"failed: {quoted(str(err))}", err=True)
             exit_now(EXIT_FAILED)
         except KeyboardInterrupt as err:
             _save_captured(failed=False)
@@ -69,6 +79,14 @@ def handle_errors(func: Callable) -> Callable:
             click.echo(f"error: {OPENCV_MISSING}", err=True)
             exit_now(EXIT_BAD_INPUT)
         except OSError as err:
+            if err.errno == errno.ENAMETOOLONG:  # a path given as an option or argument: bad input, one line
+                _save_captured(failed=True)
+                undo_made_folders()
+                name = str(err.filename or "a path")
+                shown = name if len(name) <= 200 else f"{name[:200]}... ({len(name):,} characters)"
+                click.echo(f"error: {shown}: a name too long for this system (ENAMETOOLONG); give a shorter path",
+                           err=True)  # fmt: skip
+                exit_now(EXIT_BAD_INPUT)
             if err.errno not in WRITE_ERRNOS:
                 raise
             _save_captured(failed=True)
