@@ -229,6 +229,84 @@ def _fields(buf: bytes):
         yield number, wire, value
 
 
+# Ops through which an argmax's channel count is the count of what feeds them (elementwise, resize, casts, QDQ).
+CHANNEL_KEEPING = frozenset({
+    "Cast", "Identity", "Resize", "Upsample", "Relu", "Sigmoid", "Softmax", "LogSoftmax", "Where", "Add", "Sub", "Mul",
+    "Div", "Clip", "LeakyRelu", "BatchNormalization", "QuantizeLinear", "DequantizeLinear",
+})  # fmt: skip
+
+
+def _packed(buf: bytes) -> list[int]:
+    values, pos = [], 0
+    while pos < len(buf):
+        value, pos = _varint(buf, pos)
+        values.append(value)
+    return values
+
+
+def _graph_index(graph: bytes) -> tuple[dict, dict]:
+    """{output name: (op_type, inputs, int attributes)} of the nodes, {name: dims} of the initializers."""
+    nodes, weights = {}, {}
+    for number, wire, value in _fields(graph):
+        if wire == 2 and number == 1:
+            inputs, outputs, op, ints = [], [], "", {}
+            for n, w, v in _fields(value):
+                if w == 2 and n in (1, 2, 4):
+                    text = v.decode("utf-8", errors="replace")
+                    inputs.append(text) if n == 1 else outputs.append(text) if n == 2 else None
+                    op = text if n == 4 else op
+                elif w == 2 and n == 5:  # AttributeProto: name 1, i 3
+                    attribute = dict((an, av) for an, aw, av in _fields(v) if (an, aw) in ((1, 2), (3, 0)))
+                    ints[attribute.get(1, b"").decode(errors="replace")] = attribute.get(3)
+            for out in outputs:
+                nodes[out] = (op, inputs, ints)
+        elif wire == 2 and number == 5:  # TensorProto: dims 1 (packed or not), name 8
+            dims, name = [], ""
+            for n, w, v in _fields(value):
+                dims += [v] if (n, w) == (1, 0) else _packed(v) if (n, w) == (1, 2) else []
+                name = v.decode("utf-8", errors="replace") if (n, w) == (8, 2) else name
+            weights[name] = dims
+    return nodes, weights
+
+
+def label_channels(buf: bytes) -> int | None:
+    """How many classes the graph's `labels` are an argmax over, where the graph shows it: from the ArgMax (on axis 1)
+    behind `labels`, back through channel-keeping ops to a Conv's weights. None where it does not say (another op on
+    the way): the run-time check in the Segmenter still holds such a model to its metadata."""
+    graph = next((v for n, w, v in _fields(buf) if n == 7 and w == 2), None)
+    if graph is None:
+        return None
+    nodes, weights = _graph_index(graph)
+    name = LABELS
+    for _ in range(8):
+        op, inputs, ints = nodes.get(name, ("", [], {}))
+        if op == "ArgMax":
+            return _conv_channels(inputs[0], nodes, weights, set()) if ints.get("axis") == 1 and inputs else None
+        if op not in ("Cast", "Identity") or not inputs:
+            return None
+        name = inputs[0]
+    return None
+
+
+def _conv_channels(name: str, nodes: dict, weights: dict, seen: set) -> int | None:
+    if name in seen or name not in nodes or len(seen) > 200:
+        return None
+    seen.add(name)
+    op, inputs, _ = nodes[name]
+    if op in ("Conv", "ConvInteger") and len(inputs) > 1:
+        kernel = inputs[1]
+        if kernel not in weights and nodes.get(kernel, ("",))[0] == "DequantizeLinear":  # a quantized model's weights
+            kernel = nodes[kernel][1][0]
+        dims = weights.get(kernel, [])
+        return dims[0] if len(dims) == 4 else None
+    if op not in CHANNEL_KEEPING:
+        return None
+    for source in inputs:
+        if source and source not in weights and (found := _conv_channels(source, nodes, weights, seen)) is not None:
+            return found
+    return None
+
+
 def read_onnx_metadata(path: str | Path, buf: bytes | None = None) -> dict[str, str]:
     """ModelProto.metadata_props (field 14) of an ONNX file, read without the onnx package or a runtime."""
     buf = Path(path).read_bytes() if buf is None else buf

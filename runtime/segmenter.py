@@ -12,7 +12,7 @@ import numpy as np
 
 from . import scene_tags as tags_
 from .backends import Backend, infer_in_batches, open_backend
-from .contract import LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo, is_remote
+from .contract import LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo, is_remote, label_channels
 from .errors import BadInput, DisError, ModelFileError
 from .image import resize_labels, resize_to, to_bgr8
 
@@ -52,6 +52,12 @@ def check_outputs(backend: Backend, info: ModelInfo, path: Path) -> None:
             raise ModelFileError(
                 f"{path}: the graph's '{name}' output has {spec.shape[axis]} classes, its metadata names {k}; {fix}"
             )
+    # labels alone show no class count in their shape: the argmax behind them does, where the graph says it
+    channels = label_channels(path.read_bytes()) if path.suffix == ".onnx" and path.is_file() else None
+    if channels is not None and channels != k:
+        raise ModelFileError(
+            f"{path}: the graph's '{LABELS}' output has {channels} classes, its metadata names {k}; {fix}"
+        )
 
 
 def check_inputs(backend: Backend, info: ModelInfo, path: Path) -> None:

@@ -327,8 +327,22 @@ def _fewer_classes(model, tmp_path, keep: int = 7, labels_only: bool = False):
     return out
 
 
-def labels_only_lying(model, tmp_path):
-    return _fewer_classes(model, tmp_path, keep=2, labels_only=True)
+def labels_only_lying(model, tmp_path, hidden: bool = False):
+    """A labels-only model whose metadata names 2 of its 8 classes; `hidden`: with two Neg ops between the argmax and
+    the logits, which hide the class count from a reading of the graph (only the labels' values show it)."""
+    out = _fewer_classes(model, tmp_path, keep=2, labels_only=True)
+    if hidden:
+        onnx = pytest.importorskip("onnx")
+        proto = onnx.load(str(out))
+        argmax = next(n for n in proto.graph.node if n.op_type == "ArgMax")
+        source = argmax.input[0]
+        negs = [onnx.helper.make_node("Neg", [source], ["hide1"]), onnx.helper.make_node("Neg", ["hide1"], ["hide2"])]
+        argmax.input[0] = "hide2"
+        at = list(proto.graph.node).index(argmax)
+        for node in reversed(negs):
+            proto.graph.node.insert(at, node)
+        onnx.save(proto, str(out))
+    return out
 
 
 def test_a_model_whose_graph_has_more_classes_than_its_metadata_is_refused(tiny_onnx, tmp_path):
@@ -367,8 +381,16 @@ def test_a_video_cut_short_is_reported_in_one_line_and_in_the_stats(tiny_onnx, t
     check_truncation_reported(run, tmp_path)
 
 
-def test_a_labels_only_model_that_lies_about_its_classes_stops_in_one_line(tiny_onnx, tmp_path):
+def test_a_labels_only_model_that_lies_about_its_classes_is_refused_at_load(tiny_onnx, tmp_path):
     model = labels_only_lying(tiny_onnx, tmp_path)
+    clip = _video(tmp_path / "in.avi", frames=2)
+    proc = run_cmd("dis-run", str(model), "--video", str(clip), "--stats", str(tmp_path / "s.json"), "--no-display")
+    one_line(proc, 2, "'labels' output has 8 classes, its metadata names 2")
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_lie_the_graph_hides_stops_at_the_first_frame_that_shows_it(tiny_onnx, tmp_path):
+    model = labels_only_lying(tiny_onnx, tmp_path, hidden=True)
     clip = _video(tmp_path / "in.avi", frames=20)
     proc = run_cmd("dis-run", str(model), "--video", str(clip), "--masks", str(tmp_path / "m"), "--stats",
                    str(tmp_path / "s.json"), "--no-display")  # fmt: skip

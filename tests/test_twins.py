@@ -93,6 +93,11 @@ def test_secret_keys_are_the_same_in_cpp():
     assert found["kMask"] == redaction.MASK
 
 
+def test_channel_keeping_ops_are_the_same_in_cpp():
+    found = _cpp_constants(CPP / "src" / "model_info.cpp")["kChannelKeeping"]
+    assert set(found) == contract.CHANNEL_KEEPING and len(found) == len(contract.CHANNEL_KEEPING)
+
+
 def test_text_file_limit_is_the_same_in_cpp():
     from disseg.runtime.textfile import MAX_TEXT_BYTES
 

@@ -3,9 +3,12 @@
 #include "disseg/model_info.hpp"
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -34,6 +37,11 @@ struct Field {
 class ProtoReader {
  public:
   explicit ProtoReader(std::string_view buf) : buf_(buf) {}
+  bool next_varint(Field& f) {  // one value of a packed repeated varint field
+    if (pos_ >= buf_.size()) return false;
+    f.varint = varint();
+    return true;
+  }
   bool next(Field& f) {
     if (pos_ >= buf_.size()) return false;
     std::uint64_t key = varint();
@@ -144,6 +152,72 @@ void graph_locations(std::string_view graph, std::vector<std::string>& out, int 
   }
 }
 
+struct GraphNode {
+  std::string op;
+  std::vector<std::string> inputs;
+  std::map<std::string, std::int64_t> ints;
+};
+
+std::vector<std::int64_t> tensor_dims(std::string_view tensor, std::string& name) {
+  std::vector<std::int64_t> dims;
+  ProtoReader reader(tensor);
+  for (Field f; reader.next(f);) {
+    if (f.number == 1 && f.wire == 0) dims.push_back(static_cast<std::int64_t>(f.varint));
+    if (f.number == 1 && f.wire == 2) {  // packed
+      ProtoReader packed(f.bytes);
+      for (Field v; packed.next_varint(v);) dims.push_back(static_cast<std::int64_t>(v.varint));
+    }
+    if (f.number == 8 && f.wire == 2) name = std::string(f.bytes);
+  }
+  return dims;
+}
+
+// The ops through which an argmax's channel count is the count of what feeds them (runtime/contract.py).
+constexpr std::array<const char*, 18> kChannelKeeping{"Cast",
+                                                      "Identity",
+                                                      "Resize",
+                                                      "Upsample",
+                                                      "Relu",
+                                                      "Sigmoid",
+                                                      "Softmax",
+                                                      "LogSoftmax",
+                                                      "Where",
+                                                      "Add",
+                                                      "Sub",
+                                                      "Mul",
+                                                      "Div",
+                                                      "Clip",
+                                                      "LeakyRelu",
+                                                      "BatchNormalization",
+                                                      "QuantizeLinear",
+                                                      "DequantizeLinear"};
+
+bool channel_keeping(const std::string& op) {
+  return std::any_of(kChannelKeeping.begin(), kChannelKeeping.end(), [&](const char* k) { return op == k; });
+}
+
+int conv_channels(const std::string& name, const std::map<std::string, GraphNode>& nodes,
+                  const std::map<std::string, std::vector<std::int64_t>>& weights, std::set<std::string>& seen) {
+  const auto it = nodes.find(name);
+  if (it == nodes.end() || seen.count(name) || seen.size() > 200) return 0;
+  seen.insert(name);
+  const GraphNode& node = it->second;
+  if ((node.op == "Conv" || node.op == "ConvInteger") && node.inputs.size() > 1) {
+    std::string kernel = node.inputs[1];
+    const auto dq = nodes.find(kernel);
+    if (!weights.count(kernel) && dq != nodes.end() && dq->second.op == "DequantizeLinear" &&
+        !dq->second.inputs.empty())
+      kernel = dq->second.inputs[0];
+    const auto w = weights.find(kernel);
+    return w != weights.end() && w->second.size() == 4 ? static_cast<int>(w->second[0]) : 0;
+  }
+  if (!channel_keeping(node.op)) return 0;
+  for (const std::string& source : node.inputs)
+    if (!source.empty() && !weights.count(source))
+      if (const int found = conv_channels(source, nodes, weights, seen)) return found;
+  return 0;
+}
+
 // Every external data file of the model lies inside its folder, as runtime/contract.py check_external_data.
 void check_external_data(const std::string& path, std::string_view buf) {
   std::vector<std::string> found;
@@ -169,6 +243,58 @@ void check_external_data(const std::string& path, std::string_view buf) {
 
 bool ModelInfo::has_output(const std::string& name) const {
   return std::find(outputs.begin(), outputs.end(), name) != outputs.end();
+}
+
+int label_channels(const std::string& path) {
+  const std::string buf = read_file(path);
+  std::map<std::string, GraphNode> nodes;
+  std::map<std::string, std::vector<std::int64_t>> weights;
+  ProtoReader model(buf);
+  for (Field g; model.next(g);) {
+    if (g.number != 7 || g.wire != 2) continue;
+    ProtoReader graph(g.bytes);
+    for (Field f; graph.next(f);) {
+      if (f.wire == 2 && f.number == 5) {
+        std::string name;
+        auto dims = tensor_dims(f.bytes, name);
+        weights[name] = std::move(dims);
+      }
+      if (f.wire != 2 || f.number != 1) continue;
+      GraphNode node;
+      std::vector<std::string> outputs;
+      ProtoReader reader(f.bytes);
+      for (Field n; reader.next(n);) {
+        if (n.wire == 2 && n.number == 1) node.inputs.emplace_back(n.bytes);
+        if (n.wire == 2 && n.number == 2) outputs.emplace_back(n.bytes);
+        if (n.wire == 2 && n.number == 4) node.op = std::string(n.bytes);
+        if (n.wire != 2 || n.number != 5) continue;
+        std::string attribute;
+        std::int64_t value = 0;
+        bool has_int = false;
+        ProtoReader a(n.bytes);
+        for (Field v; a.next(v);) {
+          if (v.number == 1 && v.wire == 2) attribute = std::string(v.bytes);
+          if (v.number == 3 && v.wire == 0) value = static_cast<std::int64_t>(v.varint), has_int = true;
+        }
+        if (has_int) node.ints[attribute] = value;
+      }
+      for (const auto& out : outputs) nodes[out] = node;
+    }
+  }
+  std::string name = kLabels;
+  for (int step = 0; step < 8; ++step) {
+    const auto it = nodes.find(name);
+    if (it == nodes.end() || it->second.inputs.empty()) return 0;
+    const GraphNode& node = it->second;
+    if (node.op == "ArgMax") {
+      const auto axis = node.ints.find("axis");
+      std::set<std::string> seen;
+      return axis != node.ints.end() && axis->second == 1 ? conv_channels(node.inputs[0], nodes, weights, seen) : 0;
+    }
+    if (node.op != "Cast" && node.op != "Identity") return 0;
+    name = node.inputs[0];
+  }
+  return 0;
 }
 
 std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {

@@ -76,6 +76,9 @@ Segmenter::Segmenter(const std::string& model, const Options& options)
     : info_(read_model_info(model)), model_(std::filesystem::path(model).filename().string()) {
   check_runnable(info_, model);
   backend_ = open_backend(model, info_, options);
+  const int channels = ends_with(model, ".onnx") ? label_channels(model) : 0;  // labels show no count in their shape
+  if (channels > 0 && channels != info_.num_classes())
+    throw class_count_mismatch(model, kLabels, channels, info_.num_classes());
   palette_bgr_.create(info_.num_classes(), 1, CV_8UC3);
   for (int c = 0; c < info_.num_classes(); ++c) {
     const auto& rgb = info_.palette[c];

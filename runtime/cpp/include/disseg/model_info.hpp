@@ -91,6 +91,9 @@ struct DISSEG_API ModelInfo {
 
 // ModelProto.metadata_props of an ONNX file, read without ONNX Runtime (a few lines of protobuf).
 DISSEG_API std::map<std::string, std::string> read_onnx_metadata(const std::string& path);
+// How many classes an ONNX model's labels are an argmax over, where its graph shows it (the ArgMax on axis 1 behind
+// `labels`, back through channel-keeping ops to a Conv's weights); 0 where it does not (runtime/contract.py).
+DISSEG_API int label_channels(const std::string& path);
 
 // Parse `disseg.`-prefixed keys with JSON values. `source` names the file in error messages.
 DISSEG_API ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& props,
