@@ -148,3 +148,13 @@ def test_an_image_folder_deleted_mid_run_is_one_line(  # and a second if --loop 
     ]
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert 1 <= len(said) <= 2 and "images were removed while running" in said[0], said[:5]
+
+
+def test_the_summary_names_no_video_that_was_not_written(tiny_onnx, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"not a png at all")  # skipped: no frame, so no video
+    proc = run_cmd("dis-run", str(tiny_onnx), "--images", str(images), "--output", str(tmp_path / "out.mp4"),
+                   "--stats", str(tmp_path / "s.json"), "--no-display")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "out.mp4").exists() and "out.mp4" not in proc.stdout and "s.json" in proc.stdout
