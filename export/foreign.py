@@ -31,7 +31,6 @@ PREFIX = "foreign/"
 MIN_OPSET = 13  # Resize, Squeeze and ArgMax in the input forms the wrapper writes
 DEFAULT_SIZE = (512, 512)  # a foreign model with a dynamic spatial size is fixed here unless --input-size says
 FLOATS = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16"}
-INTS = {TensorProto.INT64, TensorProto.INT32, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT16}
 TORCH_SCOPES = "pkg.torch.onnx.name_scopes"
 GROUPS = 8  # layer groups for dis-calibrate's sensitivity search when the graph names none
 

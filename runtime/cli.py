@@ -290,18 +290,12 @@ def _display() -> bool:
 
 def _describe(model: Path, seg, streams) -> None:
     info = seg.info
-    providers = ", ".join(getattr(seg.backend, "providers", [seg.backend.name]))
+    providers = getattr(seg.backend, "providers", None)  # ONNX Runtime's; a served model runs on a server
+    where = f"{seg.backend.name} on {', '.join(providers)}" if providers else seg.backend.name
     log.info(
-        "%s: %s, %dx%d, %d classes, %d refinement steps, %s on %s",
-        _name(model),
-        info.precision,
-        info.input_height,
-        info.input_width,
-        info.num_classes,
-        info.iterations,
-        seg.backend.name,
-        providers,
-    )
+        "%s: %s, %dx%d, %d classes, %d refinement steps, %s",
+        _name(model), info.precision, info.input_height, info.input_width, info.num_classes, info.iterations, where,
+    )  # fmt: skip
     if len(streams) > 1:
         for i, stream in enumerate(streams):
             log.info("s%d: %s", i, stream.name)
@@ -465,7 +459,7 @@ def bench_cli(models, backend, batches, runs, warmup, json_path, plot_path) -> N
     ]
     click.echo(
         f"{'model':40s} {'backend':12s} {'prec':5s} {'iters':>5s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} "
-        f"{'p99 ms':>8s} {'FPS':>8s}"
+        f"{'p99 ms':>8s} {'FPS mean':>8s}"  # frames per second from the mean latency (batch / mean), beside p50
     )
     for r in rows:
         click.echo(

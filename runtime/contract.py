@@ -273,10 +273,11 @@ def label_channels(buf: bytes) -> int | None:
     """How many classes the graph's `labels` are an argmax over, where the graph shows it: from the ArgMax (on axis 1)
     behind `labels`, back through channel-keeping ops to a Conv's weights. None where it does not say (another op on
     the way): the run-time check in the Segmenter still holds such a model to its metadata."""
-    graph = next((v for n, w, v in _fields(buf) if n == 7 and w == 2), None)
-    if graph is None:
+    try:
+        graph = next((v for n, w, v in _fields(buf) if n == 7 and w == 2), None)
+        nodes, weights = _graph_index(graph) if graph is not None else ({}, {})
+    except (ValueError, IndexError, UnicodeDecodeError):  # a graph that does not parse says nothing
         return None
-    nodes, weights = _graph_index(graph)
     name = LABELS
     for _ in range(8):
         op, inputs, ints = nodes.get(name, ("", [], {}))
@@ -361,7 +362,10 @@ def check_external_data(path: str | Path, buf: bytes | None = None) -> list[str]
     found = []
     for number, wire, value in _fields(buf):
         if number == 7 and wire == 2:
-            found.extend(_external_locations(value))
+            try:
+                found.extend(_external_locations(value))
+            except (ValueError, IndexError):  # a graph that does not parse names no file; ONNX Runtime refuses it
+                found.clear()
     for location in found:
         target = (folder / location).resolve() if location and "\0" not in location else None
         if target is None or Path(location).is_absolute() or not target.is_relative_to(folder):

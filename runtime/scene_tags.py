@@ -24,10 +24,8 @@ def _classes(info: ModelInfo) -> str:
 
 def check_takes_tags(info: ModelInfo, source: str) -> None:
     if not info.scene_tags:
-        raise BadInput(
-            f"{source} was exported without scene tags, so it cannot take them; export it with: dis-export CKPT "
-            "--scene-tags"
-        )
+        fix = "dis-import FOREIGN.onnx --scene-tags" if "import" in info.extra else "dis-export CKPT --scene-tags"
+        raise BadInput(f"{source} was exported without scene tags, so it cannot take them; export it with: {fix}")
 
 
 def from_names(names: Iterable[str], info: ModelInfo, *, weights: dict[str, float] | None = None) -> np.ndarray:

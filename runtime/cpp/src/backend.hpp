@@ -9,7 +9,6 @@
 #include <opencv2/core.hpp>
 
 #include "disseg/model_info.hpp"
-#include "disseg/segmenter.hpp"
 
 namespace disseg {
 

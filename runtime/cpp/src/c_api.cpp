@@ -26,6 +26,9 @@ disseg_status guarded(F&& body) {
   } catch (const std::exception& err) {  // a backend or device failing at run time (disseg::Error and the rest)
     last_error = err.what();
     return DISSEG_ERROR;
+  } catch (...) {  // anything else a library throws: disseg.h promises that no exception crosses the C ABI
+    last_error = "an unknown error (a non-standard exception) inside libdisseg";
+    return DISSEG_ERROR;
   }
 }
 

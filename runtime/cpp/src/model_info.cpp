@@ -222,8 +222,14 @@ int conv_channels(const std::string& name, const std::map<std::string, GraphNode
 void check_external_data(const std::string& path, std::string_view buf) {
   std::vector<std::string> found;
   ProtoReader model(buf);
-  for (Field f; model.next(f);)
-    if (f.number == 7 && f.wire == 2) graph_locations(f.bytes, found);
+  for (Field f; model.next(f);) {
+    if (f.number != 7 || f.wire != 2) continue;
+    try {
+      graph_locations(f.bytes, found);
+    } catch (const std::invalid_argument&) {  // a graph that does not parse names no file; ONNX Runtime refuses it
+      found.clear();
+    }
+  }
   std::error_code ec;
   const std::filesystem::path folder =
       std::filesystem::weakly_canonical(std::filesystem::absolute(path), ec).parent_path();
@@ -245,8 +251,9 @@ bool ModelInfo::has_output(const std::string& name) const {
   return std::find(outputs.begin(), outputs.end(), name) != outputs.end();
 }
 
-int label_channels(const std::string& path) {
-  const std::string buf = read_file(path);
+namespace {
+
+int graph_label_channels(const std::string& buf) {
   std::map<std::string, GraphNode> nodes;
   std::map<std::string, std::vector<std::int64_t>> weights;
   ProtoReader model(buf);
@@ -295,6 +302,16 @@ int label_channels(const std::string& path) {
     name = node.inputs[0];
   }
   return 0;
+}
+
+}  // namespace
+
+int label_channels(const std::string& path) {
+  try {
+    return graph_label_channels(read_file(path));
+  } catch (const std::invalid_argument&) {  // a graph that does not parse says nothing (ONNX Runtime refuses it)
+    return 0;
+  }
 }
 
 std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {

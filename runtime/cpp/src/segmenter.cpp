@@ -106,7 +106,7 @@ void check_tags(const ModelInfo& info, const std::vector<float>& tags) {
   if (info.scene_tags.empty())
     throw BadInput(
         "the model was exported without scene tags, so it cannot take them; export it with: dis-export "
-        "CKPT --scene-tags");
+        "CKPT --scene-tags (an imported model: dis-import FOREIGN.onnx --scene-tags)");
   const bool in_range = std::all_of(tags.begin(), tags.end(), [](float v) { return v >= 0.0f && v <= 1.0f; });
   if (static_cast<int>(tags.size()) != info.num_classes() || !in_range)
     throw BadInput("scene tags: expected " + std::to_string(info.num_classes()) +

@@ -1,5 +1,5 @@
 // GPU backend: a TensorRT 10+ (or TensorRT for RTX) engine through the name-based I/O API (JetPack 6 and later).
-// Unverified: no machine of this project can run a TensorRT engine (see README "What is not verified").
+// Unverified: no machine of this project can run a TensorRT engine (docs/not-verified.md).
 // DISSEG_TENSORRT_FLAVOUR ("tensorrt" or "tensorrt_rtx") names the library CMake linked; an engine of the
 // other flavour is refused before deserialization (Segmenter, through engine_mismatch).
 #include <cstring>
