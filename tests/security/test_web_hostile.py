@@ -24,6 +24,22 @@ RAW = [
     b"POST /streams?token=" + TOKEN.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \xb2\r\n\r\n",
     b"POST /streams?token=" + TOKEN.encode() + b' HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n{"u',
     b"DELETE /streams/\xb2?token=" + TOKEN.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    *(  # a source URI that is not one: NUL, a Unicode digit, 5,000 characters, a number where a string goes
+        b"POST /streams?token="
+        + TOKEN.encode()
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+        for body in (
+            b'{"uri": "a\\u0000b"}',
+            '{"uri": "\u00b2"}'.encode(),
+            b'{"uri": "' + b"y" * 5000 + b'"}',
+            b'{"uri": 7}',
+            b"[1, 2]",
+        )
+    ),
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),  # a TLS ClientHello on the plain port
 ]
 
