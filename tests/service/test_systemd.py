@@ -30,7 +30,8 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.path, self.messages, self.closed = path, [], threading.Event()
-        threading.Thread(target=self._receive, daemon=True).start()
+        self.thread = threading.Thread(target=self._receive, daemon=True)
+        self.thread.start()
 
     def _receive(self) -> None:
         while not self.closed.is_set():
@@ -45,6 +46,7 @@ class NotifySocket:
 
     def close(self) -> None:
         self.closed.set()
+        self.thread.join(timeout=5)  # the receiver sees `closed` within its 0.2 s timeout: then the socket goes
         self.sock.close()
 
 
