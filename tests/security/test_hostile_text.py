@@ -158,3 +158,16 @@ def test_the_summary_names_no_video_that_was_not_written(tiny_onnx, tmp_path):
                    "--stats", str(tmp_path / "s.json"), "--no-display")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "out.mp4").exists() and "out.mp4" not in proc.stdout and "s.json" in proc.stdout
+
+
+@pytest.mark.parametrize("runtime", ["python", "cpp"])
+@pytest.mark.parametrize("source", ["camera", "unreachable"])
+def test_an_absent_source_is_our_one_line_without_opencv_s_own(request, tiny_onnx, tmp_path, runtime, source):
+    from tests.conftest import closed_port
+
+    given = ["--camera", "9"] if source == "camera" else ["--source", f"http://127.0.0.1:{closed_port()}/x.mjpg"]
+    exe = BIN / "dis-run" if runtime == "python" else request.getfixturevalue("cpp_build") / "dis_run_cpp"
+    proc = subprocess.run([str(exe), str(tiny_onnx), *given, "--no-display", "--stats", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    one_line(proc, 2, "cannot open it")
+    assert "WARN" not in proc.stderr and "GStreamer" not in proc.stderr, proc.stderr  # OpenCV's lines stay out
