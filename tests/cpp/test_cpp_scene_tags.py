@@ -13,7 +13,7 @@ from PIL import Image
 from disseg.runtime.cabi import CSegmenter
 from disseg.runtime.errors import BadInput
 from disseg.runtime.segmenter import Segmenter
-from tests.conftest import one_line
+from tests.conftest import BIN, one_line
 from tests.cpp.test_cpp_runtime import FRAMES
 
 
@@ -78,7 +78,7 @@ def test_dis_run_cpp_masks_equal_dis_run_per_stream(cpp_build, scene_tags_model,
     )  # fmt: skip
     assert cpp.returncode == 0, cpp.stderr
     py = subprocess.run(
-        ["dis-run", scene_tags_model, *common, "--masks", tmp_path / "py"],
+        [BIN / "dis-run", scene_tags_model, *common, "--masks", tmp_path / "py"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert py.returncode == 0, py.stderr
