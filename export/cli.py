@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from disseg.runtime.atomic import check_output
+from disseg.runtime.choices import DEFAULT_MAX_BATCH
 from disseg.runtime.cli_util import (
     MAX_BATCH,
     MAX_COUNT,
@@ -81,7 +82,7 @@ def parse_size(text: str | None, *, option: str = "--size") -> tuple[int, int] |
 )
 @click.option(
     "--max-batch",
-    default=8,
+    default=DEFAULT_MAX_BATCH,
     show_default=True,
     type=click.IntRange(1, MAX_BATCH),
     help="largest batch of a --dynamic-batch engine",

@@ -11,7 +11,7 @@ import numpy as np
 
 from .atomic import atomic_write, check_output
 from .backends import CHOICES
-from .choices import VIEWS
+from .choices import DEFAULT_MAX_RECONNECTS, VIEWS
 from .cli_util import (
     MAX_BATCH,
     MAX_COUNT,
@@ -56,7 +56,7 @@ def source_options(func):
             click.option("--csi", type=click.IntRange(0, 15), help="Jetson CSI camera sensor id (nvarguscamerasrc)"),
             click.option(
                 "--max-reconnects",
-                default=10,
+                default=DEFAULT_MAX_RECONNECTS,
                 show_default=True,
                 type=click.IntRange(0, MAX_COUNT),
                 help="a live source that drops is reopened this many times in a row before giving up",

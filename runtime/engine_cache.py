@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_write
+from .choices import DEFAULT_MAX_BATCH
 from .contract import SCENE_TAGS, ModelInfo, file_sha256, read_model_info, write_sidecar
 from .errors import BadInput, ModelFileError
 
@@ -326,7 +327,7 @@ def build_engine(
     workspace_gib: float = 2.0,
     timing_cache: str | Path | None = None,
     dla_core: int | None = None,
-    max_batch: int = 8,
+    max_batch: int = DEFAULT_MAX_BATCH,
     announce: Callable[[], None] | None = None,
 ) -> ModelInfo:
     """Build a serialized engine from one of our ONNX files as a strongly typed network (precision comes

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from .atomic import AtomicFile, atomic_write, check_output, disk_reason
-from .choices import VIEWS
+from .choices import DEFAULT_FPS, VIEWS
 from .errors import BadInput
 from .segmenter import Result, Segmenter
 from .sources import Frame
@@ -78,7 +78,7 @@ class VideoSink:
     CHECK_SPACE_EVERY = 100  # frames: a disk that filled up mid-run stops the run instead of running on for nothing
 
     def __init__(
-        self, path: str | Path, fps: float = 30.0, *, option: str = "--output", segment_s: float | None = None
+        self, path: str | Path, fps: float = DEFAULT_FPS, *, option: str = "--output", segment_s: float | None = None
     ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".avi", ".mkv"):

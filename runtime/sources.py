@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from .choices import DEFAULT_FPS, DEFAULT_MAX_RECONNECTS
 from .errors import BadInput, SourceError
 from .image import IMAGE_SUFFIXES, list_images, read_image, unique_names
 from .redaction import redact
@@ -24,8 +25,6 @@ from .textfile import read_text
 
 log = logging.getLogger("disseg.sources")
 
-DEFAULT_FPS = 30.0  # a source that does not say its frame rate (and the videos written from it)
-DEFAULT_MAX_RECONNECTS = 10
 OPEN_TIMEOUT_MS = 5_000  # FFmpeg's own limits on opening a stream and on one read: a reader thread left inside
 READ_TIMEOUT_MS = 5_000  # OpenCV at a stop (the stop itself never waits for them) ends after this at most
 GST_KINDS = ("auto", "live", "file")  # gst:, gst+live:, gst+file: (a pipeline's kind when the guess is wrong)

@@ -78,7 +78,8 @@ def test_source_facts_are_the_same_in_cpp():
     from disseg.runtime import sources
 
     found = _cpp_constants(CPP / "src" / "sources.cpp")
-    assert found["kDefaultFps"] == sources.DEFAULT_FPS
+    io = _cpp_constants(CPP / "include" / "disseg" / "io.hpp")
+    assert io["kDefaultFps"] == sources.DEFAULT_FPS and io["kDefaultMaxReconnects"] == sources.DEFAULT_MAX_RECONNECTS
     assert found["kOpenTimeoutMs"] == sources.OPEN_TIMEOUT_MS and found["kReadTimeoutMs"] == sources.READ_TIMEOUT_MS
     assert set(found["kLiveElements"]) == sources.LIVE_ELEMENTS
 

@@ -217,7 +217,7 @@ int run(int argc, char** argv) {
   if (!a.masks.empty()) disseg::check_output(a.masks, "--masks", true);
   std::vector<std::unique_ptr<disseg::VideoSink>> videos(n);  // a --video file's own rate replaces 30 (run_pipeline)
   for (std::size_t i = 0; i < n && !a.output.empty(); ++i)
-    videos[i] = std::make_unique<disseg::VideoSink>(stream_path(a.output, i, n, false), 30.0);
+    videos[i] = std::make_unique<disseg::VideoSink>(stream_path(a.output, i, n, false), disseg::kDefaultFps);
 
   disseg::Segmenter seg(a.model, {a.backend, a.threads});
   const auto& info = seg.info();

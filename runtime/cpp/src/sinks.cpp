@@ -17,7 +17,7 @@ namespace disseg {
 
 struct VideoSink::Impl {
   fs::path path;
-  double fps = 30.0;
+  double fps = kDefaultFps;
   bool mp4 = true;
   std::unique_ptr<AtomicFile> file;
   cv::VideoWriter writer;

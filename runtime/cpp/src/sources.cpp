@@ -45,7 +45,6 @@ std::string shorten(const std::string& text, std::size_t limit = 200) {
   return text.size() <= limit ? text : text.substr(0, limit) + "... (" + std::to_string(text.size()) + " characters)";
 }
 
-constexpr double kDefaultFps = 30.0;  // a source that does not say its frame rate
 // FFmpeg's own limits on opening a stream and on one read: a reader thread left inside OpenCV at a stop (the stop
 // never waits for it) ends after this at most.
 constexpr int kOpenTimeoutMs = 5000;
@@ -272,7 +271,7 @@ class VideoSource final : public Source {
 // (a server that never answers) outlives the source safely and ends alone after FFmpeg's timeouts.
 struct LiveState {
   std::string target;
-  int camera = 0, api = cv::CAP_ANY, max_reconnects = 10;
+  int camera = 0, api = cv::CAP_ANY, max_reconnects = kDefaultMaxReconnects;
   std::string description, probe;  // probe: a network URL asked first whether anything answers there
   bool retry_first_open = false;
   std::mutex mutex;

@@ -84,6 +84,10 @@ struct Frame {
   Clock::time_point captured;
 };
 
+// Facts of the sources, once (runtime/sources.py DEFAULT_FPS, DEFAULT_MAX_RECONNECTS; tests/test_twins.py).
+constexpr double kDefaultFps = 30.0;       // a source that does not say its frame rate, and the videos written from it
+constexpr int kDefaultMaxReconnects = 10;  // a live source that drops is reopened this many times in a row, then ends
+
 // A file that ended before the frame count its header declares (cut short or damaged).
 struct Truncation {
   int frames_read = 0, frames_declared = 0;
@@ -94,7 +98,7 @@ class DISSEG_API Source {
  public:
   virtual ~Source() = default;
   virtual bool next(Frame& frame) = 0;  // false at the end
-  virtual double fps() const { return 30.0; }
+  virtual double fps() const { return kDefaultFps; }
   virtual bool live() const { return false; }
   virtual void interrupt() {}           // a reader waiting in next() returns soon (a stop); files need nothing
   int skipped = 0;                      // unreadable images skipped
@@ -106,7 +110,7 @@ class DISSEG_API Source {
 struct SourceSpec {
   std::optional<int> camera, csi;
   std::optional<std::string> video, images, rtsp, gst;
-  int max_reconnects = 10;        // a live source that drops is reopened this many times in a row, then ends
+  int max_reconnects = kDefaultMaxReconnects;
   std::string gst_kind = "auto";  // a pipeline is "live" (reconnects) or a "file" (ends at its end); auto: guessed
   // A live source that cannot be opened at start is retried in the background like one that dropped (a service
   // with several sources starts while a camera is down); otherwise open_source throws its one line.
