@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from disseg.runtime.atomic import check_output
-from disseg.runtime.choices import DEFAULT_MAX_BATCH
 from disseg.runtime.cli_util import (
     MAX_BATCH,
     MAX_COUNT,
@@ -19,6 +18,7 @@ from disseg.runtime.cli_util import (
     Command,
     Finite,
     handle_errors,
+    max_batch_option,
     setup_logging,
     write_json,
 )
@@ -80,13 +80,7 @@ def parse_size(text: str | None, *, option: str = "--size") -> tuple[int, int] |
 @click.option(
     "--flavour", type=click.Choice(FLAVOURS), help="which TensorRT builds the engine [default: the one installed]"
 )
-@click.option(
-    "--max-batch",
-    default=DEFAULT_MAX_BATCH,
-    show_default=True,
-    type=click.IntRange(1, MAX_BATCH),
-    help="largest batch of a --dynamic-batch engine",
-)
+@max_batch_option("largest batch of a --dynamic-batch engine")
 @click.option(
     "--deepstream",
     type=click.Path(path_type=Path),

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from .atomic import atomic_write_text, os_reason, undo_made_folders
+from .choices import DEFAULT_MAX_BATCH
 from .deps import OPENCV_MISSING
 from .errors import EXIT_BAD_INPUT, EXIT_DONE, EXIT_FAILED, EXIT_SIGNAL_BASE, BadInput, DisError
 from .signals import STUCK, RaiseOnSignals, exit_now
@@ -36,6 +37,12 @@ MAX_WEIGHT = 1e6  # loss weights, step sizes, gigabytes
 CORES = os.cpu_count() or 1
 # errno values of a write that the machine refused (not a bug of ours): one line, exit 1, never a traceback.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR}
+
+
+def max_batch_option(help: str):
+    """--max-batch as every command takes it: DEFAULT_MAX_BATCH, 1 to MAX_BATCH."""
+    return click.option("--max-batch", default=DEFAULT_MAX_BATCH, show_default=True, type=click.IntRange(1, MAX_BATCH),
+                        help=help)  # fmt: skip
 
 
 _LONG_WORD = re.compile(r"[^\s'\"]{201,}")

@@ -53,7 +53,8 @@ def check_outputs(backend: Backend, info: ModelInfo, path: Path) -> None:
                 f"{path}: the graph's '{name}' output has {spec.shape[axis]} classes, its metadata names {k}; {fix}"
             )
     # labels alone show no class count in their shape: the argmax behind them does, where the graph says it
-    channels = label_channels(path.read_bytes()) if path.suffix == ".onnx" and path.is_file() else None
+    local = Path(str(path))  # a served model (triton://) has no file: nothing to read
+    channels = label_channels(local.read_bytes()) if local.suffix == ".onnx" and local.is_file() else None
     if channels is not None and channels != k:
         raise ModelFileError(
             f"{path}: the graph's '{LABELS}' output has {channels} classes, its metadata names {k}; {fix}"

@@ -17,8 +17,7 @@ import numpy as np
 
 from . import triton_leftovers as leftovers
 from .backends import CHOICES, infer_in_batches
-from .choices import DEFAULT_MAX_BATCH
-from .cli_util import MAX_BATCH, MODEL, Command, handle_errors, setup_logging, third_party_output
+from .cli_util import MODEL, Command, handle_errors, max_batch_option, setup_logging, third_party_output
 from .contract import INPUT, SCENE_TAGS
 from .errors import BadInput, DisError
 from .triton_repo import DEFAULT_PORTS, check_name, metadata_parameters, preferred_sizes, tensors
@@ -136,13 +135,7 @@ def start(seg, *, name: str, host: str, ports: dict[str, int], max_batch: int, q
 @click.option("--grpc-port", default=DEFAULT_PORTS["grpc"], show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=DEFAULT_PORTS["metrics"], show_default=True, type=click.IntRange(1, 65535))
 @click.option("--model-name", default="disseg", show_default=True, help="the name clients ask for")
-@click.option(
-    "--max-batch",
-    default=DEFAULT_MAX_BATCH,
-    show_default=True,
-    type=click.IntRange(1, MAX_BATCH),
-    help="Triton's batches",
-)
+@max_batch_option("Triton's batches")
 @click.option("--queue-delay-us", default=100, show_default=True, type=click.IntRange(0, 10_000_000))
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(CHOICES))
 @handle_errors

@@ -314,8 +314,8 @@ int label_channels(const std::string& path) {
   }
 }
 
-std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {
-  std::string buf = read_file(path);
+// ModelProto.metadata_props (field 14) of an ONNX file's bytes.
+static std::map<std::string, std::string> metadata_from(const std::string& buf) {
   std::map<std::string, std::string> props;
   ProtoReader model(buf);
   Field f;
@@ -332,6 +332,10 @@ std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {
     props[key] = value;
   }
   return props;
+}
+
+std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {
+  return metadata_from(read_file(path));
 }
 
 ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& props, const std::string& source) {
@@ -435,8 +439,9 @@ ModelInfo read_model_info(const std::string& path) {
   if (ends_with(path, ".onnx")) {
     std::map<std::string, std::string> props;
     try {
-      props = read_onnx_metadata(path);
-      check_external_data(path, read_file(path));
+      const std::string buf = read_file(path);  // read once: the metadata, then the external data it names
+      props = metadata_from(buf);
+      check_external_data(path, buf);
     } catch (const std::invalid_argument& err) {
       throw ModelFileError(path + ": not a readable ONNX file (" + err.what() + "); re-export it with dis-export");
     }
