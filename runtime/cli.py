@@ -75,7 +75,38 @@ def source_options(func):
 @click.argument("model", type=MODEL)
 @source_options
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(CHOICES))
-@click.option("--output", type=click.Path(path_type=Path), help="write the rendered view to this video file")
+@click.option(
+    "--output",
+    "outputs_given",
+    multiple=True,
+    metavar="FILE|rtsp://@:PORT/NAME",
+    help="write the rendered view to this video file, and/or serve it over RTSP (rtsp://@:8554/NAME on loopback, "
+    "rtsp://@0.0.0.0:8554/NAME off it, with --serve-token; several sources: NAME.sN); once each",
+)
+@click.option("--rtsp-bitrate", default=4000, show_default=True, type=click.IntRange(100, 100_000), metavar="KBPS",
+              help="RTSP output: H.264 bitrate in kbit/s")  # fmt: skip
+@click.option("--rtsp-keyint", default=30, show_default=True, type=click.IntRange(1, 1000), metavar="FRAMES",
+              help="RTSP output: a key frame every this many frames (a client joins at the next one)")  # fmt: skip
+@click.option("--stamp-time", "stamp", is_flag=True,
+              help="draw each frame's capture time as cells across the top of the view (benchmarks/rtsp_latency.py "
+              "reads them back)")  # fmt: skip
+@click.option("--events", "events_to", metavar="FILE|-",
+              help="write one JSON line per segmented frame (class areas, scene tags) and appeared/gone records "
+              "here ('-': standard output)")  # fmt: skip
+@click.option(
+    "--event-min-area",
+    "min_area",
+    default=0.01,
+    show_default=True,
+    type=Finite(0, 1),
+    metavar="FRACTION",
+    help="a class has appeared when it covers at least this share of the frame, gone when it falls below",
+)
+@click.option("--mqtt", "mqtt_url", metavar="mqtt://[USER:PASS@]HOST:PORT/TOPIC",
+              help="publish the event records to this broker (QoS 1, one subtopic per stream: TOPIC/sN); mqtts:// "
+              "for TLS [env DISSEG_MQTT]", envvar="DISSEG_MQTT")  # fmt: skip
+@click.option("--mqtt-ca", type=click.Path(path_type=Path), help="mqtts://: the CA certificate (PEM) that signed "
+              "the broker's; without it the system's CAs")  # fmt: skip
 @click.option(
     "--output-segment",
     "segment_s",
@@ -137,14 +168,18 @@ def source_options(func):
     "Host are refused: DNS rebinding); repeatable",
 )
 @handle_errors
-def run_cli(model, backend, output, masks, stats_path, no_display, threads, loops, serve_at, serve_token, **options):
+def run_cli(model, backend, outputs_given, masks, stats_path, no_display, threads, loops, serve_at, serve_token,
+            **options):  # fmt: skip
     setup_logging()
     _quiet_opencv()
     import threading
 
     from .signals import StopOnSignals
 
-    specs = _source_specs(options, served=serve_at is not None)
+    output, rtsp_out = _split_outputs(outputs_given)
+    data = _data_outputs(options, rtsp_out, serve_token)
+    asked = any(data.get(k) is not None for k in ("rtsp", "events_to", "mqtt_url"))
+    specs = _source_specs(options, served=serve_at is not None or rtsp_out is not None)
     if loops > 1 and not any(REPLAYABLE & s.keys() for s in specs):
         raise BadInput("--loop applies to video files, image folders and GStreamer pipelines that are files only")
     if options.get("segment_s") is not None and output is None:
@@ -158,10 +193,10 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
 
         check_serve(serve_at, serve_token)
     window = not no_display and _display()
-    if not window and output is None and masks is None and stats_path is None and serve_at is None:
+    if not window and output is None and masks is None and stats_path is None and serve_at is None and not asked:
         raise BadInput(
-            "nothing to show or write: give --output FILE, --masks DIR, --stats FILE or --serve HOST:PORT "
-            "(or run with a display)"
+            "nothing to show or write: give --output FILE or rtsp://@:8554/NAME, --masks DIR, --stats FILE, --events "
+            "FILE, --mqtt URL or --serve HOST:PORT (or run with a display)"
         )
     # From here a stop signal (Ctrl-C, SIGTERM) ends the run cleanly, even while the model loads; SIGHUP (systemctl
     # reload) re-reads the --streams file and swaps in the model file if it changed.
@@ -171,15 +206,46 @@ def run_cli(model, backend, output, masks, stats_path, no_display, threads, loop
         outputs["scene_tags"] = (options.pop("tag_texts"), options.pop("tag_files"))
         outputs["hosts"], outputs["reload"] = options.pop("serve_hosts"), reload
         outputs["segment_s"], outputs["loops"] = options.pop("segment_s"), loops
+        outputs.update(data)
         summary, failure = _run_model(model, backend, threads, specs, loops, outputs, signals, options)
         if stats_path:
             write_json(stats_path, summary)
     produced = summary["frames"] > 0  # no frame, no video or mask: the line does not claim one
     click.echo(_summary_line(summary, output=output if produced else None, masks=masks if produced else None,
-                             stats=stats_path))  # fmt: skip
+                             stats=stats_path), err=data.get("events_to") == "-")  # fmt: skip
     if failure is not None:
         raise failure
     signals.raise_if_stopped()
+
+
+def _split_outputs(given: tuple[str, ...]) -> tuple[Path | None, str | None]:
+    """--output, once or twice: (a video file, an rtsp:// URL to serve)."""
+    rtsp = [g for g in given if g.lower().startswith("rtsp://")]
+    files = [g for g in given if not g.lower().startswith("rtsp://")]
+    if len(rtsp) > 1 or len(files) > 1 or any(not g.strip() for g in given):
+        raise BadInput(
+            "--output: at most one video file and one rtsp://@:PORT/NAME, e.g. --output run.mp4 --output "
+            "rtsp://@:8554/cam"
+        )
+    return (Path(files[0]) if files else None), (rtsp[0] if rtsp else None)
+
+
+def _data_outputs(options: dict, rtsp_out: str | None, token: str | None) -> dict:
+    """The outputs beside pictures: RTSP, events (file, MQTT), checked before any work; popped from the options."""
+    data = {k: options.pop(k) for k in ("rtsp_bitrate", "rtsp_keyint", "events_to", "min_area", "mqtt_url", "mqtt_ca")}
+    if rtsp_out is not None:
+        from .rtsp import check_output as check_rtsp
+
+        data["rtsp"] = check_rtsp(rtsp_out, token)
+    if data["mqtt_ca"] is not None and data["mqtt_url"] is None:
+        raise BadInput("--mqtt-ca: only with --mqtt mqtts://BROKER/TOPIC")
+    if data["mqtt_url"] is not None:
+        from .mqtt import parse_url
+
+        parse_url(data["mqtt_url"])
+    if data["events_to"] not in (None, "-"):
+        check_output(Path(data["events_to"]), option="--events")
+    return data
 
 
 def _source_specs(options: dict, *, served: bool = False) -> list[dict]:
@@ -215,10 +281,24 @@ def _stream_path(path: Path | None, index: int, count: int, *, folder: bool = Fa
 
 def _run_model(model, backend, threads, specs, loops, outputs, signals, render) -> tuple[dict, Exception | None]:
     """Open the sinks, the sources and the model, run the pipeline; (stats summary, a write failure or None)."""
+    service = {"streams_file": render.pop("streams_file"), "max_reconnects": render.pop("max_reconnects")}
+    if outputs.get("rtsp") is not None:
+        from .rtsp import Server
+
+        host, port, _ = outputs["rtsp"]
+        outputs["rtsp_server"] = Server(host, port, token=outputs["token"], bitrate_kbps=outputs["rtsp_bitrate"],
+                                        keyint=outputs["rtsp_keyint"])  # fmt: skip
+    try:
+        return _run_streams(model, backend, threads, specs, loops, outputs, signals, render, service)
+    finally:
+        if outputs.get("rtsp_server") is not None:
+            outputs["rtsp_server"].close()
+
+
+def _run_streams(model, backend, threads, specs, loops, outputs, signals, render, service):
     from .scene_tags import per_stream
     from .segmenter import Segmenter
 
-    service = {"streams_file": render.pop("streams_file"), "max_reconnects": render.pop("max_reconnects")}
     n = len(specs)
     streams = [_make_stream(spec, i, n, outputs, loops) for i, spec in enumerate(specs)]
     for i, stream in enumerate(streams):
@@ -254,7 +334,12 @@ def _make_stream(spec: dict, index: int, count: int, outputs: dict, loops: int =
         source = Looped(source, loops, lambda spec=spec: open_source(**spec))
     if video is not None and "video" in spec:
         video.fps = getattr(source, "fps", video.fps)  # a video file keeps its frame rate
-    return Stream(source, name=describe(spec), video=video, uri=redact(uri.strip()))
+    rtsp = None
+    if outputs.get("rtsp_server") is not None:
+        from .rtsp import mount_name
+
+        rtsp = outputs["rtsp_server"].mount(mount_name(outputs["rtsp"][2], index, count))
+    return Stream(source, name=describe(spec), video=video, rtsp=rtsp, uri=redact(uri.strip()))
 
 
 def _attach(stream, seg, tags, outputs: dict, count: int, model) -> None:
@@ -312,6 +397,7 @@ def _segment(seg, streams, model: Path, *, signals, serve, service, **render) ->
         pipeline.add(stream)
     ops = _service(pipeline, model, serve, service, seg.backend.name, len(streams))
     facts = lambda: {  # noqa: E731
+        **({"events": ops.events.summary()} if ops.events is not None else {}),
         "model": redact(str(model)),
         "backend": _backend_label(pipeline.seg.backend),
         "skipped": sum(s.skipped for s in pipeline.streams),
@@ -326,12 +412,15 @@ def _segment(seg, streams, model: Path, *, signals, serve, service, **render) ->
         ops.telemetry = Telemetry(ops)
         pipeline.viewer = Viewer(serve["serve_at"], token=serve["token"], service=ops, hosts=serve["hosts"],
                                  stats=lambda: pipeline.stats.summary(**facts()))  # fmt: skip
+    ops.events = _events(serve, pipeline)
     failure = None
     try:
         pipeline.run()
     except Exception as err:  # noqa: BLE001 (a sink or the backend failed mid-run: every sink is closed and flushed;
         failure = err  # the stats of what was produced are written, then the error goes on)
     finally:
+        if ops.events is not None:
+            ops.events.close()
         ops.notifier.stopping()
         if pipeline.viewer is not None:
             pipeline.viewer.close()
@@ -339,6 +428,27 @@ def _segment(seg, streams, model: Path, *, signals, serve, service, **render) ->
             pipeline.seg.close()
         ops.close()
     return pipeline.stats.summary(**facts()), failure
+
+
+def _events(outputs: dict, pipeline):
+    """The event records' outputs (--events, the web view's /events, --mqtt), fed from the writer thread; None when
+    there is none."""
+    from .events import DEFAULT_MIN_AREA, Events, JsonLines
+
+    targets = []
+    if outputs.get("events_to") is not None:
+        targets.append(JsonLines(outputs["events_to"]))
+    if pipeline.viewer is not None:
+        targets.append(pipeline.viewer.hub)
+    if outputs.get("mqtt_url") is not None:
+        from .mqtt import Publisher
+
+        targets.append(Publisher(outputs["mqtt_url"], ca=outputs.get("mqtt_ca")))
+    if not targets:
+        return None
+    events = Events(targets, min_area=outputs.get("min_area", DEFAULT_MIN_AREA))
+    pipeline.on_result.append(events.frame)
+    return events
 
 
 def _service(pipeline, model, serve: dict, service: dict, backend: str, count: int):

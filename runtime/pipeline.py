@@ -63,6 +63,7 @@ class Stream:
     video: VideoSink | None = None
     masks: MaskSink | None = None
     window: WindowSink | None = None
+    rtsp: object | None = None  # an rtsp.Mount: this stream's rendered view served over RTSP
     scene_tags: np.ndarray | None = None  # what this camera may see (models exported with --scene-tags)
     uri: str = ""  # as it was asked for (redacted), for GET /streams
     frames: int = 0
@@ -216,15 +217,21 @@ def _reader(stream: Stream, arrived: threading.Event, max_frames: int | None) ->
         arrived.set()
 
 
-def _render_into(item, viewer, stop: threading.Event, render: dict) -> None:
+def _render_into(item, viewer, stop: threading.Event, render: dict, results: list) -> None:
     stream, frame, result, fps, seg = item
+    for hook in results:  # results as data: events, MQTT
+        hook(stream, frame, result, seg)
     if stream.masks is not None:
         stream.masks.write(frame.name, result.labels)
-    if stream.video is None and stream.window is None and viewer is None:
+    if viewer is not None:
+        viewer.keep_result(stream.id, result)
+    if stream.video is None and stream.window is None and viewer is None and stream.rtsp is None:
         return
     shown = render_view(seg, frame, result, fps=fps, **render)
     if stream.video is not None:
         stream.video.write(shown)
+    if stream.rtsp is not None:
+        stream.rtsp.write(shown)
     if viewer is not None:
         viewer.publish(stream.id, shown)
     if stream.window is not None:
@@ -233,15 +240,15 @@ def _render_into(item, viewer, stop: threading.Event, render: dict) -> None:
             stop.set()
 
 
-def _writer(outputs: queue.Queue, *, stop: threading.Event, errors: list, viewer=None, **render) -> None:
-    """Each segmented frame into its stream's sinks (and the web view); a stream that ended has its files finalized
-    here, after its last frame; a window closed or a sink failing stops the run."""
+def _writer(outputs: queue.Queue, *, stop: threading.Event, errors: list, viewer=None, results=(), **render) -> None:
+    """Each segmented frame into its stream's sinks (and the web view, and the `results` hooks: events); a stream
+    that ended has its files finalized here, after its last frame; a window closed or a sink failing stops the run."""
     try:
         while (item := outputs.get()) is not _END:
             if item[0] is _ENDED:
-                _close([item[1].video, item[1].masks], errors)
+                _close([item[1].video, item[1].masks, item[1].rtsp], errors)
             else:
-                _render_into(item, viewer, stop, render)
+                _render_into(item, viewer, stop, render, results)
     except BaseException as err:  # surfaced in the main thread
         errors.append(err)
         stop.set()
@@ -301,6 +308,7 @@ class Run:
         self.between_batches: list[Callable[[], None]] = []
         self.on_frame: list[Callable] = []  # (stream, frame, result, started)
         self.on_batch: list[Callable] = []  # (batch, results, seg): e.g. a model's shadow run
+        self.on_result: list[Callable] = []  # (stream, frame, result, seg), on the writer thread: events, MQTT
         self.batches_done = 0
         self._writer: threading.Thread | None = None
 
@@ -377,7 +385,7 @@ class Run:
         if len(self.streams) > 1 and self.seg.batch == 1:
             log.info("%s has a fixed batch of 1: the %d streams run one frame at a time (export with --dynamic-batch "
                      "to batch them)", self.seg.name, len(self.streams))  # fmt: skip
-        kwargs = dict(stop=self.stop, errors=self.errors, viewer=self.viewer, **self.render)
+        kwargs = dict(stop=self.stop, errors=self.errors, viewer=self.viewer, results=self.on_result, **self.render)
         self._writer = threading.Thread(target=_writer, args=(self.outputs,), kwargs=kwargs, daemon=True, name="writer")
         self._writer.start()
         try:
@@ -407,7 +415,7 @@ class Run:
                 stream.reader.join(timeout=max(0.0, deadline - time.monotonic()))
         self.outputs.put(_END)
         self._writer.join()
-        _close([sink for s in streams for sink in (s.video, s.masks, s.window)], self.errors)
+        _close([sink for s in streams for sink in (s.video, s.masks, s.window, s.rtsp)], self.errors)
         for stream in streams:
             stream.source.close(wait=max(0.0, deadline - time.monotonic()))
 

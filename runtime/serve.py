@@ -1,7 +1,8 @@
 """The live web view of a running dis-run, for boxes without a screen: a page at / with every stream live (overlay,
 legend, per-stream FPS and frame age), each stream as MJPEG at /streams/N.mjpg (and its newest frame at
-/streams/N.jpg), and /stats.json. The standard library's threaded HTTP server: a handful of viewers on a local
-network need no more, and it adds no dependency to a Jetson install.
+/streams/N.jpg), its newest label map as data (/streams/N/labels.png, /streams/N/scores.npy), the per-frame event
+records as Server-Sent Events (/events), and /stats.json. The standard library's threaded HTTP server: a handful of
+viewers on a local network need no more, and it adds no dependency to a Jetson install.
 
 Camera feeds are private: bound to 127.0.0.1 unless told otherwise, and any other address needs a token that every
 request carries (`Authorization: Bearer TOKEN` or `?token=TOKEN`; the page passes its own on). A viewer always gets
@@ -11,9 +12,11 @@ slows inference."""
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
 import logging
+import queue
 import socket
 import threading
 import time
@@ -61,6 +64,8 @@ def check_serve(address: str, token: str | None) -> tuple[str, int]:
     return host, port
 
 
+DATA = {"labels.png": "image/png", "scores.npy": "application/octet-stream"}
+SSE_KEEPALIVE_S = 5.0
 MAX_BODY = 64 * 1024  # a control request's JSON body
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -83,6 +88,54 @@ def host_allowed(header: str | None, bound: str, names: tuple[str, ...]) -> bool
     return host in LOOPBACK_NAMES or host == bound.lower() or host in {n.lower() for n in names}
 
 
+class EventHub:
+    """The /events stream: every record (events.Events) goes to each connected client's own bounded queue; a client
+    that reads too slowly loses its oldest records (counted), never slowing the run."""
+
+    QUEUE = 256
+
+    def __init__(self) -> None:
+        self.clients: list[queue.Queue] = []
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def publish(self, record: dict) -> None:
+        line = (str(record.get("stream")), json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        with self._lock:
+            for client in self.clients:
+                while True:
+                    try:
+                        client.put_nowait(line)
+                        break
+                    except queue.Full:
+                        try:
+                            client.get_nowait()
+                            self.dropped += 1
+                        except queue.Empty:
+                            pass
+
+    def subscribe(self) -> queue.Queue:
+        client: queue.Queue = queue.Queue(maxsize=self.QUEUE)
+        with self._lock:
+            self.clients.append(client)
+        return client
+
+    def unsubscribe(self, client: queue.Queue) -> None:
+        with self._lock:
+            self.clients.remove(client)
+
+    def facts(self) -> dict:
+        return {"sse_clients": len(self.clients), "sse_dropped": self.dropped}
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self.clients:
+                try:
+                    client.put_nowait(None)
+                except queue.Full:
+                    pass
+
+
 class Viewer:
     """Holds the newest rendered frame of each stream and serves them, with /metrics, /healthz, /readyz and, given a
     service, the control endpoints (/streams, /model); `publish` is all the pipeline calls."""
@@ -103,6 +156,8 @@ class Viewer:
         self._names = names or []
         self._frames: dict[int, tuple[int, np.ndarray | None]] = {}
         self._jpegs: dict[int, tuple[int, bytes | None]] = {}
+        self._results: dict[int, object] = {}  # stream id -> its newest segmenter.Result
+        self.hub = EventHub()
         self._cond = threading.Condition()
         self.closed = False
         self.bound = host
@@ -132,6 +187,32 @@ class Viewer:
             self._frames[index] = (self._frames.get(index, (0, None))[0] + 1, image)
             self._cond.notify_all()
 
+    def keep_result(self, index: int, result) -> None:
+        """The newest result of a stream, for /streams/N/labels.png and scores.npy (encoded only when asked)."""
+        self._results[index] = result
+
+    def labels_png(self, index: int) -> bytes | None:
+        """The newest label map as a PNG of class ids: 8-bit, 16-bit above 256 classes."""
+        result = self._results.get(index)
+        if result is None:
+            return None
+        labels = result.labels
+        labels = labels if labels.dtype == np.uint8 else np.ascontiguousarray(labels, dtype=np.uint16)
+        ok, buf = cv2.imencode(".png", labels)
+        return buf.tobytes() if ok else None
+
+    def scores_npy(self, index: int) -> bytes | None | bool:
+        """The newest per-class scores (K x h x w, the model's size) as a .npy file; False when the model outputs no
+        scores, None before a frame."""
+        result = self._results.get(index)
+        if result is None:
+            return None
+        if result.scores is None:
+            return False
+        out = io.BytesIO()
+        np.save(out, np.ascontiguousarray(result.scores), allow_pickle=False)
+        return out.getvalue()
+
     def jpeg(self, index: int, after: int = 0, timeout: float = 1.0) -> tuple[int, bytes | None]:
         """(sequence, JPEG) of the newest frame of stream `index`, waiting up to `timeout` for one newer than
         `after`; encoded once per frame, in the caller's (a request's) thread."""
@@ -152,6 +233,7 @@ class Viewer:
         with self._cond:
             self._frames.pop(index, None)
             self._jpegs.pop(index, None)
+            self._results.pop(index, None)
             self._cond.notify_all()
 
     def authorized(self, headers, query: dict) -> bool:
@@ -171,6 +253,7 @@ class Viewer:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+        self.hub.close()
         self.server.shutdown()
         self.server.server_close()
 
@@ -225,19 +308,24 @@ def _handler(viewer: Viewer):
             found = self._url()
             if found is None:
                 return
-            url, _ = found
+            url, query = found
             parts = url.path.strip("/").split("/")
             if url.path == "/":
                 self._send(200, page(viewer.streams()).encode(), "text/html; charset=utf-8")
             elif url.path == "/stats.json":
                 self._send(200, _live_stats(viewer), "application/json")
+            elif url.path == "/events":
+                self._events(query)
             elif url.path in ("/healthz", "/readyz", "/metrics", "/streams") and viewer.service is not None:
                 self._service_get(url.path)
             elif len(parts) == 2 and parts[0] == "streams" and self._stream(parts[1]) is not None:
                 index, kind = self._stream(parts[1])
                 self._mjpeg(index) if kind == "mjpg" else self._snapshot(index)
+            elif len(parts) == 3 and parts[0] == "streams" and parts[2] in DATA and self._stream(parts[1] + ".jpg"):
+                self._data(self._stream(parts[1] + ".jpg")[0], parts[2])
             else:
-                _reply(self, 404, "404: try / , /stats.json, /metrics, /healthz, /readyz, /streams or /streams/N.mjpg")
+                _reply(self, 404, "404: try / , /stats.json, /events, /metrics, /healthz, /readyz, /streams, "
+                       "/streams/N.mjpg or /streams/N/labels.png")  # fmt: skip
 
         def _service_get(self, path: str) -> None:
             service = viewer.service
@@ -336,6 +424,47 @@ def _handler(viewer: Viewer):
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
+
+        def _data(self, index: int, name: str) -> None:
+            data = viewer.labels_png(index) if name == "labels.png" else viewer.scores_npy(index)
+            if data is False:
+                _reply(self, 404, "404: this model outputs no scores (export it with scores, or read labels.png)")
+            elif data is None:
+                self._send(503, b"no frame yet\n", "text/plain", extra={"Retry-After": "1"})
+            else:
+                self._send(200, data, DATA[name])
+
+        def _events(self, query: dict) -> None:
+            """Server-Sent Events: each record as one `data:` line; `?stream=N` keeps one stream's; a comment every
+            few seconds keeps proxies from closing a quiet connection."""
+            wanted = query.get("stream", [None])[0]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            client = viewer.hub.subscribe()
+            try:
+                self.wfile.write(b": disseg events\n\n")
+                self.wfile.flush()
+                while not viewer.closed:
+                    try:
+                        line = client.get(timeout=SSE_KEEPALIVE_S)
+                    except queue.Empty:
+                        self.wfile.write(b": keepalive\n\n")
+                        self.wfile.flush()
+                        continue
+                    if line is None:
+                        break
+                    if wanted is not None and line[0] != wanted:
+                        continue
+                    self.wfile.write(b"data: " + line[1].encode() + b"\n\n")
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client went away
+                pass
+            finally:
+                viewer.hub.unsubscribe(client)
+            self.close_connection = True
 
         def _snapshot(self, index: int) -> None:
             _, data = viewer.jpeg(index, timeout=2.0)

@@ -68,6 +68,7 @@ class Service:
         self.swaps: list[dict] = []
         self.candidate: Candidate | None = None
         self.telemetry = None  # a telemetry.Telemetry, when served
+        self.events = None  # an events.Events, when records are written, served or published
         self._reload = reload if reload is not None else threading.Event()  # SIGHUP sets it
         self._lock = threading.Lock()
         self._model_mtime = _mtime(model_path)

@@ -17,9 +17,18 @@ from .sources import Frame
 
 
 def render(
-    seg: Segmenter, frame: Frame, result: Result, *, view: str, alpha: float, legend: bool, fps: float | None
+    seg: Segmenter,
+    frame: Frame,
+    result: Result,
+    *,
+    view: str,
+    alpha: float,
+    legend: bool,
+    fps: float | None,
+    stamp: bool = False,
 ) -> np.ndarray:
-    """The picture a person sees: overlay, mask or both side by side, with a class legend and FPS."""
+    """The picture a person sees: overlay, mask or both side by side, with a class legend and FPS (and, with `stamp`,
+    the frame's capture time as cells across the top, for latency measurements)."""
     if view not in VIEWS:
         raise BadInput(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     if view == "mask":
@@ -62,7 +71,36 @@ def render(
             1,
             cv2.LINE_AA,
         )
+    if stamp:
+        stamp_time(shown, time.time() - (time.perf_counter() - frame.captured))
     return shown
+
+
+def stamp_time(image: np.ndarray, captured_epoch: float) -> None:
+    """The capture time, milliseconds modulo 2**32, as 32 black/white cells across the top of `image` (in place):
+    what benchmarks/rtsp_latency.py (dis-run --stamp-time) reads back from the decoded video to measure
+    glass-to-client latency."""
+    cell = max(4, image.shape[1] // 40)
+    value = int(captured_epoch * 1000) & 0xFFFFFFFF
+    for bit in range(32):
+        on = (value >> (31 - bit)) & 1
+        image[:cell, bit * cell : (bit + 1) * cell] = 255 if on else 0
+
+
+def read_time_stamp(image: np.ndarray) -> int:
+    """The 32-bit millisecond stamp of a decoded frame (stamp_time's inverse)."""
+    cell = max(4, image.shape[1] // 40)
+    gray = image.mean(axis=2) if image.ndim == 3 else image
+    value = 0
+    for bit in range(32):
+        block = gray[cell // 4 : cell - cell // 4, bit * cell + cell // 4 : (bit + 1) * cell - cell // 4]
+        value = (value << 1) | int(block.mean() > 127)
+    return value
+
+
+def latency_ms(stamp_value: int, now: float | None = None) -> int:
+    """Milliseconds from a stamp to `now` (epoch seconds), across the 49-day wrap."""
+    return ((int((time.time() if now is None else now) * 1000) & 0xFFFFFFFF) - stamp_value) & 0xFFFFFFFF
 
 
 class VideoSink:
