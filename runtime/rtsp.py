@@ -111,17 +111,18 @@ class Server:
         self.auth = token is not None and not is_loopback(host)
         if self.auth:
             auth = rtsp.RTSPAuth.new()
-            viewer = rtsp.RTSPToken.new_empty()
-            viewer.get_structure().set_value("media.factory.role", "viewer")  # the role the mounts allow
+            viewer = rtsp.RTSPToken()
+            viewer.set_string("media.factory.role", "viewer")  # the role the mounts allow
             auth.add_basic(rtsp.RTSPAuth.make_basic(USER, token), viewer)
             self.server.set_auth(auth)
         self.mounts = self.server.get_mount_points()
         self._rtsp = rtsp
         try:
-            self._source = self.server.attach(self.context)
+            self._source = self.server.create_source(None)  # binds now: a taken port is a GLib.Error here
         except self.GLib.Error as err:
             raise BadInput(f"--output rtsp://@{host}:{port}: cannot listen there ({err.message}); choose another "
                            "port") from None  # fmt: skip
+        self._source.attach(self.context)
         self.port = self.server.get_bound_port()
         self.host = host
         self.loop = self.GLib.MainLoop.new(self.context, False)
@@ -140,7 +141,7 @@ class Server:
     def close(self) -> None:
         self.loop.quit()
         self._thread.join(timeout=2.0)
-        self._source.destroy()
+        self._source.destroy()  # the listening socket
 
 
 class Mount:
@@ -173,11 +174,13 @@ class Mount:
             if self.size is not None:
                 appsrc.set_property("caps", self._caps(*self.size))
             self.appsrc = appsrc
-        media.connect("unprepared", self._unprepared)
+        media.connect("unprepared", self._unprepared, appsrc)
 
-    def _unprepared(self, media) -> None:
+    def _unprepared(self, media, appsrc) -> None:
+        """The last client left: frames stop being encoded (unless a newer media already took its place)."""
         with self._lock:
-            self.appsrc = None
+            if self.appsrc is appsrc:
+                self.appsrc = None
 
     def _caps(self, width: int, height: int):
         return self.server.Gst.Caps.from_string(f"video/x-raw,format=BGR,width={width},height={height},framerate=0/1")
