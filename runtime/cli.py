@@ -240,9 +240,9 @@ def _data_outputs(options: dict, rtsp_out: str | None, token: str | None) -> dic
     if data["mqtt_ca"] is not None and data["mqtt_url"] is None:
         raise BadInput("--mqtt-ca: only with --mqtt mqtts://BROKER/TOPIC")
     if data["mqtt_url"] is not None:
-        from .mqtt import parse_url
+        from .mqtt import check
 
-        parse_url(data["mqtt_url"])
+        check(data["mqtt_url"], data["mqtt_ca"])
     if data["events_to"] not in (None, "-"):
         check_output(Path(data["events_to"]), option="--events")
     return data

@@ -38,7 +38,7 @@ def parse_url(url: str) -> dict:
     topic = unquote(parts.path.lstrip("/"))
     if parts.scheme not in PORTS or not parts.hostname:
         raise BadInput(f"--mqtt {shown}: {wanted}")
-    if not topic or any(c in topic for c in "+#\0") or len(topic.encode()) > 1024 or parts.query:
+    if not topic or any(c in topic for c in "+#\0") or len(topic.encode()) > 1024 or parts.query or "#" in url:
         raise BadInput(f"--mqtt {shown}: the topic must be a plain MQTT topic without + or # (wildcards are for "
                        "subscribers), at most 1 KB; e.g. mqtt://broker/site/cameras")  # fmt: skip
     return {
@@ -52,13 +52,23 @@ def parse_url(url: str) -> dict:
     }
 
 
+def check(url: str, ca: Path | None) -> dict:
+    """--mqtt and --mqtt-ca as given, before any work: the URL's parts; BadInput (one line) otherwise."""
+    where = parse_url(url)
+    if ca is not None and not where["tls"]:
+        raise BadInput(f"--mqtt-ca {ca}: only for an mqtts:// broker (TLS); drop it or use mqtts://")
+    if ca is not None and not Path(ca).is_file():
+        raise BadInput(
+            f"--mqtt-ca {ca}: no such file; give the PEM file of the CA that signed the broker's certificate"
+        )
+    return where
+
+
 class Publisher:
     """An events output (`publish(record)`, `facts()`, `close()`) that publishes to the broker."""
 
     def __init__(self, url: str, *, ca: Path | None = None, queue_size: int = QUEUE) -> None:
-        self.where = parse_url(url)
-        if ca is not None and not self.where["tls"]:
-            raise BadInput(f"--mqtt-ca {ca}: only for an mqtts:// broker (TLS); drop it or use mqtts://")
+        self.where = check(url, ca)
         try:
             import paho.mqtt.client as paho
         except ImportError:
@@ -66,6 +76,7 @@ class Publisher:
         self.paho = paho
         self.handed = self.acked = self.dropped = self.connects = 0
         self.connected = threading.Event()
+        self._unreachable_said = False
         self.client = self._client(paho, ca, queue_size)
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.client.connect_async(self.where["host"], self.where["port"], keepalive=30)
@@ -79,9 +90,6 @@ class Publisher:
         if self.where["user"] is not None:
             client.username_pw_set(self.where["user"], self.where["password"])
         if self.where["tls"]:
-            if ca is not None and not Path(ca).is_file():
-                raise BadInput(f"--mqtt-ca {ca}: no such file; give the PEM file of the CA that signed the broker's "
-                               "certificate")  # fmt: skip
             try:
                 client.tls_set(ca_certs=str(ca) if ca is not None else None)
             except (OSError, ValueError) as err:
@@ -90,6 +98,7 @@ class Publisher:
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         return client
 
@@ -103,6 +112,12 @@ class Publisher:
         self.connects += 1
         self.connected.set()
         log.info("MQTT: connected to %s%s", self.where["shown"], " again" if self.connects > 1 else "")
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self._unreachable_said:  # once: paho retries every few seconds
+            self._unreachable_said = True
+            log.warning("MQTT: cannot reach %s; retrying in the background, events wait in a queue of %d",
+                        self.where["shown"], self.client.max_queued_messages)  # fmt: skip
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         if self.connected.is_set():
@@ -128,7 +143,12 @@ class Publisher:
                 self.handed += 1
 
     def facts(self) -> dict:
-        return {"mqtt_published": self.acked, "mqtt_dropped": self.dropped, "mqtt_connects": self.connects}
+        return {
+            "mqtt_published": self.acked,
+            "mqtt_dropped": self.dropped,
+            "mqtt_connects": self.connects,
+            "mqtt_connected": int(self.connected.is_set()),
+        }
 
     def close(self, wait_s: float = 2.0) -> None:
         """Hand over what is queued, give the broker up to `wait_s` to acknowledge it, then disconnect."""

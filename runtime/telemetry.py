@@ -73,7 +73,29 @@ class _RunCollector:
         if last is not None:
             agreement.add_metric([], last)
         yield agreement
+        yield from _event_families(service.events)
         yield GaugeMetricFamily("process_threads", "OS threads of this process", value=_threads())
+
+
+def _event_families(events):
+    """Event records made by kind, and those an output dropped (a slow /events client, an absent MQTT broker)."""
+    if events is None:
+        return
+    made = CounterMetricFamily("disseg_events", "Event records made, by type", labels=["type"])
+    for kind, n in events.counts.items():
+        made.add_metric([kind], n)
+    yield made
+    facts = events.summary()
+    dropped = CounterMetricFamily("disseg_events_dropped", "Event records an output dropped", labels=["output"])
+    for output in ("sse", "mqtt"):
+        if f"{output}_dropped" in facts:
+            dropped.add_metric([output], facts[f"{output}_dropped"])
+    yield dropped
+    if "mqtt_published" in facts:
+        yield CounterMetricFamily("disseg_mqtt_published", "Event records the MQTT broker acknowledged",
+                                  value=facts["mqtt_published"])  # fmt: skip
+        yield GaugeMetricFamily("disseg_mqtt_connected", "1 while connected to the MQTT broker",
+                                value=facts["mqtt_connected"])  # fmt: skip
 
 
 class Telemetry:
