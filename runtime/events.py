@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -29,16 +30,22 @@ DEFAULT_MIN_AREA = 0.01  # a class must cover 1 % of the frame to have appeared
 KINDS = ("frame", "appeared", "gone")
 
 
+def rounded(value: float, digits: int = 6) -> float:
+    """Half away from zero at `digits` decimals, as the C++ runtime rounds (Python's round() goes half to even)."""
+    scale = 10.0**digits
+    return math.floor(value * scale + 0.5) / scale
+
+
 def area_fractions(labels: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
     """{class: share of the frame's pixels} for every class present, in class order."""
     counts = np.bincount(labels.reshape(-1), minlength=len(class_names))[: len(class_names)]
     total = max(1, labels.size)
-    return {class_names[c]: round(float(counts[c]) / total, 6) for c in np.flatnonzero(counts)}
+    return {class_names[c]: rounded(float(counts[c]) / total) for c in np.flatnonzero(counts)}
 
 
 def captured_epoch(captured: float) -> float:
     """A frame's capture time (time.perf_counter()) as seconds since the epoch, to the millisecond."""
-    return round(time.time() - (time.perf_counter() - captured), 3)
+    return rounded(time.time() - (time.perf_counter() - captured), 3)
 
 
 def tags_in_force(tags, class_names: tuple[str, ...]) -> dict[str, float] | None:
@@ -46,7 +53,7 @@ def tags_in_force(tags, class_names: tuple[str, ...]) -> dict[str, float] | None
     or a stream given none."""
     if tags is None:
         return None
-    return {class_names[c]: round(float(tags[c]), 6) for c in np.flatnonzero(np.asarray(tags) > 0)}
+    return {class_names[c]: rounded(float(tags[c])) for c in np.flatnonzero(np.asarray(tags) > 0)}
 
 
 class Events:

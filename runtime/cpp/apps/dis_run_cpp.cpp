@@ -46,7 +46,8 @@ const CLI::Validator kFinite(
 bool display_available() { return std::getenv("DISPLAY") || std::getenv("WAYLAND_DISPLAY"); }
 
 struct Args {
-  std::string model, backend = "auto", output, masks, stats_path, streams_file;
+  std::string model, backend = "auto", output, masks, stats_path, streams_file, events;
+  double min_area = disseg::kDefaultMinArea;
   std::vector<std::string> uris, scene_tags;
   disseg::SourceSpec src;
   disseg::PipelineOptions opt;
@@ -80,6 +81,12 @@ std::optional<int> parse(int argc, char** argv, Args& a) {
   app.add_option("--output", a.output, "write the rendered view to this video file");
   app.add_option("--masks", a.masks, "write one palette PNG of labels per frame here");
   app.add_option("--stats", a.stats_path, "write latency/FPS/class-area JSON here");
+  app.add_option("--events", a.events,
+                 "write one JSON line per segmented frame (class areas, scene tags) and appeared/gone records here "
+                 "('-': standard output)");
+  app.add_option("--event-min-area", a.min_area,
+                 "a class has appeared when it covers at least this share of the frame, gone when it falls below")
+      ->check(kFinite & CLI::Range(0.0, 1.0));
   app.add_option("--view", a.opt.render.view, "overlay | mask | side-by-side")
       ->check(CLI::IsMember({"overlay", "mask", "side-by-side"}));
   app.add_option("--alpha", a.opt.render.alpha, "overlay opacity")->check(kFinite & CLI::Range(0.0, 1.0));
@@ -147,7 +154,8 @@ std::string stream_path(const std::string& path, std::size_t index, std::size_t 
 }
 
 // Runs the pipeline into the sinks and writes the stats, also after a failed write (rethrown afterwards).
-void segment(disseg::Segmenter& seg, const Args& a, const std::vector<disseg::Stream>& streams) {
+void segment(disseg::Segmenter& seg, const Args& a, const std::vector<disseg::Stream>& streams,
+             disseg::EventSink* events) {
   disseg::Stats stats(seg.info().class_names);
   std::vector<std::string> names;
   for (const auto& s : streams) names.push_back(disseg::describe(s.spec));
@@ -161,15 +169,20 @@ void segment(disseg::Segmenter& seg, const Args& a, const std::vector<disseg::St
   } catch (const std::exception&) {  // every sink is closed; the stats of what was produced follow, then the line
     failure = std::current_exception();
   }
-  const disseg::RunFacts facts{a.model,          seg.backend_name(), counts.skipped, counts.reconnects,
-                               stop_signal != 0, counts.truncated,   counts.streams};
+  disseg::RunFacts facts{a.model,          seg.backend_name(), counts.skipped, counts.reconnects,
+                         stop_signal != 0, counts.truncated,   counts.streams, std::nullopt};
+  if (events) {
+    events->close();
+    facts.events = events->counts();
+  }
   if (!a.stats_path.empty()) stats.write(a.stats_path, facts);
   char line[200];
   const std::string from = streams.size() > 1 ? " from " + std::to_string(streams.size()) + " streams" : "";
   std::snprintf(line, sizeof line, "%d frames%s in %.1f s (%.1f FPS), latency p50 %.1f ms", stats.frames(),
                 from.c_str(), stats.wall_s(), stats.fps(), stats.total_p50_ms());
-  std::cout << line << (counts.skipped ? ", " + std::to_string(counts.skipped) + " skipped" : "")
-            << (counts.reconnects ? ", " + std::to_string(counts.reconnects) + " reconnects" : "") << std::endl;
+  std::ostream& out = a.events == "-" ? std::cerr : std::cout;  // standard output is the events' then
+  out << line << (counts.skipped ? ", " + std::to_string(counts.skipped) + " skipped" : "")
+      << (counts.reconnects ? ", " + std::to_string(counts.reconnects) + " reconnects" : "") << std::endl;
   if (failure) std::rethrow_exception(failure);
 }
 
@@ -206,14 +219,16 @@ int run(int argc, char** argv) {
   ::setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", 0);  // FFmpeg's own "moov atom not found" and the like: our line says it
   const bool window = !a.no_display && display_available();
   if (!a.no_display && !window) std::cerr << "no display here; running headless (pass --no-display to silence this)\n";
-  if (!window && a.output.empty() && a.masks.empty() && a.stats_path.empty())
+  if (!window && a.output.empty() && a.masks.empty() && a.stats_path.empty() && a.events.empty())
     throw disseg::BadInput(
-        "nothing to show or write: give --output FILE, --masks DIR or --stats FILE (or run with a display)");
+        "nothing to show or write: give --output FILE, --masks DIR, --stats FILE or --events FILE (or run with a "
+        "display)");
   const std::vector<disseg::SourceSpec> specs = source_specs(a);
   const std::size_t n = specs.size();
   if (a.opt.loops > 1 && std::none_of(specs.begin(), specs.end(), [](const auto& s) { return s.replayable(); }))
     throw disseg::BadInput("--loop applies to video files, image folders and GStreamer pipelines that are files only");
   if (!a.stats_path.empty()) disseg::check_output(a.stats_path, "--stats");
+  if (!a.events.empty() && a.events != "-") disseg::check_output(a.events, "--events");
   if (!a.masks.empty()) disseg::check_output(a.masks, "--masks", true);
   std::vector<std::unique_ptr<disseg::VideoSink>> videos(n);  // a --video file's own rate replaces 30 (run_pipeline)
   for (std::size_t i = 0; i < n && !a.output.empty(); ++i)
@@ -225,6 +240,10 @@ int run(int argc, char** argv) {
             << info.input_width << ", " << info.num_classes() << " classes, " << info.iterations
             << " refinement steps, " << seg.backend_name() << "\n";
   const std::vector<std::vector<float>> tags = scene_tags_per_stream(a.scene_tags, seg, n);
+  std::unique_ptr<disseg::EventSink> events;
+  if (!a.events.empty())
+    events = std::make_unique<disseg::EventSink>(a.events, info.class_names, fs::path(a.model).filename().string(),
+                                                 info.iterations, a.min_area);
   std::vector<std::unique_ptr<disseg::MaskSink>> masks(n);
   std::vector<std::unique_ptr<disseg::WindowSink>> windows(n);
   std::vector<disseg::Stream> streams;
@@ -233,10 +252,10 @@ int run(int argc, char** argv) {
     if (window)
       windows[i] = std::make_unique<disseg::WindowSink>("dis_run_cpp " + fs::path(a.model).filename().string() +
                                                         (n > 1 ? " s" + std::to_string(i) : ""));
-    streams.push_back({specs[i], {videos[i].get(), masks[i].get(), windows[i].get()}, tags[i]});
+    streams.push_back({specs[i], {videos[i].get(), masks[i].get(), windows[i].get(), events.get()}, tags[i]});
     if (n > 1) std::cerr << "s" << i << ": " << disseg::describe(specs[i]) << "\n";
   }
-  segment(seg, a, streams);
+  segment(seg, a, streams, events.get());
   if (const int sig = stop_signal.load()) {
     std::cerr << "interrupted (" << (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP") << ")\n";
     return disseg::kExitSignalBase + sig;

@@ -149,7 +149,10 @@ void write_frames(Segmenter& seg, const std::vector<Stream>& streams, const Rend
                   BoundedQueue<Done>& outbox, std::atomic<bool>& stop) {
   Done done;
   while (outbox.pop(done)) {
-    const Sinks& sinks = streams[done.stream].sinks;
+    const Stream& stream = streams[done.stream];
+    const Sinks& sinks = stream.sinks;
+    if (sinks.events)
+      sinks.events->write(done.stream, describe(stream.spec), done.frame, done.result, stream.scene_tags);
     if (sinks.masks) sinks.masks->write(done.frame.name, done.result.labels);
     if (!sinks.video && !sinks.window) continue;
     const cv::Mat shown = render(seg, done.frame, done.result, options, done.fps);

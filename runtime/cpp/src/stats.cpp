@@ -208,7 +208,9 @@ std::string Stats::json(const RunFacts& facts) const {
       {"truncated", truncation(facts.truncated)},
       {"streams", streams_json(s.streams, facts, wall)},
       {"batches", batches}};
-  return summary.dump(2) + "\n";
+  nlohmann::json out = summary;
+  if (facts.events) out["events"] = *facts.events;  // an optional key (tests/stats_keys.json)
+  return out.dump(2) + "\n";
 }
 
 void Stats::write(const std::string& path, const RunFacts& facts) const {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -207,7 +208,8 @@ struct RunFacts {
   int skipped = 0, reconnects = 0;
   bool interrupted = false;
   std::optional<Truncation> truncated;
-  std::vector<StreamFacts> streams;  // per stream, in order (empty: one stream, the totals above)
+  std::vector<StreamFacts> streams;                  // per stream, in order (empty: one stream, the totals above)
+  std::optional<std::map<std::string, int>> events;  // --events: the records written by type
 };
 
 // Per-stage latency, frame age, class areas and memory, as runtime/pipeline.py's Stats: percentiles over the
@@ -237,10 +239,31 @@ class DISSEG_API Stats {
 // The stats file's top-level keys, the same list as the Python runtime's (tests/stats_keys.json holds both to it).
 DISSEG_API const std::vector<std::string>& stats_keys();
 
+// Results as data: one JSON line per segmented frame (stream, source, frame index, capture time, model, class area
+// fractions, scene tags) and an "appeared"/"gone" record when a class's share of the frame crosses `min_area`, into
+// a file (flushed each line) or standard output ("-"): runtime/events.py's Events and JsonLines. One sink serves
+// every stream of a run.
+constexpr double kDefaultMinArea = 0.01;  // runtime/events.py DEFAULT_MIN_AREA
+class DISSEG_API EventSink {
+ public:
+  EventSink(const std::string& path, std::vector<std::string> class_names, std::string model, int iterations,
+            double min_area = kDefaultMinArea);
+  ~EventSink();
+  void write(int stream, const std::string& source, const Frame& frame, const Result& result,
+             const std::vector<float>& scene_tags);
+  std::map<std::string, int> counts() const;  // records written by type: frame, appeared, gone
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 struct Sinks {
   VideoSink* video = nullptr;
   MaskSink* masks = nullptr;
   WindowSink* window = nullptr;
+  EventSink* events = nullptr;  // shared by the streams of a run
 };
 
 struct PipelineOptions {
