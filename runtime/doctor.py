@@ -182,6 +182,23 @@ def gstreamer_info() -> dict | None:
     return {"opencv_has_gstreamer": opencv_has, "elements": {e: gstreamer_element(e) for e in GST_ELEMENTS}}
 
 
+def outputs_info() -> dict:
+    """What dis-run can send out besides files: RTSP (gst-rtsp-server with an H.264 encoder) and MQTT (paho-mqtt)."""
+    from .rtsp import support
+
+    def mqtt() -> str:
+        from importlib.metadata import version
+
+        try:
+            return f"paho-mqtt {version('paho-mqtt')}"
+        except Exception:  # noqa: BLE001 (PackageNotFoundError)
+            raise RuntimeError(
+                "paho-mqtt is not installed (a dependency of disseg): pip install 'paho-mqtt>=2.1'"
+            ) from None
+
+    return {"rtsp": probe(support), "mqtt": probe(mqtt)}
+
+
 def cpp_info() -> dict:
     """libdisseg, if built: $DISSEG_CPP_BUILD, then the linker's cache."""
     build = os.environ.get("DISSEG_CPP_BUILD")
@@ -284,6 +301,7 @@ def gather(model: Path | None) -> dict:
         "gpu": probe(gpu_info),
         "cameras": probe(cameras),
         "gstreamer": probe(gstreamer_info),
+        "outputs": probe(outputs_info),
         "cpp": probe(cpp_info),
     }
     report["check"] = probe(lambda: check_model(model)) if model else {"tiny_onnx": probe(check_tiny)}

@@ -72,7 +72,7 @@ class Publisher:
         try:
             import paho.mqtt.client as paho
         except ImportError:
-            raise BadInput("--mqtt needs paho-mqtt: pip install 'disseg[mqtt]'") from None
+            raise BadInput("--mqtt needs paho-mqtt (a dependency of disseg): pip install 'paho-mqtt>=2.1'") from None
         self.paho = paho
         self.handed = self.acked = self.dropped = self.connects = 0
         self.connected = threading.Event()

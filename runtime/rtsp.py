@@ -67,9 +67,8 @@ def _gst():
         from gi.repository import GLib, Gst, GstRtspServer
     except (ImportError, ValueError):
         raise BadInput(
-            "--output rtsp://: needs GStreamer's RTSP server through PyGObject: on Debian/Ubuntu/JetPack apt install "
-            "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly, and run from a venv made with "
-            "--system-site-packages"
+            "--output rtsp://: needs GStreamer's RTSP server through PyGObject: apt install python3-gi "
+            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-ugly, in a venv made with --system-site-packages"
         ) from None
     Gst.init(None)
     return GLib, Gst, GstRtspServer
@@ -95,6 +94,13 @@ def choose_encoder(gst) -> str:
         "--output rtsp://: no H.264 encoder in this GStreamer (nvv4l2h264enc, nvh264enc or x264enc); apt install "
         "gstreamer1.0-plugins-ugly for x264enc"
     )
+
+
+def support() -> str:
+    """What RTSP out would use here ("x264enc through gst-rtsp-server, GStreamer 1.22.0"); BadInput with what to
+    install otherwise (dis-doctor's probe)."""
+    _, gst, _ = _gst()
+    return f"{choose_encoder(gst)} through gst-rtsp-server, GStreamer {gst.version_string().split()[-1]}"
 
 
 class Server:

@@ -43,6 +43,9 @@ def test_doctor_without_a_model_runs_the_bundled_check():
     assert report["opencv"]["build"]["GStreamer"].startswith(("YES", "NO"))
     assert "CPUExecutionProvider" in report["onnxruntime"]["providers"]
     assert report["verdict"].startswith("runs here")
+    assert report["outputs"]["mqtt"].startswith("paho-mqtt 2.")
+    rtsp = report["outputs"]["rtsp"]  # what RTSP out would use here, or what to install for it
+    assert "through gst-rtsp-server" in rtsp if isinstance(rtsp, str) else "gir1.2-gst-rtsp-server-1.0" in rtsp["error"]
 
 
 def test_doctor_on_a_model_names_the_backends_that_open_it(tiny_onnx):

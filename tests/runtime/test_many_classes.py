@@ -75,3 +75,43 @@ def test_c_abi_gives_wide_labels(wide_model, cpp_build):
             frame = cv2.imread(str(path))
             labels, _ = c.segment(frame)
             assert labels.dtype == np.uint16 and np.array_equal(labels, py(frame).labels)
+
+
+def test_labels_png_is_16_bit_and_events_name_classes_past_256(wide_model, tmp_path):
+    """The web view's labels.png of a 300-class model is a 16-bit PNG equal to the run's mask of the same frame; the
+    events name the classes past 256."""
+    import json
+    import re
+
+    from tests.conftest import BIN, wait_for
+    from tests.runtime.test_events import _fetch
+
+    model, images = wide_model
+    one = tmp_path / "one"
+    one.mkdir()
+    cv2.imwrite(str(one / "a.png"), cv2.imread(str(sorted(images.glob("*.png"))[2])))
+    cmd = [str(BIN / "dis-run"), str(model), "--images", str(one), "--loop", "100000", "--serve", "127.0.0.1:0"]
+    events = tmp_path / "ev.jsonl"
+    proc = subprocess.Popen([*cmd, "--masks", str(tmp_path / "m"), "--events", str(events)], stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    seen: list[str] = []
+    try:
+        wait_for(lambda: seen.append(proc.stderr.readline()) or "serving the live view" in seen[-1], proc=proc,
+                 what="the serving line")  # fmt: skip
+        url = re.search(r"http://\S+?/", seen[-1]).group(0)
+        got: list[bytes] = []
+        wait_for(lambda: got.append(_fetch(url + "streams/0/labels.png")) or got[-1] is not None, proc=proc,
+                 what="a frame's labels")  # fmt: skip
+        png = got[-1]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    served = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    written = cv2.imread(str(sorted((tmp_path / "m").glob("*.png"))[0]), cv2.IMREAD_UNCHANGED)
+    assert served.dtype == np.uint16 and np.array_equal(served, written)  # one still frame: every label map equal
+    first = json.loads(events.read_text().splitlines()[0])
+    counts = np.bincount(written.reshape(-1), minlength=CLASSES)
+    from disseg.runtime.events import rounded
+
+    assert first["areas"] == {f"class_{c}": rounded(counts[c] / written.size) for c in np.flatnonzero(counts)}
+    assert any(int(name.split("_")[1]) > 255 for name in first["areas"])
