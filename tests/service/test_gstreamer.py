@@ -79,7 +79,9 @@ def test_a_live_pipeline_reconnects_and_counts_what_it_drops(runtime, tiny_onnx,
 def test_the_guess_is_overridden(runtime, tiny_onnx, tmp_path):
     said_live = "gst+live:" + _pipeline(10)
     stats, _, err = _run(runtime, tiny_onnx, tmp_path, "--source", said_live, "--max-frames", 15)
-    assert stats["frames"] == 15 and stats["reconnects"] >= 1 and "dropped; reconnecting" in err  # its end: a drop
+    assert stats["reconnects"] >= 1 and "dropped; reconnecting" in err  # its end: a drop
+    # live: a frame read while inference was busy is replaced by the next (counted), on a loaded machine too
+    assert stats["frames"] <= 15 <= stats["frames"] + stats["skipped"], stats
     said_file = "gst+file:" + _pipeline(10, live=True)
     stats, _, err = _run(runtime, tiny_onnx, tmp_path / "file", "--source", said_file)
     assert stats["frames"] == 10 and stats["reconnects"] == 0  # said a file: is-live=true notwithstanding
