@@ -19,7 +19,7 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from disseg.runtime.backends import cpu_backend, infer_in_batches, scene_tag_feed
-from disseg.runtime.cli_util import progress, third_party_output
+from disseg.runtime.console import progress, third_party_output
 from disseg.runtime.contract import LABELS, SCENE_TAGS, ModelInfo, attach_metadata
 from disseg.runtime.errors import BadInput
 

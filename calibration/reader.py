@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from disseg.runtime.cli_util import progress
+from disseg.runtime.console import progress
 from disseg.runtime.contract import SCENE_TAGS
 from disseg.runtime.dataset import list_samples
 from disseg.runtime.errors import BadInput, SourceError

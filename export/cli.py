@@ -14,11 +14,11 @@ from disseg.runtime.cli_util import (
     MAX_BATCH,
     MAX_COUNT,
     MAX_ITERS,
-    MAX_SIDE,
     Command,
     Finite,
     handle_errors,
     max_batch_option,
+    parse_size,
     setup_logging,
     write_json,
 )
@@ -27,20 +27,6 @@ from disseg.runtime.engine_cache import FLAVOURS
 from disseg.runtime.errors import BadInput, DisError
 
 log = logging.getLogger("disseg.export")
-
-
-def parse_size(text: str | None, *, option: str = "--size") -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) <= 0 or max(parts) > MAX_SIDE:
-        raise BadInput(f"{option} {text!r}: expected HxW or one side, 1 to {MAX_SIDE} pixels, e.g. 512x512")
-    return parts[0], parts[1]
 
 
 @click.command(

@@ -180,7 +180,7 @@ def probe(proto: onnx.ModelProto, value: onnx.ValueInfoProto, height: int, width
     """Run the foreign model once on zeros: every output's dtype and shape at this size."""
     import onnxruntime as ort
 
-    from disseg.runtime.cli_util import third_party_output
+    from disseg.runtime.console import third_party_output
 
     n = batch if isinstance(batch, int) else 1
     dtype = np.float16 if value.type.tensor_type.elem_type == TensorProto.FLOAT16 else np.float32

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from disseg.runtime.atomic import check_output
-from disseg.runtime.cli_util import MAX_COUNT, Command, Finite, handle_errors, setup_logging, write_json
+from disseg.runtime.cli_util import MAX_COUNT, Command, Finite, handle_errors, parse_size, setup_logging, write_json
 from disseg.runtime.contract import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -27,7 +27,6 @@ from disseg.runtime.contract import (
 from disseg.runtime.errors import BadInput, DisError
 from disseg.runtime.textfile import read_text
 
-from .cli import parse_size
 from .foreign import Found, Preprocess, parity_frames
 
 log = logging.getLogger("disseg.import")

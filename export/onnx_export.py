@@ -12,7 +12,7 @@ import torch
 
 from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY
 from disseg.runtime.atomic import atomic_write
-from disseg.runtime.cli_util import third_party_output
+from disseg.runtime.console import third_party_output
 from disseg.runtime.contract import (
     INPUT,
     SCENE_TAGS,

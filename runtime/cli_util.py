@@ -1,12 +1,12 @@
-"""What every command shares: one-line errors (exit 2 for bad input and usage, 1 for failures, 128 + N for signal
-N), numeric options with finite bounds, logging set-up, atomic JSON output."""
+"""What every command shares, and only commands import (tests/test_layering.py): one-line errors (exit 2 for bad input
+and usage, 1 for failures, 128 + N for signal N), numeric options with finite bounds, sizes and lists typed on the
+command line, logging set-up and the log file of third-party messages, atomic JSON output. Progress bars and the
+capture of third-party output, which library code uses too, are runtime/console.py's."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import functools
-import io
 import json
 import logging
 import math
@@ -22,6 +22,7 @@ import click
 
 from .atomic import atomic_write_text, os_reason, undo_made_folders
 from .choices import DEFAULT_MAX_BATCH
+from .console import CAPTURED, progress, third_party_output  # noqa: F401 (commands' one import)
 from .deps import OPENCV_MISSING
 from .errors import EXIT_BAD_INPUT, EXIT_DONE, EXIT_FAILED, EXIT_SIGNAL_BASE, BadInput, DisError
 from .signals import STUCK, RaiseOnSignals, exit_now
@@ -189,36 +190,6 @@ def threads_option(help_text: str):
     )
 
 
-class _Captured(logging.Handler):
-    """What third-party code says (its loggers, its warnings, what it prints inside `third_party_output`), kept for
-    the command's log file instead of the terminal."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.add(f"{record.name}: {record.getMessage()}")
-        except Exception:  # a library's bad format string must not end the command
-            self.handleError(record)
-
-    def add(self, text: str) -> None:
-        self.lines.extend(line.rstrip() for line in text.splitlines() if line.strip())
-
-
-class _Lines(io.TextIOBase):
-    """A text stream that hands what is written to it to the capture."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        CAPTURED.add(text)
-        return len(text)
-
-
-CAPTURED = _Captured()
 FAILURE_TAIL = 5  # a failing command shows this many of the last third-party lines
 
 
@@ -246,17 +217,6 @@ def setup_logging(verbose: bool | None = None) -> None:
         root.setLevel(logging.INFO)
 
 
-@contextlib.contextmanager
-def third_party_output():
-    """What third-party code prints on stdout/stderr inside (onnxscript's optimizer, onnxconverter-common) goes to the
-    capture, unless the run is verbose."""
-    if logging.getLogger().handlers[:1] != [CAPTURED]:
-        yield
-        return
-    with contextlib.redirect_stdout(_Lines()), contextlib.redirect_stderr(_Lines()):
-        yield
-
-
 def _log_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(os.environ.get("DISSEG_LOG_DIR") or Path(cache) / "disseg" / "logs")
@@ -281,17 +241,6 @@ def _save_captured(*, failed: bool) -> None:
     click.echo(f"third-party messages ({len(lines)} lines): {path}", err=True)
 
 
-def progress(iterable=None, *, desc: str, total: int | None = None, unit: str = "it"):
-    """A tqdm bar for long work (rate and time left), on stderr; off where stderr is not a terminal (logs, pipes,
-    tests), so what a command writes there stays a few lines."""
-    from tqdm import tqdm
-
-    terminal = sys.__stderr__ or sys.stderr  # not a third_party_output redirection around the work it measures
-    return tqdm(
-        iterable, desc=desc, total=total, unit=unit, leave=False, disable=None, dynamic_ncols=True, file=terminal
-    )
-
-
 def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -306,3 +255,19 @@ def parse_int_list(text: str, *, name: str, low: int = 0, high: int = MAX_ITERS)
     if not values or min(values) < low or max(values) > high:
         raise BadInput(f"{name} {text!r}: {wanted}")
     return values
+
+
+def parse_size(text: str | None, *, option: str = "--size") -> tuple[int, int] | None:
+    """ "512x384" or "512" -> (height, width); None for None; BadInput otherwise (dis-export --size, dis-import
+    --input-size)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) <= 0 or max(parts) > MAX_SIDE:
+        raise BadInput(f"{option} {text!r}: expected HxW or one side, 1 to {MAX_SIDE} pixels, e.g. 512x512")
+    return parts[0], parts[1]

@@ -292,7 +292,7 @@ def _config(
 def build_progress(trt):
     """A TensorRT progress monitor that shows the builder's top-level phases as progress bars on a terminal (and
     keeps the phases' names in `phases`, for the log and the tests)."""
-    from .cli_util import progress
+    from .console import progress
 
     class _Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:

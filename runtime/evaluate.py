@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cli_util import progress
+from .console import progress
 from .dataset import list_samples, load_eval_item, scan
 from .errors import BadInput
 from .image import resize_labels

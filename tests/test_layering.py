@@ -71,3 +71,35 @@ def test_the_contract_is_a_leaf_of_the_runtime():
     leaves = {"disseg.runtime.atomic", "disseg.runtime.errors"}
     assert graph()["disseg.runtime.contract"] <= leaves | {"disseg.runtime.textfile"}
     assert graph()["disseg.runtime.textfile"] <= leaves
+
+
+def _commands() -> set[str]:
+    """The modules of the console scripts (pyproject's [project.scripts]) and their shared helpers, cli_util."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"].values()
+    return {target.split(":")[0] for target in scripts} | {"disseg.runtime.cli_util"}
+
+
+def test_library_modules_import_no_command_module():
+    """Progress bars and output capture live in runtime/console.py; a library module that needed a command's helper
+    would drag click and the command's set-up into an application that embeds it."""
+    commands = _commands()
+    assert "disseg.runtime.cli" in commands and len(commands) >= 8
+    for module, targets in graph().items():
+        if module not in commands:
+            assert not targets & commands, (module, targets & commands)
+
+
+def test_commands_do_not_import_each_other():
+    """What two commands share is in cli_util or a library module, not in one of them."""
+    commands = _commands() - {"disseg.runtime.cli_util"}
+    for module, targets in graph().items():
+        if module in commands:
+            assert not targets & commands, (module, targets & commands)
+
+
+def test_training_does_not_import_export():
+    for module, targets in graph().items():
+        if module.startswith("disseg.train"):
+            assert not {t for t in targets if t.startswith(("disseg.export", "disseg.calibration"))}, module

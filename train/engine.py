@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from disseg.runtime.atomic import atomic_write_text
-from disseg.runtime.cli_util import progress
+from disseg.runtime.console import progress
 from disseg.runtime.dataset import Sample, list_samples, scan
 from disseg.runtime.errors import BadInput, DisError
 from disseg.runtime.image import resize_labels
