@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import functools
+import glob
+import itertools
 import json
 import logging
 import math
@@ -14,6 +16,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,14 +234,28 @@ def _save_captured(*, failed: bool) -> None:
     if failed:
         for line in lines[-FAILURE_TAIL:]:
             click.echo(f"  | {line[:200]}", err=True)
-    path = _log_dir() / f"{Path(sys.argv[0]).name or 'disseg'}.log"
+    command = Path(sys.argv[0]).name or "disseg"
+    run = next(_RUNS)  # a second command run inside one process (tests, an embedding program) gets a name of its own
+    path = _log_dir() / f"{command}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}{f'-{run}' if run else ''}.log"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "\n".join(lines) + "\n")
+        _keep_newest(path.parent, command)
     except (OSError, DisError) as err:
         click.echo(f"{len(lines)} lines of third-party messages not saved ({err}); --verbose shows them", err=True)
         return
     click.echo(f"third-party messages ({len(lines)} lines): {path}", err=True)
+
+
+KEEP_LOGS = 5  # log files kept per command, the newest
+_RUNS = itertools.count()
+
+
+def _keep_newest(folder: Path, command: str) -> None:
+    """Each run writes its own log (COMMAND.TIME.PID.log); only the newest KEEP_LOGS of a command stay."""
+    logs = sorted(folder.glob(f"{glob.escape(command)}.*.log"), key=lambda p: p.stat().st_mtime_ns)
+    for old in logs[:-KEEP_LOGS]:
+        old.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

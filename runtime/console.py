@@ -29,14 +29,26 @@ class _Captured(logging.Handler):
 
 
 class _Lines(io.TextIOBase):
-    """A text stream that hands what is written to it to the capture."""
+    """A text stream that hands what is written to it to the capture, a whole line at a time: a library that writes a
+    character at a time (Triton's server output, forwarded by pytriton) still gives one line per line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial = ""
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        CAPTURED.add(text)
+        whole, sep, self._partial = (self._partial + text).rpartition("\n")
+        if sep:
+            CAPTURED.add(whole)
         return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            CAPTURED.add(self._partial)
+            self._partial = ""
 
 
 CAPTURED = _Captured()
@@ -49,8 +61,13 @@ def third_party_output():
     if logging.getLogger().handlers[:1] != [CAPTURED]:
         yield
         return
-    with contextlib.redirect_stdout(_Lines()), contextlib.redirect_stderr(_Lines()):
-        yield
+    out, err = _Lines(), _Lines()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield
+    finally:
+        out.flush()
+        err.flush()
 
 
 def progress(iterable=None, *, desc: str, total: int | None = None, unit: str = "it"):

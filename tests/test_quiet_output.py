@@ -2,6 +2,7 @@
 TensorRT's builder say goes to the command's log file, named in one line, never to the terminal."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,30 @@ def test_a_failure_shows_the_last_third_party_lines(capsys, log_dir):
     assert OUR_LOG_LINE.match(err[-2]) and err[-1] == "failed: the parity gate refused the model", err
     saved = open(OUR_LOG_LINE.match(err[-2]).group(2)).read().splitlines()
     assert saved[0] == "onnxscript.optimizer: pass 0 changed nothing" and len(saved) >= 10  # a warning: 2 lines
+
+
+def test_output_written_a_character_at_a_time_is_logged_a_line_at_a_time(capsys, log_dir):
+    """Triton's server output reaches us one character at a time (pytriton forwards it so): the log holds its lines,
+    and each run keeps a log of its own (the newest few of a command stay)."""
+    import sys
+
+    from disseg.runtime.cli_util import KEEP_LOGS, handle_errors, setup_logging, third_party_output
+
+    @handle_errors
+    def command():
+        setup_logging()
+        with third_party_output():
+            for char in "I1203 model loaded ok\nW1203 pinned memory pool\nno newline at the end":
+                sys.stdout.write(char)
+
+    paths = []
+    for _ in range(KEEP_LOGS + 2):
+        command()
+        line = capsys.readouterr().err.splitlines()[-1]
+        paths.append(OUR_LOG_LINE.match(line).group(2))
+    assert open(paths[-1]).read().splitlines() == [
+        "I1203 model loaded ok", "W1203 pinned memory pool", "no newline at the end",
+    ]  # fmt: skip
+    assert len(set(paths)) == len(paths)  # a file per run: named by time and pid, or a later run's lost the earlier's
+    kept = sorted(str(p) for p in log_dir.glob(f"{Path(paths[0]).name.split('.')[0]}.*.log"))
+    assert kept == sorted(paths[-KEEP_LOGS:])
