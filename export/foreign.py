@@ -27,7 +27,7 @@ from disseg.runtime.errors import BadInput
 
 log = logging.getLogger("disseg.import")
 
-PREFIX = "foreign/"
+NAME_PREFIX = "foreign/"
 MIN_OPSET = 13  # Resize, Squeeze and ArgMax in the input forms the wrapper writes
 DEFAULT_SIZE = (512, 512)  # a foreign model with a dynamic spatial size is fixed here unless --input-size says
 FLOATS = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16"}
@@ -176,7 +176,7 @@ def choose_output(
     return name, found, classes, (int(shape[-2]), int(shape[-1])), len(shape)
 
 
-def probe(proto: onnx.ModelProto, value: onnx.ValueInfoProto, height: int, width: int, batch) -> dict:
+def run_once(proto: onnx.ModelProto, value: onnx.ValueInfoProto, height: int, width: int, batch) -> dict:
     """Run the foreign model once on zeros: every output's dtype and shape at this size."""
     import onnxruntime as ort
 
@@ -354,13 +354,14 @@ def wrap(
         proto = version_converter.convert_version(proto, MIN_OPSET)
         log.warning("the foreign model's opset %d was converted to %d", opset, MIN_OPSET)
     groups = layer_groups(proto)
-    foreign = compose.add_prefix(proto, PREFIX)
+    foreign = compose.add_prefix(proto, NAME_PREFIX)
     graph = foreign.graph
     half = any(
-        o.name == PREFIX + found.output and o.type.tensor_type.elem_type == TensorProto.FLOAT16 for o in graph.output
+        o.name == NAME_PREFIX + found.output and o.type.tensor_type.elem_type == TensorProto.FLOAT16
+        for o in graph.output
     )
-    pre_n, pre_i = pre_nodes(found, pre, PREFIX + found.input)
-    post_n, post_i = post_nodes(found, PREFIX + found.output, outputs, half, scene_tags)
+    pre_n, pre_i = pre_nodes(found, pre, NAME_PREFIX + found.input)
+    post_n, post_i = post_nodes(found, NAME_PREFIX + found.output, outputs, half, scene_tags)
     nodes = [mark(n, FLOAT) for n in pre_n]
     nodes += [mark(n, FEATURES + g) for n, g in zip(graph.node, groups)]
     nodes += [mark(n, FLOAT) for n in post_n]

@@ -271,12 +271,12 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
 
 
 def inspect(path: Path, size, output_name, kind) -> tuple:
-    """Load the foreign file and find its input, the output to wrap and their sizes (one probe run)."""
+    """Load the foreign file and find its input, the output to wrap and their sizes (one run on zeros)."""
     import onnx
 
-    from disseg.runtime.contract import PREFIX, check_external_data, model_kind, wrong_kind
+    from disseg.runtime.contract import METADATA_PREFIX, check_external_data, model_kind, wrong_kind
 
-    from .foreign import choose_output, find_input, probe
+    from .foreign import choose_output, find_input, run_once
 
     found_kind = model_kind(path)
     if found_kind != "onnx":
@@ -292,11 +292,11 @@ def inspect(path: Path, size, output_name, kind) -> tuple:
     if not any(o.name in computed for o in proto.graph.output):  # no nodes, or outputs that are inputs or constants
         raise BadInput(f"{path}: its graph computes none of its outputs ({len(proto.graph.node)} nodes): not a "
                        "segmentation network; export the network itself")  # fmt: skip
-    if any(p.key.startswith(PREFIX) for p in proto.metadata_props):
+    if any(p.key.startswith(METADATA_PREFIX) for p in proto.metadata_props):
         raise BadInput(f"{path} is already a disseg model; pass it to dis-run, dis-export --engine or dis-calibrate")
     value, (batch, height, width, notes) = find_input(proto, str(path), size)
     try:
-        shapes = probe(proto, value, height, width, batch)
+        shapes = run_once(proto, value, height, width, batch)
     except Exception as err:
         raise BadInput(f"{path} does not run on ONNX Runtime at {height}x{width} ({str(err)[:200]})") from None
     name, found, classes, out_size, rank = choose_output(str(path), proto, shapes, output_name, kind)
@@ -363,11 +363,6 @@ def build(proto, found: Found, pre: Preprocess, info: ModelInfo, *, fp16: bool):
 
 
 def _save(proto, info: ModelInfo, out: Path) -> None:
-    import onnx
+    from .onnx_export import attach, save
 
-    from disseg.runtime.atomic import atomic_write
-    from disseg.runtime.contract import attach_metadata
-
-    attach_metadata(proto, info)
-    proto.producer_name = "disseg"
-    atomic_write(out, lambda tmp: onnx.save_model(proto, tmp))
+    save(attach(proto, info), out)

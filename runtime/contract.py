@@ -21,7 +21,7 @@ from .textfile import read_text
 SCHEMA = "disseg-model/1"
 MAX_CLASSES = 65536  # the most classes a model may have: a label fits a 16-bit mask PNG
 SCHEMA_SCENE_TAGS = "disseg-model/2"  # a model with the scene_tags input: a runtime that reads only /1 refuses it
-PREFIX = "disseg."
+METADATA_PREFIX = "disseg."
 INPUT = "image"  # uint8 N x H x W x 3, BGR
 SCENE_TAGS = "scene_tags"  # float32 N x K, the run-time tags of a model exported with --scene-tags (1 = may appear)
 SCENE_TAG_MODES = ("energy+mask", "energy", "mask")  # how the graph uses them (export/unroll.py); "" = no such input
@@ -66,18 +66,20 @@ class ModelInfo:
 
     def to_metadata(self) -> dict[str, str]:
         """Return the ONNX metadata_props / sidecar form: prefixed keys, JSON values."""
-        return {PREFIX + k: json.dumps(v) for k, v in dataclasses.asdict(self).items()}
+        return {METADATA_PREFIX + k: json.dumps(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_metadata(cls, props: dict[str, str], *, source: str = "model") -> ModelInfo:
         """Parse metadata written by `to_metadata`. Raises ModelFileError if it is not a disseg model."""
-        if PREFIX + "schema" not in props:
+        if METADATA_PREFIX + "schema" not in props:
             raise ModelFileError(
-                f"{source} is not a disseg model (no '{PREFIX}schema' metadata); export one with: dis-export CKPT "
-                "--iters 3"
+                f"{source} is not a disseg model (no '{METADATA_PREFIX}schema' metadata); export one with: "
+                "dis-export CKPT --iters 3"
             )
         try:
-            values = {k[len(PREFIX) :]: json.loads(v) for k, v in props.items() if k.startswith(PREFIX)}
+            values = {
+                k[len(METADATA_PREFIX) :]: json.loads(v) for k, v in props.items() if k.startswith(METADATA_PREFIX)
+            }
         except json.JSONDecodeError as err:
             raise ModelFileError(f"{source} has corrupt disseg metadata ({err}); re-export it with dis-export") from err
         if values.get("schema") not in (SCHEMA, SCHEMA_SCENE_TAGS):
@@ -168,7 +170,10 @@ def write_sidecar(engine: str | Path, info: ModelInfo) -> Path:
     """Write `<engine>.json`: the contract's keys (unprefixed JSON), readable from C++ without Python."""
     path = sidecar_path(engine)
     atomic_write_text(
-        path, json.dumps({"disseg": {k[len(PREFIX) :]: json.loads(v) for k, v in info.to_metadata().items()}}, indent=2)
+        path,
+        json.dumps(
+            {"disseg": {k[len(METADATA_PREFIX) :]: json.loads(v) for k, v in info.to_metadata().items()}}, indent=2
+        ),
     )
     return path
 
@@ -181,7 +186,7 @@ def read_sidecar(engine: str | Path) -> ModelInfo:
         )
     try:
         data = json.loads(read_text(path, "engine sidecar", "the .json dis-export wrote beside the engine"))["disseg"]
-        return ModelInfo.from_metadata({PREFIX + k: json.dumps(v) for k, v in data.items()}, source=str(path))
+        return ModelInfo.from_metadata({METADATA_PREFIX + k: json.dumps(v) for k, v in data.items()}, source=str(path))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ModelFileError(
             f"{path}: corrupt engine sidecar ({type(err).__name__}); rebuild with: dis-export MODEL.onnx --engine"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 log = logging.getLogger("disseg.serve")
 
-PREFIX = "disseg-triton-"  # the workspace folders, in the system's temp folder
+WORKSPACE_PREFIX = "disseg-triton-"  # the workspace folders, in the system's temp folder
 MARKER = "owner.pid"
 
 
@@ -144,7 +144,7 @@ def clean_predecessors() -> int:
     """Remove what dis-serve processes that were killed outright left: their workspaces (marked with an owner that is
     no longer running), the processes naming them and their shared memory. Returns how many were cleaned."""
     cleaned = 0
-    for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*"):
         try:
             owner = int((folder / MARKER).read_text().strip())
         except (OSError, ValueError):

@@ -155,7 +155,7 @@ def serve_cli(model, host, http_port, grpc_port, metrics_port, model_name, max_b
     libdir = use_own_libpython()
     with StopOnSignals() as signals, Segmenter(model, backend=backend) as seg:
         leftovers.clean_predecessors()
-        with tempfile.TemporaryDirectory(prefix=leftovers.PREFIX) as workspace:
+        with tempfile.TemporaryDirectory(prefix=leftovers.WORKSPACE_PREFIX) as workspace:
             os.environ["TMPDIR"] = str(leftovers.mark(Path(workspace)))  # Triton's backends unpack in the workspace
             before = leftovers.unpacked_now()
             try:

@@ -38,7 +38,7 @@ HEADER = _cpp_constants(CPP / "include" / "disseg" / "model_info.hpp")
 PAIRS = [
     ("kSchema", contract.SCHEMA),
     ("kSchemaSceneTags", contract.SCHEMA_SCENE_TAGS),
-    ("kPrefix", contract.PREFIX),
+    ("kPrefix", contract.METADATA_PREFIX),
     ("kInput", contract.INPUT),
     ("kSceneTags", contract.SCENE_TAGS),
     ("kSceneTagModes", contract.SCENE_TAG_MODES),

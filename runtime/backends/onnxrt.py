@@ -268,7 +268,7 @@ def _say_int8_on_this_cpu(path: Path) -> None:
         )
 
 
-def _check(path: Path, info: ModelInfo) -> dict | None:
+def _doctor_check(path: Path, info: ModelInfo) -> dict | None:
     if path.suffix != ".onnx":
         return None
     backend = _open(path, info)
@@ -277,4 +277,4 @@ def _check(path: Path, info: ModelInfo) -> dict | None:
     return {"status": f"ok ({providers[0]})"}
 
 
-KIND = Kind("onnxruntime", "ONNX Runtime", claims=lambda path: path.suffix == ".onnx", open=_open, check=_check)
+KIND = Kind("onnxruntime", "ONNX Runtime", claims=lambda path: path.suffix == ".onnx", open=_open, check=_doctor_check)

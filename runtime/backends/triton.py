@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from ..contract import INPUT, PREFIX, ModelInfo
+from ..contract import INPUT, METADATA_PREFIX, ModelInfo
 from ..errors import BadInput, DisError, ModelFileError
 from ..redaction import redact
 from ..triton_repo import DEFAULT_PORTS
@@ -114,7 +114,9 @@ class TritonBackend(Backend):
             raise ModelFileError(f"{self.url}: the served model has no '{INPUT}' input; serve a disseg model")
 
     def info(self) -> ModelInfo:
-        params = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items() if k.startswith(PREFIX)}
+        params = {
+            k: v["string_value"] for k, v in self.config.get("parameters", {}).items() if k.startswith(METADATA_PREFIX)
+        }
         return ModelInfo.from_metadata(params, source=self.url)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -64,13 +64,13 @@ class TensorRTBackend(Backend):
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise DisError(f"{engine_path}: TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = self._check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.stream = self._cuda(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._describe()
         self._allocate()
         self._use_graph = use_cuda_graph and self.max_batch is None  # one graph per shape: fixed-batch engines only
         self._batch_set: int | None = None
 
-    def _check(self, result, what: str):
+    def _cuda(self, result, what: str):
         err, *values = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
             raise DisError(f"CUDA {what} failed: {err}")
@@ -108,10 +108,10 @@ class TensorRTBackend(Backend):
             shape = tuple(self.context.get_tensor_shape(name))
             dtype = np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            host_ptr = self._check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
+            host_ptr = self._cuda(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
             buffer = (np.ctypeslib.ctypes.c_byte * nbytes).from_address(host_ptr)
             self._host[name] = np.ctypeslib.as_array(buffer).view(dtype).reshape(shape)
-            self._device[name] = self._check(cudart.cudaMalloc(nbytes), "cudaMalloc")
+            self._device[name] = self._cuda(cudart.cudaMalloc(nbytes), "cudaMalloc")
             if not self.context.set_tensor_address(name, self._device[name]):
                 raise DisError(f"TensorRT refused the device address of {name!r}")
 
@@ -120,14 +120,14 @@ class TensorRTBackend(Backend):
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self.inputs:
             rows = self._host[name][:batch]
-            self._check(
+            self._cuda(
                 cudart.cudaMemcpyAsync(self._device[name], rows.ctypes.data, rows.nbytes, h2d, self.stream), "copy in"
             )
         if not self.context.execute_async_v3(self.stream):
             raise DisError("TensorRT failed to run the engine (execute_async_v3 returned false; see its log above)")
         for name in self.outputs:
             rows = self._host[name][:batch]
-            self._check(
+            self._cuda(
                 cudart.cudaMemcpyAsync(rows.ctypes.data, self._device[name], rows.nbytes, d2h, self.stream), "copy out"
             )
 
@@ -135,9 +135,9 @@ class TensorRTBackend(Backend):
         """Record one run as a CUDA graph; where capture fails, log it and keep plain enqueue."""
         cudart = self._cudart
         self._enqueue(batch)  # the first run outside capture: TensorRT allocates lazily
-        self._check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        self._cuda(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         try:
-            self._check(
+            self._cuda(
                 cudart.cudaStreamBeginCapture(self.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
                 "cudaStreamBeginCapture",
             )
@@ -146,7 +146,7 @@ class TensorRTBackend(Backend):
             finally:
                 err, graph = cudart.cudaStreamEndCapture(self.stream)
                 self._graph = graph if int(err) == 0 else None
-            self._graph_exec = self._check(cudart.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
+            self._graph_exec = self._cuda(cudart.cudaGraphInstantiate(self._graph, 0), "cudaGraphInstantiate")
         except DisError as err:
             log.warning("CUDA graph capture failed (%s); running without a graph", err)
             self._release_graph()
@@ -174,10 +174,10 @@ class TensorRTBackend(Backend):
         if self._use_graph and self._graph_exec is None:
             self._capture(batch)
         if self._graph_exec is not None:
-            self._check(self._cudart.cudaGraphLaunch(self._graph_exec, self.stream), "cudaGraphLaunch")
+            self._cuda(self._cudart.cudaGraphLaunch(self._graph_exec, self.stream), "cudaGraphLaunch")
         else:
             self._enqueue(batch)
-        self._check(self._cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        self._cuda(self._cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return {name: self._host[name][:batch].copy() for name in self.outputs}
 
     def close(self) -> None:
@@ -252,7 +252,7 @@ def _claims(path: Path) -> bool:
     return path.suffix != ".onnx" or (tensorrt_available() and cuda_device_count() > 0)
 
 
-def _check(path: Path, info: ModelInfo) -> dict:
+def _doctor_check(path: Path, info: ModelInfo) -> dict:
     """For an ONNX file: the engine cache entry and whether it fits; for an engine: what it was built for."""
     here = this_machine()
     if path.suffix == ".onnx":
@@ -271,4 +271,4 @@ def _check(path: Path, info: ModelInfo) -> dict:
     return {"status": "ok" if why is None else {"error": why}, "engine": engine}
 
 
-KIND = Kind("tensorrt", "TensorRT", claims=_claims, open=_open, check=_check)
+KIND = Kind("tensorrt", "TensorRT", claims=_claims, open=_open, check=_doctor_check)
