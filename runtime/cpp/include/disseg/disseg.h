@@ -8,6 +8,15 @@
  * disseg_segment_batch runs several frames (several cameras) as one batch; disseg_version names the library.
  * Status codes match the commands' exit statuses (2: bad input or model file). Error text is per thread.
  * A segmenter serves one thread at a time; create one per thread for parallel streams.
+ *
+ * Who owns what (as mmdeploy's C API says it):
+ * - disseg_create allocates the segmenter and hands it to the caller, who releases it with disseg_destroy.
+ * - Every buffer passed in (pixels, labels, tags and the arrays of disseg_segment_batch, model_path, backend,
+ *   names) stays the caller's: the library reads or writes it during the call only and keeps no pointer to it.
+ * - Strings the library returns are the library's; never free them: disseg_version's live as long as the library,
+ *   disseg_class_name's and disseg_backend_name's as long as the segmenter, disseg_last_error's until the next call
+ *   on the same thread.
+ * - No C++ exception crosses this ABI: every failure is a status and disseg_last_error.
  */
 #ifndef DISSEG_H
 #define DISSEG_H
@@ -29,7 +38,9 @@ typedef enum disseg_status {
   DISSEG_BAD_INPUT = 2, /* an argument, frame or model file the runtime cannot take */
 } disseg_status;
 
-/* backend: "auto", "onnxruntime" or "tensorrt" (NULL: auto). threads: ONNX Runtime CPU threads, 0 = all. */
+/* model_path: an exported .onnx, or a .engine with its .json sidecar (UTF-8 path). backend: "auto", "onnxruntime" or
+ * "tensorrt" (NULL: auto). threads: ONNX Runtime CPU threads, 0 = all. out: receives the new segmenter (NULL
+ * on failure). */
 DISSEG_API disseg_status disseg_create(const char* model_path, const char* backend, int threads,
                                        disseg_segmenter** out);
 
@@ -63,14 +74,18 @@ DISSEG_API disseg_status disseg_set_scene_tag_names(disseg_segmenter* seg, const
 /* The library's version, "MAJOR.MINOR.PATCH" (the project's), for checking a loaded library against headers. */
 DISSEG_API const char* disseg_version(void);
 
-DISSEG_API int disseg_num_classes(const disseg_segmenter* seg);
+/* The model's facts. A NULL seg gives 0, NULL or "" (and DISSEG_BAD_INPUT from disseg_palette). */
+DISSEG_API int disseg_num_classes(const disseg_segmenter* seg);                   /* K, the classes of the model */
 DISSEG_API const char* disseg_class_name(const disseg_segmenter* seg, int index); /* NULL when out of range */
+/* rgb: room for 3 bytes, written with the class's overlay colour (R, G, B); DISSEG_BAD_INPUT when out of range. */
 DISSEG_API disseg_status disseg_palette(const disseg_segmenter* seg, int index, uint8_t rgb[3]);
+/* The model's input size (frames of any size are resized to it); either pointer may be NULL. */
 DISSEG_API void disseg_input_size(const disseg_segmenter* seg, int* height, int* width);
-DISSEG_API int disseg_iterations(const disseg_segmenter* seg);
-DISSEG_API const char* disseg_backend_name(const disseg_segmenter* seg);
+DISSEG_API int disseg_iterations(const disseg_segmenter* seg);           /* refinement steps unrolled in it */
+DISSEG_API const char* disseg_backend_name(const disseg_segmenter* seg); /* e.g. "onnxruntime" */
 /* The last error on this thread, one line; "" when none. Valid until the next call on this thread. */
 DISSEG_API const char* disseg_last_error(void);
+/* Releases the segmenter and everything it holds (the model, the backend's buffers); NULL is allowed. */
 DISSEG_API void disseg_destroy(disseg_segmenter* seg);
 
 #ifdef __cplusplus
