@@ -12,6 +12,7 @@ import torch
 
 from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY
 from disseg.runtime.atomic import atomic_write
+from disseg.runtime.choices import MAX_BATCH
 from disseg.runtime.console import third_party_output
 from disseg.runtime.contract import (
     INPUT,
@@ -51,7 +52,9 @@ def export_graph(
     if scene_tags:
         example += (torch.ones((batch or 2, model.cfg.num_classes)),)
         names.append(SCENE_TAGS)
-    batch_dim = torch.export.Dim("batch", min=1, max=64)
+    # The graph's batch stays symbolic whatever the bound; the bound is what the options allow (torch.export checks
+    # its guards over it while tracing), one figure for both.
+    batch_dim = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     dynamic = tuple({0: batch_dim} for _ in example) if batch is None else None
     with torch.no_grad(), third_party_output():  # torch.onnx and onnxscript's optimizer print as they go
         program = torch.onnx.export(

@@ -24,7 +24,7 @@ from typing import Any
 import click
 
 from .atomic import atomic_write_text, os_reason, undo_made_folders
-from .choices import DEFAULT_MAX_BATCH
+from .choices import DEFAULT_MAX_BATCH, MAX_BATCH  # noqa: F401 (MAX_BATCH: the commands' one import)
 from .console import CAPTURED, progress, third_party_output  # noqa: F401 (commands' one import)
 from .deps import OPENCV_MISSING
 from .errors import EXIT_BAD_INPUT, EXIT_DONE, EXIT_FAILED, EXIT_SIGNAL_BASE, BadInput, DisError
@@ -34,7 +34,6 @@ from .signals import STUCK, RaiseOnSignals, exit_now
 # allocating for minutes (an image side of 10^6 pixels, 10^9 images).
 MAX_SIDE = 8192  # pixels of an image or model input side
 MAX_ITERS = 100  # refinement steps
-MAX_BATCH = 1024
 MAX_COUNT = 1_000_000  # images, frames, runs, steps, epochs
 MAX_SEED = 2**32 - 1
 MAX_WEIGHT = 1e6  # loss weights, step sizes, gigabytes

@@ -392,7 +392,8 @@ def _is_torch_checkpoint(path: Path) -> bool:
 
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-REMOTE_SCHEMES = ("triton", "triton+http", "triton+grpc")  # a model served by Triton (runtime/backends/triton.py)
+# A model served by Triton (runtime/backends/triton.py): its URL schemes and the protocol each speaks.
+REMOTE_SCHEMES = {"triton": "http", "triton+http": "http", "triton+grpc": "grpc"}
 
 
 def is_remote(model) -> bool:

@@ -35,6 +35,20 @@ def _cpp_constants(path: Path) -> dict[str, object]:
 
 HEADER = _cpp_constants(CPP / "include" / "disseg" / "model_info.hpp")
 
+
+def _cpp_string(path: Path, name: str) -> str:
+    """A C++ string constant written as adjacent literals ("a " "b"), joined."""
+    found = re.search(rf"\b{name}\s*=\s*((?:\s*\"(?:[^\"\\]|\\.)*\")+)\s*;", path.read_text())
+    assert found, f"{path.name}: no string constant {name}"
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', found.group(1)))
+
+
+def test_the_source_uri_forms_are_one_text():
+    from disseg.runtime.sources import URI_FORMS
+
+    assert _cpp_string(CPP / "src" / "sources.cpp", "kUriForms") == URI_FORMS
+
+
 PAIRS = [
     ("kSchema", contract.SCHEMA),
     ("kSchemaSceneTags", contract.SCHEMA_SCENE_TAGS),

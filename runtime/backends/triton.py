@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from ..contract import INPUT, METADATA_PREFIX, ModelInfo
+from ..contract import INPUT, METADATA_PREFIX, REMOTE_SCHEMES, ModelInfo
 from ..errors import BadInput, DisError, ModelFileError
 from ..redaction import redact
 from ..triton_repo import DEFAULT_PORTS
@@ -18,8 +18,8 @@ from .base import Backend, TensorSpec
 
 log = logging.getLogger("disseg.runtime")
 
-SCHEMES = {"triton": "http", "triton+http": "http", "triton+grpc": "grpc"}  # contract.REMOTE_SCHEMES
-URL = re.compile(r"^(?P<scheme>triton(?:\+http|\+grpc)?)://(?P<address>[^/\s]+)/(?P<name>[A-Za-z0-9_.\-]+)/?$")
+SCHEME = "|".join(re.escape(s) for s in REMOTE_SCHEMES)
+URL = re.compile(rf"^(?P<scheme>{SCHEME})://(?P<address>[^/\s]+)/(?P<name>[A-Za-z0-9_.\-]+)/?$")
 TYPES = {"TYPE_UINT8": np.uint8, "TYPE_INT32": np.int32, "TYPE_FP32": np.float32}
 WIRE = {np.uint8: "UINT8", np.float32: "FP32"}  # the request datatypes of the inputs a disseg model takes
 
@@ -29,7 +29,7 @@ def parse_url(url: str) -> tuple[str, str, str]:
     match = URL.match(url)
     if not match:
         raise BadInput(f"{redact(url)}: expected triton://HOST:PORT/NAME (HTTP) or triton+grpc://HOST:PORT/NAME")
-    protocol, address = SCHEMES[match["scheme"]], match["address"]
+    protocol, address = REMOTE_SCHEMES[match["scheme"]], match["address"]
     if "@" in address:
         raise BadInput(
             f"{redact(url)}: a triton:// URL carries no user or password (Triton's protocol has no login); give "

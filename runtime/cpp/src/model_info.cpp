@@ -20,6 +20,14 @@ namespace {
 
 using json = nlohmann::json;
 
+// "a, b, c": a list of names for a message.
+template <typename Names>
+std::string joined(const Names& names) {
+  std::string out;
+  for (const auto& name : names) out += (out.empty() ? "" : ", ") + std::string(name);
+  return out;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ModelFileError(path + ": no such model file");
@@ -415,7 +423,7 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
                                                                  [&](const char* m) { return info.scene_tags == m; }));
   if (!known_use)
     throw ModelFileError(source + ": disseg metadata names scene-tag use '" + info.scene_tags + "' under schema '" +
-                         info.schema + "' (known: energy+mask, energy, mask, under " + kSchemaSceneTags +
+                         info.schema + "' (known: " + joined(kSceneTagModes) + ", under " + kSchemaSceneTags +
                          "); re-export it with this version's dis-export");
   return info;
 }
