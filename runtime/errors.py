@@ -29,4 +29,5 @@ class ModelFileError(BadInput):
 
 
 class SourceError(BadInput):
-    """A camera, video, stream or image folder cannot be opened."""
+    """A camera, video, stream or image folder cannot be opened (C++: disseg::SourceError, the same place in the same
+    tree; the C ABI has no sources, so its statuses need no twin)."""

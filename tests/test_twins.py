@@ -133,3 +133,18 @@ def test_model_file_error_is_bad_input_in_both_languages():
     assert issubclass(errors.ModelFileError, errors.BadInput)
     header = (CPP / "include" / "disseg" / "model_info.hpp").read_text()
     assert re.search(r"class DISSEG_API ModelFileError : public BadInput\b", header)
+
+
+def test_the_error_classes_are_one_tree():
+    """The same failures raise the same class in both languages (DisError is C++'s Error)."""
+    cpp = {}
+    for header in ("model_info.hpp", "io.hpp"):
+        text = (CPP / "include" / "disseg" / header).read_text()
+        cpp.update(dict(re.findall(r"class DISSEG_API (\w+) : public (\w+)", text)))
+    python = {
+        name: cls.__bases__[0].__name__
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.DisError) and cls is not errors.DisError
+    }
+    rename = {"DisError": "Error"}
+    assert {k: rename.get(v, v) for k, v in python.items()} == {k: v for k, v in cpp.items() if k != "Error"}

@@ -403,7 +403,9 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 ||
       info.input_width <= 0)
     throw ModelFileError(
-        source + ": disseg metadata is inconsistent (classes, palette or input size); re-export it with dis-export");
+        source +
+        ": disseg metadata is inconsistent (input name or size, classes, palette or extras); re-export it with "
+        "dis-export");
   for (std::size_t i = 0; i < info.class_names.size(); ++i) {  // as runtime/contract.py: unique, no control chars
     const std::string& name = info.class_names[i];
     const bool control = std::any_of(name.begin(), name.end(), [](char c) {

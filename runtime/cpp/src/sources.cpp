@@ -164,7 +164,7 @@ class ImageSource final : public Source {
     const bool glob = spec.find_first_of("*?[") != std::string::npos;
     const bool single = is_file(spec) && is_image_name(spec);
     if (!glob && !single && !is_dir(spec))
-      throw BadInput(shorten(spec) + ": no such image folder; pass a folder or a glob such as 'photos/*.jpg'");
+      throw SourceError(shorten(spec) + ": no such image folder; pass a folder or a glob such as 'photos/*.jpg'");
     std::vector<cv::String> found;
     if (single) {
       found.push_back(spec);
@@ -181,7 +181,8 @@ class ImageSource final : public Source {
     for (const auto& p : found)
       if (is_file(p) && (glob || is_image_name(p))) paths_.push_back(p);
     std::sort(paths_.begin(), paths_.end());
-    if (paths_.empty()) throw BadInput(shorten(spec) + ": no images found (looked for .jpg, .png, .bmp, .tif, .webp)");
+    if (paths_.empty())
+      throw SourceError(shorten(spec) + ": no images found (looked for .jpg, .png, .bmp, .tif, .webp)");
     names_ = unique_names(paths_);
   }
   bool next(Frame& frame) override {
@@ -223,7 +224,7 @@ class ImageSource final : public Source {
 class VideoSource final : public Source {
  public:
   explicit VideoSource(const std::string& path) : path_(path) {
-    if (!is_file(path)) throw BadInput(shorten(path) + ": no such video file");
+    if (!is_file(path)) throw SourceError(shorten(path) + ": no such video file");
     cap_.open(path);
     start(path + ": cannot read any frame (empty, corrupt or an unsupported codec)");
   }
@@ -234,7 +235,7 @@ class VideoSource final : public Source {
     start("GStreamer pipeline: it ended before its first frame");
   }
   void start(const std::string& failure) {
-    if (!cap_.isOpened() || !cap_.read(first_)) throw BadInput(failure);
+    if (!cap_.isOpened() || !cap_.read(first_)) throw SourceError(failure);
     fps_ = cap_.get(cv::CAP_PROP_FPS) > 0 ? cap_.get(cv::CAP_PROP_FPS) : kDefaultFps;
     declared_ = std::max(0, static_cast<int>(cap_.get(cv::CAP_PROP_FRAME_COUNT)));  // 0: the container does not say
   }
@@ -436,9 +437,9 @@ class LiveSource final : public Source {
       state_->cond.wait_for(lock, std::chrono::milliseconds(50));
     }
     if (state_->open_failed)
-      throw BadInput(state_->description +
-                     ": cannot open it (no such device or unreachable); check the index or URL "
-                     "(list cameras with: v4l2-ctl --list-devices)");
+      throw SourceError(state_->description +
+                        ": cannot open it (no such device or unreachable); check the index or URL "
+                        "(list cameras with: v4l2-ctl --list-devices)");
   }
 
   std::shared_ptr<LiveState> state_;
@@ -448,9 +449,9 @@ class LiveSource final : public Source {
 
 void require_gstreamer(const std::string& what) {
   if (!gstreamer_available())
-    throw BadInput(what +
-                   " needs OpenCV built with GStreamer, and this one is not; on a Jetson link JetPack's OpenCV, "
-                   "elsewhere build OpenCV with -DWITH_GSTREAMER=ON");
+    throw SourceError(what +
+                      " needs OpenCV built with GStreamer, and this one is not; on a Jetson link JetPack's OpenCV, "
+                      "elsewhere build OpenCV with -DWITH_GSTREAMER=ON");
 }
 
 // Whether this machine's GStreamer has an element (gst-inspect-1.0 --exists, gstreamer1.0-tools); false without the
@@ -481,7 +482,7 @@ std::unique_ptr<Source> open_pipeline(const SourceSpec& spec, const std::atomic<
     return std::make_unique<LiveSource>(pipeline, 0, cv::CAP_GSTREAMER, "GStreamer pipeline", spec, stop);
   cv::VideoCapture cap(pipeline, cv::CAP_GSTREAMER);
   if (!cap.isOpened())
-    throw BadInput("GStreamer pipeline: cannot open it; try it with gst-launch-1.0 (the sink must be appsink)");
+    throw SourceError("GStreamer pipeline: cannot open it; try it with gst-launch-1.0 (the sink must be appsink)");
   if (spec.gst_kind == "auto")
     std::cerr << "GStreamer pipeline: a file (no live source element; its end of stream ends it; gst+live: if not)\n";
   return std::make_unique<VideoSource>(std::move(cap));
@@ -585,8 +586,8 @@ SourceSpec parse_source_uri(const std::string& uri) {
     else if (is_file(path))
       spec.video = path;
     else
-      throw BadInput("--source '" + shorten(redact(text)) +
-                     "': no such file, folder or device; accepted: " + kUriForms);
+      throw SourceError("--source '" + shorten(redact(text)) +
+                        "': no such file, folder or device; accepted: " + kUriForms);
   }
   return spec;
 }

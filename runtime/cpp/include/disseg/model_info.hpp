@@ -50,6 +50,10 @@ class DISSEG_API ModelFileError : public BadInput {  // missing, damaged, foreig
  public:
   using BadInput::BadInput;
 };
+class DISSEG_API SourceError : public BadInput {  // a camera, video, stream or image folder cannot be opened
+ public:
+  using BadInput::BadInput;
+};
 
 struct EngineFacts {             // what makes a TensorRT engine valid on one TensorRT version and GPU only
   std::string tensorrt_version;  // compared on major.minor.patch
