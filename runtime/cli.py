@@ -349,13 +349,28 @@ def _attach(stream, seg, tags, outputs: dict, count: int, model) -> None:
     stream.scene_tags = tags
     tag = f"s{stream.id if stream.id >= 0 else 0} " if count > 1 or stream.id > 0 else ""
     if tags is not None:
-        named = [c for c, v in zip(seg.class_names, tags) if v > 0]
-        log.info("%sscene tags: %s", tag, ", ".join(named) or "none")
+        log.info("%sscene tags: %s", tag, describe_tags(seg.class_names, tags, seg.info.scene_tags))
     index = max(stream.id, 0)
     if outputs["masks"] is not None:
         stream.masks = MaskSink(_stream_path(outputs["masks"], index, count, folder=True), seg.info.palette)
     if outputs["window"]:
         stream.window = WindowSink(f"dis-run {_name(model)}" + (f" s{index}" if tag else ""))
+
+
+def describe_tags(names, tags, mode: str) -> str:
+    """The log line's list: every class with a tag above 0, and what a soft value does. A value below 0.5 is a prior
+    for the energy but masks the class where the graph masks ("mask", "energy+mask": docs/scene-tags.md)."""
+    listed = []
+    for name, value in zip(names, tags):
+        if value <= 0:
+            continue
+        if value >= 1:
+            listed.append(name)
+        elif "mask" in mode and value < 0.5:
+            listed.append(f"{name} {value:g} (below 0.5: masked)")
+        else:
+            listed.append(f"{name} {value:g}")
+    return ", ".join(listed) or "none"
 
 
 def _name(model) -> str:
