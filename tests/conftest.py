@@ -276,7 +276,7 @@ def cpp_build() -> Path:
     folder = os.environ.get("DISSEG_CPP_BUILD")
     missing = None
     if not folder:
-        missing = "DISSEG_CPP_BUILD is not set (build runtime/cpp as the README says)"
+        missing = "DISSEG_CPP_BUILD is not set: build runtime/cpp and name the build folder (docs/cpp.md, first lines)"
     elif not (Path(folder) / "dis_run_cpp").is_file() or not list(Path(folder).glob("libdisseg.so*")):
         missing = f"{folder} has no dis_run_cpp / libdisseg.so"
     if missing:
