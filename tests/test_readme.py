@@ -178,3 +178,22 @@ def test_the_walkthrough_runs_in_order(tmp_path):
     assert (tmp_path / "runs/s2/best.onnx").is_file() and (tmp_path / "runs/s2/best.int8.onnx").is_file()
     assert (tmp_path / "runs/s2/best.fp16.onnx").is_file()
     assert ran.count("dis-train") == 2 and "dis-calibrate" in ran
+
+
+def test_install_lines_install_from_the_checkout():
+    """disseg is on no registry: README's install lines name the checkout (".[extras]") and extras pyproject has;
+    .ci/check-profiles resolves .[runtime], .[gpu] and .[jetson] exactly as written, and the aarch64 leg installs a
+    wheel built with `pip wheel`."""
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    block = README.split("## Install", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in block.splitlines() if line.strip().startswith("pip install")]
+    assert len(lines) >= 5
+    for line in lines:
+        given = re.fullmatch(r'pip install "\.\[([a-z0-9,-]+)\]"\s*(#.*)?', line)
+        assert given, f"README: {line!r} does not install from the checkout"
+        assert set(given.group(1).split(",")) <= extras, line
+    profiles = (ROOT / ".ci" / "check-profiles").read_text()
+    assert "for profile in runtime gpu jetson" in profiles and '".[$profile]"' in profiles
+    assert "pip wheel . --no-deps -w dist" in block
