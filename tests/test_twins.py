@@ -84,7 +84,7 @@ def test_every_contract_constant_of_the_header_is_checked():
 def test_runtime_constants_are_the_same_in_cpp():
     assert _cpp_constants(CPP / "src" / "atomic.cpp")["kLowSpace"] == LOW_SPACE
     assert _cpp_constants(CPP / "src" / "sinks.cpp")["kCheckSpaceEvery"] == VideoSink.CHECK_SPACE_EVERY
-    assert _cpp_constants(CPP / "apps" / "dis_run_cpp.cpp")["kMaxCount"] == MAX_COUNT
+    assert _cpp_constants(CPP / "apps" / "run_options.cpp")["kMaxCount"] == MAX_COUNT
     assert _cpp_constants(CPP / "include" / "disseg" / "io.hpp")["window"] == pipeline.WINDOW
 
 
