@@ -279,221 +279,226 @@ def _reply(handler, status: int, text: str, extra: dict | None = None) -> None:
     handler._send(status, (text.rstrip("\n") + "\n").encode(), "text/plain; charset=utf-8", extra=extra)
 
 
-def _handler(viewer: Viewer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(BaseHTTPRequestHandler):
+    """One request to a Viewer's server (`viewer` is set per server by _handler)."""
 
-        def log_message(self, *args) -> None:  # requests are not the run's business
-            pass
+    viewer: Viewer
+    protocol_version = "HTTP/1.1"
 
-        def _url(self):
-            """The request's path and query, or None after answering 400/421/401 (a Host that is not ours: DNS
-            rebinding; a path that is not ASCII text)."""
-            try:
-                url = urlparse(self.path)
-                query = parse_qs(url.query)
-            except (ValueError, UnicodeError):
-                _reply(self, 400, "400: a malformed request path")
-                return None
-            if not host_allowed(self.headers.get("Host"), viewer.bound, viewer.hosts):
-                _reply(self, 421, "421: this server does not answer to that Host; name it with --serve-host NAME")
-                return None
-            if url.path != "/healthz" and not viewer.authorized(self.headers, query):
-                _reply(self, 401, "401: give the token (Authorization: Bearer TOKEN or ?token=TOKEN)",
-                       extra={"WWW-Authenticate": "Bearer"})  # fmt: skip
-                return None
-            return url, query
+    def log_message(self, *args) -> None:  # requests are not the run's business
+        pass
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            found = self._url()
-            if found is None:
-                return
-            url, query = found
-            parts = url.path.strip("/").split("/")
-            if url.path == "/":
-                self._send(200, page(viewer.streams()).encode(), "text/html; charset=utf-8")
-            elif url.path == "/stats.json":
-                self._send(200, _live_stats(viewer), "application/json")
-            elif url.path == "/events":
-                self._events(query)
-            elif url.path in ("/healthz", "/readyz", "/metrics", "/streams") and viewer.service is not None:
-                self._service_get(url.path)
-            elif len(parts) == 2 and parts[0] == "streams" and self._stream(parts[1]) is not None:
-                index, kind = self._stream(parts[1])
-                self._mjpeg(index) if kind == "mjpg" else self._snapshot(index)
-            elif len(parts) == 3 and parts[0] == "streams" and parts[2] in DATA and self._stream(parts[1] + ".jpg"):
-                self._data(self._stream(parts[1] + ".jpg")[0], parts[2])
-            else:
-                _reply(self, 404, "404: try / , /stats.json, /events, /metrics, /healthz, /readyz, /streams, "
-                       "/streams/N.mjpg or /streams/N/labels.png")  # fmt: skip
-
-        def _service_get(self, path: str) -> None:
-            service = viewer.service
-            if path == "/healthz":
-                _reply(self, 200, "ok")
-            elif path == "/readyz":
-                ready, why = service.readiness()
-                _reply(self, 200 if ready else 503, why)
-            elif path == "/metrics":
-                self._send(200, service.telemetry.exposition(), CONTENT_TYPE)
-            else:
-                self._send(200, json.dumps({"streams": service.listing()}).encode(), "application/json")
-
-        def _mutating(self):
-            """(path, JSON body) of a request that changes the run, or None after answering: it needs the token,
-            on loopback too (a web page in the operator's own browser must not add a camera)."""
-            found = self._url()
-            if found is None:
-                return None
-            url, query = found
-            if viewer.service is None:
-                _reply(self, 404, "404: nothing here can be changed")
-                return None
-            if not viewer.token_given(self.headers, query):
-                why = "give the token" if viewer.token else "start dis-run with --serve-token TOKEN to allow changes"
-                _reply(self, 403, f"403: changing the run needs the token; {why}")
-                return None
-            length = self.headers.get("Content-Length", "0")
-            if not length.isascii() or not length.isdigit() or int(length) > MAX_BODY:
-                _reply(self, 413, f"413: a JSON body of at most {MAX_BODY} bytes")
-                return None
-            raw = self.rfile.read(int(length)) if int(length) else b"{}"
-            try:
-                body = json.loads(raw)
-                if not isinstance(body, dict):
-                    raise ValueError
-            except (ValueError, UnicodeDecodeError):
-                _reply(self, 400, '400: the body must be a JSON object, e.g. {"source": "rtsp://cam/live"}')
-                return None
-            return url.path, body
-
-        def do_POST(self) -> None:  # noqa: N802
-            found = self._mutating()
-            if found is None:
-                return
-            path, body = found
-            try:
-                if path == "/streams":
-                    self._add(body)
-                elif path == "/model":
-                    if not isinstance(body.get("path"), str):
-                        raise BadInput('POST /model: give {"path": "/models/new.onnx"}')
-                    viewer.service.offer_model(Path(body["path"]))
-                    _reply(self, 202, f"202: checking {Path(body['path']).name} on the live streams; see /stats.json")
-                else:
-                    _reply(self, 404, "404: POST /streams or /model")
-            except BadInput as err:
-                _reply(self, 400, f"400: {err}")
-
-        def _add(self, body: dict) -> None:
-            uri, tags = body.get("source"), body.get("scene_tags")
-            if not isinstance(uri, str) or (tags is not None and not isinstance(tags, (str, list))):
-                raise BadInput('POST /streams: give {"source": URI} and optionally "scene_tags": "road,car"')
-            stream = viewer.service.add(uri, tags)
-            answer = json.dumps({"id": stream.id, "source": stream.name}).encode()
-            self._send(201, answer, "application/json", extra={"Location": f"/streams/{stream.id}"})
-
-        def do_DELETE(self) -> None:  # noqa: N802
-            found = self._mutating()
-            if found is None:
-                return
-            path, _ = found
-            parts = path.strip("/").split("/")
-            ok = len(parts) == 2 and parts[0] == "streams" and parts[1].isascii() and parts[1].isdigit()
-            stream = viewer.service.remove(int(parts[1])) if ok and len(parts[1]) < 10 else None
-            if stream is None:
-                _reply(self, 404, "404: no such stream; GET /streams lists them")
-                return
-            viewer.forget(stream.id)
-            _reply(self, 200, f"removed s{stream.id} after {stream.frames} frames; its outputs are finalized")
-
-        def _stream(self, name: str) -> tuple[int, str] | None:
-            stem, _, kind = name.partition(".")
-            if stem.isascii() and stem.isdigit() and len(stem) < 10 and viewer.known(int(stem)) and kind in (
-                "mjpg", "jpg"
-            ):  # fmt: skip
-                return int(stem), kind
+    def _url(self):
+        """The request's path and query, or None after answering 400/421/401 (a Host that is not ours: DNS
+        rebinding; a path that is not ASCII text)."""
+        try:
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+        except (ValueError, UnicodeError):
+            _reply(self, 400, "400: a malformed request path")
             return None
+        if not host_allowed(self.headers.get("Host"), self.viewer.bound, self.viewer.hosts):
+            _reply(self, 421, "421: this server does not answer to that Host; name it with --serve-host NAME")
+            return None
+        if url.path != "/healthz" and not self.viewer.authorized(self.headers, query):
+            _reply(self, 401, "401: give the token (Authorization: Bearer TOKEN or ?token=TOKEN)",
+                   extra={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return None
+        return url, query
 
-        def _send(self, status: int, body: bytes, kind: str, extra: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        found = self._url()
+        if found is None:
+            return
+        url, query = found
+        parts = url.path.strip("/").split("/")
+        if url.path == "/":
+            self._send(200, page(self.viewer.streams()).encode(), "text/html; charset=utf-8")
+        elif url.path == "/stats.json":
+            self._send(200, _live_stats(self.viewer), "application/json")
+        elif url.path == "/events":
+            self._events(query)
+        elif url.path in ("/healthz", "/readyz", "/metrics", "/streams") and self.viewer.service is not None:
+            self._service_get(url.path)
+        elif len(parts) == 2 and parts[0] == "streams" and self._stream(parts[1]) is not None:
+            index, kind = self._stream(parts[1])
+            self._mjpeg(index) if kind == "mjpg" else self._snapshot(index)
+        elif len(parts) == 3 and parts[0] == "streams" and parts[2] in DATA and self._stream(parts[1] + ".jpg"):
+            self._data(self._stream(parts[1] + ".jpg")[0], parts[2])
+        else:
+            _reply(self, 404, "404: try / , /stats.json, /events, /metrics, /healthz, /readyz, /streams, "
+                   "/streams/N.mjpg or /streams/N/labels.png")  # fmt: skip
 
-        def _data(self, index: int, name: str) -> None:
-            data = viewer.labels_png(index) if name == "labels.png" else viewer.scores_npy(index)
-            if data is False:
-                _reply(self, 404, "404: this model outputs no scores (export it with scores, or read labels.png)")
-            elif data is None:
-                self._send(503, b"no frame yet\n", "text/plain", extra={"Retry-After": "1"})
+    def _service_get(self, path: str) -> None:
+        service = self.viewer.service
+        if path == "/healthz":
+            _reply(self, 200, "ok")
+        elif path == "/readyz":
+            ready, why = service.readiness()
+            _reply(self, 200 if ready else 503, why)
+        elif path == "/metrics":
+            self._send(200, service.telemetry.exposition(), CONTENT_TYPE)
+        else:
+            self._send(200, json.dumps({"streams": service.listing()}).encode(), "application/json")
+
+    def _mutating(self):
+        """(path, JSON body) of a request that changes the run, or None after answering: it needs the token,
+        on loopback too (a web page in the operator's own browser must not add a camera)."""
+        found = self._url()
+        if found is None:
+            return None
+        url, query = found
+        if self.viewer.service is None:
+            _reply(self, 404, "404: nothing here can be changed")
+            return None
+        if not self.viewer.token_given(self.headers, query):
+            why = "give the token" if self.viewer.token else "start dis-run with --serve-token TOKEN to allow changes"
+            _reply(self, 403, f"403: changing the run needs the token; {why}")
+            return None
+        length = self.headers.get("Content-Length", "0")
+        if not length.isascii() or not length.isdigit() or int(length) > MAX_BODY:
+            _reply(self, 413, f"413: a JSON body of at most {MAX_BODY} bytes")
+            return None
+        raw = self.rfile.read(int(length)) if int(length) else b"{}"
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            _reply(self, 400, '400: the body must be a JSON object, e.g. {"source": "rtsp://cam/live"}')
+            return None
+        return url.path, body
+
+    def do_POST(self) -> None:  # noqa: N802
+        found = self._mutating()
+        if found is None:
+            return
+        path, body = found
+        try:
+            if path == "/streams":
+                self._add(body)
+            elif path == "/model":
+                if not isinstance(body.get("path"), str):
+                    raise BadInput('POST /model: give {"path": "/models/new.onnx"}')
+                self.viewer.service.offer_model(Path(body["path"]))
+                _reply(self, 202, f"202: checking {Path(body['path']).name} on the live streams; see /stats.json")
             else:
-                self._send(200, data, DATA[name])
+                _reply(self, 404, "404: POST /streams or /model")
+        except BadInput as err:
+            _reply(self, 400, f"400: {err}")
 
-        def _events(self, query: dict) -> None:
-            """Server-Sent Events: each record as one `data:` line; `?stream=N` keeps one stream's; a comment every
-            few seconds keeps proxies from closing a quiet connection."""
-            wanted = query.get("stream", [None])[0]
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            client = viewer.hub.subscribe()
-            try:
-                self.wfile.write(b": disseg events\n\n")
+    def _add(self, body: dict) -> None:
+        uri, tags = body.get("source"), body.get("scene_tags")
+        if not isinstance(uri, str) or (tags is not None and not isinstance(tags, (str, list))):
+            raise BadInput('POST /streams: give {"source": URI} and optionally "scene_tags": "road,car"')
+        stream = self.viewer.service.add(uri, tags)
+        answer = json.dumps({"id": stream.id, "source": stream.name}).encode()
+        self._send(201, answer, "application/json", extra={"Location": f"/streams/{stream.id}"})
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        found = self._mutating()
+        if found is None:
+            return
+        path, _ = found
+        parts = path.strip("/").split("/")
+        ok = len(parts) == 2 and parts[0] == "streams" and parts[1].isascii() and parts[1].isdigit()
+        stream = self.viewer.service.remove(int(parts[1])) if ok and len(parts[1]) < 10 else None
+        if stream is None:
+            _reply(self, 404, "404: no such stream; GET /streams lists them")
+            return
+        self.viewer.forget(stream.id)
+        _reply(self, 200, f"removed s{stream.id} after {stream.frames} frames; its outputs are finalized")
+
+    def _stream(self, name: str) -> tuple[int, str] | None:
+        stem, _, kind = name.partition(".")
+        if stem.isascii() and stem.isdigit() and len(stem) < 10 and self.viewer.known(int(stem)) and kind in (
+            "mjpg", "jpg"
+        ):  # fmt: skip
+            return int(stem), kind
+        return None
+
+    def _send(self, status: int, body: bytes, kind: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _data(self, index: int, name: str) -> None:
+        data = self.viewer.labels_png(index) if name == "labels.png" else self.viewer.scores_npy(index)
+        if data is False:
+            _reply(self, 404, "404: this model outputs no scores (export it with scores, or read labels.png)")
+        elif data is None:
+            self._send(503, b"no frame yet\n", "text/plain", extra={"Retry-After": "1"})
+        else:
+            self._send(200, data, DATA[name])
+
+    def _events(self, query: dict) -> None:
+        """Server-Sent Events: each record as one `data:` line; `?stream=N` keeps one stream's; a comment every
+        few seconds keeps proxies from closing a quiet connection."""
+        wanted = query.get("stream", [None])[0]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        client = self.viewer.hub.subscribe()
+        try:
+            self.wfile.write(b": disseg events\n\n")
+            self.wfile.flush()
+            while not self.viewer.closed:
+                try:
+                    line = client.get(timeout=SSE_KEEPALIVE_S)
+                except queue.Empty:
+                    self.wfile.write(b": keepalive\n\n")
+                    self.wfile.flush()
+                    continue
+                if line is None:
+                    break
+                if wanted is not None and line[0] != wanted:
+                    continue
+                self.wfile.write(b"data: " + line[1].encode() + b"\n\n")
                 self.wfile.flush()
-                while not viewer.closed:
-                    try:
-                        line = client.get(timeout=SSE_KEEPALIVE_S)
-                    except queue.Empty:
-                        self.wfile.write(b": keepalive\n\n")
-                        self.wfile.flush()
-                        continue
-                    if line is None:
-                        break
-                    if wanted is not None and line[0] != wanted:
-                        continue
-                    self.wfile.write(b"data: " + line[1].encode() + b"\n\n")
-                    self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):  # the client went away
-                pass
-            finally:
-                viewer.hub.unsubscribe(client)
-            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):  # the client went away
+            pass
+        finally:
+            self.viewer.hub.unsubscribe(client)
+        self.close_connection = True
 
-        def _snapshot(self, index: int) -> None:
-            _, data = viewer.jpeg(index, timeout=2.0)
-            if data is None:
-                self._send(503, b"no frame yet\n", "text/plain", extra={"Retry-After": "1"})
-            else:
-                self._send(200, data, "image/jpeg")
+    def _snapshot(self, index: int) -> None:
+        _, data = self.viewer.jpeg(index, timeout=2.0)
+        if data is None:
+            self._send(503, b"no frame yet\n", "text/plain", extra={"Retry-After": "1"})
+        else:
+            self._send(200, data, "image/jpeg")
 
-        def _mjpeg(self, index: int) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            seq = 0
-            try:
-                while not viewer.closed and viewer.known(index):
-                    newest, data = viewer.jpeg(index, after=seq)
-                    if data is None or newest == seq:
-                        continue
-                    seq = newest
-                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
-                    self.wfile.write(head.encode() + data + b"\r\n")
-                    self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):  # the viewer went away
-                pass
-            self.close_connection = True
+    def _mjpeg(self, index: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        seq = 0
+        try:
+            while not self.viewer.closed and self.viewer.known(index):
+                newest, data = self.viewer.jpeg(index, after=seq)
+                if data is None or newest == seq:
+                    continue
+                seq = newest
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                self.wfile.write(head.encode() + data + b"\r\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the self.viewer went away
+            pass
+        self.close_connection = True
 
-    return Handler
+
+def _handler(viewer: Viewer) -> type[_Handler]:
+    """The request handler class of one Viewer's server."""
+    return type("Handler", (_Handler,), {"viewer": viewer})
 
 
 def page(streams: list[tuple[int, str]]) -> str:
