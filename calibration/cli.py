@@ -55,7 +55,6 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     from disseg.runtime.contract import model_kind, read_model_info, wrong_kind
 
     from .quantize import calibrate, check_quantizable
-    from .reader import frames_from_data, frames_from_images, frames_from_video
 
     sources = [s for s in (data, images, video) if s is not None]
     if len(sources) != 1:
@@ -74,7 +73,20 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     if out.exists() and not force:
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
     check_output(out, option="-o")
-    h, w = info.input_height, info.input_width
+    calib, held_out = _frames(data, images, video, info.input_height, info.input_width, samples)
+    quantized, report = calibrate(
+        proto, info, calib, held_out, data=data, target=target, method=method, max_drop=max_drop, search=search
+    )
+    atomic_write(out, lambda tmp: onnx.save_model(quantized, tmp))
+    write_json(out.with_suffix(".quant.json"), report)
+    _say_result(out, report, target, method, max_drop)
+
+
+def _frames(data, images, video, h: int, w: int, samples: int) -> tuple[list, list]:
+    """The calibration frames and the held-out frames the accuracy is checked on: a data set's train and val splits,
+    or an image folder's or a video's frames split in two. BadInput when there are too few."""
+    from .reader import frames_from_data, frames_from_images, frames_from_video
+
     held = max(MIN_FRAMES, samples // 4)
     if data is not None:
         calib = frames_from_data(data, "train", h, w, samples)
@@ -92,14 +104,12 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     if len(calib) < MIN_FRAMES or len(held_out) < 2:
         raise BadInput(
             f"only {len(calib)} calibration and {len(held_out)} held-out frames found; need at least {MIN_FRAMES} and "
-            "2 "
-            f"(add images, or lower --samples)"
+            "2 (add images, or lower --samples)"
         )
-    quantized, report = calibrate(
-        proto, info, calib, held_out, data=data, target=target, method=method, max_drop=max_drop, search=search
-    )
-    atomic_write(out, lambda tmp: onnx.save_model(quantized, tmp))
-    write_json(out.with_suffix(".quant.json"), report)
+    return calib, held_out
+
+
+def _say_result(out, report: dict, target: str, method: str, max_drop: float) -> None:
     fp32, int8 = report["fp32"], report["int8"]
     metric = (
         f"mIoU {fp32['miou']:.2f} -> {int8['miou']:.2f}"

@@ -40,29 +40,12 @@ def parity_report(
 
     precision = "fp16" if fp16 else "fp32"
     threshold = THRESHOLDS[precision] if min_agreement is None else min_agreement
-    h, w = images[0].shape[:2]
     batch = np.stack(images)
     tags = parity_tags(len(images), model.cfg.num_classes) if scene_tags else None
     feeds = {INPUT: batch, **({SCENE_TAGS: tags} if scene_tags else {})}
     args = [torch.from_numpy(a) for a in feeds.values()]
-    rows = []
     with torch.no_grad():
-        for t in range(iters + 1):
-            unrolled = UnrolledDIS(model, t, outputs=(LABELS, SCORES), scene_tags=scene_tags)
-            labels_pt, scores_pt = unrolled(*args)
-            probe = export_graph(
-                model, t, height=h, width=w, batch=None, outputs=(LABELS, SCORES), fp16=fp16, scene_tags=scene_tags
-            )
-            out = cpu_backend(probe.SerializeToString()).infer(feeds)
-            labels_rt, scores_rt = out[LABELS], out[SCORES]
-            rows.append(
-                {
-                    "iters": t,
-                    "label_agreement": round(float(100 * (labels_rt == labels_pt.numpy()).mean()), 4),
-                    "max_abs_score_error": float(np.abs(scores_rt - scores_pt.numpy()).max()),
-                    "finite": bool(np.isfinite(scores_rt).all()),
-                }
-            )
+        rows = [_iteration_row(model, t, feeds, fp16=fp16, scene_tags=scene_tags) for t in range(iters + 1)]
         labels_pt = UnrolledDIS(model, iters, scene_tags=scene_tags)(*args)[0].numpy()
         untagged_pt = UnrolledDIS(model, iters)(args[0])[0].numpy() if scene_tags else None
     backend = cpu_backend(shipped.SerializeToString())
@@ -89,6 +72,27 @@ def parity_report(
         }
         passed = passed and untagged >= threshold
     return {**report, "passed": bool(passed)}
+
+
+def _iteration_row(model: DIS, t: int, feeds: dict, *, fp16: bool, scene_tags: str) -> dict:
+    """PyTorch against a probe graph exported for `t` steps (as the shipped one is), on the same feeds."""
+    from .unroll import UnrolledDIS
+
+    h, w = feeds[INPUT].shape[1:3]
+    labels_pt, scores_pt = UnrolledDIS(model, t, outputs=(LABELS, SCORES), scene_tags=scene_tags)(
+        *[torch.from_numpy(a) for a in feeds.values()]
+    )
+    probe = export_graph(
+        model, t, height=h, width=w, batch=None, outputs=(LABELS, SCORES), fp16=fp16, scene_tags=scene_tags
+    )
+    out = cpu_backend(probe.SerializeToString()).infer(feeds)
+    labels_rt, scores_rt = out[LABELS], out[SCORES]
+    return {
+        "iters": t,
+        "label_agreement": round(float(100 * (labels_rt == labels_pt.numpy()).mean()), 4),
+        "max_abs_score_error": float(np.abs(scores_rt - scores_pt.numpy()).max()),
+        "finite": bool(np.isfinite(scores_rt).all()),
+    }
 
 
 def parity_tags(count: int, classes: int, *, seed: int = 7) -> np.ndarray:
