@@ -451,14 +451,14 @@ def _events(outputs: dict, pipeline):
     from .events import DEFAULT_MIN_AREA, Events, JsonLines
 
     targets = []
+    if outputs.get("mqtt_url") is not None:  # first: a broker setting it refuses leaves no events file behind
+        from .mqtt import Publisher
+
+        targets.append(Publisher(outputs["mqtt_url"], ca=outputs.get("mqtt_ca")))
     if outputs.get("events_to") is not None:
         targets.append(JsonLines(outputs["events_to"]))
     if pipeline.viewer is not None:
         targets.append(pipeline.viewer.hub)
-    if outputs.get("mqtt_url") is not None:
-        from .mqtt import Publisher
-
-        targets.append(Publisher(outputs["mqtt_url"], ca=outputs.get("mqtt_ca")))
     if not targets:
         return None
     events = Events(targets, min_area=outputs.get("min_area", DEFAULT_MIN_AREA))

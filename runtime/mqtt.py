@@ -61,6 +61,13 @@ def check(url: str, ca: Path | None) -> dict:
         raise BadInput(
             f"--mqtt-ca {ca}: no such file; give the PEM file of the CA that signed the broker's certificate"
         )
+    if ca is not None:
+        import ssl
+
+        try:  # read now, before the model loads or any output is opened
+            ssl.create_default_context(cafile=str(ca))
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            raise BadInput(f"--mqtt-ca {ca}: not a CA certificate in PEM form ({err})") from None
     return where
 
 

@@ -100,6 +100,8 @@ class EventHub:
         self._lock = threading.Lock()
 
     def publish(self, record: dict) -> None:
+        if not self.clients:  # nobody listens: nothing to encode
+            return
         line = (str(record.get("stream")), json.dumps(record, ensure_ascii=False, separators=(",", ":")))
         with self._lock:
             for client in self.clients:

@@ -244,10 +244,14 @@ def test_mqtts_with_a_ca_made_here(tiny_onnx, tmp_path):
         (["--mqtt", "mqtt://127.0.0.1/a", "--mqtt-ca", "ca.pem"], "only for an mqtts://"),
         (["--mqtt", "mqtts://127.0.0.1/a", "--mqtt-ca", "missing.pem"], "no such file"),
         (["--mqtt-ca", "ca.pem", "--events", "-"], "only with --mqtt"),
+        (["--mqtt", "mqtts://127.0.0.1/a", "--mqtt-ca", "junk.pem", "--events", "ev.jsonl"], "not a CA certificate"),
     ],
 )
-def test_bad_mqtt_options_are_one_line(tiny_onnx, tmp_path, args, words):
+def test_bad_mqtt_options_are_one_line(tiny_onnx, tmp_path, args, words, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
     video = moving_video(tmp_path / "in.avi", frames=2)
     proc = run_cmd("dis-run", str(tiny_onnx), "--video", str(video), *args)
     line = one_line(proc, 2, words)
     assert SECRET not in line
+    assert "refinement steps" not in proc.stderr and not (tmp_path / "ev.jsonl").exists()  # refused before any work
