@@ -24,6 +24,7 @@ from .cli_util import (
     threads_option,
     write_json,
 )
+from .deps import extra
 from .errors import BadInput
 from .redaction import redact
 
@@ -607,7 +608,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BadInput("--plot needs matplotlib: pip install 'disseg[plot]'") from None
+        raise BadInput(f"--plot needs matplotlib: {extra('plot')}") from None
     fig, ax = plt.subplots(figsize=(6, 4))
     for precision in sorted({r["precision"] for r in rows}):
         pts = sorted((r["iterations_unrolled"], r["p50_ms"]) for r in rows if r["precision"] == precision)

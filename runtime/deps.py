@@ -4,10 +4,26 @@ Imports nothing heavy: the commands call it before OpenCV or ONNX Runtime are to
 from __future__ import annotations
 
 import importlib.metadata
+import shlex
+
+
+def extra(name: str) -> str:
+    """The pip line that installs disseg's optional dependencies `name` (pyproject's install profiles) here: the
+    profile's own requirements, read from the installed disseg's metadata, so the line works however disseg came
+    (a checkout, a wheel, a Jetson); where disseg is not installed, the profile from its checkout."""
+    try:
+        requires = importlib.metadata.requires("disseg") or []
+    except importlib.metadata.PackageNotFoundError:
+        requires = []
+    wanted = [req.split(";")[0].strip() for req in requires if req.partition(";")[2].strip() == f'extra == "{name}"']
+    if not wanted:
+        return f"pip install '.[{name}]' (in disseg's checkout)"
+    return "pip install " + " ".join(shlex.quote(req) for req in wanted)
+
 
 OPENCV_MISSING = (
-    "OpenCV (cv2) is not installed. CPU: pip install 'disseg[runtime]'; NVIDIA GPU: pip install 'disseg[gpu]'; "
-    "Jetson: use JetPack's OpenCV (sudo apt install python3-opencv) and pip install 'disseg[jetson]'"
+    f"OpenCV (cv2) is not installed. CPU: {extra('runtime')}; NVIDIA GPU: {extra('gpu')}; "
+    f"Jetson: use JetPack's OpenCV (sudo apt install python3-opencv) and {extra('jetson')}"
 )
 OPENCV_WHEELS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
 
@@ -27,7 +43,7 @@ def onnxruntime_conflict() -> str | None:
         return (
             f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed and overwrite each other's module; keep "
             "one: "
-            f"pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'disseg[gpu]' (or 'disseg[runtime]' on a CPU)"
+            f"pip uninstall -y onnxruntime onnxruntime-gpu && {extra('gpu')} (or {extra('runtime')} on a CPU)"
         )
     return None
 

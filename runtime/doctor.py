@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from .cli_util import MODEL, Command, handle_errors
-from .deps import OPENCV_MISSING, installed, onnxruntime_conflict, opencv_wheels
+from .deps import OPENCV_MISSING, installed, opencv_wheels
 
 # uint8 image 1x4x4x3 -> Cast -> ReduceMax -> Cast -> uint8 "labels": a 180-byte ONNX model (opset 17) that
 # checks ONNX Runtime without any model file. Made with onnx.helper; 7 everywhere in gives 7 out.
@@ -102,36 +102,6 @@ def opencv_info() -> dict:
             f"pip's {', '.join(wheels)} shadows JetPack's OpenCV (GStreamer, --csi); "
             f"pip uninstall -y {' '.join(wheels)}"
         )
-    return info
-
-
-def onnxruntime_info() -> dict:
-    info: dict = {"onnxruntime": installed("onnxruntime"), "onnxruntime-gpu": installed("onnxruntime-gpu")}
-    conflict = onnxruntime_conflict()
-    if conflict:
-        info["warning"] = conflict
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        info["error"] = "ONNX Runtime is not installed: pip install 'disseg[runtime]' (CPU) or 'disseg[gpu]'"
-        return info
-    info["version"], info["providers"] = ort.__version__, ort.get_available_providers()
-    cuda = getattr(getattr(ort, "capi", None), "build_and_package_info", None)
-    if getattr(cuda, "cuda_version", None):  # a GPU build: which CUDA it needs, and whether pip brought one
-        nvidia = Path(ort.__file__).resolve().parent.parent / "nvidia"
-        info["built_for_cuda"] = cuda.cuda_version
-        info["pip_cuda_libraries"] = sorted(p.name for p in nvidia.iterdir()) if nvidia.is_dir() else None
-    return info
-
-
-def tensorrt_info() -> dict:
-    from .engine_cache import FLAVOURS, import_trt
-
-    info: dict = {}
-    for flavour in FLAVOURS:
-        found = probe(lambda f=flavour: import_trt(f).__version__)
-        info[flavour] = found if isinstance(found, str) else None
-    info["cuda-python"] = installed("cuda-python") or installed("cuda-bindings")
     return info
 
 
@@ -237,16 +207,20 @@ def check_tiny() -> dict:
     return results
 
 
-def check_model(path: Path) -> dict:
-    """Which backends open MODEL here, each in its own words (`Kind.check`), e.g. TensorRT's cached engine."""
-    from .backends import KINDS
-    from .contract import is_remote, read_model_info
+def check_model(model: Path | str) -> dict:
+    """Which backends open MODEL here, each in its own words (`Kind.check`), e.g. TensorRT's cached engine or a
+    served model's round trip; a served model's contract comes from its server."""
+    from .backends import KINDS, open_backend
+    from .contract import read_model_info
 
-    if is_remote(path):
-        return check_served(path)
-    info = read_model_info(path)
+    served = any(kind.served and kind.claims(model) for kind in KINDS.values())
+    if served:
+        backend, info = open_backend(model)
+        backend.close()
+    else:
+        info = read_model_info(model)
     report: dict = {
-        "model": str(path),
+        "model": str(model),
         "precision": info.precision,
         "iterations": info.iterations,
         "input": f"{info.input_height}x{info.input_width}",
@@ -256,7 +230,7 @@ def check_model(path: Path) -> dict:
     if info.scene_tags:  # what --scene-tags takes: the model's class names
         report["scene_tags"] = f"{info.scene_tags}; classes: {', '.join(info.class_names)}"
     for name, kind in KINDS.items():
-        said = probe(lambda kind=kind: kind.check(path, info))
+        said = probe(lambda kind=kind: kind.check(model, info))
         if said is None:
             continue
         if "status" not in said:  # the probe failed: its error is the status
@@ -266,38 +240,15 @@ def check_model(path: Path) -> dict:
     return report
 
 
-def check_served(url: str) -> dict:
-    """A triton:// model: whether the server answers with a disseg model, and one request's round trip."""
-    import time
+def gather(model: Path | str | None) -> dict:
+    from .backends import KINDS
 
-    import numpy as np
-
-    from .segmenter import Segmenter
-
-    with Segmenter(url) as seg:
-        info = seg.info
-        start = time.perf_counter()
-        seg(np.zeros((info.input_height, info.input_width, 3), np.uint8))
-        ms = (time.perf_counter() - start) * 1000
-        return {
-            "model": url,
-            "precision": info.precision,
-            "iterations": info.iterations,
-            "input": f"{info.input_height}x{info.input_width}",
-            "classes": info.num_classes,
-            "server_max_batch": seg.backend.max_batch,
-            "backends": {"triton": f"ok (one frame's round trip {ms:.1f} ms)"},
-        }
-
-
-def gather(model: Path | None) -> dict:
     report = {
         "system": probe(system_info),
         "cpu": probe(cpu_info),
         "jetson": probe(jetson_info),
         "opencv": probe(opencv_info),
-        "onnxruntime": probe(onnxruntime_info),
-        "tensorrt": probe(tensorrt_info),
+        **{name: probe(kind.facts) for name, kind in KINDS.items()},  # each backend's own facts
         "gpu": probe(gpu_info),
         "cameras": probe(cameras),
         "gstreamer": probe(gstreamer_info),

@@ -21,13 +21,14 @@ from pathlib import Path
 from .atomic import atomic_write
 from .choices import DEFAULT_MAX_BATCH
 from .contract import SCENE_TAGS, ModelInfo, file_sha256, read_model_info, write_sidecar
+from .deps import extra
 from .errors import BadInput, ModelFileError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 FLAVOUR_NAMES = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT for RTX"}
 INSTALL_HINT = (
-    "pip install 'disseg[tensorrt-cu12]' or 'disseg[tensorrt-cu13]' (desktop/server), JetPack's python3-libnvinfer "
-    "(Jetson), or 'disseg[tensorrt-rtx]' (TensorRT for RTX)"
+    f"{extra('tensorrt-cu13')} (desktop/server; CUDA 12 drivers: {extra('tensorrt-cu12')}), JetPack's "
+    f"python3-libnvinfer (Jetson), or {extra('tensorrt-rtx')} (TensorRT for RTX)"
 )
 
 
@@ -113,7 +114,7 @@ def build_target(trt, gpu_arch: str | None) -> Target:
         return Target(trt.__name__, version, cc, name)
     if trt.__name__ != "tensorrt_rtx":
         raise BadInput(
-            "--gpu-arch builds ahead of time, which only TensorRT for RTX does (pip install 'disseg[tensorrt-rtx]'); "
+            f"--gpu-arch builds ahead of time, which only TensorRT for RTX does ({extra('tensorrt-rtx')}); "
             "TensorRT builds for the GPU it runs on: drop --gpu-arch and build on the target"
         )
     cc = parse_gpu_arch(gpu_arch)

@@ -19,6 +19,7 @@ from . import triton_leftovers as leftovers
 from .backends import CHOICES, infer_in_batches
 from .cli_util import MODEL, Command, handle_errors, max_batch_option, setup_logging, third_party_output
 from .contract import INPUT, SCENE_TAGS
+from .deps import extra
 from .errors import BadInput, DisError
 from .triton_repo import DEFAULT_PORTS, check_name, metadata_parameters, preferred_sizes, tensors
 
@@ -98,7 +99,7 @@ def start(seg, *, name: str, host: str, ports: dict[str, int], max_batch: int, q
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
     except ImportError:
-        raise BadInput('dis-serve needs NVIDIA\'s Triton (nvidia-pytriton): pip install "disseg[serve]"') from None
+        raise BadInput(f"dis-serve needs NVIDIA's Triton (nvidia-pytriton): {extra('serve')}") from None
     inputs, outputs = tensors(seg.info)
     config = TritonConfig(
         http_address=host, http_port=ports["http"], grpc_address=host, grpc_port=ports["grpc"],

@@ -24,6 +24,7 @@ from disseg.runtime.cli_util import (
     setup_logging,
     write_json,
 )
+from disseg.runtime.deps import extra
 from disseg.runtime.errors import BadInput
 
 from .config import BACKBONES, RULED_OUT, TAG_GATES, DISConfig, TrainOptions
@@ -292,9 +293,7 @@ def _plot_iters(path: Path, model: Path, split: str, results: list[dict]) -> Non
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BadInput(
-            "--plot needs matplotlib: pip install 'disseg[plot]' (the --json results hold the same numbers)"
-        ) from None
+        raise BadInput(f"--plot needs matplotlib: {extra('plot')} (the --json results hold the same numbers)") from None
     from disseg.runtime.atomic import atomic_write
 
     from .curves import readable_axes

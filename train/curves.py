@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from disseg.runtime.atomic import atomic_write, atomic_write_text
+from disseg.runtime.deps import extra
 
 log = logging.getLogger("disseg.train")
 LOSS_COLUMNS = ("loss", "ce", "tag_bce", "image_mse", "weak_loss")
@@ -54,8 +55,8 @@ def write_curves(out: Path, history: list[dict], *, stage: int | str, iters_test
         global _warned
         if not _warned:
             log.info(
-                "no curves.png: matplotlib is not installed (pip install 'disseg[plot]'); %s/metrics.csv has the "
-                "numbers",
+                "no curves.png: matplotlib is not installed (%s); %s/metrics.csv has the numbers",
+                extra("plot"),
                 out,
             )
             _warned = True

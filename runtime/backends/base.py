@@ -47,6 +47,11 @@ class Backend:
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def info(self) -> ModelInfo:
+        """The model's contract as the backend knows it: only a served model's backend (its `Kind.served`) has one;
+        a file's contract is read from the file (contract.read_model_info)."""
+        raise NotImplementedError(f"{self.name} reads no model contract; read it from the file")
+
     def close(self) -> None:
         pass
 
@@ -61,17 +66,22 @@ class Backend:
 class Kind:
     """One row of the backend table.
 
-    `claims(path)`: with `--backend auto`, whether this backend should try the file here (the table is tried in
-    order; a claimant that fails hands over to the next, with one warning line). `open(path, info, cache_dir=,
-    threads=)`: the opened backend, or a DisError saying why not. `check(path, info)`: what dis-doctor reports for
-    MODEL, as {"status": "ok ..." or what is wrong, other report keys...}, or None when the backend has nothing to
-    say about this kind of file."""
+    `claims(model)`: with `--backend auto`, whether this backend should try the model (a Path, or a URL string
+    such as triton://...) here; the table is tried in order and a claimant that fails hands over to the next, with
+    one warning line. `open(model, info, cache_dir=, threads=)`: the opened backend, or a DisError saying why not
+    (`info` is None for a served model). `check(model, info)`: what dis-doctor reports for MODEL, as {"status":
+    "ok ..." or what is wrong, other report keys...}, or None when the backend has nothing to say about this kind
+    of model. `facts()`: what dis-doctor reports about this machine for the backend (versions, providers, what to
+    install). `served`: the model lives on a server, which the backend asks for its contract (`Backend.info`)
+    instead of a file; a served model runs on its own kind only."""
 
-    name: str  # as --backend takes it
+    name: str  # as --backend takes it, and dis-doctor's key for `facts`
     title: str  # as messages name it
-    claims: Callable[[Path], bool]
+    claims: Callable[[Path | str], bool]
     open: Callable[..., Backend]
-    check: Callable[[Path, ModelInfo], dict[str, Any] | None]
+    check: Callable[[Path | str, ModelInfo], dict[str, Any] | None]
+    facts: Callable[[], dict[str, Any]]
+    served: bool = False
 
 
 def scene_tag_feed(backend: Backend, count: int) -> dict[str, np.ndarray]:

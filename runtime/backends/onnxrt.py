@@ -1,14 +1,11 @@
-"""ONNX Runtime: the backend every machine has (CPU provider), with its GPU providers where the build carries them,
-and the diagnostics that say in one line why a GPU provider did not start."""
+"""ONNX Runtime: the backend every machine has (CPU provider), with its GPU providers where the build carries them.
+This is the runner; why a provider did not start, and what dis-doctor reports, live in onnxrt_diagnostics.py."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import io
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from ..contract import ModelInfo
 from ..deps import onnxruntime_conflict
 from ..errors import BadInput, DisError, ModelFileError
 from .base import Backend, Kind, TensorSpec
+from .onnxrt_diagnostics import facts, preload_gpu_libraries, report_missing, say_int8_on_this_cpu
 
 log = logging.getLogger("disseg.runtime")
 
@@ -56,65 +54,6 @@ def ort_providers(path: Path, available: list[str], *, precision: str) -> list:
     return chosen
 
 
-# ONNX Runtime's GPU providers live in shared libraries of their own, loaded when a session asks for them.
-_PROVIDER_LIBRARIES = {
-    "TensorrtExecutionProvider": "onnxruntime_providers_tensorrt",
-    "CUDAExecutionProvider": "onnxruntime_providers_cuda",
-}
-_SHORT = {"TensorrtExecutionProvider": "TensorRT", "CUDAExecutionProvider": "CUDA"}
-
-
-def cuda_fix(why: str) -> str:
-    """What to do when ONNX Runtime's CUDA provider did not start for `why`: the driver when libcuda is missing,
-    JetPack's libraries on a Jetson, pip's CUDA and cuDNN elsewhere."""
-    if "libcuda.so" in why:
-        return (
-            "no NVIDIA driver here: install one (580+ for CUDA 13), or use 'disseg[runtime]' on a machine without a GPU"
-        )
-    if Path("/etc/nv_tegra_release").is_file():
-        return "JetPack's CUDA and cuDNN are missing: sudo apt install nvidia-jetpack; dis-doctor shows the rest"
-    if "cannot open shared object" in why:
-        return (
-            "pip install 'onnxruntime-gpu[cuda,cudnn]' brings CUDA 13 and cuDNN 9 (a driver older than 580, CUDA 12: "
-            "'onnxruntime-gpu[cuda,cudnn]<1.27')"
-        )
-    return "dis-doctor shows the GPU and driver"
-
-
-@functools.cache
-def preload_gpu_libraries() -> None:
-    """CUDA and cuDNN from pip (onnxruntime-gpu[cuda,cudnn]) live in site-packages/nvidia, where the dynamic loader
-    never looks; ONNX Runtime's preload_dlls loads them before a session needs them. Skipped where torch is
-    imported (it loaded its own) or no such folder sits beside onnxruntime (system CUDA, JetPack)."""
-    import onnxruntime as ort
-
-    nvidia = Path(ort.__file__).resolve().parent.parent / "nvidia"
-    if "torch" in sys.modules or not nvidia.is_dir() or not hasattr(ort, "preload_dlls"):
-        return
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints a line for each library it does not find
-        try:
-            ort.preload_dlls()
-        except Exception as err:  # a failed preload leaves the provider's own load to say what is missing
-            log.debug("onnxruntime.preload_dlls: %s", err)
-
-
-def provider_load_error(provider: str) -> str:
-    """Why ONNX Runtime's `provider` did not start here: the dynamic loader's words for the library it lacks, or,
-    when its library loads, the GPU or driver."""
-    import onnxruntime as ort
-
-    name = _PROVIDER_LIBRARIES.get(provider)
-    capi = Path(ort.__file__).resolve().parent / "capi"
-    library = next((p for p in (capi / f"lib{name}.so", capi / f"{name}.dll") if p.is_file()), None) if name else None
-    if library is None:
-        return "this ONNX Runtime build does not carry it"
-    try:
-        ctypes.CDLL(str(library))
-    except OSError as err:
-        return str(err).splitlines()[0][:200]
-    return "its libraries load, but it did not start: no usable GPU or driver here?"
-
-
 def _provider_name(provider) -> str:
     return provider if isinstance(provider, str) else provider[0]
 
@@ -147,7 +86,7 @@ class OnnxRuntimeBackend(Backend):
             ort, model if isinstance(model, bytes) else str(path), path, options, chosen
         )
         self.providers = self.session.get_providers()
-        self.provider_errors = self._report_missing([_provider_name(p) for p in chosen], self.providers, raised)
+        self.provider_errors = report_missing([_provider_name(p) for p in chosen], self.providers, raised)
         self.inputs = {
             i.name: TensorSpec(i.name, tuple(i.shape), np.dtype(_ORT_TYPES.get(i.type, np.float32)))
             for i in self.session.get_inputs()
@@ -179,32 +118,6 @@ class OnnxRuntimeBackend(Backend):
             raise ModelFileError(
                 f"{path}: ONNX Runtime cannot load it ({first}); re-export it with dis-export"
             ) from err
-
-    @staticmethod
-    def _report_missing(asked: list[str], running: list[str], raised: str | None) -> dict[str, str]:
-        """The GPU providers asked for that did not start, and why (the error they `raised`, else the loader's
-        reason). Falling back to the CPU is one warning line with the fix (CUDA's reason first: TensorRT runs on
-        top of it); another GPU provider running the model instead is a note (TensorRT is optional beside CUDA)."""
-        missing = {
-            p: raised or provider_load_error(p) for p in asked if p not in running and p != "CPUExecutionProvider"
-        }
-        if missing and running[0] == "CPUExecutionProvider":
-            provider = "CUDAExecutionProvider" if "CUDAExecutionProvider" in missing else next(iter(missing))
-            fix = (
-                cuda_fix(missing[provider])
-                if provider == "CUDAExecutionProvider"
-                else "dis-doctor shows what this machine has"
-            )
-            log.warning(
-                "ONNX Runtime's %s provider did not start (%s): running on the CPU; %s",
-                _SHORT.get(provider, provider),
-                missing[provider],
-                fix,
-            )
-        elif missing:
-            for provider, why in missing.items():
-                log.info("ONNX Runtime's %s provider is not usable here (%s)", _SHORT.get(provider, provider), why)
-        return missing
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -248,28 +161,12 @@ def _open(path: Path, info: ModelInfo, *, cache_dir: Path | None = None, threads
         raise BadInput(f"{path} is a TensorRT engine; ONNX Runtime needs the .onnx it was built from")
     backend = OnnxRuntimeBackend(path, threads=threads, precision=info.precision)
     if info.precision == "int8" and backend.providers[0] == "CPUExecutionProvider":
-        _say_int8_on_this_cpu(path)
+        say_int8_on_this_cpu(path)
     return backend
 
 
-@functools.cache
-def _say_int8_on_this_cpu(path: Path) -> None:
-    """An INT8 model on a CPU without int8 dot-product instructions may be slower than its FP32 model: one line,
-    nothing switched."""
-    from ..cpu import read_cpu
-
-    cpu = read_cpu()
-    if not cpu.int8_dot:
-        log.warning(
-            "%s is INT8, but this CPU (%s) lacks int8 dot-product instructions: it may run slower than the FP32 "
-            ".onnx it was calibrated from (dis-doctor shows the CPU)",
-            path.name,
-            cpu.model,
-        )
-
-
-def _doctor_check(path: Path, info: ModelInfo) -> dict | None:
-    if path.suffix != ".onnx":
+def _doctor_check(path: Path | str, info: ModelInfo) -> dict | None:
+    if not isinstance(path, Path) or path.suffix != ".onnx":
         return None
     backend = _open(path, info)
     providers = backend.providers
@@ -277,4 +174,8 @@ def _doctor_check(path: Path, info: ModelInfo) -> dict | None:
     return {"status": f"ok ({providers[0]})"}
 
 
-KIND = Kind("onnxruntime", "ONNX Runtime", claims=lambda path: path.suffix == ".onnx", open=_open, check=_doctor_check)
+def _claims(model: Path | str) -> bool:
+    return isinstance(model, Path) and model.suffix == ".onnx"
+
+
+KIND = Kind("onnxruntime", "ONNX Runtime", claims=_claims, open=_open, check=_doctor_check, facts=facts)

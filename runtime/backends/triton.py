@@ -1,20 +1,23 @@
 """A model served by NVIDIA's Triton Inference Server, as a backend: `triton://HOST:PORT/NAME` (HTTP) or
 `triton+grpc://HOST:PORT/NAME`. The model's contract comes from the server (the `disseg.*` parameters of its model
 configuration, written by `dis-export --triton-repo` and `dis-serve`), so every command that takes a model file takes
-a served one. Needs `tritonclient` (`pip install "disseg[triton-client]"`)."""
+a served one. Needs `tritonclient` (the `triton-client` install profile)."""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
+from pathlib import Path
 
 import numpy as np
 
-from ..contract import INPUT, METADATA_PREFIX, REMOTE_SCHEMES, ModelInfo
+from ..contract import INPUT, METADATA_PREFIX, REMOTE_SCHEMES, ModelInfo, is_remote
+from ..deps import extra, installed
 from ..errors import BadInput, DisError, ModelFileError
 from ..redaction import redact
 from ..triton_repo import DEFAULT_PORTS
-from .base import Backend, TensorSpec
+from .base import Backend, Kind, TensorSpec, scene_tag_feed
 
 log = logging.getLogger("disseg.runtime")
 
@@ -48,7 +51,7 @@ def _client_module(protocol: str):
             import tritonclient.http as module
     except ImportError:
         raise BadInput(
-            f'a triton:// model needs Triton\'s client library: pip install "disseg[triton-client]" ({protocol})'
+            f"a triton:// model needs Triton's client library: {extra('triton-client')} ({protocol})"
         ) from None
     return module
 
@@ -144,12 +147,28 @@ def _reason(err: Exception) -> str:
     return text[:160]
 
 
-def open_remote(url: str, backend: str = "auto") -> tuple[TritonBackend, ModelInfo]:
-    if backend not in ("auto", "triton"):
-        raise BadInput(f"{redact(url)}: a served model runs on the server's backend; drop --backend {backend}")
-    remote = TritonBackend(url)
-    try:
-        return remote, remote.info()
-    except ModelFileError:
-        remote.close()
-        raise
+def _open(model: Path | str, info: ModelInfo | None, *, cache_dir: Path | None = None, threads: int = 0):
+    if not is_remote(model):
+        raise BadInput(
+            f"{model}: --backend triton runs a served model; give its triton://HOST:PORT/NAME (dis-serve serves a file)"
+        )
+    return TritonBackend(str(model))
+
+
+def _doctor_check(model: Path | str, info: ModelInfo) -> dict | None:
+    """A served model: one frame's round trip, and the batch the server takes."""
+    if not is_remote(model):
+        return None
+    with TritonBackend(str(model)) as remote:
+        frame = np.zeros((1, info.input_height, info.input_width, 3), np.uint8)
+        start = time.perf_counter()
+        remote.infer({INPUT: frame, **scene_tag_feed(remote, 1)})
+        ms = (time.perf_counter() - start) * 1000
+        return {"status": f"ok (one frame's round trip {ms:.1f} ms)", "server_max_batch": remote.max_batch}
+
+
+def _facts() -> dict:
+    return {"tritonclient": installed("tritonclient")}
+
+
+KIND = Kind("triton", "Triton", claims=is_remote, open=_open, check=_doctor_check, facts=_facts, served=True)

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import ModelInfo, file_sha256, read_sidecar
+from ..deps import installed
 from ..engine_cache import (
     FLAVOUR_NAMES,
+    FLAVOURS,
     build_engine,
     built_for,
     cached_engine_path,
@@ -247,13 +249,17 @@ def _open(path: Path, info: ModelInfo, *, cache_dir: Path | None = None, threads
     return TensorRTBackend(_engine_for_onnx(path, cache_dir))
 
 
-def _claims(path: Path) -> bool:
+def _claims(model: Path | str) -> bool:
     """An engine always (only TensorRT runs one); an ONNX file where TensorRT and a GPU are here."""
-    return path.suffix != ".onnx" or (tensorrt_available() and cuda_device_count() > 0)
+    if not isinstance(model, Path):  # a URL: a served model
+        return False
+    return model.suffix != ".onnx" or (tensorrt_available() and cuda_device_count() > 0)
 
 
-def _doctor_check(path: Path, info: ModelInfo) -> dict:
+def _doctor_check(path: Path | str, info: ModelInfo) -> dict | None:
     """For an ONNX file: the engine cache entry and whether it fits; for an engine: what it was built for."""
+    if not isinstance(path, Path):
+        return None
     here = this_machine()
     if path.suffix == ".onnx":
         engine = cached_engine_path(path, here)
@@ -271,4 +277,16 @@ def _doctor_check(path: Path, info: ModelInfo) -> dict:
     return {"status": "ok" if why is None else {"error": why}, "engine": engine}
 
 
-KIND = Kind("tensorrt", "TensorRT", claims=_claims, open=_open, check=_doctor_check)
+def _facts() -> dict:
+    """What dis-doctor reports of TensorRT here: each flavour's version (None where absent), and cuda-python."""
+    info: dict = {}
+    for flavour in FLAVOURS:
+        try:
+            info[flavour] = import_trt(flavour).__version__
+        except Exception:  # absent, or present and broken: not usable either way
+            info[flavour] = None
+    info["cuda-python"] = installed("cuda-python") or installed("cuda-bindings")
+    return info
+
+
+KIND = Kind("tensorrt", "TensorRT", claims=_claims, open=_open, check=_doctor_check, facts=_facts)
