@@ -40,6 +40,53 @@ def latency_ms(fn, runs: int, warmup: int = 5) -> float:
     return 1000 * float(np.median(times))
 
 
+def _export_rows(net, args, images, source: str, tmp: Path) -> tuple[list[dict], dict]:
+    """Export each t in --iters at FP32 and FP16, each through the parity gate (and dis-eval with --data): the
+    rows, and the files by (t, fp16)."""
+    rows, paths = [], {}
+    size = net.cfg.size
+    for fp16 in (False, True):
+        for t in [int(v) for v in args.iters.split(",")]:
+            proto, info, seconds = export_checkpoint(
+                net, args.checkpoint, iters=t, height=size, width=size, batch=1, outputs=("labels",), fp16=fp16
+            )
+            report = parity_report(net, proto, images, iters=t, fp16=fp16, source=source)
+            path = tmp / f"t{t}{'_fp16' if fp16 else ''}.onnx"
+            save(proto, path)
+            paths[(t, fp16)] = path
+            row = {
+                "iters": t,
+                "precision": info.precision,
+                "export_s": round(seconds, 2),
+                "onnx_mb": round(path.stat().st_size / 1e6, 3),
+                "label_agreement": report["outputs"]["labels"]["label_agreement"],
+                "per_iteration": report["per_iteration"],
+            }
+            if args.data is not None and not fp16:
+                row["miou_onnx"] = evaluate_exported(path, args.data, backend="onnxruntime")[0]["miou"]
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "per_iteration"}), flush=True)
+    return rows, paths
+
+
+def _latency(net, images, paths: dict, runs: int) -> dict:
+    """Latency, same process, same input: PyTorch eager against ONNX Runtime (CPU), at t = 0 and t = 3."""
+    x = torch.from_numpy(images[0][None].copy())
+    lat = {}
+    for t in (0, 3):
+        module = UnrolledDIS(net, t).eval()
+        backend = cpu_backend(paths[(t, False)])
+        feed = {INPUT: x.numpy()}
+        with torch.no_grad():
+            lat[f"torch_t{t}_ms"] = latency_ms(partial(module, x), runs)
+        lat[f"ort_t{t}_ms"] = latency_ms(partial(backend.infer, feed), runs)
+    lat["ort_over_torch_t3"] = round(lat["ort_t3_ms"] / lat["torch_t3_ms"], 3)
+    lat["ort_over_torch_t0"] = round(lat["ort_t0_ms"] / lat["torch_t0_ms"], 3)
+    lat["ort_t3_over_t0"] = round(lat["ort_t3_ms"] / lat["ort_t0_ms"], 3)
+    print(json.dumps(lat), flush=True)
+    return lat
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint", type=Path)
@@ -53,44 +100,9 @@ def main() -> None:
     net, ckpt = model_from_checkpoint(args.checkpoint)
     size = net.cfg.size
     images, source = held_out_images(args.data, size, size, 8)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
-        for fp16 in (False, True):
-            for t in [int(v) for v in args.iters.split(",")]:
-                proto, info, seconds = export_checkpoint(
-                    net, args.checkpoint, iters=t, height=size, width=size, batch=1, outputs=("labels",), fp16=fp16
-                )
-                report = parity_report(net, proto, images, iters=t, fp16=fp16, source=source)
-                path = Path(tmp) / f"t{t}{'_fp16' if fp16 else ''}.onnx"
-                save(proto, path)
-                paths[(t, fp16)] = path
-                row = {
-                    "iters": t,
-                    "precision": info.precision,
-                    "export_s": round(seconds, 2),
-                    "onnx_mb": round(path.stat().st_size / 1e6, 3),
-                    "label_agreement": report["outputs"]["labels"]["label_agreement"],
-                    "per_iteration": report["per_iteration"],
-                }
-                if args.data is not None and not fp16:
-                    row["miou_onnx"] = evaluate_exported(path, args.data, backend="onnxruntime")[0]["miou"]
-                rows.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k != "per_iteration"}), flush=True)
-        # Latency, same process, same input: PyTorch eager vs ONNX Runtime (CPU), t = 0 and t = 3.
-        x = torch.from_numpy(images[0][None].copy())
-        lat = {}
-        for t in (0, 3):
-            module = UnrolledDIS(net, t).eval()
-            backend = cpu_backend(paths[(t, False)])
-            feed = {INPUT: x.numpy()}
-            with torch.no_grad():
-                lat[f"torch_t{t}_ms"] = latency_ms(partial(module, x), args.runs)
-            lat[f"ort_t{t}_ms"] = latency_ms(partial(backend.infer, feed), args.runs)
-        lat["ort_over_torch_t3"] = round(lat["ort_t3_ms"] / lat["torch_t3_ms"], 3)
-        lat["ort_over_torch_t0"] = round(lat["ort_t0_ms"] / lat["torch_t0_ms"], 3)
-        lat["ort_t3_over_t0"] = round(lat["ort_t3_ms"] / lat["ort_t0_ms"], 3)
-        print(json.dumps(lat), flush=True)
+        rows, paths = _export_rows(net, args, images, source, Path(tmp))
+        lat = _latency(net, images, paths, args.runs)
     result = {
         "checkpoint": str(args.checkpoint),
         "input": f"{size}x{size}",

@@ -53,6 +53,73 @@ def build(path: Path, arch: str) -> dict:
     }
 
 
+def _float_rows(net, checkpoint: Path, size: int, kinds: set | None, gpu_arch: str, tmp: Path) -> list[dict]:
+    """Export each float kind asked for and build it: one row each."""
+    rows = []
+    for name, iters, fp16, batch in FLOAT_KINDS:
+        if kinds is not None and name not in kinds:
+            continue
+        proto, info, seconds = export_checkpoint(
+            net, checkpoint, iters=iters, height=size, width=size, batch=batch,
+            outputs=("labels", "scores", "tags"), fp16=fp16,
+        )  # fmt: skip
+        path = tmp / f"{name}.onnx"
+        save(proto, path)
+        rows.append(
+            {
+                "kind": name,
+                "iters": iters,
+                "precision": info.precision,
+                "batch": batch or "dynamic (1..8)",
+                "export_s": round(seconds, 2),
+                "onnx_mb": round(path.stat().st_size / 1e6, 2),
+                **build(path, gpu_arch),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _int8_rows(data: Path, size: int, kinds: set | None, gpu_arch: str, tmp: Path) -> list[dict]:
+    """Calibrate the t=3 FP32 export to INT8 for each target asked for, and build it: one row each."""
+    rows = []
+    fp32 = tmp / "t3.onnx"
+    calib = frames_from_data(data, "train", size, size, 32)
+    for target in [t for t in ("tensorrt", "cpu") if kinds is None or f"t3_int8_{t}" in kinds]:
+        start = time.perf_counter()
+        model, _ = calibrate(
+            onnx.load(fp32), read_model_info(fp32), calib, calib[-8:],
+            data=None, target=target, method="minmax", max_drop=100.0,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        path = tmp / f"t3_int8_{target}.onnx"
+        onnx.save(model, path)
+        rows.append(
+            {
+                "kind": f"t3_int8_{target}",
+                "iters": 3,
+                "precision": "int8",
+                "batch": 1,
+                "calibrate_s": round(seconds, 2),
+                "onnx_mb": round(path.stat().st_size / 1e6, 2),
+                **build(path, gpu_arch),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    print("| kind | precision | batch | export (s) | ONNX (MB) | builds | AOT build (s) | engine (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['kind']} | {r['precision']} | {r['batch']} | {r.get('export_s', r.get('calibrate_s'))} | "
+            f"{r['onnx_mb']} | "
+            f"{'yes' if r['builds'] else 'NO'} | {r.get('build_s', '-')} | {r.get('engine_mb', '-')} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint", type=Path)
@@ -67,64 +134,9 @@ def main() -> None:
     net, _ = model_from_checkpoint(args.checkpoint)
     size = args.size or net.cfg.size
     kinds = set(args.kinds.split(",")) if args.kinds else None
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, iters, fp16, batch in FLOAT_KINDS:
-            if kinds is not None and name not in kinds:
-                continue
-            proto, info, seconds = export_checkpoint(
-                net,
-                args.checkpoint,
-                iters=iters,
-                height=size,
-                width=size,
-                batch=batch,
-                outputs=("labels", "scores", "tags"),
-                fp16=fp16,
-            )
-            path = Path(tmp) / f"{name}.onnx"
-            save(proto, path)
-            rows.append(
-                {
-                    "kind": name,
-                    "iters": iters,
-                    "precision": info.precision,
-                    "batch": batch or "dynamic (1..8)",
-                    "export_s": round(seconds, 2),
-                    "onnx_mb": round(path.stat().st_size / 1e6, 2),
-                    **build(path, args.gpu_arch),
-                }
-            )
-            print(rows[-1], flush=True)
-        fp32 = Path(tmp) / "t3.onnx"
-        calib = frames_from_data(args.data, "train", size, size, 32)
-        for target in [t for t in ("tensorrt", "cpu") if kinds is None or f"t3_int8_{t}" in kinds]:
-            start = time.perf_counter()
-            model, _ = calibrate(
-                onnx.load(fp32),
-                read_model_info(fp32),
-                calib,
-                calib[-8:],
-                data=None,
-                target=target,
-                method="minmax",
-                max_drop=100.0,
-            )
-            seconds = time.perf_counter() - start
-            path = Path(tmp) / f"t3_int8_{target}.onnx"
-            onnx.save(model, path)
-            rows.append(
-                {
-                    "kind": f"t3_int8_{target}",
-                    "iters": 3,
-                    "precision": "int8",
-                    "batch": 1,
-                    "calibrate_s": round(seconds, 2),
-                    "onnx_mb": round(path.stat().st_size / 1e6, 2),
-                    **build(path, args.gpu_arch),
-                }
-            )
-            print(rows[-1], flush=True)
+        rows = _float_rows(net, args.checkpoint, size, kinds, args.gpu_arch, Path(tmp))
+        rows += _int8_rows(args.data, size, kinds, args.gpu_arch, Path(tmp))
     result = {
         "checkpoint": str(args.checkpoint),
         "backbone": net.cfg.backbone,
@@ -138,14 +150,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, {"host_cpu": machine_facts(), **result})
-    print("| kind | precision | batch | export (s) | ONNX (MB) | builds | AOT build (s) | engine (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['kind']} | {r['precision']} | {r['batch']} | {r.get('export_s', r.get('calibrate_s'))} | "
-            f"{r['onnx_mb']} | "
-            f"{'yes' if r['builds'] else 'NO'} | {r.get('build_s', '-')} | {r.get('engine_mb', '-')} |"
-        )
+    _print_table(rows)
 
 
 if __name__ == "__main__":

@@ -196,12 +196,12 @@ def cell(s: dict) -> str:
     return f"{s['mean']:.2f} ± {s['sd']:.2f}"
 
 
-def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
-    f = {k: stats(v) for k, v in figures.items()}
-    n = len(seeds)
+def _delta(d: dict) -> str:
+    return f"{d['mean']:+.2f} ± {d['sd']:.2f}{' *' if d['exceeds_spread'] else ''}"
+
+
+def _stages_table(figures: dict, f: dict) -> list[str]:
     lines = [
-        f"Hard preset, {n} seeds ({', '.join(map(str, seeds))}); mean ± sd over seeds. Budget: {budget['text']}.",
-        "",
         "**Stages** (validation mIoU at t_test = 0; Δ paired per seed, * = |mean Δ| > 2 standard errors):",
         "",
         "| model | mIoU | pixel acc | tag F1 | look-alike share of object confusions (%) | Δ mIoU vs stage 1 "
@@ -213,25 +213,27 @@ def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
         ("s1c", "stage 1 continued"),
         (f"s2_t{DEFAULT_T_TRAIN}", f"stage 2 (t_train={DEFAULT_T_TRAIN})"),
     ):
-        d = diff(figures, "s1c.t0.miou", f"{m}.t0.miou") if m != "s1c" else None
-        delta = f"{d['mean']:+.2f} ± {d['sd']:.2f}{' *' if d['exceeds_spread'] else ''}" if d else ""
+        delta = _delta(diff(figures, "s1c.t0.miou", f"{m}.t0.miou")) if m != "s1c" else ""
         lines.append(
             f"| {name} | {cell(f[f'{m}.t0.miou'])} | {cell(f[f'{m}.t0.pixel_acc'])} | {cell(f[f'{m}.t0.tag_f1'])} | "
             f"{cell(f[f'{m}.t0.lookalike_share'])} | {delta} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def _refinement_tables(figures: dict, f: dict) -> list[str]:
+    """Test-time refinement per model, t_train x t_test, and the step size."""
+    lines = [
         "**Test-time refinement** (validation mIoU / tag F1 at t_test; Δ = t_test 5 − t_test 0):",
         "",
         "| model | " + " | ".join(f"t={t}" for t in T) + " | Δ mIoU (t=5 − t=0) |",
         "|---|" + "---|" * (len(T) + 1),
     ]
     for m in MODELS:
-        d = diff(figures, f"{m}.t0.miou", f"{m}.t5.miou")
         lines.append(
             f"| {m} | "
             + " | ".join(f"{cell(f[f'{m}.t{t}.miou'])} / {f[f'{m}.t{t}.tag_f1']['mean']:.1f}" for t in T)
-            + f" | {d['mean']:+.2f} ± {d['sd']:.2f}{' *' if d['exceeds_spread'] else ''} |"
+            + f" | {_delta(diff(figures, f'{m}.t0.miou', f'{m}.t5.miou'))} |"
         )
     lines += [
         "",
@@ -240,8 +242,7 @@ def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
         "| t_train | " + " | ".join(f"t_test={t}" for t in T) + " |",
         "|---|" + "---|" * len(T),
     ]
-    for tt in T_TRAIN:
-        lines.append(f"| {tt} | " + " | ".join(cell(f[f"s2_t{tt}.t{t}.miou"]) for t in T) + " |")
+    lines += [f"| {tt} | " + " | ".join(cell(f[f"s2_t{tt}.t{t}.miou"]) for t in T) + " |" for tt in T_TRAIN]
     lines += [
         "",
         f"**Step size** (stage 2, t_train={DEFAULT_T_TRAIN}; validation mIoU):",
@@ -249,11 +250,12 @@ def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
         "| step size | " + " | ".join(f"t={t}" for t in T) + " |",
         "|---|" + "---|" * len(T),
     ]
-    for step in STEP_SIZES:
-        lines.append(f"| {step} | " + " | ".join(cell(f[f"step{step}.t{t}.miou"]) for t in T) + " |")
-    cleaned = diff(figures, "weak.input_tag_f1", "weak.t5.tag_f1")
-    lines += [
-        "",
+    lines += [f"| {step} | " + " | ".join(cell(f[f"step{step}.t{t}.miou"]) for t in T) + " |" for step in STEP_SIZES]
+    return lines
+
+
+def _tag_cleaning_table(figures: dict, f: dict) -> list[str]:
+    lines = [
         "**Tag cleaning** on the tag-only split (stage-1 model, noisy tags in the energy):",
         "",
         "| | tag F1 | pseudo-label mIoU |",
@@ -261,12 +263,19 @@ def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
         f"| noisy input tags | {cell(f['weak.input_tag_f1'])} | |",
     ]
     lines += [f"| after t={t} | {cell(f[f'weak.t{t}.tag_f1'])} | {cell(f[f'weak.t{t}.miou'])} |" for t in T]
-    lines += [
+    return lines + ["", f"Δ tag F1 (after t=5 − input): {_delta(diff(figures, 'weak.input_tag_f1', 'weak.t5.tag_f1'))}"]
+
+
+def markdown(figures: dict, seeds: list[int], budget: dict) -> str:
+    f = {k: stats(v) for k, v in figures.items()}
+    lines = [
+        f"Hard preset, {len(seeds)} seeds ({', '.join(map(str, seeds))}); mean ± sd over seeds. Budget: "
+        f"{budget['text']}.",
         "",
-        f"Δ tag F1 (after t=5 − input): {cleaned['mean']:+.2f} ± "
-        f"{cleaned['sd']:.2f}{' *' if cleaned['exceeds_spread'] else ''}",
     ]
-    return "\n".join(lines) + "\n"
+    for table in (_stages_table, _refinement_tables, _tag_cleaning_table):
+        lines += [*table(figures, f), ""]
+    return "\n".join(lines[:-1]) + "\n"
 
 
 def plot(figures: dict, path: Path) -> None:

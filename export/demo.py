@@ -7,6 +7,7 @@ export (parity-gated) -> dis-run on a rendered video -> dis-bench -> OUT/report.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -69,7 +70,9 @@ QUICK = {
 @click.option(
     "--frames", default=150, show_default=True, type=click.IntRange(1, MAX_COUNT), help="frames of the rendered video"
 )
-@click.option("--quick", is_flag=True, help="tiny sizes, for a smoke run in about a minute")
+@click.option(
+    "--quick", is_flag=True, help="tiny sizes: a smoke run (under a minute on 2 cores) whose numbers mean nothing"
+)
 @handle_errors
 def demo_cli(out: Path, preset: str, epochs1, epochs2, iters: int, frames: int, quick: bool) -> None:
     from disseg.train.synth import write_video
@@ -142,6 +145,16 @@ HOW_TO_READ = (
 )
 
 
+def _machine() -> str:
+    """The CPU the figures were measured on, by model and instruction set (two 'EPYC's can differ twofold)."""
+    from disseg.runtime.cpu import read_cpu
+
+    cpu = read_cpu()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    features = f"; {', '.join(cpu.features)}" if cpu.features else ""
+    return f"{cpu.model} ({cpu.arch}{features}), {cores} cores, {time.strftime('%Y-%m-%d')}"
+
+
 def _report(
     out: Path,
     preset: str,
@@ -187,6 +200,7 @@ def _report(
         f"p99 {bench['p99_ms']:.1f} ms, {bench['throughput_fps']:.1f} FPS.",
         "",
         "Step times (s): " + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in timings.items()),
+        f"Machine: {_machine()}.",
         "",
         f"Files: {out}/overlay.mp4 (input | labels), {out}/stats.json, {out}/model.onnx (+ .parity.json), eval JSONs "
         "per run.",

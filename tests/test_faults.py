@@ -329,15 +329,20 @@ def _fewer_classes(model, tmp_path, keep: int = 7, labels_only: bool = False):
 
 def labels_only_lying(model, tmp_path, hidden: bool = False):
     """A labels-only model whose metadata names 2 of its 8 classes; `hidden`: with two Neg ops between the argmax and
-    the logits, which hide the class count from a reading of the graph (only the labels' values show it)."""
+    the logits, which hide the class count from a reading of the graph (only the labels' values show it), and a bias
+    that makes class 5 win everywhere, so every frame shows the lie whatever the test model learned."""
     out = _fewer_classes(model, tmp_path, keep=2, labels_only=True)
     if hidden:
         onnx = pytest.importorskip("onnx")
         proto = onnx.load(str(out))
         argmax = next(n for n in proto.graph.node if n.op_type == "ArgMax")
         source = argmax.input[0]
-        negs = [onnx.helper.make_node("Neg", [source], ["hide1"]), onnx.helper.make_node("Neg", ["hide1"], ["hide2"])]
-        argmax.input[0] = "hide2"
+        bias = np.zeros((1, 8, 1, 1), np.float32)
+        bias[0, 5] = 1e4
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(bias, "hide_bias"))
+        negs = [onnx.helper.make_node("Neg", [source], ["hide1"]), onnx.helper.make_node("Neg", ["hide1"], ["hide2"]),
+                onnx.helper.make_node("Add", ["hide2", "hide_bias"], ["hide3"])]  # fmt: skip
+        argmax.input[0] = "hide3"
         at = list(proto.graph.node).index(argmax)
         for node in reversed(negs):
             proto.graph.node.insert(at, node)

@@ -198,6 +198,33 @@ def _stop_agreed(stop: threading.Event | None, world: int, device: torch.device)
     return asked
 
 
+def _train_mode(model: DIS, *, freeze_bn: bool) -> None:
+    """Training mode, BatchNorm layers excepted when `freeze_bn` (their running statistics stay as they are)."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _step_loss(
+    model: DIS, loss_fn: torch.nn.Module, device: torch.device, batch: dict, weak_batch: dict | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step's loss: the weighted terms on a fully labelled batch, plus (stage 2) the weak batch's loss against
+    its pseudo labels and cleaned tags. Returns (loss, the terms, the weak loss or 0)."""
+    x, labels, tags = batch["image"].to(device), batch["mask"].to(device), batch["tags"].to(device)
+    weak_loss = torch.zeros((), device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        terms = loss_fn(x, labels, tags)
+        loss = weighted(model.cfg, terms)
+        if weak_batch is not None:
+            xw, tw = weak_batch["image"].to(device), weak_batch["tags"].to(device)
+            pseudo, cleaned = weak_targets(model, xw, tw)
+            weak_loss = weighted(model.cfg, loss_fn(xw, pseudo, cleaned))
+            loss = loss + model.cfg.weak_weight * weak_loss
+    return loss, terms, weak_loss
+
+
 def train_one_epoch(
     model: DIS,
     loss_fn: torch.nn.Module,
@@ -219,11 +246,7 @@ def train_one_epoch(
     """Up to `steps` optimizer steps on fully labelled batches (plus one weak batch each in stage 2), adding the
     losses to `totals`; stops early once `stop` is set. Returns (loss sums, steps taken). Raises Diverged as soon as
     the loss or the weights are not finite."""
-    model.train()
-    if freeze_bn:
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
+    _train_mode(model, freeze_bn=freeze_bn)
     totals = dict(totals) if totals else dict.fromkeys(("loss", *LOSS_TERMS, "weak_loss"), 0.0)
     done = 0
     for step in (
@@ -232,17 +255,8 @@ def train_one_epoch(
         else range(first_step, first_step + steps)
     ):
         batch = full.batch_at(step)
-        x, labels, tags = batch["image"].to(device), batch["mask"].to(device), batch["tags"].to(device)
-        weak_loss = torch.zeros((), device=device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            terms = loss_fn(x, labels, tags)
-            loss = weighted(model.cfg, terms)
-            if weak is not None:
-                w = weak.batch_at(step)
-                xw, tw = w["image"].to(device), w["tags"].to(device)
-                pseudo, cleaned = weak_targets(model, xw, tw)
-                weak_loss = weighted(model.cfg, loss_fn(xw, pseudo, cleaned))
-                loss = loss + model.cfg.weak_weight * weak_loss
+        weak_batch = None if weak is None else weak.batch_at(step)
+        loss, terms, weak_loss = _step_loss(model, loss_fn, device, batch, weak_batch)
         if not torch.isfinite(loss):
             raise Diverged(f"the training loss is not finite at step {step}; lower --lr (or --step-size, --tag-weight)")
         optimizer.zero_grad(set_to_none=True)

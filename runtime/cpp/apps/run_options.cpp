@@ -91,18 +91,13 @@ std::vector<disseg::SourceSpec> source_specs(const Args& a) {
     for (auto& uri : disseg::read_streams(a.streams_file)) uris.push_back(uri);
   std::vector<disseg::SourceSpec> specs;
   for (const auto& uri : uris) specs.push_back(disseg::parse_source_uri(uri));
-  const disseg::SourceSpec& f = a.src;
-  auto one = [&](auto member, const auto& value) {
-    disseg::SourceSpec spec;
-    spec.*member = value;
-    specs.push_back(spec);
-  };
-  if (f.camera) one(&disseg::SourceSpec::camera, f.camera);
-  if (f.video) one(&disseg::SourceSpec::video, f.video);
-  if (f.images) one(&disseg::SourceSpec::images, f.images);
-  if (f.rtsp) one(&disseg::SourceSpec::rtsp, f.rtsp);
-  if (f.gst) one(&disseg::SourceSpec::gst, f.gst);
-  if (f.csi) one(&disseg::SourceSpec::csi, f.csi);
+  const SourceFlags& f = a.src;
+  if (f.camera) specs.emplace_back(disseg::Camera{*f.camera});
+  if (f.video) specs.emplace_back(disseg::VideoFile{*f.video});
+  if (f.images) specs.emplace_back(disseg::ImageFiles{*f.images});
+  if (f.rtsp) specs.emplace_back(disseg::StreamUrl{*f.rtsp});
+  if (f.gst) specs.emplace_back(disseg::GstPipeline{*f.gst});
+  if (f.csi) specs.emplace_back(disseg::CsiCamera{*f.csi});
   if (specs.empty())
     throw disseg::BadInput(
         "no source given: --source URI (repeatable), --streams FILE, or one of --camera N, --video FILE, --images "

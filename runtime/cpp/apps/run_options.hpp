@@ -13,11 +13,18 @@
 
 namespace dis_run {
 
+// The one-source flags as given (several may be: each is a stream of its own, after --source and --streams).
+struct SourceFlags {
+  std::optional<int> camera, csi;
+  std::optional<std::string> video, images, rtsp, gst;
+  int max_reconnects = disseg::kDefaultMaxReconnects;
+};
+
 struct Args {
   std::string model, backend = "auto", output, masks, stats_path, streams_file, events;
   double min_area = disseg::kDefaultMinArea;
   std::vector<std::string> uris, scene_tags;
-  disseg::SourceSpec src;
+  SourceFlags src;
   disseg::PipelineOptions opt;
   bool no_legend = false, no_display = false;
   int threads = 0;

@@ -346,7 +346,10 @@ std::map<std::string, std::string> read_onnx_metadata(const std::string& path) {
   return metadata_from(read_file(path));
 }
 
-ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& props, const std::string& source) {
+namespace {
+
+// The disseg.* entries of a model's metadata, each parsed as JSON, keyed without the prefix.
+json parsed_metadata(const std::map<std::string, std::string>& props, const std::string& source) {
   if (!props.count(std::string(kPrefix) + "schema"))
     throw ModelFileError(
         source + " is not a disseg model (no 'disseg.schema' metadata); export one with: dis-export CKPT --iters 3");
@@ -360,6 +363,74 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
                            "); re-export it with dis-export");
     }
   }
+  return v;
+}
+
+std::vector<std::array<std::uint8_t, 3>> read_palette(const json& v, const std::string& source) {
+  std::vector<std::array<std::uint8_t, 3>> palette;
+  for (const auto& rgb : take<std::vector<std::vector<int>>>(v, "palette", source)) {
+    if (rgb.size() != 3)
+      throw ModelFileError(source + ": palette entries must be [r, g, b]; re-export it with dis-export");
+    palette.push_back(
+        {static_cast<std::uint8_t>(rgb[0]), static_cast<std::uint8_t>(rgb[1]), static_cast<std::uint8_t>(rgb[2])});
+  }
+  return palette;
+}
+
+// What an engine's sidecar says it was built for (extra.engine), when it says it.
+std::optional<EngineFacts> engine_facts(const json& v, const std::string& source) {
+  if (!v.contains("extra") || !v["extra"].is_object() || !v["extra"].contains("engine") ||
+      !v["extra"]["engine"].is_object())
+    return std::nullopt;
+  const json& e = v["extra"]["engine"];
+  const bool ahead_of_time = e.contains("gpu_name") && e["gpu_name"].is_null();
+  EngineFacts facts{take<std::string>(e, "tensorrt_version", source),
+                    ahead_of_time ? std::string() : take<std::string>(e, "gpu_name", source),
+                    take<std::string>(e, "compute_capability", source),
+                    take_or<std::string>(e, "flavour", "tensorrt", source), std::nullopt};
+  if (e.contains("dla_core") && !e["dla_core"].is_null()) facts.dla_core = take<int>(e, "dla_core", source);
+  return facts;
+}
+
+// As runtime/contract.py: class names unique, non-empty, without control characters.
+void check_class_names(const std::vector<std::string>& names, const std::string& source) {
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
+    const bool control = std::any_of(name.begin(), name.end(), [](char c) {
+      const auto u = static_cast<unsigned char>(c);
+      return u < 32 || u == 127;
+    });
+    const bool repeated = std::find(names.begin(), names.begin() + i, name) != names.begin() + i;
+    if (name.empty() || control || repeated)
+      throw ModelFileError(source + ": class names must be unique, non-empty text without control characters (found " +
+                           json(name).dump().substr(0, 60) + "); re-export or re-import it");
+  }
+}
+
+// The facts read agree with one another: sizes, classes and palette, the labels output, the scene-tag use.
+void check_consistent(const ModelInfo& info, const std::string& source) {
+  if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 ||
+      info.input_width <= 0)
+    throw ModelFileError(
+        source +
+        ": disseg metadata is inconsistent (input name or size, classes, palette or extras); re-export it with "
+        "dis-export");
+  check_class_names(info.class_names, source);
+  if (!info.has_output(kLabels))
+    throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
+  const bool known_use = info.scene_tags.empty() == (info.schema == kSchema) &&
+                         (info.scene_tags.empty() || std::any_of(kSceneTagModes.begin(), kSceneTagModes.end(),
+                                                                 [&](const char* m) { return info.scene_tags == m; }));
+  if (!known_use)
+    throw ModelFileError(source + ": disseg metadata names scene-tag use '" + info.scene_tags + "' under schema '" +
+                         info.schema + "' (known: " + joined(kSceneTagModes) + ", under " + kSchemaSceneTags +
+                         "); re-export it with this version's dis-export");
+}
+
+}  // namespace
+
+ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& props, const std::string& source) {
+  json v = parsed_metadata(props, source);
   ModelInfo info;
   info.schema = v["schema"].is_string() ? v["schema"].get<std::string>() : v["schema"].dump();
   if (info.schema != kSchema && info.schema != kSchemaSceneTags)
@@ -371,12 +442,7 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   const json& batch = v["batch"];
   info.batch = batch.is_number_integer() ? batch.get<int>() : 0;  // "dynamic"
   info.class_names = take<std::vector<std::string>>(v, "class_names", source);
-  for (const auto& rgb : take<std::vector<std::vector<int>>>(v, "palette", source)) {
-    if (rgb.size() != 3)
-      throw ModelFileError(source + ": palette entries must be [r, g, b]; re-export it with dis-export");
-    info.palette.push_back(
-        {static_cast<std::uint8_t>(rgb[0]), static_cast<std::uint8_t>(rgb[1]), static_cast<std::uint8_t>(rgb[2])});
-  }
+  info.palette = read_palette(v, source);
   info.iterations = take<int>(v, "iterations", source);
   info.step_size = take<double>(v, "step_size", source);
   info.tag_weight = take<double>(v, "tag_weight", source);
@@ -390,43 +456,8 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   info.scene_tags = take_or<std::string>(v, "scene_tags", "", source);
   info.checkpoint_sha256 = take_or<std::string>(v, "checkpoint_sha256", "", source);
   info.onnx_sha256 = take_or<std::string>(v, "onnx_sha256", "", source);
-  if (v.contains("extra") && v["extra"].is_object() && v["extra"].contains("engine") &&
-      v["extra"]["engine"].is_object()) {
-    const json& e = v["extra"]["engine"];
-    const bool ahead_of_time = e.contains("gpu_name") && e["gpu_name"].is_null();
-    info.engine = EngineFacts{take<std::string>(e, "tensorrt_version", source),
-                              ahead_of_time ? std::string() : take<std::string>(e, "gpu_name", source),
-                              take<std::string>(e, "compute_capability", source),
-                              take_or<std::string>(e, "flavour", "tensorrt", source), std::nullopt};
-    if (e.contains("dla_core") && !e["dla_core"].is_null()) info.engine->dla_core = take<int>(e, "dla_core", source);
-  }
-  if (info.class_names.empty() || info.palette.size() < info.class_names.size() || info.input_height <= 0 ||
-      info.input_width <= 0)
-    throw ModelFileError(
-        source +
-        ": disseg metadata is inconsistent (input name or size, classes, palette or extras); re-export it with "
-        "dis-export");
-  for (std::size_t i = 0; i < info.class_names.size(); ++i) {  // as runtime/contract.py: unique, no control chars
-    const std::string& name = info.class_names[i];
-    const bool control = std::any_of(name.begin(), name.end(), [](char c) {
-      const auto u = static_cast<unsigned char>(c);
-      return u < 32 || u == 127;
-    });
-    const bool repeated =
-        std::find(info.class_names.begin(), info.class_names.begin() + i, name) != info.class_names.begin() + i;
-    if (name.empty() || control || repeated)
-      throw ModelFileError(source + ": class names must be unique, non-empty text without control characters (found " +
-                           json(name).dump().substr(0, 60) + "); re-export or re-import it");
-  }
-  if (!info.has_output(kLabels))
-    throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
-  const bool known_use = info.scene_tags.empty() == (info.schema == kSchema) &&
-                         (info.scene_tags.empty() || std::any_of(kSceneTagModes.begin(), kSceneTagModes.end(),
-                                                                 [&](const char* m) { return info.scene_tags == m; }));
-  if (!known_use)
-    throw ModelFileError(source + ": disseg metadata names scene-tag use '" + info.scene_tags + "' under schema '" +
-                         info.schema + "' (known: " + joined(kSceneTagModes) + ", under " + kSchemaSceneTags +
-                         "); re-export it with this version's dis-export");
+  info.engine = engine_facts(v, source);
+  check_consistent(info, source);
   return info;
 }
 

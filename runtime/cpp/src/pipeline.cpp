@@ -233,7 +233,7 @@ void run_pipeline(Segmenter& seg, const std::vector<Stream>& streams, const Pipe
     running[i].source = open_source(streams[i].spec, &stop);
     // A live source waits at one frame (it keeps replacing it with the newest); a file never runs far ahead.
     running[i].inbox = std::make_unique<BoundedQueue<Frame>>(running[i].source->live() ? 1 : 8);
-    if (streams[i].sinks.video && streams[i].spec.video)
+    if (streams[i].sinks.video && streams[i].spec.get<VideoFile>())
       streams[i].sinks.video->set_fps(running[i].source->fps());  // a video file keeps its frame rate
   }
   Arrivals arrivals;

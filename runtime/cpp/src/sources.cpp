@@ -475,15 +475,15 @@ std::unique_ptr<Source> open_stream(const std::string& url, const SourceSpec& sp
 }
 
 // A GStreamer pipeline as a file (every frame, its end the stream's end) or a live source (reconnects), as
-// spec.gst_kind says or, for "auto", as the pipeline's text and what OpenCV reports of it say.
-std::unique_ptr<Source> open_pipeline(const SourceSpec& spec, const std::atomic<bool>* stop) {
-  const std::string& pipeline = *spec.gst;
-  if (spec.gst_kind == "live" || (spec.gst_kind == "auto" && gst_is_live(pipeline, nullptr)))
+// the spec's kind says or, for "auto", as the pipeline's text and what OpenCV reports of it say.
+std::unique_ptr<Source> open_pipeline(const GstPipeline& gst, const SourceSpec& spec, const std::atomic<bool>* stop) {
+  const std::string& pipeline = gst.pipeline;
+  if (gst.kind == "live" || (gst.kind == "auto" && gst_is_live(pipeline, nullptr)))
     return std::make_unique<LiveSource>(pipeline, 0, cv::CAP_GSTREAMER, "GStreamer pipeline", spec, stop);
   cv::VideoCapture cap(pipeline, cv::CAP_GSTREAMER);
   if (!cap.isOpened())
     throw SourceError("GStreamer pipeline: cannot open it; try it with gst-launch-1.0 (the sink must be appsink)");
-  if (spec.gst_kind == "auto")
+  if (gst.kind == "auto")
     std::cerr << "GStreamer pipeline: a file (no live source element; its end of stream ends it; gst+live: if not)\n";
   return std::make_unique<VideoSource>(std::move(cap));
 }
@@ -515,31 +515,20 @@ std::string csi_pipeline(int sensor, int width, int height, int fps) {
 }
 
 std::unique_ptr<Source> open_source(const SourceSpec& a, const std::atomic<bool>* stop) {
-  std::vector<std::string> given;
-  if (a.camera) given.push_back("--camera");
-  if (a.video) given.push_back("--video");
-  if (a.images) given.push_back("--images");
-  if (a.rtsp) given.push_back("--rtsp");
-  if (a.gst) given.push_back("--gst");
-  if (a.csi) given.push_back("--csi");
-  if (given.size() != 1) {
-    std::string list;
-    for (const auto& g : given) list += (list.empty() ? "" : ", ") + g;
-    throw BadInput("give exactly one source (" + (list.empty() ? std::string("none") : list) +
-                   " given): --camera N, --video FILE, --images DIR, --rtsp URL, --gst PIPELINE or --csi N");
-  }
-  if (a.images) return std::make_unique<ImageSource>(*a.images);
-  if (a.video) return std::make_unique<VideoSource>(*a.video);
-  if (a.camera)
-    return std::make_unique<LiveSource>("", *a.camera, cv::CAP_ANY, "camera " + std::to_string(*a.camera), a, stop);
-  if (a.rtsp) return open_stream(*a.rtsp, a, stop);
-  if (a.gst) {
+  if (const auto* images = a.get<ImageFiles>()) return std::make_unique<ImageSource>(images->pattern);
+  if (const auto* video = a.get<VideoFile>()) return std::make_unique<VideoSource>(video->path);
+  if (const auto* camera = a.get<Camera>())
+    return std::make_unique<LiveSource>("", camera->index, cv::CAP_ANY, "camera " + std::to_string(camera->index), a,
+                                        stop);
+  if (const auto* stream = a.get<StreamUrl>()) return open_stream(stream->url, a, stop);
+  if (const auto* gst = a.get<GstPipeline>()) {
     require_gstreamer("--gst");
-    return open_pipeline(a, stop);
+    return open_pipeline(*gst, a, stop);
   }
+  const int sensor = std::get<CsiCamera>(a.source).sensor;
   require_gstreamer("--csi");
-  return std::make_unique<LiveSource>(csi_pipeline(*a.csi), 0, cv::CAP_GSTREAMER,
-                                      "CSI camera " + std::to_string(*a.csi), a, stop);
+  return std::make_unique<LiveSource>(csi_pipeline(sensor), 0, cv::CAP_GSTREAMER,
+                                      "CSI camera " + std::to_string(sensor), a, stop);
 }
 
 namespace {
@@ -559,37 +548,31 @@ SourceSpec parse_source_uri(const std::string& uri) {
   const std::string text = first == std::string::npos ? "" : uri.substr(first, last - first + 1);
   const BadInput bad("--source '" + shorten(redact(text)) +
                      "': not a source this runtime knows; accepted: " + kUriForms);
-  SourceSpec spec;
-  if (all_digits(text) && text.size() < 6) {
-    spec.camera = std::stoi(text);
-  } else if (starts_with(text, "v4l2://")) {
+  if (all_digits(text) && text.size() < 6) return SourceSpec{Camera{std::stoi(text)}};
+  if (starts_with(text, "v4l2://")) {
     const std::string device = text.substr(7);
     if (!starts_with(device, "/dev/video") || !all_digits(device.substr(10)) || device.size() > 15) throw bad;
-    spec.camera = std::stoi(device.substr(10));
-  } else if (starts_with(text, "csi://")) {
+    return SourceSpec{Camera{std::stoi(device.substr(10))}};
+  }
+  if (starts_with(text, "csi://")) {
     if (!all_digits(text.substr(6)) || text.size() > 11) throw bad;
-    spec.csi = std::stoi(text.substr(6));
-  } else if (starts_with(text, "rtsp://") || starts_with(text, "rtsps://") || starts_with(text, "http://") ||
-             starts_with(text, "https://")) {
-    spec.rtsp = text;
-  } else if (starts_with(text, "gst:") || starts_with(text, "gst+live:") || starts_with(text, "gst+file:")) {
+    return SourceSpec{CsiCamera{std::stoi(text.substr(6))}};
+  }
+  if (starts_with(text, "rtsp://") || starts_with(text, "rtsps://") || starts_with(text, "http://") ||
+      starts_with(text, "https://"))
+    return SourceSpec{StreamUrl{text}};
+  if (starts_with(text, "gst:") || starts_with(text, "gst+live:") || starts_with(text, "gst+file:")) {
     const auto colon = text.find(':');
     const auto body = text.find_first_not_of(' ', colon + 1);
     if (body == std::string::npos) throw bad;
-    spec.gst = text.substr(body);
-    spec.gst_kind = colon == 3 ? "auto" : text.substr(4, colon - 4);
-  } else {
-    const std::string path = starts_with(text, "file://") ? text.substr(7) : text;
-    if (path.empty() || path.find("://") != std::string::npos) throw bad;
-    if (path.find_first_of("*?[") != std::string::npos || is_dir(path) || is_image_name(path))
-      spec.images = path;
-    else if (is_file(path))
-      spec.video = path;
-    else
-      throw SourceError("--source '" + shorten(redact(text)) +
-                        "': no such file, folder or device; accepted: " + kUriForms);
+    return SourceSpec{GstPipeline{text.substr(body), colon == 3 ? "auto" : text.substr(4, colon - 4)}};
   }
-  return spec;
+  const std::string path = starts_with(text, "file://") ? text.substr(7) : text;
+  if (path.empty() || path.find("://") != std::string::npos) throw bad;
+  if (path.find_first_of("*?[") != std::string::npos || is_dir(path) || is_image_name(path))
+    return SourceSpec{ImageFiles{path}};
+  if (is_file(path)) return SourceSpec{VideoFile{path}};
+  throw SourceError("--source '" + shorten(redact(text)) + "': no such file, folder or device; accepted: " + kUriForms);
 }
 
 std::vector<std::string> read_streams(const std::string& path) {
@@ -606,13 +589,12 @@ std::vector<std::string> read_streams(const std::string& path) {
 }
 
 std::string describe(const SourceSpec& spec) {
-  if (spec.camera) return "camera " + std::to_string(*spec.camera);
-  if (spec.video) return "video " + shorten(redact(*spec.video));
-  if (spec.images) return "images " + shorten(redact(*spec.images));
-  if (spec.rtsp) return "rtsp " + shorten(redact(*spec.rtsp));
-  if (spec.gst) return "gst " + shorten(redact(*spec.gst));
-  if (spec.csi) return "csi " + std::to_string(*spec.csi);
-  return "none";
+  if (const auto* c = spec.get<Camera>()) return "camera " + std::to_string(c->index);
+  if (const auto* v = spec.get<VideoFile>()) return "video " + shorten(redact(v->path));
+  if (const auto* i = spec.get<ImageFiles>()) return "images " + shorten(redact(i->pattern));
+  if (const auto* r = spec.get<StreamUrl>()) return "rtsp " + shorten(redact(r->url));
+  if (const auto* g = spec.get<GstPipeline>()) return "gst " + shorten(redact(g->pipeline));
+  return "csi " + std::to_string(std::get<CsiCamera>(spec.source).sensor);
 }
 
 }  // namespace disseg

@@ -2,6 +2,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -25,21 +26,21 @@ std::filesystem::path image_folder(const std::string& name, int count) {
 
 }  // namespace
 
-TEST(IO, SourceSpecNeedsExactlyOneSource) {
-  disseg::SourceSpec none;
-  EXPECT_THROW(disseg::open_source(none), disseg::BadInput);
-  disseg::SourceSpec two;
-  two.video = "a.mp4";
-  two.camera = 0;
-  EXPECT_THROW(disseg::open_source(two), disseg::BadInput);
-  disseg::SourceSpec missing;
-  missing.images = "/nonexistent/folder";
-  EXPECT_THROW(disseg::open_source(missing), disseg::BadInput);
+TEST(IO, SourceSpecIsOneSourceOfAKind) {
+  static_assert(!std::is_default_constructible_v<disseg::SourceSpec>, "a spec always names its source");
+  const disseg::SourceSpec missing{disseg::ImageFiles{"/nonexistent/folder"}};
+  EXPECT_TRUE(missing.file() && !missing.live() && missing.get<disseg::ImageFiles>());
+  EXPECT_THROW(disseg::open_source(missing), disseg::SourceError);
+  const disseg::SourceSpec pipeline = disseg::parse_source_uri("gst+live: videotestsrc ! appsink");
+  ASSERT_NE(pipeline.get<disseg::GstPipeline>(), nullptr);
+  EXPECT_EQ(pipeline.get<disseg::GstPipeline>()->kind, "live");
+  EXPECT_EQ(pipeline.get<disseg::GstPipeline>()->pipeline, "videotestsrc ! appsink");
+  EXPECT_TRUE(pipeline.live() && pipeline.replayable());
+  EXPECT_EQ(disseg::parse_source_uri("v4l2:///dev/video3").get<disseg::Camera>()->index, 3);
 }
 
 TEST(IO, ImageSourceSkipsWhatItCannotDecode) {
-  disseg::SourceSpec spec;
-  spec.images = image_folder("io-images", 3).string();
+  const disseg::SourceSpec spec{disseg::ImageFiles{image_folder("io-images", 3).string()}};
   auto source = disseg::open_source(spec);
   EXPECT_FALSE(source->live());
   std::vector<std::string> names;
@@ -63,8 +64,7 @@ TEST(IO, RedactHidesThePasswordOnly) {
 TEST(IO, PipelineWritesMasksAndStatsWithTheSharedKeys) {
   REQUIRE_TEST_MODEL();
   disseg::Segmenter seg(test_model(), {"onnxruntime", 1});
-  disseg::SourceSpec spec;
-  spec.images = image_folder("io-pipeline", 4).string();
+  disseg::SourceSpec spec{disseg::ImageFiles{image_folder("io-pipeline", 4).string()}};
   const auto out = temp_dir("io-out");
   disseg::MaskSink masks((out / "masks").string(), seg.info().palette);
   disseg::Stats stats(seg.class_names());
@@ -92,8 +92,7 @@ TEST(IO, PipelineWritesMasksAndStatsWithTheSharedKeys) {
 TEST(IO, PipelineStopsWhenAskedAndFlushesWhatItCounted) {
   REQUIRE_TEST_MODEL();
   disseg::Segmenter seg(test_model(), {"onnxruntime", 1});
-  disseg::SourceSpec spec;
-  spec.images = image_folder("io-stop", 2).string();
+  disseg::SourceSpec spec{disseg::ImageFiles{image_folder("io-stop", 2).string()}};
   const auto out = temp_dir("io-stop-out");
   disseg::MaskSink masks((out / "masks").string(), seg.info().palette);
   disseg::Stats stats(seg.class_names());

@@ -4,7 +4,7 @@
 // dis_run_cpp is a command line around it.
 //
 //   disseg::Segmenter seg("model.onnx");
-//   disseg::SourceSpec spec;  spec.video = "in.mp4";
+//   disseg::SourceSpec spec{disseg::VideoFile{"in.mp4"}};
 //   disseg::VideoSink video("out.mp4", 30.0);
 //   disseg::Stats stats(seg.class_names());
 //   std::atomic<bool> stop{false};
@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <opencv2/core.hpp>
@@ -107,18 +108,42 @@ class DISSEG_API Source {
   std::optional<Truncation> truncated;  // set at the end of a video file that ended early
 };
 
-// What the user asked to read: exactly one of the sources.
+// What the user asked to read, one source by its kind: a spec holds exactly one (a type, not a check).
+struct Camera {
+  int index = 0;  // V4L2 /dev/videoN
+};
+struct CsiCamera {
+  int sensor = 0;  // Jetson nvarguscamerasrc sensor-id
+};
+struct VideoFile {
+  std::string path;  // every frame, nothing dropped
+};
+struct ImageFiles {
+  std::string pattern;  // a folder, a glob such as 'photos/*.jpg', or one image
+};
+struct StreamUrl {
+  std::string url;  // rtsp(s)://, http(s)://: reconnects when it drops
+};
+struct GstPipeline {
+  std::string pipeline;       // ending in appsink
+  std::string kind = "auto";  // "live" (reconnects) or "file" (ends at its end); auto: guessed
+};
+using SourceKind = std::variant<Camera, CsiCamera, VideoFile, ImageFiles, StreamUrl, GstPipeline>;
+
 struct SourceSpec {
-  std::optional<int> camera, csi;
-  std::optional<std::string> video, images, rtsp, gst;
+  SourceSpec(SourceKind what) : source(std::move(what)) {}  // implicit: a spec is its source
+  SourceKind source;
   int max_reconnects = kDefaultMaxReconnects;
-  std::string gst_kind = "auto";  // a pipeline is "live" (reconnects) or a "file" (ends at its end); auto: guessed
   // A live source that cannot be opened at start is retried in the background like one that dropped (a service
   // with several sources starts while a camera is down); otherwise open_source throws its one line.
   bool retry_first_open = false;
-  bool live() const { return camera || rtsp || gst || csi; }
-  bool file() const { return video || images; }
-  bool replayable() const { return video || images || gst; }  // --loop: files, and a pipeline that is a file
+  template <class T>
+  const T* get() const {
+    return std::get_if<T>(&source);
+  }
+  bool live() const { return get<Camera>() || get<StreamUrl>() || get<GstPipeline>() || get<CsiCamera>(); }
+  bool file() const { return get<VideoFile>() || get<ImageFiles>(); }
+  bool replayable() const { return file() || get<GstPipeline>(); }  // --loop: files, and a pipeline that is a file
 };
 
 // One source named by a URI, as the Python runtime's --source: 0, v4l2:///dev/video0, csi://0, rtsp://...,
