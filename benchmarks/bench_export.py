@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from disseg.export.onnx_export import export_checkpoint, held_out_images, save
+from disseg.export.model_file import save
+from disseg.export.onnx_export import export_checkpoint, held_out_images
 from disseg.export.parity import parity_report
 from disseg.export.unroll import UnrolledDIS
 from disseg.runtime.backends import cpu_backend

@@ -19,7 +19,8 @@ import onnx
 
 from disseg.calibration.quantize import calibrate
 from disseg.calibration.reader import frames_from_data
-from disseg.export.onnx_export import export_checkpoint, save
+from disseg.export.model_file import save
+from disseg.export.onnx_export import export_checkpoint
 from disseg.runtime.cli_util import write_json  # atomic
 from disseg.runtime.contract import read_model_info
 from disseg.runtime.cpu import machine_facts

@@ -126,7 +126,8 @@ def _export_checkpoint(
 
     from disseg.train.checkpoint import model_from_checkpoint
 
-    from .onnx_export import attach, export_checkpoint, save
+    from .model_file import attach, save
+    from .onnx_export import export_checkpoint
 
     net, ckpt = model_from_checkpoint(model)
     iters = net.cfg.iters_test if iters is None else iters

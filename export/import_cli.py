@@ -30,7 +30,7 @@ from disseg.runtime.textfile import read_text
 from .foreign import Found, Preprocess, parity_frames
 
 log = logging.getLogger("disseg.import")
-THRESHOLDS = {"fp32": 99.9, "fp16": 99.0}  # minimum label agreement with the foreign model, percent
+THRESHOLDS = {"fp32": 99.9, "fp16": 99.0, "litert": 99.5}  # minimum label agreement with the foreign model, percent
 
 
 def _triple(text: str, option: str) -> tuple[float, float, float]:
@@ -59,6 +59,8 @@ def class_names(spec: str | None, found: Found, source: Path) -> tuple[str, ...]
     from disseg.runtime.palette import VOC_CLASSES
 
     if spec is None:
+        if found.kind == "foreground":
+            return ("background", "foreground")
         if found.num_classes is None:
             raise BadInput(
                 f"{source} outputs a label map, which does not say how many classes there are; pass --classes N or "
@@ -71,11 +73,14 @@ def class_names(spec: str | None, found: Found, source: Path) -> tuple[str, ...]
         if not 1 <= count <= MAX_CLASSES:
             raise BadInput(f"--classes {spec[:20]}: expected 1 to {MAX_CLASSES} classes")
         names = tuple(f"class_{i}" for i in range(count))
+    elif "," in spec and not _exists(Path(spec)):  # names given inline: background,person
+        names = tuple(name.strip() for name in spec.split(","))
     else:
         path = Path(spec)
         if not _exists(path):
             raise BadInput(
-                f"--classes {spec[:200]!r}: neither a number of classes nor a file of class names (one per line)"
+                f"--classes {spec[:200]!r}: neither a number of classes, a comma list of names nor a file of class "
+                "names (one per line)"
             )
         text = read_text(path, "--classes", "a text file of class names, one per line")
         names = tuple(line.strip() for line in text.splitlines() if line.strip())
@@ -113,34 +118,54 @@ def read_palette(path: Path | None, count: int) -> tuple[tuple[int, int, int], .
 
 
 def foreign_labels(proto, found: Found, pre: Preprocess, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """The foreign model's own answer on `frames`, preprocessed in numpy: argmax of its logits resized to the input
-    (bilinear, half-pixel centres) or its label map (nearest); and the logits at the input size."""
-    import cv2
+    """The foreign model's own answer on `frames`, preprocessed in numpy (`labels_from` its output)."""
     import onnxruntime as ort
+    from onnx import TensorProto
 
-    from disseg.runtime.cli_util import third_party_output
+    from disseg.runtime.console import third_party_output
 
     with third_party_output():
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     step = found.batch if isinstance(found.batch, int) else len(frames)
-    from onnx import TensorProto
-
     dtype = np.float16 if found.input_type == TensorProto.FLOAT16 else np.float32
     parts = [
         session.run([found.output], {found.input: pre.apply(frames[i : i + step]).astype(dtype)})[0]
         for i in range(0, len(frames), step)
     ]
-    out = np.concatenate(parts)
+    return labels_from(np.concatenate(parts), found)
+
+
+def labels_from(out: np.ndarray, found: Found) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels at the input size from a foreign output: the argmax of its logits resized to the input (bilinear,
+    half-pixel centres; a one-class map p as [2t - p, p]) or its label map (nearest); and the logits at that size."""
+    import cv2
+
     size = (found.width, found.height)
     if found.kind == "labels":
-        maps = out.reshape(len(frames), *found.output_size)
+        maps = out.reshape(len(out), *found.output_size)
         return np.stack([cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_NEAREST) for m in maps]), None
     logits = out.astype(np.float32)
+    if found.kind == "foreground":
+        logits = np.concatenate([np.float32(2 * (found.threshold or 0.0)) - logits, logits], axis=1)
     if found.output_size != (found.height, found.width):
         logits = np.stack(
             [np.stack([cv2.resize(c, size, interpolation=cv2.INTER_LINEAR) for c in sample]) for sample in logits]
         )
     return logits.argmax(1), logits
+
+
+def _real_frames(spec: str, found: Found, count: int) -> np.ndarray:
+    """Up to `count` images of a folder or glob (--parity-from), at the model's input size; repeated to fill a batch."""
+    from disseg.runtime.image import list_images, read_image, resize_to
+
+    paths = list_images(spec)[:count]
+    if not paths:
+        raise BadInput(f"--parity-from {spec}: no images there; give a folder or a glob such as 'photos/*.jpg'")
+    frames = [resize_to(read_image(p), found.height, found.width) for p in paths]
+    n = found.batch if isinstance(found.batch, int) else 1
+    while len(frames) % n:
+        frames.append(frames[-1])
+    return np.stack(frames)
 
 
 def _degenerate(reference: np.ndarray, logits: np.ndarray | None, frames: int) -> str | None:
@@ -153,12 +178,25 @@ def _degenerate(reference: np.ndarray, logits: np.ndarray | None, frames: int) -
     return None
 
 
-def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, precision: str, threshold) -> dict:
-    """Labels of the wrapped model against the foreign model's argmax on the same frames (ONNX Runtime, CPU)."""
+def parity(
+    foreign,
+    wrapped,
+    found: Found,
+    pre: Preprocess,
+    *,
+    images: int,
+    precision: str,
+    threshold,
+    tflite: Path | None,
+    real: str | None = None,
+) -> dict:
+    """Labels of the wrapped model against the foreign model's argmax on the same frames (ONNX Runtime, CPU); for a
+    TFLite model also against the .tflite itself run by LiteRT (THRESHOLDS["litert"])."""
     from disseg.runtime.backends import cpu_backend, infer_in_batches
 
     n = found.batch if isinstance(found.batch, int) else 1
-    frames = parity_frames(found.height, found.width, max(n, images - images % n))
+    count = max(n, images - images % n)
+    frames = parity_frames(found.height, found.width, count) if real is None else _real_frames(real, found, count)
     reference, logits = foreign_labels(foreign, found, pre, frames)
     backend = cpu_backend(wrapped.SerializeToString())
     out = infer_in_batches(backend, INPUT, frames, n if isinstance(found.batch, int) else len(frames))
@@ -169,7 +207,7 @@ def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, prec
         "against": "the foreign model's argmax on ONNX Runtime (CPU), same frames, preprocessing in numpy",
         "precision": precision,
         "images": len(frames),
-        "source": f"generated ({len(frames)} synthetic frames)",
+        "source": f"generated ({len(frames)} synthetic frames)" if real is None else f"{len(frames)} images of {real}",
         "threshold_label_agreement": threshold,
         "outputs": {LABELS: {"label_agreement": round(agreement, 4)}},
         "passed": bool(agreement >= threshold) and degenerate is None,
@@ -178,18 +216,33 @@ def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, prec
         report["degenerate"] = degenerate
     if SCORES in out and logits is not None:
         report["outputs"][SCORES] = {"max_abs_score_error": float(np.abs(out[SCORES] - logits).max())}
+    if tflite is not None:
+        from .tflite import litert_outputs
+
+        litert, _ = labels_from(litert_outputs(tflite, found.output, pre.apply(frames)), found)
+        against = float(100 * (out[LABELS] == litert).mean())
+        report["litert"] = {
+            "against": "the .tflite run by Google's LiteRT, same frames",
+            "label_agreement": round(against, 4),
+            "threshold_label_agreement": THRESHOLDS["litert"],
+        }
+        report["passed"] = report["passed"] and against >= THRESHOLDS["litert"]
     return report
 
 
 @click.command(
     cls=Command,
-    help="Wrap a foreign ONNX segmentation network (float NCHW in; logits or a label map out) into a disseg model.",
+    help="Wrap a foreign ONNX or TFLite segmentation network (float image in; logits, a one-class map or a label "
+    "map out) into a disseg model.",
 )
 @click.argument("foreign", type=click.Path(path_type=Path))
 @click.option(
     "-o", "--out", "output", type=click.Path(path_type=Path), help="the model to write [default: FOREIGN.disseg.onnx]"
 )
-@click.option("--classes", help="number of classes, or a file of class names, one per line [default: from the logits]")
+@click.option(
+    "--classes",
+    help="number of classes, names (background,person) or a file of names, one per line [default: from the logits]",
+)
 @click.option(
     "--palette", type=click.Path(path_type=Path), help="file of 'R,G,B' lines, one per class [default: VOC's]"
 )
@@ -215,6 +268,10 @@ def parity(foreign, wrapped, found: Found, pre: Preprocess, *, images: int, prec
 @click.option("--name", help="a name for the model, kept in its metadata [default: the file's]")
 @click.option("--fp16", is_flag=True, help="FP16 foreign network; preprocessing, resize and outputs stay FP32")
 @click.option("--parity-images", default=8, show_default=True, type=click.IntRange(1, MAX_COUNT))
+@click.option(
+    "--parity-from",
+    help="compare on these images (folder or glob) instead of generated frames, e.g. photos of what the model finds",
+)
 @click.option("--min-agreement", type=Finite(0, 100), help="parity threshold, percent of labels [fp32 99.9, fp16 99]")
 @click.option("--force", is_flag=True, help="overwrite an existing output")
 @handle_errors
@@ -244,18 +301,25 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
     wrapped, info = build(proto, found, pre, info, fp16=rest["fp16"])
     report = parity(
         proto, wrapped, found, pre, images=rest["parity_images"], precision=info.precision,
-        threshold=rest["min_agreement"],
+        threshold=rest["min_agreement"], tflite=foreign if "tflite" in info.extra["import"] else None,
+        real=rest["parity_from"],
     )  # fmt: skip
     agreement = report["outputs"][LABELS]["label_agreement"]
     log.info("parity: labels agree %.3f%% with the foreign model (threshold %.1f%%)", agreement, report[
         "threshold_label_agreement"])  # fmt: skip
     if "degenerate" in report:
-        raise DisError(f"parity check cannot pass: {foreign}: {report['degenerate']}; check its weights; not writing "
-                       f"{out}")  # fmt: skip
+        raise DisError(f"parity check cannot pass: {foreign}: {report['degenerate']}; check its weights, or compare "
+                       f"on images it segments with --parity-from DIR; not writing {out}")  # fmt: skip
+    if "litert" in report:
+        log.info("parity: labels agree %.3f%% with LiteRT running %s (threshold %.1f%%)",
+                 report["litert"]["label_agreement"], foreign.name, THRESHOLDS["litert"])  # fmt: skip
     if not report["passed"]:
+        litert = f", with LiteRT on {report['litert']['label_agreement']:.2f}%" if "litert" in report else ""
         raise DisError(
-            f"parity check failed: the wrapped model agrees with {foreign} on {agreement:.2f}% of labels (threshold "
-            f"{report['threshold_label_agreement']}%); not writing {out}"
+            f"parity check failed: the wrapped model agrees with {foreign} on {agreement:.2f}% of labels{litert} "
+            f"(thresholds {report['threshold_label_agreement']}%"
+            + (f", {THRESHOLDS['litert']}%" if litert else "")
+            + f"); not writing {out}"
         )
     _save(wrapped, info.replace(extra={**info.extra, "parity": report}), out)
     write_json(out.with_suffix(".parity.json"), report)  # with the model or not at all
@@ -276,18 +340,23 @@ def inspect(path: Path, size, output_name, kind) -> tuple:
 
     from disseg.runtime.contract import METADATA_PREFIX, check_external_data, model_kind, wrong_kind
 
-    from .foreign import choose_output, find_input, run_once
+    from .foreign import choose_output, find_input, foreground_threshold, run_once
+    from .tflite import is_tflite, to_onnx
 
-    found_kind = model_kind(path)
-    if found_kind != "onnx":
-        raise wrong_kind(path, found_kind, wanted="a foreign .onnx model", fix="dis-import reads ONNX files")
-    try:
-        check_external_data(path)  # before onnx.load opens anything a hostile file names
-        proto = onnx.load(str(path))
-    except BadInput:
-        raise
-    except Exception as err:  # onnx raises DecodeError and friends: one line whatever the damage
-        raise BadInput(f"{path}: not a readable ONNX file ({type(err).__name__}); export it again") from None
+    if is_tflite(path):
+        proto = to_onnx(path)
+    else:
+        found_kind = model_kind(path)
+        if found_kind != "onnx":
+            raise wrong_kind(path, found_kind, wanted="a foreign .onnx or .tflite model",
+                             fix="dis-import reads ONNX and TFLite files")  # fmt: skip
+        try:
+            check_external_data(path)  # before onnx.load opens anything a hostile file names
+            proto = onnx.load(str(path))
+        except BadInput:
+            raise
+        except Exception as err:  # onnx raises DecodeError and friends: one line whatever the damage
+            raise BadInput(f"{path}: not a readable ONNX file ({type(err).__name__}); export it again") from None
     computed = {out for node in proto.graph.node for out in node.output}
     if not any(o.name in computed for o in proto.graph.output):  # no nodes, or outputs that are inputs or constants
         raise BadInput(f"{path}: its graph computes none of its outputs ({len(proto.graph.node)} nodes): not a "
@@ -300,8 +369,12 @@ def inspect(path: Path, size, output_name, kind) -> tuple:
     except Exception as err:
         raise BadInput(f"{path} does not run on ONNX Runtime at {height}x{width} ({str(err)[:200]})") from None
     name, found, classes, out_size, rank = choose_output(str(path), proto, shapes, output_name, kind)
+    threshold = foreground_threshold(proto, name) if found == "foreground" else None
+    if threshold is not None:
+        notes = (*notes, f"output {name!r} is one class's map ({'a probability' if threshold else 'a logit'}): "
+                 f"class 1 where it is above {threshold:g}, class 0 elsewhere")  # fmt: skip
     return proto, Found(value.name, value.type.tensor_type.elem_type, batch, height, width, name, found, classes,
-                        out_size, rank, notes)  # fmt: skip
+                        out_size, rank, notes, threshold)  # fmt: skip
 
 
 def contract(path: Path, found: Found, pre: Preprocess, names, palette, outputs, name) -> ModelInfo:
@@ -323,6 +396,14 @@ def contract(path: Path, found: Found, pre: Preprocess, names, palette, outputs,
         },
         "fixed": list(found.notes),
     }
+    from .tflite import is_tflite
+
+    if is_tflite(path):
+        import importlib.metadata
+
+        provenance["tflite"] = {"converter": f"tf2onnx {importlib.metadata.version('tf2onnx')}"}
+    if found.threshold is not None:
+        provenance["threshold"] = found.threshold
     return ModelInfo(
         input_name=INPUT,
         input_height=found.height,
@@ -363,6 +444,6 @@ def build(proto, found: Found, pre: Preprocess, info: ModelInfo, *, fp16: bool):
 
 
 def _save(proto, info: ModelInfo, out: Path) -> None:
-    from .onnx_export import attach, save
+    from .model_file import attach, save
 
     save(attach(proto, info), out)

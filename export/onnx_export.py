@@ -11,7 +11,6 @@ import onnx
 import torch
 
 from disseg.calibration.scopes import FEATURES, FLOAT, PART_KEY
-from disseg.runtime.atomic import atomic_write
 from disseg.runtime.choices import MAX_BATCH
 from disseg.runtime.console import third_party_output
 from disseg.runtime.contract import (
@@ -20,13 +19,13 @@ from disseg.runtime.contract import (
     SCHEMA,
     SCHEMA_SCENE_TAGS,
     ModelInfo,
-    attach_metadata,
     file_sha256,
 )
 from disseg.runtime.palette import voc_palette
 from disseg.train.model import DIS
 
 from .fp16 import to_fp16
+from .model_file import attach
 from .unroll import UnrolledDIS
 
 OPSET = 18
@@ -124,18 +123,6 @@ def model_info(
         schema=SCHEMA_SCENE_TAGS if scene_tags else SCHEMA,
         config=cfg.to_dict(),
     )
-
-
-def attach(proto: onnx.ModelProto, info: ModelInfo) -> onnx.ModelProto:
-    """Put the contract into metadata_props (nodes keep only their part marks, from mark_parts)."""
-    attach_metadata(proto, info)
-    proto.producer_name = "disseg"
-    return proto
-
-
-def save(proto: onnx.ModelProto, path: str | Path) -> None:
-    """Write atomically (no half-written model on a crash or Ctrl-C)."""
-    atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
 
 
 def export_checkpoint(

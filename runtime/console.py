@@ -70,6 +70,35 @@ def third_party_output():
         err.flush()
 
 
+@contextlib.contextmanager
+def native_output():
+    """`third_party_output`, and what native libraries (TensorFlow, LiteRT) write straight to file descriptors 1 and 2
+    inside, which Python's streams never see. The command writes none of its own lines inside."""
+    if logging.getLogger().handlers[:1] != [CAPTURED]:
+        yield
+        return
+    import os
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with third_party_output():
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            CAPTURED.add(sink.read().decode(errors="replace"))
+
+
 def progress(iterable=None, *, desc: str, total: int | None = None, unit: str = "it"):
     """A tqdm bar for long work (rate and time left), on stderr; off where stderr is not a terminal (logs, pipes,
     tests), so what a command writes there stays a few lines."""

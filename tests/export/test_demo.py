@@ -1,6 +1,7 @@
 """README's first command, `dis-demo`, end to end (its --quick sizes): a real subprocess of our command."""
 
 import json
+import platform
 import re
 import subprocess
 
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.skipif(not HAS_TORCH, reason="dis-demo trains: needs to
 def test_quick_demo_trains_compares_exports_and_renders(tmp_path):
     out = tmp_path / "demo"
     # run where a user would, with a relative folder: our lines name paths, and the line-length check is about ours
-    proc = subprocess.run([str(BIN / "dis-demo"), "demo", "--quick"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+    absent = tmp_path / "no-real-model.onnx"  # the real-photo section then says how to get the model
+    proc = subprocess.run([str(BIN / "dis-demo"), "demo", "--quick", "--real-model", str(absent)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = (out / "report.md").read_text()
     first_lines = report.splitlines()[:3]
@@ -39,3 +41,7 @@ def test_quick_demo_trains_compares_exports_and_renders(tmp_path):
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 30 and int(video.get(cv2.CAP_PROP_FRAME_WIDTH)) == 2 * 64
     assert json.loads((out / "stats.json").read_text())["frames"] == 30
     assert re.search(r"total \d+", report)
+    machine = re.search(r"^Machine: (.+?) \((\w+)", report, re.M)  # the figures name the CPU they were measured on
+    assert machine and machine.group(2) == platform.machine(), report
+    section = report[report.index("## A real photograph") :]
+    assert f"No real model at {absent}" in " ".join(section.split()) and "npm pack" in section
