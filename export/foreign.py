@@ -389,9 +389,10 @@ def wrap(
         for o in graph.output
     )
     pre_n, pre_i = pre_nodes(found, pre, NAME_PREFIX + found.input)
-    post_n, post_i = post_nodes(found, NAME_PREFIX + found.output, outputs, half, scene_tags)
+    kept, output = _without_byte_cast(list(zip(graph.node, groups)), NAME_PREFIX + found.output, found)
+    post_n, post_i = post_nodes(found, output, outputs, half, scene_tags)
     nodes = [mark(n, FLOAT) for n in pre_n]
-    nodes += [mark(n, FEATURES + g) for n, g in zip(graph.node, groups)]
+    nodes += [mark(n, FEATURES + g) for n, g in kept]
     nodes += [mark(n, FLOAT) for n in post_n]
     batch = found.batch if isinstance(found.batch, int) else "batch"
     inputs = [helper.make_tensor_value_info(INPUT, TensorProto.UINT8, [batch, found.height, found.width, 3])]
@@ -412,6 +413,23 @@ def wrap(
     model.functions.extend(foreign.functions)
     onnx.checker.check_model(model)
     return model
+
+
+def _without_byte_cast(nodes: list, output: str, found: Found) -> tuple[list, str]:
+    """A label map that the foreign graph casts to 8 bits last (Ultralytics' export: ArgMax -> Cast uint8) is read
+    before that Cast, which is dropped: TensorRT allows no 8-bit tensor inside a network, and the wrapper casts the
+    map to float next anyway (class ids below 256 are the same numbers either way)."""
+    if found.kind != "labels":
+        return nodes, output
+    last = next((i for i, (n, _) in enumerate(nodes) if output in n.output), None)
+    if last is None:
+        return nodes, output
+    node = nodes[last][0]
+    to = next((a.i for a in node.attribute if a.name == "to"), None)
+    used = any(output in n.input for n, _ in nodes)
+    if node.op_type != "Cast" or to not in (TensorProto.UINT8, TensorProto.INT8) or used:
+        return nodes, output
+    return nodes[:last] + nodes[last + 1 :], node.input[0]
 
 
 def parity_frames(height: int, width: int, count: int, seed: int = 7) -> np.ndarray:

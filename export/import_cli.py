@@ -28,6 +28,7 @@ from disseg.runtime.errors import BadInput, DisError
 from disseg.runtime.textfile import read_text
 
 from .foreign import Found, Preprocess, parity_frames
+from .foreign_facts import Facts, read_facts
 
 log = logging.getLogger("disseg.import")
 THRESHOLDS = {"fp32": 99.9, "fp16": 99.0, "litert": 99.5}  # minimum label agreement with the foreign model, percent
@@ -54,10 +55,14 @@ def _scale(text: str) -> float:
     return value
 
 
-def class_names(spec: str | None, found: Found, source: Path) -> tuple[str, ...]:
-    """--classes N or FILE (one name per line), checked against the logits' channels; VOC's 21 by default."""
+def class_names(spec: str | None, found: Found, source: Path, read: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """--classes N, names or FILE (one name per line), checked against the logits' channels; else the names the
+    model's files give (`read`), else VOC's 21 by default."""
     from disseg.runtime.palette import VOC_CLASSES
 
+    if spec is None and read is not None and found.num_classes in (None, len(read)):
+        check_class_names(read, f"{source}'s class names")
+        return read
     if spec is None:
         if found.kind == "foreground":
             return ("background", "foreground")
@@ -246,12 +251,12 @@ def parity(
 @click.option(
     "--palette", type=click.Path(path_type=Path), help="file of 'R,G,B' lines, one per class [default: VOC's]"
 )
-@click.option("--mean", default=",".join(map(str, IMAGENET_MEAN)), show_default=True, help="per-channel mean")
-@click.option("--std", default=",".join(map(str, IMAGENET_STD)), show_default=True, help="per-channel std")
 @click.option(
-    "--scale", default="1/255", show_default=True, help="pixel scale before mean/std: y = (x*scale - mean)/std"
+    "--mean", help="per-channel mean [default: the model's files' (Ultralytics, Hugging Face), else ImageNet's]"
 )
-@click.option("--rgb/--bgr", default=True, show_default=True, help="channel order the foreign model expects")
+@click.option("--std", help="per-channel std [default: as --mean]")
+@click.option("--scale", help="pixel scale before mean/std: y = (x*scale - mean)/std [default: as --mean, else 1/255]")
+@click.option("--rgb/--bgr", default=None, help="channel order the foreign model expects [default: RGB]")
 @click.option("--input-size", "size_text", help="HxW to fix a dynamic spatial size at [default: 512x512]")
 @click.option(
     "--output", "output_name", help="the foreign output tensor to wrap [default: 'out', or the only candidate]"
@@ -278,24 +283,22 @@ def parity(
 def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, size_text, **rest) -> None:
     setup_logging()
     started = time.perf_counter()
-    pre = Preprocess(_triple(mean, "--mean"), _triple(std, "--std"), _scale(scale), bgr=not rgb)
-    if min(pre.std) <= 0:
-        raise BadInput(f"--std {std!r}: every channel's std must be positive")
+    given = _given_preprocessing(mean, std, scale, rgb)
     out = output or foreign.with_name(foreign.stem + (".disseg.fp16.onnx" if rest["fp16"] else ".disseg.onnx"))
     if out.exists() and not rest["force"]:
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
     check_output(out, option="-o")
     proto, found = inspect(foreign, parse_size(size_text, option="--input-size"), rest["output_name"], rest["kind"])
-    wanted = tuple(o.strip() for o in rest["outputs"].split(",") if o.strip())
-    if LABELS not in wanted or set(wanted) - {LABELS, SCORES} or (SCORES in wanted and found.kind == "labels"):
-        raise BadInput(f"--outputs {rest['outputs']!r}: choose labels or labels,scores (scores need a logits output)")
-    if rest["scene_tags"] and found.kind == "labels":
-        raise BadInput(f"--scene-tags: {foreign} outputs a label map, and masking classes needs per-class scores; "
-                       "import its logits (--output NAME --logits) instead")  # fmt: skip
-    names = class_names(classes, found, foreign)
+    wanted = _wanted_outputs(rest, found, foreign)
+    facts = read_facts(foreign, proto)
+    pre = _preprocessing(given, facts)
+    names = class_names(classes, found, foreign, facts.names)
     if found.kind == "labels" and len(names) > 256:
         raise BadInput(f"{foreign}: a label map past 256 classes is not supported; import the model's logits instead")
+    if facts.source:
+        log.info("read from %s: %s", ", ".join(facts.source), _what_was_read(facts, classes, given))
     info = contract(foreign, found, pre, names, read_palette(palette, len(names)), wanted, rest["name"])
+    info = info.replace(extra={**info.extra, "import": {**info.extra["import"], "read_from": list(facts.source)}})
     if rest["scene_tags"]:
         info = info.replace(scene_tags="mask", schema=SCHEMA_SCENE_TAGS)
     wrapped, info = build(proto, found, pre, info, fp16=rest["fp16"])
@@ -304,6 +307,64 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
         threshold=rest["min_agreement"], tflite=foreign if "tflite" in info.extra["import"] else None,
         real=rest["parity_from"],
     )  # fmt: skip
+    _gate(report, foreign, out)
+    _save(wrapped, info.replace(extra={**info.extra, "parity": report}), out)
+    write_json(out.with_suffix(".parity.json"), report)  # with the model or not at all
+    for note in found.notes:
+        log.warning("%s", note)
+    resize = "" if found.output_size == (found.height, found.width) else f", resized from {found.output_size[0]}x" \
+        f"{found.output_size[1]}"  # fmt: skip
+    click.echo(
+        f"wrote {out} ({info.precision}, {len(names)} classes, {found.kind} {found.output!r}{resize}, "
+        f"{found.height}x{found.width}, batch {found.batch}; labels agree "
+        f"{report['outputs'][LABELS]['label_agreement']:.2f}% with {foreign.name}) in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+
+
+def _given_preprocessing(mean, std, scale, rgb) -> dict:
+    """The preprocessing options given on the command line, checked before anything is loaded (None: not given)."""
+    given = {
+        "mean": None if mean is None else _triple(mean, "--mean"),
+        "std": None if std is None else _triple(std, "--std"),
+        "scale": None if scale is None else _scale(scale),
+        "bgr": None if rgb is None else not rgb,
+    }
+    if given["std"] is not None and min(given["std"]) <= 0:
+        raise BadInput(f"--std {std!r}: every channel's std must be positive")
+    return given
+
+
+def _preprocessing(given: dict, facts: Facts) -> Preprocess:
+    """The options given, else what the model's files say, else torchvision's convention (ImageNet's, RGB, 1/255)."""
+
+    def pick(key, default):
+        return next(v for v in (given[key], getattr(facts, key), default) if v is not None)
+
+    pre = Preprocess(pick("mean", IMAGENET_MEAN), pick("std", IMAGENET_STD), pick("scale", 1 / 255), pick("bgr", False))
+    if min(pre.std) <= 0 or pre.scale <= 0:
+        raise BadInput(f"the model's files give a std or scale that is not positive ({pre}); pass --std and --scale")
+    return pre
+
+
+def _what_was_read(facts: Facts, classes, given: dict) -> str:
+    read = ["class names"] if facts.names and classes is None else []
+    read += [k for k in ("mean", "std", "scale") if getattr(facts, k) is not None and given[k] is None]
+    return ", ".join(read) or "nothing the options did not already say"
+
+
+def _wanted_outputs(rest: dict, found: Found, foreign: Path) -> tuple[str, ...]:
+    wanted = tuple(o.strip() for o in rest["outputs"].split(",") if o.strip())
+    if LABELS not in wanted or set(wanted) - {LABELS, SCORES} or (SCORES in wanted and found.kind == "labels"):
+        raise BadInput(f"--outputs {rest['outputs']!r}: choose labels or labels,scores (scores need a logits output)")
+    if rest["scene_tags"] and found.kind == "labels":
+        raise BadInput(f"--scene-tags: {foreign} outputs a label map, and masking classes needs per-class scores; "
+                       "import its logits (--output NAME --logits) instead")  # fmt: skip
+    return wanted
+
+
+def _gate(report: dict, foreign: Path, out: Path) -> None:
+    """The parity gate's verdict in the log, and a DisError (exit 1, nothing written) when it did not pass."""
     agreement = report["outputs"][LABELS]["label_agreement"]
     log.info("parity: labels agree %.3f%% with the foreign model (threshold %.1f%%)", agreement, report[
         "threshold_label_agreement"])  # fmt: skip
@@ -321,17 +382,6 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
             + (f", {THRESHOLDS['litert']}%" if litert else "")
             + f"); not writing {out}"
         )
-    _save(wrapped, info.replace(extra={**info.extra, "parity": report}), out)
-    write_json(out.with_suffix(".parity.json"), report)  # with the model or not at all
-    for note in found.notes:
-        log.warning("%s", note)
-    resize = "" if found.output_size == (found.height, found.width) else f", resized from {found.output_size[0]}x" \
-        f"{found.output_size[1]}"  # fmt: skip
-    click.echo(
-        f"wrote {out} ({info.precision}, {len(names)} classes, {found.kind} {found.output!r}{resize}, "
-        f"{found.height}x{found.width}, batch {found.batch}; labels agree {agreement:.2f}% with {foreign.name}) in "
-        f"{time.perf_counter() - started:.1f} s"
-    )
 
 
 def inspect(path: Path, size, output_name, kind) -> tuple:

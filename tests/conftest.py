@@ -255,6 +255,39 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def family_models(tmp_path_factory, tiny_data) -> dict:
+    """The families of tests/foreign_models.py (segmentation-models-pytorch, transformers' SegFormer) with tiny_data's
+    classes: name -> (the library's module, its ONNX). Skips without those libraries, unless
+    $DISSEG_REQUIRE_FAMILIES=1."""
+    for module in ("torch", "segmentation_models_pytorch", "transformers"):
+        if os.environ.get("DISSEG_REQUIRE_FAMILIES") == "1":
+            __import__(module)
+        else:
+            pytest.importorskip(module)
+    from disseg.runtime.dataset import list_samples
+    from tests.foreign_models import build_families
+
+    names, _ = list_samples(tiny_data, "val")
+    return build_families(tmp_path_factory.mktemp("families"), list(names))
+
+
+@pytest.fixture(scope="session")
+def ultralytics_model(tmp_path_factory, tiny_data):
+    """Ultralytics' semantic segmentation model and its own ONNX export (tests/foreign_models.py); skips without
+    ultralytics (AGPL-3.0, test-only), unless $DISSEG_REQUIRE_FAMILIES=1."""
+    if os.environ.get("DISSEG_REQUIRE_FAMILIES") == "1":
+        import ultralytics  # noqa: F401
+    else:
+        pytest.importorskip("ultralytics")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # never pip-install anything from inside a test
+    from disseg.runtime.dataset import list_samples
+    from tests.foreign_models import ultralytics_sem
+
+    names, _ = list_samples(tiny_data, "val")
+    return ultralytics_sem(tmp_path_factory.mktemp("ultralytics"), list(names))
+
+
+@pytest.fixture(scope="session")
 def foreign_models(tmp_path_factory, tiny_data) -> dict[str, Path]:
     """Foreign ONNX segmentation networks (tests/foreign_models.py); the small ones have tiny_data's classes."""
     pytest.importorskip("torch")

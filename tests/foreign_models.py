@@ -97,3 +97,82 @@ def build_all(folder: Path, num_classes: int) -> dict[str, Path]:
     classifier = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
     models["classifier"] = export(classifier, folder / "classifier.onnx", 32)
     return models
+
+
+# Families people deploy, built with their own constructors and random weights (nothing downloaded), exported as
+# their users export them. segmentation-models-pytorch: every architecture with two encoders.
+SMP_ARCHS = ("Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3Plus", "Linknet", "MAnet", "Segformer")
+SMP_ENCODERS = ("resnet34", "mobilenet_v2")
+FAMILY_SIZE = 64
+
+
+def smp_net(arch: str, encoder: str, num_classes: int) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    net = getattr(smp, arch)(encoder_name=encoder, encoder_weights=None, classes=num_classes)
+    return varied(net, num_classes, FAMILY_SIZE)
+
+
+class LogitsOf(nn.Module):
+    """A Hugging Face model's `.logits`, as optimum's ONNX export gives them (input pixel_values, output logits)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def hf_segformer(folder: Path, names: list[str]) -> tuple[nn.Module, Path]:
+    """transformers' SegformerForSemanticSegmentation from a small config (logits at 1/4 of the input), exported to
+    FOLDER/model.onnx beside the config.json and preprocessor_config.json that save_pretrained and optimum write."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(0)
+    config = SegformerConfig(
+        num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+        depths=[1, 1, 1, 1], hidden_sizes=[16, 32, 64, 128], decoder_hidden_size=64, num_attention_heads=[1, 2, 4, 8],
+    )  # fmt: skip
+    model = SegformerForSemanticSegmentation(config)
+    net = varied(LogitsOf(model), len(names), FAMILY_SIZE)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    example = (torch.rand(1, 3, FAMILY_SIZE, FAMILY_SIZE),)
+    torch.onnx.export(net, example, str(path), input_names=["pixel_values"], output_names=["logits"])
+    model.config.to_json_file(str(folder / "config.json"))
+    SegformerImageProcessor().save_pretrained(str(folder))
+    return net, path
+
+
+def build_families(folder: Path, names: list[str]) -> dict[str, tuple[nn.Module, Path]]:
+    """Every family model of the tests: name -> (the library's module, its exported ONNX)."""
+    models = {}
+    for arch in SMP_ARCHS:
+        for encoder in SMP_ENCODERS:
+            name = f"smp-{arch}-{encoder}"
+            net = smp_net(arch, encoder, len(names))
+            models[name] = (net, export(net, folder / f"{name}.onnx", FAMILY_SIZE))
+    models["hf-segformer"] = hf_segformer(folder / "hf-segformer", names)
+    return models
+
+
+def ultralytics_sem(folder: Path, names: list[str]):
+    """Ultralytics' YOLO26n semantic segmentation from its own YAML (nc set to len(names), random weights), exported
+    by Ultralytics' own `export(format="onnx")`: an ArgMax in the graph, class names in the ONNX metadata.
+    Ultralytics is AGPL-3.0: a test-only dependency (.ci/run installs it), never a runtime one."""
+    import ultralytics
+    import yaml
+    from ultralytics import YOLO
+
+    config = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/26/yolo26-sem.yaml").read_text())
+    config["nc"] = len(names)
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = folder / "yolo26n-sem.yaml"  # the file name carries the scale, n, as Ultralytics reads it
+    recipe.write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    model = YOLO(str(recipe))
+    model.model.names = dict(enumerate(names))
+    varied(model.model, len(names), FAMILY_SIZE)
+    return model, Path(model.export(format="onnx", imgsz=FAMILY_SIZE, simplify=False))
