@@ -165,7 +165,8 @@ def nvinfer_config(info: ModelInfo, onnx_name: str) -> dict[str, str]:
         "net-scale-factor": f"{scale:.10g}",
         "offsets": ";".join(f"{o:.6g}" for o in offsets),
         "model-color-format": str(color),
-        "maintain-aspect-ratio": "0",
+        "maintain-aspect-ratio": "1" if info.resize == "letterbox" else "0",  # as the runtimes fit frames
+        **({"symmetric-padding": "1"} if info.resize == "letterbox" else {}),
         "output-blob-names": DS_OUTPUT,
         "num-detected-classes": str(info.num_classes),
         "segmentation-threshold": f"{SEGMENTATION_THRESHOLD}",

@@ -27,6 +27,7 @@ class Facts:
     std: tuple[float, float, float] | None = None
     scale: float | None = None
     bgr: bool | None = None
+    resize: str | None = None  # "letterbox" where the model's own predictor letterboxes (Ultralytics)
     source: tuple[str, ...] = ()  # where each fact came from, for the log and the metadata
 
 
@@ -39,8 +40,8 @@ def read_facts(path: Path, proto: onnx.ModelProto) -> Facts:
 
 
 def _ultralytics(props: dict[str, str]) -> Facts:
-    """Ultralytics writes `names` ({0: 'road', ...}, a Python literal) and `task`; its predictors feed RGB scaled to
-    0..1, no mean or std (ultralytics/engine/predictor.py preprocess)."""
+    """Ultralytics writes `names` ({0: 'road', ...}, a Python literal) and `task`; its predictors letterbox the frame
+    into the input and feed RGB scaled to 0..1, no mean or std (ultralytics/engine/predictor.py preprocess)."""
     names = None
     try:
         found = ast.literal_eval(props.get("names", "None"))
@@ -48,7 +49,8 @@ def _ultralytics(props: dict[str, str]) -> Facts:
             names = tuple(str(found[i]) for i in range(len(found)))
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         log.warning("Ultralytics metadata: 'names' is not a literal dict of class names; ignored")
-    return Facts(names, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1 / 255, False, ("the model's Ultralytics metadata",))
+    source = ("the model's Ultralytics metadata",)
+    return Facts(names, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1 / 255, False, "letterbox", source)
 
 
 def _json(path: Path) -> dict | None:

@@ -298,7 +298,8 @@ def import_cli(foreign: Path, output, classes, palette, mean, std, scale, rgb, s
     if facts.source:
         log.info("read from %s: %s", ", ".join(facts.source), _what_was_read(facts, classes, given))
     info = contract(foreign, found, pre, names, read_palette(palette, len(names)), wanted, rest["name"])
-    info = info.replace(extra={**info.extra, "import": {**info.extra["import"], "read_from": list(facts.source)}})
+    info = info.replace(extra={**info.extra, "import": {**info.extra["import"], "read_from": list(facts.source)}},
+                        resize=facts.resize or "stretch")  # fmt: skip
     if rest["scene_tags"]:
         info = info.replace(scene_tags="mask", schema=SCHEMA_SCENE_TAGS)
     wrapped, info = build(proto, found, pre, info, fp16=rest["fp16"])
@@ -350,6 +351,7 @@ def _preprocessing(given: dict, facts: Facts) -> Preprocess:
 def _what_was_read(facts: Facts, classes, given: dict) -> str:
     read = ["class names"] if facts.names and classes is None else []
     read += [k for k in ("mean", "std", "scale") if getattr(facts, k) is not None and given[k] is None]
+    read += ["frames are letterboxed"] if facts.resize == "letterbox" else []
     return ", ".join(read) or "nothing the options did not already say"
 
 

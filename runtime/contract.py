@@ -29,6 +29,10 @@ MASKED_SCORE = -1e4  # the score a class masked by its scene tag gets (below any
 LABELS, SCORES, TAGS = "labels", "scores", "tags"
 OUTPUTS = (LABELS, SCORES, TAGS)  # labels always; scores and tags when exported with --outputs
 INPUT_LAYOUT, INPUT_DTYPE, COLOR_ORDER = "NHWC", "uint8", "BGR"  # the one input form both runtimes feed
+# How a frame becomes the model's input size: stretched (every disseg model), or letterboxed (aspect kept, centred,
+# the rest filled with LETTERBOX_PAD grey; Ultralytics' models), and the labels brought back the same way.
+RESIZE_MODES = ("stretch", "letterbox")
+LETTERBOX_PAD = 114
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB normalisation of torchvision's backbones
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -54,6 +58,7 @@ class ModelInfo:
     input_dtype: str = INPUT_DTYPE
     color_order: str = COLOR_ORDER
     scene_tags: str = ""  # "" or a SCENE_TAG_MODES entry: the graph's second input SCENE_TAGS, and how it is used
+    resize: str = RESIZE_MODES[0]  # a RESIZE_MODES entry
     schema: str = SCHEMA
     checkpoint_sha256: str = ""
     onnx_sha256: str = ""
@@ -125,6 +130,11 @@ class ModelInfo:
         check_class_names(self.class_names, source)
         if LABELS not in self.outputs:
             raise ModelFileError(f"{source}: the model has no 'labels' output; re-export it with dis-export")
+        if self.resize not in RESIZE_MODES:
+            raise ModelFileError(
+                f"{source}: disseg metadata names the resize {self.resize!r} (known: {', '.join(RESIZE_MODES)}); "
+                "re-export it with this version's dis-export"
+            )
         if self.scene_tags not in ("", *SCENE_TAG_MODES) or bool(self.scene_tags) != (self.schema == SCHEMA_SCENE_TAGS):
             raise ModelFileError(
                 f"{source}: disseg metadata names scene-tag use {self.scene_tags!r} under schema {self.schema!r} "

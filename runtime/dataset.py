@@ -161,11 +161,12 @@ def scan(samples: list[Sample], num_classes: int, *, workers: int = 4) -> list[S
     return good
 
 
-def load_eval_item(sample: Sample, num_classes: int, height: int, width: int) -> dict:
-    """{"bgr": image resized to the model input as the runtime does, "mask": native-size labels or None,
-    "tags": image-level tags given with the sample (weak split) or None}."""
+def load_eval_item(sample: Sample, num_classes: int, height: int, width: int, *, resize: bool = True) -> dict:
+    """{"bgr": image resized to the model input as the runtime does (as read with `resize` False: a Segmenter
+    fits it itself), "mask": native-size labels or None, "tags": image-level tags given with the sample (weak split)
+    or None}."""
     bgr = read_image(sample.image)
-    item = {"bgr": resize_to(bgr, height, width), "mask": None, "tags": None}
+    item = {"bgr": resize_to(bgr, height, width) if resize else bgr, "mask": None, "tags": None}
     if sample.mask is not None:
         item["mask"] = read_mask(sample.mask, num_classes)
     if sample.tags is not None:

@@ -40,7 +40,8 @@ def evaluate_exported(
         matrix, tags_f1 = ConfusionMatrix(info.num_classes), TagF1()
         for i in progress(range(0, len(samples), batch), desc="eval", unit="batch"):
             items = [
-                load_eval_item(s, info.num_classes, info.input_height, info.input_width) for s in samples[i : i + batch]
+                load_eval_item(s, info.num_classes, info.input_height, info.input_width, resize=False)
+                for s in samples[i : i + batch]
             ]
             for item, result in zip(items, seg.segment_batch([it["bgr"] for it in items])):
                 if item["mask"] is None:

@@ -60,6 +60,40 @@ def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR_EXACT)
 
 
+Box = tuple[int, int, int, int]  # where a letterboxed frame sits in the model input: top, left, height, width
+
+
+def letterbox_box(frame_hw: tuple[int, int], height: int, width: int) -> Box:
+    """Ultralytics' LetterBox arithmetic (aspect kept, centred, the odd pixel's rounding as it does it)."""
+    r = min(height / frame_hw[0], width / frame_hw[1])
+    nh, nw = int(round(frame_hw[0] * r)), int(round(frame_hw[1] * r))
+    top, left = int(round((height - nh) / 2 - 0.1)), int(round((width - nw) / 2 - 0.1))
+    return top, left, nh, nw
+
+
+def fit_to(image: np.ndarray, height: int, width: int, resize: str = "stretch") -> tuple[np.ndarray, Box | None]:
+    """The model input for a frame: stretched (`resize_to`), or letterboxed: resized keeping its aspect into a
+    LETTERBOX_PAD grey canvas with OpenCV's INTER_LINEAR, exactly as Ultralytics' LetterBox does (its labels then
+    agree to the pixel; the bit-exact variant moved 0.3-3 % of a random net's labels). The box, or None."""
+    if resize == "stretch":
+        return resize_to(image, height, width), None
+    from .contract import LETTERBOX_PAD
+
+    top, left, nh, nw = box = letterbox_box(image.shape[:2], height, width)
+    canvas = np.full((height, width, 3), LETTERBOX_PAD, np.uint8)
+    inner = image if image.shape[:2] == (nh, nw) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    canvas[top : top + nh, left : left + nw] = inner
+    return canvas, box
+
+
+def labels_back(labels: np.ndarray, box: Box | None, height: int, width: int) -> np.ndarray:
+    """Model-size labels back to the frame: the letterbox's box cut out first, then nearest neighbour."""
+    if box is not None:
+        top, left, nh, nw = box
+        labels = labels[top : top + nh, left : left + nw]
+    return resize_labels(labels, height, width)
+
+
 def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize a labelmap back to a frame's size (nearest neighbour: labels never blend)."""
     if labels.shape[0] == height and labels.shape[1] == width:

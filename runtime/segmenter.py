@@ -14,7 +14,7 @@ from . import scene_tags as tags_
 from .backends import Backend, infer_in_batches, open_backend
 from .contract import LABELS, SCENE_TAGS, SCORES, TAGS, ModelInfo, is_remote, label_channels
 from .errors import BadInput, DisError, ModelFileError
-from .image import resize_labels, resize_to, to_bgr8
+from .image import fit_to, labels_back, to_bgr8
 
 log = logging.getLogger("disseg.runtime")
 
@@ -148,7 +148,8 @@ class Segmenter:
         h, w = self.info.input_height, self.info.input_width
         t0 = time.perf_counter()
         frames = [to_bgr8(f, source="frame") for f in frames]
-        batch = np.stack([resize_to(f, h, w) for f in frames])
+        fitted = [fit_to(f, h, w, self.info.resize) for f in frames]
+        batch = np.stack([inputs for inputs, _ in fitted])
         extra = self._tag_feed(len(frames), scene_tags)
         t1 = time.perf_counter()
         step = self.batch_plan(len(batch))[0]
@@ -157,7 +158,7 @@ class Segmenter:
         results = []
         _check_label_range(merged[LABELS][: len(frames)], self.info.num_classes, self.name)
         for i, frame in enumerate(frames):
-            labels = resize_labels(merged[LABELS][i], frame.shape[0], frame.shape[1])
+            labels = labels_back(merged[LABELS][i], fitted[i][1], frame.shape[0], frame.shape[1])
             results.append(
                 Result(
                     labels, merged[TAGS][i] if TAGS in merged else None, merged[SCORES][i] if SCORES in merged else None

@@ -8,6 +8,7 @@ the other forms: logits at 1/8 of the input size, an integer label map, and a dy
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -175,4 +176,5 @@ def ultralytics_sem(folder: Path, names: list[str]):
     model = YOLO(str(recipe))
     model.model.names = dict(enumerate(names))
     varied(model.model, len(names), FAMILY_SIZE)
-    return model, Path(model.export(format="onnx", imgsz=FAMILY_SIZE, simplify=False))
+    with contextlib.chdir(folder):  # Ultralytics writes the export into the working directory
+        return model, (folder / model.export(format="onnx", imgsz=FAMILY_SIZE, simplify=False)).resolve()

@@ -62,6 +62,8 @@ PAIRS = [
     ("kInputLayout", contract.INPUT_LAYOUT),
     ("kInputDtype", contract.INPUT_DTYPE),
     ("kColorOrder", contract.COLOR_ORDER),
+    ("kResizeModes", contract.RESIZE_MODES),
+    ("kLetterboxPad", contract.LETTERBOX_PAD),
     ("kImagenetMean", contract.IMAGENET_MEAN),
     ("kImagenetStd", contract.IMAGENET_STD),
     ("kExitDone", errors.EXIT_DONE),

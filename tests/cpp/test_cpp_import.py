@@ -73,3 +73,5 @@ def test_cpp_labels_equal_python_for_ultralytics(cpp_build, ultralytics_model, t
     model = tmp_path / "yolo.onnx"
     run_cmd("dis-import", str(ultralytics_model[1]), "-o", str(model), check=True)
     assert len(labels_seen_in_both(cpp_build, model, seed=23)) >= 2
+    for size in [(96, 160), (50, 120), (37, 61)]:  # letterboxed in both runtimes alike
+        assert len(labels_seen_in_both(cpp_build, model, size, seed=23)) >= 2

@@ -1,4 +1,7 @@
 // Frames into the one format every backend takes, and resizing to and from the model (runtime/image.py).
+#include <algorithm>
+#include <cmath>
+
 #include <opencv2/imgproc.hpp>
 
 #include "disseg/segmenter.hpp"
@@ -72,6 +75,31 @@ cv::Mat resize_labels(const cv::Mat& labels, int height, int width) {
   cv::Mat out;
   cv::resize(labels, out, cv::Size(width, height), 0, 0, cv::INTER_NEAREST);
   return out;
+}
+
+cv::Rect letterbox_box(cv::Size frame, int height, int width) {
+  const double r = std::min(static_cast<double>(height) / frame.height, static_cast<double>(width) / frame.width);
+  // Python's round(): half to even, as Ultralytics (and runtime/image.py) compute it
+  const auto py_round = [](double x) { return static_cast<int>(std::nearbyint(x)); };
+  const int nh = py_round(frame.height * r), nw = py_round(frame.width * r);
+  const int top = py_round((height - nh) / 2.0 - 0.1), left = py_round((width - nw) / 2.0 - 0.1);
+  return {left, top, nw, nh};
+}
+
+cv::Mat fit_to(const cv::Mat& image, int height, int width, const std::string& resize, cv::Rect& box) {
+  box = cv::Rect(0, 0, width, height);
+  if (resize != "letterbox") return resize_to(image, height, width);
+  box = letterbox_box(image.size(), height, width);
+  cv::Mat canvas(height, width, CV_8UC3, cv::Scalar::all(kLetterboxPad));
+  if (image.size() == box.size())
+    image.copyTo(canvas(box));
+  else
+    cv::resize(image, canvas(box), box.size(), 0, 0, cv::INTER_LINEAR);  // as Ultralytics' LetterBox
+  return canvas;
+}
+
+cv::Mat labels_back(const cv::Mat& labels, const cv::Rect& box, int height, int width) {
+  return resize_labels(box.size() == labels.size() ? labels : labels(box), height, width);
 }
 
 }  // namespace disseg

@@ -416,6 +416,9 @@ void check_consistent(const ModelInfo& info, const std::string& source) {
         ": disseg metadata is inconsistent (input name or size, classes, palette or extras); re-export it with "
         "dis-export");
   check_class_names(info.class_names, source);
+  if (std::none_of(kResizeModes.begin(), kResizeModes.end(), [&](const char* m) { return info.resize == m; }))
+    throw ModelFileError(source + ": disseg metadata names the resize '" + info.resize +
+                         "' (known: " + joined(kResizeModes) + "); re-export it with this version's dis-export");
   if (!info.has_output(kLabels))
     throw ModelFileError(source + ": the model has no 'labels' output; re-export it with dis-export");
   const bool known_use = info.scene_tags.empty() == (info.schema == kSchema) &&
@@ -454,6 +457,7 @@ ModelInfo model_info_from_metadata(const std::map<std::string, std::string>& pro
   info.input_dtype = take_or<std::string>(v, "input_dtype", kInputDtype, source);
   info.color_order = take_or<std::string>(v, "color_order", kColorOrder, source);
   info.scene_tags = take_or<std::string>(v, "scene_tags", "", source);
+  info.resize = take_or<std::string>(v, "resize", kResizeModes[0], source);
   info.checkpoint_sha256 = take_or<std::string>(v, "checkpoint_sha256", "", source);
   info.onnx_sha256 = take_or<std::string>(v, "onnx_sha256", "", source);
   info.engine = engine_facts(v, source);

@@ -159,6 +159,7 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames,
   const std::size_t image_bytes = static_cast<std::size_t>(h) * w * 3;
   const auto t0 = Clock::now();
   std::vector<cv::Size> sizes;
+  std::vector<cv::Rect> boxes;
   const int n = static_cast<int>(frames.size());
   const int fixed = backend_->batch(), most = backend_->max_batch();
   const int step =
@@ -169,8 +170,9 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames,
     cv::Mat bgr = to_bgr8(frames[i], "frame " + std::to_string(i));
     sizes.push_back(bgr.size());
     cv::Mat dst(h, w, CV_8UC3, batch.data() + image_bytes * i);
-    cv::Mat resized = resize_to(bgr, h, w);
-    resized.copyTo(dst);
+    boxes.emplace_back();
+    cv::Mat fitted = fit_to(bgr, h, w, info_.resize, boxes.back());
+    fitted.copyTo(dst);
   }
   for (int i = n; i < padded; ++i)  // a fixed batch is filled with the last frame
     std::memcpy(batch.data() + image_bytes * i, batch.data() + image_bytes * (n - 1), image_bytes);
@@ -193,7 +195,7 @@ std::vector<Result> Segmenter::segment_batch(const std::vector<cv::Mat>& frames,
       throw Error(model_ + ": the model produced class " + std::to_string(static_cast<long long>(high)) +
                   " but its metadata names " + std::to_string(k) + " classes (0.." + std::to_string(k - 1) +
                   "); the file is inconsistent: re-export or re-import it");
-    results[i].labels = resize_labels(merged.labels[i], sizes[i].height, sizes[i].width);
+    results[i].labels = labels_back(merged.labels[i], boxes[i], sizes[i].height, sizes[i].width);
     if (!merged.tags.empty()) results[i].tags = merged.tags[i];
   }
   const auto t3 = Clock::now();

@@ -27,6 +27,9 @@ inline constexpr const char* kInputLayout = "NHWC";  // the one input form both 
 inline constexpr const char* kInputDtype = "uint8";
 inline constexpr const char* kColorOrder = "BGR";
 inline constexpr std::array<const char*, 3> kSceneTagModes{"energy+mask", "energy", "mask"};  // how a graph uses them
+// How a frame becomes the input size: stretched, or letterboxed (aspect kept, centred, kLetterboxPad grey around).
+inline constexpr std::array<const char*, 2> kResizeModes{"stretch", "letterbox"};
+inline constexpr int kLetterboxPad = 114;
 inline constexpr std::array<double, 3> kImagenetMean{0.485, 0.456, 0.406};  // a model without mean/std metadata
 inline constexpr std::array<double, 3> kImagenetStd{0.229, 0.224, 0.225};
 
@@ -84,6 +87,7 @@ struct DISSEG_API ModelInfo {
   std::string input_dtype;
   std::string color_order;
   std::string scene_tags;  // "" or one of kSceneTagModes: the graph's second input kSceneTags, and how it is used
+  std::string resize = kResizeModes[0];  // one of kResizeModes
   std::string schema;
   std::string checkpoint_sha256;
   std::string onnx_sha256;

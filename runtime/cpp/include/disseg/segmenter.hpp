@@ -95,6 +95,13 @@ DISSEG_API cv::Mat to_bgr8(const cv::Mat& image, const std::string& source = "fr
 DISSEG_API cv::Mat resize_to(const cv::Mat& image, int height, int width);
 // A labelmap back to a frame's size, nearest neighbour (labels never blend).
 DISSEG_API cv::Mat resize_labels(const cv::Mat& labels, int height, int width);
+// Where a letterboxed frame sits in the model input (Ultralytics' LetterBox arithmetic, as runtime/image.py).
+DISSEG_API cv::Rect letterbox_box(cv::Size frame, int height, int width);
+// The model input for a frame as `resize` says (kResizeModes): resize_to, or letterboxed into a kLetterboxPad
+// canvas, `box` set to where the frame sits (else the whole input).
+DISSEG_API cv::Mat fit_to(const cv::Mat& image, int height, int width, const std::string& resize, cv::Rect& box);
+// Model-size labels back to a frame: the box cut out, then nearest neighbour.
+DISSEG_API cv::Mat labels_back(const cv::Mat& labels, const cv::Rect& box, int height, int width);
 
 // The backends compiled into this library, e.g. {"onnxruntime"}.
 DISSEG_API std::vector<std::string> available_backends();
