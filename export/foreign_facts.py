@@ -20,7 +20,7 @@ from disseg.runtime.textfile import read_text
 log = logging.getLogger("disseg.import")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Facts:
     names: tuple[str, ...] | None = None
     mean: tuple[float, float, float] | None = None
@@ -50,7 +50,8 @@ def _ultralytics(props: dict[str, str]) -> Facts:
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         log.warning("Ultralytics metadata: 'names' is not a literal dict of class names; ignored")
     source = ("the model's Ultralytics metadata",)
-    return Facts(names, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1 / 255, False, "letterbox", source)
+    unit = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": 1 / 255, "bgr": False}
+    return Facts(names=names, resize="letterbox", source=source, **unit)
 
 
 def _json(path: Path) -> dict | None:
@@ -89,4 +90,5 @@ def _hugging_face(folder: Path) -> Facts:
         except (TypeError, ValueError):
             log.warning("preprocessor_config.json has a mean, std or rescale factor that is not numbers; ignored")
             mean = std = scale = None
-    return Facts(names, mean, std, scale, False if processor is not None else None, tuple(source))
+    bgr = False if processor is not None else None
+    return Facts(names=names, mean=mean, std=std, scale=scale, bgr=bgr, source=tuple(source))

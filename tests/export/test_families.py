@@ -74,6 +74,7 @@ def test_a_family_model_imports_at_parity_with_its_library(family_models, tiny_d
 
         assert list(info.class_names) == list(list_samples(tiny_data, "val")[0])
         assert info.extra["import"]["read_from"] == ["config.json's id2label", "preprocessor_config.json"]
+        assert info.resize == "stretch"  # transformers' image processor resizes without keeping the aspect
         assert info.extra["import"]["output_size"] == [FAMILY_SIZE // 4, FAMILY_SIZE // 4]
 
 
@@ -182,3 +183,15 @@ def test_ultralytics_model_runs_in_dis_run_and_builds_with_tensorrt_for_rtx(ultr
     engine = tmp_path / "yolo.engine"
     run_cmd("dis-export", str(model), "--engine", "--gpu-arch", "sm86", "-o", str(engine), check=True)
     assert json.loads(engine.with_name("yolo.engine.json").read_text())["disseg"]["extra"]["import"]["read_from"]
+
+
+@pytest.mark.parametrize("name", ["smp-Unet-resnet34", "smp-FPN-resnet34", "hf-segformer"])
+def test_a_family_model_imports_in_fp16_within_the_gate(family_models, tmp_path, name):
+    """dis-import --fp16 (the family network in FP16, pre- and post-processing FP32): >= 99 % of the library's
+    labels (measured 99.79, 99.99 and 99.96 %; three untrained MobileNetV2 models fall under it: docs/import.md)."""
+    net, source = family_models[name]
+    model = tmp_path / "half.onnx"
+    run_cmd("dis-import", str(source), "-o", str(model), "--fp16", check=True)
+    assert read_model_info(model).precision == "fp16"
+    frames = parity_frames(FAMILY_SIZE, FAMILY_SIZE, 6, seed=13)
+    assert (wrapped_labels(model, frames) == library_labels(net, frames)).mean() >= 0.99
