@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from disseg.export.photos import iou, litert_foreground, segment, skimage_photos, voc_photo  # noqa: E402
-from disseg.runtime import Segmenter  # noqa: E402
 from disseg.runtime.cli_util import write_json  # noqa: E402 (atomic)
 from disseg.runtime.cpu import machine_facts  # noqa: E402
 
@@ -39,16 +38,15 @@ def main() -> None:
         if isinstance(found, str):
             sys.exit(found)
         photos += found if isinstance(found, list) else [found]
-    rows = segment(args.model, photos, args.overlays)
+    masks: list = []
+    rows = segment(args.model, photos, args.overlays, masks)
     if args.tflite is not None:
-        with Segmenter(args.model) as seg:
-            for photo, row in zip(photos, rows):
-                theirs = litert_foreground(args.tflite, photo)
-                ours = seg(photo.bgr).labels == 1
-                row["litert_person_share"] = round(float(theirs.mean()), 4)
-                row["disagreeing_pixels"] = round(float(np.mean(ours != theirs)), 4)
-                if photo.person is not None:
-                    row["litert_person_iou"] = round(iou(theirs, photo.person), 4)
+        for photo, row, ours in zip(photos, rows, masks):
+            theirs = litert_foreground(args.tflite, photo)
+            row["litert_person_share"] = round(float(theirs.mean()), 4)
+            row["disagreeing_pixels"] = round(float(np.mean(ours != theirs)), 4)
+            if photo.person is not None:
+                row["litert_person_iou"] = round(iou(theirs, photo.person), 4)
     for row in rows:
         print(row, flush=True)
     if args.json:

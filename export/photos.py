@@ -60,9 +60,12 @@ def class_index(names: tuple[str, ...], wanted: str = "person") -> int:
     return 1 if len(names) == 2 else -1
 
 
-def segment(model: str | Path, photos: list[Photo], overlays: Path | None = None) -> list[dict]:
+def segment(
+    model: str | Path, photos: list[Photo], overlays: Path | None = None, found_masks: list | None = None
+) -> list[dict]:
     """Each photo through the model (Segmenter, any backend): the share of its pixels given the person class, the IoU
-    against the annotated mask where there is one; with `overlays`, OUT/NAME.jpg (photo | overlay)."""
+    against the annotated mask where there is one; with `overlays`, OUT/NAME.jpg (photo | overlay); `found_masks`
+    receives each photo's person mask."""
     import cv2
 
     from disseg.runtime import Segmenter
@@ -73,6 +76,8 @@ def segment(model: str | Path, photos: list[Photo], overlays: Path | None = None
         for photo in photos:
             result = seg(photo.bgr)
             found = result.labels == person
+            if found_masks is not None:
+                found_masks.append(found)
             row = {"photo": photo.name, "person_share": round(float(found.mean()), 4), "has_person": photo.has_person}
             if photo.person is not None:
                 row["person_iou"] = round(iou(found, photo.person), 4)

@@ -3,19 +3,25 @@ Imports nothing heavy: the commands call it before OpenCV or ONNX Runtime are to
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import shlex
+
+
+@functools.cache
+def _requires() -> tuple[str, ...]:
+    """The installed disseg's requirements, read once (a read of its metadata costs milliseconds)."""
+    try:
+        return tuple(importlib.metadata.requires("disseg") or ())
+    except importlib.metadata.PackageNotFoundError:
+        return ()
 
 
 def extra(name: str) -> str:
     """The pip line that installs disseg's optional dependencies `name` (pyproject's install profiles) here: the
     profile's own requirements, read from the installed disseg's metadata, so the line works however disseg came
     (a checkout, a wheel, a Jetson); where disseg is not installed, the profile from its checkout."""
-    try:
-        requires = importlib.metadata.requires("disseg") or []
-    except importlib.metadata.PackageNotFoundError:
-        requires = []
-    wanted = [req.split(";")[0].strip() for req in requires if req.partition(";")[2].strip() == f'extra == "{name}"']
+    wanted = [req.split(";")[0].strip() for req in _requires() if req.partition(";")[2].strip() == f'extra == "{name}"']
     if not wanted:
         return f"pip install '.[{name}]' (in disseg's checkout)"
     return "pip install " + " ".join(shlex.quote(req) for req in wanted)

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .contract import LETTERBOX_PAD
 from .errors import BadInput
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -77,8 +78,6 @@ def fit_to(image: np.ndarray, height: int, width: int, resize: str = "stretch") 
     agree to the pixel; the bit-exact variant moved 0.3-3 % of a random net's labels). The box, or None."""
     if resize == "stretch":
         return resize_to(image, height, width), None
-    from .contract import LETTERBOX_PAD
-
     top, left, nh, nw = box = letterbox_box(image.shape[:2], height, width)
     canvas = np.full((height, width, 3), LETTERBOX_PAD, np.uint8)
     inner = image if image.shape[:2] == (nh, nw) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
