@@ -155,9 +155,11 @@ def _mjpeg_frames(url: str, count: int, headers: dict | None = None) -> list[np.
     frames, buffer = [], b""
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as response:
         assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
-        while len(frames) < count:
-            buffer += response.read1(65536)
-            while (start := buffer.find(b"\xff\xd8")) >= 0 and (end := buffer.find(b"\xff\xd9", start)) >= 0:
+        while len(frames) < count and (chunk := response.read1(65536)):  # the stream may end early: fewer frames
+            buffer += chunk
+            while len(frames) < count and (start := buffer.find(b"\xff\xd8")) >= 0:
+                if (end := buffer.find(b"\xff\xd9", start)) < 0:
+                    break
                 image = cv2.imdecode(np.frombuffer(buffer[start : end + 2], np.uint8), cv2.IMREAD_COLOR)
                 assert image is not None and image.shape == (64, 80, 3)
                 frames.append(image)
