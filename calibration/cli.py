@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from disseg.runtime.cli_util import MAX_COUNT, Command, Finite, handle_errors, s
 from disseg.runtime.errors import BadInput
 
 from .quantize import METHODS, TARGETS
+
+if TYPE_CHECKING:
+    from disseg.runtime.contract import ModelInfo
 
 log = logging.getLogger("disseg.calibrate")
 MIN_FRAMES = 8
@@ -73,7 +77,7 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     if out.exists() and not force:
         raise BadInput(f"{out} exists; pass --force to overwrite it or -o to choose another file")
     check_output(out, option="-o")
-    calib, held_out = _frames(data, images, video, info.input_height, info.input_width, samples)
+    calib, held_out = _frames(data, images, video, info, samples)
     quantized, report = calibrate(
         proto, info, calib, held_out, data=data, target=target, method=method, max_drop=max_drop, search=search
     )
@@ -82,20 +86,23 @@ def calibrate_cli(model, data, images, video, target, method, samples, max_drop,
     _say_result(out, report, target, method, max_drop)
 
 
-def _frames(data, images, video, h: int, w: int, samples: int) -> tuple[list, list]:
-    """The calibration frames and the held-out frames the accuracy is checked on: a data set's train and val splits,
-    or an image folder's or a video's frames split in two. BadInput when there are too few."""
+def _frames(data, images, video, info: ModelInfo, samples: int) -> tuple[list, list]:
+    """The calibration frames and the held-out frames the accuracy is checked on, fitted to the model's input as
+    its Segmenter fits them (stretched or letterboxed): a data set's train and val splits, or an image folder's or a
+    video's frames split in two. BadInput when there are too few."""
     from .reader import frames_from_data, frames_from_images, frames_from_video
+
+    h, w, fit = info.input_height, info.input_width, {"resize": info.resize}
 
     held = max(MIN_FRAMES, samples // 4)
     if data is not None:
-        calib = frames_from_data(data, "train", h, w, samples)
-        held_out = frames_from_data(data, "val", h, w, held)
+        calib = frames_from_data(data, "train", h, w, samples, **fit)
+        held_out = frames_from_data(data, "val", h, w, held, **fit)
     else:
         frames = (
-            frames_from_images(images, h, w, samples + held)
+            frames_from_images(images, h, w, samples + held, **fit)
             if images
-            else frames_from_video(video, h, w, samples + held)
+            else frames_from_video(video, h, w, samples + held, **fit)
         )
         calib, held_out = (
             frames[::2] if len(frames) < samples + held else frames[:samples],

@@ -1,5 +1,6 @@
 """Calibration data as a tiny protocol: an iterator of {input_name: array}, built with the runtime's own
-preprocessing (to_bgr8 + resize_to), from a data set, an image folder or a video."""
+preprocessing (to_bgr8 + fit_to: stretched or letterboxed as the model's contract says), from a data set, an image
+folder or a video."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from disseg.runtime.console import progress
 from disseg.runtime.contract import SCENE_TAGS
 from disseg.runtime.dataset import list_samples
 from disseg.runtime.errors import BadInput, SourceError
-from disseg.runtime.image import list_images, read_image, resize_to, to_bgr8
+from disseg.runtime.image import fit_to, list_images, read_image, to_bgr8
 
 
 class FrameReader(CalibrationDataReader):
@@ -52,13 +53,22 @@ class FrameReader(CalibrationDataReader):
         return len(self.frames) // self.batch
 
 
-def frames_from_data(root: str | Path, split: str, height: int, width: int, count: int) -> list[np.ndarray]:
+def _fit(image: np.ndarray, height: int, width: int, resize: str) -> np.ndarray:
+    """The model input the Segmenter would make of this frame (the letterbox's pad included)."""
+    return fit_to(image, height, width, resize)[0]
+
+
+def frames_from_data(
+    root: str | Path, split: str, height: int, width: int, count: int, *, resize: str = "stretch"
+) -> list[np.ndarray]:
     _, samples = list_samples(root, split)
     step = max(1, len(samples) // count)
-    return [resize_to(read_image(s.image), height, width) for s in samples[::step][:count]]
+    return [_fit(read_image(s.image), height, width, resize) for s in samples[::step][:count]]
 
 
-def frames_from_images(folder: str | Path, height: int, width: int, count: int) -> list[np.ndarray]:
+def frames_from_images(
+    folder: str | Path, height: int, width: int, count: int, *, resize: str = "stretch"
+) -> list[np.ndarray]:
     if not any(ch in str(folder) for ch in "*?[") and not Path(folder).is_dir():
         raise SourceError(f"{folder}: no such image folder")
     paths = list_images(folder)
@@ -66,7 +76,7 @@ def frames_from_images(folder: str | Path, height: int, width: int, count: int) 
     frames = []
     for path in paths[::step]:
         try:
-            frames.append(resize_to(read_image(path), height, width))
+            frames.append(_fit(read_image(path), height, width, resize))
         except BadInput:
             continue
         if len(frames) == count:
@@ -74,7 +84,9 @@ def frames_from_images(folder: str | Path, height: int, width: int, count: int) 
     return frames
 
 
-def frames_from_video(path: str | Path, height: int, width: int, count: int) -> list[np.ndarray]:
+def frames_from_video(
+    path: str | Path, height: int, width: int, count: int, *, resize: str = "stretch"
+) -> list[np.ndarray]:
     """`count` frames spread evenly over the video."""
     cap = cv2.VideoCapture(str(path))
     if not Path(path).is_file() or not cap.isOpened():
@@ -87,7 +99,7 @@ def frames_from_video(path: str | Path, height: int, width: int, count: int) -> 
         if not ok:
             break
         if index in wanted:
-            frames.append(resize_to(to_bgr8(frame), height, width))
+            frames.append(_fit(to_bgr8(frame), height, width, resize))
         index += 1
     cap.release()
     if not frames:

@@ -33,6 +33,11 @@ def test_video_frames_spread_and_bad_video(tmp_path):
     frames = frames_from_video(path, 16, 16, 4)
     assert len(frames) == 4 and frames[0].shape == (16, 16, 3)
     assert frames[0].mean() < frames[-1].mean()  # first and last of the video, not four neighbours
+    # A letterboxed model is calibrated on what its Segmenter feeds it: 24x32 kept in aspect as 12x16, 114 above/below.
+    boxed = frames_from_video(path, 16, 16, 4, resize="letterbox")
+    assert all(f.shape == (16, 16, 3) for f in boxed)
+    assert (boxed[-1][:2] == 114).all() and (boxed[-1][-2:] == 114).all()
+    assert np.abs(boxed[-1][2:-2].astype(int) - frames[-1][0, 0].astype(int)).max() <= 4  # the frame, not the pad
     (tmp_path / "bad.mp4").write_bytes(b"nope")
     with pytest.raises(SourceError):
         frames_from_video(tmp_path / "bad.mp4", 16, 16, 4)
