@@ -211,6 +211,43 @@ void infer_rounds(Segmenter& seg, std::vector<Running>& running, Arrivals& arriv
   }
 }
 
+// Every source opened in order, before any thread runs: a bad source fails the run with nothing started.
+std::vector<Running> open_streams(const std::vector<Stream>& streams, std::atomic<bool>& stop) {
+  std::vector<Running> running(streams.size());
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    running[i].stream = &streams[i];
+    running[i].source = open_source(streams[i].spec, &stop);
+    // A live source waits at one frame (it keeps replacing it with the newest); a file never runs far ahead.
+    running[i].inbox = std::make_unique<BoundedQueue<Frame>>(running[i].source->live() ? 1 : 8);
+    if (streams[i].sinks.video && streams[i].spec.get<VideoFile>())
+      streams[i].sinks.video->set_fps(running[i].source->fps());  // a video file keeps its frame rate
+  }
+  return running;
+}
+
+// Each stream's facts into the counters and every video closed (even after a sink failed: other disks keep theirs);
+// the first error seen is kept in `first_error`.
+void finish_streams(const std::vector<Stream>& streams, std::vector<Running>& running, Counters& counters,
+                    std::exception_ptr& first_error) {
+  for (std::size_t i = 0; i < running.size(); ++i) {
+    Running& r = running[i];
+    r.facts.skipped += r.source->skipped;
+    r.facts.reconnects = r.source->reconnects;
+    counters.streams.push_back(r.facts);
+    counters.skipped += r.facts.skipped;
+    counters.reconnects += r.facts.reconnects;
+    if (r.facts.truncated && !counters.truncated) counters.truncated = r.facts.truncated;
+    if (r.error && !first_error) first_error = r.error;
+    if (VideoSink* video = streams[i].sinks.video) {
+      try {
+        video->close();
+      } catch (...) {
+        if (!first_error) first_error = std::current_exception();
+      }
+    }
+  }
+}
+
 }  // namespace
 
 Counters run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, const PipelineOptions& options,
@@ -227,15 +264,7 @@ void run_pipeline(Segmenter& seg, const SourceSpec& spec, const Sinks& sinks, co
 
 void run_pipeline(Segmenter& seg, const std::vector<Stream>& streams, const PipelineOptions& options, Stats& stats,
                   std::atomic<bool>& stop, Counters& counters) {
-  std::vector<Running> running(streams.size());
-  for (std::size_t i = 0; i < streams.size(); ++i) {  // opened in order: a bad source fails before any thread runs
-    running[i].stream = &streams[i];
-    running[i].source = open_source(streams[i].spec, &stop);
-    // A live source waits at one frame (it keeps replacing it with the newest); a file never runs far ahead.
-    running[i].inbox = std::make_unique<BoundedQueue<Frame>>(running[i].source->live() ? 1 : 8);
-    if (streams[i].sinks.video && streams[i].spec.get<VideoFile>())
-      streams[i].sinks.video->set_fps(running[i].source->fps());  // a video file keeps its frame rate
-  }
+  std::vector<Running> running = open_streams(streams, stop);
   Arrivals arrivals;
   BoundedQueue<Done> outbox(8 * streams.size());
   std::exception_ptr writer_error;
@@ -276,23 +305,7 @@ void run_pipeline(Segmenter& seg, const std::vector<Stream>& streams, const Pipe
   outbox.finish();  // the writer drains what was segmented, so every counted frame is written
   writer.join();
   std::exception_ptr first_error = infer_error ? infer_error : writer_error;
-  for (std::size_t i = 0; i < running.size(); ++i) {
-    Running& r = running[i];
-    r.facts.skipped += r.source->skipped;
-    r.facts.reconnects = r.source->reconnects;
-    counters.streams.push_back(r.facts);
-    counters.skipped += r.facts.skipped;
-    counters.reconnects += r.facts.reconnects;
-    if (r.facts.truncated && !counters.truncated) counters.truncated = r.facts.truncated;
-    if (r.error && !first_error) first_error = r.error;
-    if (VideoSink* video = streams[i].sinks.video) {  // closed even after a sink failed: other disks keep theirs
-      try {
-        video->close();
-      } catch (...) {
-        if (!first_error) first_error = std::current_exception();
-      }
-    }
-  }
+  finish_streams(streams, running, counters, first_error);
   if (first_error) std::rethrow_exception(first_error);
 }
 
