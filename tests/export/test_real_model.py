@@ -111,6 +111,36 @@ def test_the_real_model_finds_the_people_of_a_real_photo(package, selfie, photos
             assert found.mean() > 0.3, photo.name  # the astronaut: about half of the picture
 
 
+def test_the_cpp_runtime_gives_python_s_labels_on_the_real_photos(selfie, photos, cpp_build, tmp_path):
+    """dis_run_cpp (libdisseg) on the real photos of odd sizes: the same masks as dis-run, pixel for pixel."""
+    written = {}
+    for name, cmd in (("python", ["dis-run"]), ("cpp", [str(cpp_build / "dis_run_cpp")])):
+        masks = tmp_path / name
+        args = [str(selfie), "--images", str(photos), "--masks", str(masks)]
+        if name == "python":
+            run_cmd(*cmd, *args, "--no-display", check=True)
+        else:
+            subprocess.run([*cmd, *args], check=True, capture_output=True, text=True, timeout=300)
+        written[name] = {m.name: _mask(m) for m in sorted(masks.glob("*.png"))}
+    assert sorted(written["cpp"]) == sorted(written["python"]) == sorted(p.name for p in photos.glob("*.png"))
+    for name, mask in written["python"].items():
+        assert np.array_equal(written["cpp"][name], mask), name  # measured: equal on all four
+
+
+def test_tensorrt_for_rtx_builds_the_real_model(package, selfie, tmp_path):
+    """The graph dis-import wrote from a real .tflite (MediaPipe's custom op mapped to ConvTranspose), FP32 and FP16,
+    through TensorRT for RTX's parser and builder ahead of time for sm86."""
+    _need("tensorrt_rtx")
+    half = tmp_path / "selfie.fp16.onnx"
+    run_cmd("dis-import", str(package / "selfie_segmentation.tflite"), "-o", str(half), *IMPORT, "--fp16", check=True)
+    for model in (selfie, half):
+        engine = tmp_path / f"{model.stem}.engine"
+        run_cmd("dis-export", str(model), "--engine", "--gpu-arch", "sm86", "-o", str(engine), check=True)
+        sidecar = json.loads(engine.with_name(f"{engine.name}.json").read_text())["disseg"]
+        assert engine.stat().st_size > 1_000_000 and sidecar["class_names"] == ["background", "person"], sidecar
+        assert sidecar["precision"] == ("fp16" if model == half else "fp32")
+
+
 def test_the_demo_ends_with_the_real_photo(selfie, tmp_path):
     lines = real_photo_section(selfie, tmp_path)
     assert lines[0] == "## A real photograph" and "person IoU" in lines[-1]

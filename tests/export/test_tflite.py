@@ -119,6 +119,18 @@ def test_the_imported_model_runs_in_dis_run(tmp_path):
     assert [cv2.imread(str(m), cv2.IMREAD_UNCHANGED).shape[:2] for m in masks] == [(48, 80)] * 3
 
 
+@pytest.mark.parametrize("head", ["logits", "sigmoid"])
+def test_tensorrt_for_rtx_builds_an_imported_tflite_model(tmp_path, head):
+    """What a .tflite becomes (tf2onnx's graph wrapped) goes through TensorRT for RTX's parser and builder."""
+    _require("tensorrt_rtx")
+    model = tmp_path / "m.onnx"
+    run_cmd("dis-import", str(_tflite(tmp_path / "m.tflite", head)), "-o", str(model), *UNIT, check=True)
+    engine = tmp_path / "m.engine"
+    run_cmd("dis-export", str(model), "--engine", "--gpu-arch", "sm86", "-o", str(engine), check=True)
+    sidecar = json.loads(engine.with_name("m.engine.json").read_text())["disseg"]
+    assert engine.stat().st_size > 10_000 and sidecar["extra"]["import"]["tflite"]["converter"].startswith("tf2onnx")
+
+
 def test_a_quantized_tflite_model_is_refused_in_one_line(tmp_path):
     source = _tflite(tmp_path / "int8.tflite", "logits", int8=True)
     proc = run_cmd("dis-import", str(source), "-o", str(tmp_path / "q.onnx"), *UNIT)
